@@ -1,0 +1,90 @@
+"""torch.distributed from the Slurm / submitit environment; rank-0 helpers.
+
+One process per GPU (or per CPU task). The world comes from submitit's JobEnvironment,
+which reads SLURM_PROCID / SLURM_NTASKS / SLURM_JOB_NODELIST (or the local executor's
+equivalents); the rendezvous is the first host of the node list.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as torch_dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def _job_environment():
+    import submitit
+
+    try:
+        return submitit.JobEnvironment()
+    except RuntimeError:  # not inside a submitit job (e.g. `mrihpc run`)
+        return None
+
+
+def init_world(job_id_hint: str = "") -> World:
+    """Initialise torch.distributed when the job has more than one task; pick the device."""
+    env = _job_environment()
+    rank, local_rank, size = (env.global_rank, env.local_rank, env.num_tasks) if env else (0, 0, 1)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        device = torch.device("cuda", torch.cuda.current_device())
+    else:
+        device = torch.device("cpu")
+    if size > 1 and not torch_dist.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", env.hostnames[0])
+        # a port per job, so two jobs sharing a node do not collide
+        job = env.job_id if env else job_id_hint
+        os.environ.setdefault("MASTER_PORT", str(20000 + zlib.crc32(job.encode()) % 20000))
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch_dist.init_process_group(backend, rank=rank, world_size=size, timeout=dt.timedelta(minutes=10))
+        if device.type == "cuda":
+            check_distinct_gpus(size)
+    return World(rank, local_rank, size, device)
+
+
+def check_distinct_gpus(size: int) -> None:
+    """Every rank must drive its own GPU; two ranks on one device is a binding mistake."""
+    uuid = str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
+    uuids: list[Any] = [None] * size
+    torch_dist.all_gather_object(uuids, (os.uname().nodename, uuid))
+    if len(set(uuids)) != size:
+        raise RuntimeError(f"ranks share GPUs: {uuids}; check --gpus-per-node and tasks_per_node")
+
+
+def close_world() -> None:
+    if torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def all_gather(obj: Any, world: World) -> list[Any]:
+    """Every rank's ``obj``, in rank order (just ``[obj]`` on one process)."""
+    if not world.distributed:
+        return [obj]
+    out: list[Any] = [None] * world.size
+    torch_dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        torch_dist.barrier()

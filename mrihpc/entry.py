@@ -1,0 +1,34 @@
+"""The node-side callable: what submitit pickles, and all it pickles.
+
+``PointTask(run_dir, index)`` is a few hundred bytes; on the node it reads
+``points/<index>/config.yaml`` and hands it to the runner. On USR2 (time limit or
+preemption) submitit calls ``checkpoint``: the trainer has written ``last.pt`` at its last
+step boundary, so requeueing the same callable resumes from there.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from submitit.helpers import Checkpointable, DelayedSubmission
+
+
+class PointTask(Checkpointable):
+    """Run point ``index`` of the sweep in ``run_dir``; resumable by design."""
+
+    def __init__(self, run_dir: str, index: int):
+        self.run_dir = str(run_dir)
+        self.index = int(index)
+
+    def __call__(self) -> dict:
+        from mrihpc.runner import run_point  # heavy imports (torch) only on the node
+
+        return run_point(Path(self.run_dir), self.index)
+
+    def checkpoint(self, *args, **kwargs) -> DelayedSubmission:
+        from mrihpc.runner import request_stop
+
+        request_stop("requeued after a time limit or preemption signal")
+        return DelayedSubmission(PointTask(self.run_dir, self.index))
+
+    def __repr__(self) -> str:
+        return f"PointTask({self.run_dir!r}, {self.index})"

@@ -1,0 +1,197 @@
+"""Validated points + cluster section -> a submitit executor -> ONE array per sweep.
+
+The pickled callable is ``PointTask(run_dir, index)`` (a few hundred bytes): the node reads
+``points/<i>/config.yaml`` itself. Slurm submission returns as soon as sbatch does; the local
+executor runs at most ``array_parallelism`` points at once and waits for them.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import submitit
+import yaml
+from submitit.slurm.slurm import SlurmExecutor
+
+import mrihpc
+from mrihpc.entry import PointTask
+from mrihpc.paths import RunPaths, atomic_write_json, read_json
+from mrihpc.spec import ClusterSpec, JobSpec, slurm_time_minutes
+from mrihpc.sweep import Point
+
+DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's own default MaxArraySize
+
+
+def resolve_executor(name: str) -> str:
+    """``auto`` -> slurm when sbatch is on PATH, else local."""
+    if name == "auto":
+        return "slurm" if shutil.which("sbatch") else "local"
+    return name
+
+
+def slurm_parameters(spec: JobSpec) -> dict[str, Any]:
+    """The cluster section as submitit SlurmExecutor parameters (sbatch flags)."""
+    c = spec.cluster
+    params: dict[str, Any] = dict(
+        job_name=c.job_name or spec.name, partition=c.partition, account=c.account, qos=c.qos,
+        nodes=c.nodes, ntasks_per_node=c.num_tasks_per_node, cpus_per_task=c.cpus_per_task,
+        gpus_per_node=c.gpus_per_node or None, mem=c.mem_gb, time=slurm_time_minutes(c.time),
+        constraint=c.constraint, exclusive=True if c.exclusive else None,
+        array_parallelism=c.array_parallelism, mail_user=c.mail_user, mail_type=c.mail_type,
+        setup=list(c.setup) or None, signal_delay_s=c.signal_delay_s,
+        additional_parameters=dict(c.sbatch) or None,
+        # one task per GPU: srun binds each task to its own GPU
+        srun_args=["--gpu-bind=closest"] if c.gpus_per_node else None,
+    )
+    return {k: v for k, v in params.items() if v is not None}
+
+
+class _ScriptOnlySlurmExecutor(SlurmExecutor):
+    """submitit's own SlurmExecutor, allowed to exist where srun does not, to render scripts."""
+
+    @classmethod
+    def affinity(cls) -> int:
+        return 1
+
+
+def sbatch_script(spec: JobSpec, logs: Path, num_points: int) -> str:
+    """The exact sbatch script submitit submits for an array of ``num_points`` tasks."""
+    ex = _ScriptOnlySlurmExecutor(folder=logs)
+    ex.update_parameters(**slurm_parameters(spec))
+    if num_points > 1:
+        ex.parameters["map_count"] = num_points
+    return ex._make_submission_file_text(ex._submitit_command_str, "dry-run")
+
+
+def max_array_size(cluster: ClusterSpec) -> int:
+    """The spec's setting, else Slurm's MaxArraySize, else Slurm's default."""
+    if cluster.max_array_size:
+        return cluster.max_array_size
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=20).stdout
+        m = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
+        if m:
+            return int(m.group(1))
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return DEFAULT_MAX_ARRAY_SIZE
+
+
+def make_executor(spec: JobSpec, executor: str, logs: Path) -> submitit.Executor:
+    if executor == "slurm":
+        ex = SlurmExecutor(folder=logs, max_num_timeout=spec.train.max_requeues)
+        ex.update_parameters(**slurm_parameters(spec))
+        return ex
+    if executor == "local":
+        ex = submitit.LocalExecutor(folder=logs, max_num_timeout=spec.train.max_requeues)
+        ex.update_parameters(timeout_min=slurm_time_minutes(spec.cluster.time),
+                             tasks_per_node=spec.cluster.num_tasks_per_node,
+                             gpus_per_node=spec.cluster.gpus_per_node,
+                             signal_delay_s=spec.cluster.signal_delay_s, setup=list(spec.cluster.setup))
+        return ex
+    if executor == "debug":
+        return submitit.DebugExecutor(folder=logs)
+    raise ValueError(f"unknown executor {executor!r}")
+
+
+def git_revision(cwd: Path) -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except OSError:
+        return None
+
+
+def new_sweep_id() -> str:
+    now = dt.datetime.now()
+    return now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond:06d}"[:3]
+
+
+def write_run_directory(runs_dir: Path, spec: JobSpec, raw: dict, source: str,
+                        points: Sequence[tuple[Point, JobSpec]], executor: str) -> RunPaths:
+    """Create runs/<name>/<sweep-id>/ with spec.yaml, manifest.json and every point's config."""
+    run = RunPaths.create(runs_dir, spec.name, new_sweep_id())
+    run.spec.write_text(yaml.safe_dump(raw, sort_keys=False))
+    for point, point_spec in points:
+        p = run.point(point.index)
+        p.root.mkdir(parents=True)
+        p.config.write_text(yaml.safe_dump(point_spec.model_dump(mode="json"), sort_keys=False))
+    atomic_write_json(run.manifest, {
+        "name": spec.name, "sweep_id": run.root.name, "source": str(Path(source).resolve()),
+        "created": dt.datetime.now().isoformat(timespec="seconds"), "user": getpass.getuser(),
+        "git_rev": git_revision(Path(source).resolve().parent), "mrihpc_version": mrihpc.__version__,
+        "python": sys.executable, "executor": executor,
+        "points": [p.to_json() for p, _ in points], "submissions": [],
+    })
+    return run
+
+
+def _record(run: RunPaths, submission: dict) -> None:
+    manifest = read_json(run.manifest)
+    manifest["submissions"].append(submission)
+    atomic_write_json(run.manifest, manifest)
+
+
+def _job_record(job: submitit.Job) -> dict:
+    return {"job_id": str(job.job_id), "stdout": str(job.paths.stdout).replace("%t", "0"),
+            "stderr": str(job.paths.stderr).replace("%t", "0")}
+
+
+def submit_points(run: RunPaths, spec: JobSpec, indices: Sequence[int], executor: str,
+                  on_start=None) -> list[submitit.Job]:
+    """Queue ``indices`` of the run; slurm: one array per MaxArraySize chunk, returns at once;
+    local / debug: runs them (at most array_parallelism at a time) and returns when all ended."""
+    ex = make_executor(spec, executor, run.logs)
+    tasks = [PointTask(str(run.root), i) for i in indices]
+    stamp = dt.datetime.now().isoformat(timespec="seconds")
+    if executor == "slurm":
+        jobs = []
+        chunk = max_array_size(spec.cluster)
+        for start in range(0, len(tasks), chunk):
+            part = tasks[start:start + chunk]
+            with ex.batch():
+                new = [ex.submit(t) for t in part]
+            jobs += new
+            _record(run, {"time": stamp, "executor": executor, "array_id": new[0].job_id.split("_")[0],
+                          "jobs": {str(t.index): _job_record(j) for t, j in zip(part, new)}})
+        return jobs
+    return _run_here(run, ex, tasks, spec.cluster.array_parallelism, executor, stamp, on_start)
+
+
+def _run_here(run, ex, tasks, parallelism, executor, stamp, on_start) -> list[submitit.Job]:
+    """Local and debug executors: a rolling window of ``parallelism`` running points."""
+    pending, running, done = list(tasks), [], []
+    while pending or running:
+        while pending and len(running) < parallelism:
+            task = pending.pop(0)
+            job = ex.submit(task)
+            _record(run, {"time": stamp, "executor": executor, "array_id": None,
+                          "jobs": {str(task.index): _job_record(job)}})
+            if on_start:
+                on_start(task.index, job)
+            if executor == "debug":
+                _wait_quietly(job)
+                done.append(job)
+            else:
+                running.append(job)
+        for job in [j for j in running if j.done()]:
+            running.remove(job)
+            done.append(job)
+        if running:
+            time.sleep(0.5)
+    return done
+
+
+def _wait_quietly(job: submitit.Job) -> None:
+    """Run / wait for a job; a failed point is recorded in its status.json, not raised here."""
+    try:
+        job.result()
+    except Exception:  # noqa: BLE001 - the point's own status.json holds the error
+        pass

@@ -1,0 +1,33 @@
+"""metrics.jsonl: one JSON object per logged step or epoch, flushed at once (always on)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+
+class MetricsFile:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "a", buffering=1)
+
+    def log(self, metrics: dict, step: int) -> None:
+        self.file.write(json.dumps({"step": step, "time": round(time.time(), 3), **metrics}) + "\n")
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """All records of a metrics.jsonl; a torn last line (a job killed mid-write) is ignored."""
+    records = []
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return records
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records

@@ -1,0 +1,38 @@
+"""Optimisers by name, and the warm-up + cosine-warm-restart schedule built from torch's own
+schedulers (LinearLR then CosineAnnealingWarmRestarts, chained by SequentialLR), so its
+position lives in ``state_dict()`` and a resumed run continues the exact LR sequence."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch.optim import lr_scheduler
+
+from mrihpc import registry
+from mrihpc.spec import OptimSpec, ScheduleSpec
+
+WARMUP_START_FACTOR = 0.01  # warm-up starts at lr / 100
+
+
+def build_optimizer(spec: OptimSpec, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    cls = registry.resolve(registry.OPTIMIZERS, spec.name)
+    kwargs = {"lr": spec.lr, "weight_decay": spec.weight_decay}
+    if spec.name in ("adam", "adamw"):
+        kwargs["betas"] = spec.betas
+    elif spec.name == "sgd":
+        kwargs.update(momentum=spec.momentum, nesterov=spec.nesterov)
+    elif spec.name == "rmsprop":
+        kwargs["momentum"] = spec.momentum
+    return cls(params, **kwargs)
+
+
+def build_schedule(spec: ScheduleSpec, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> lr_scheduler.LRScheduler:
+    """Stepped once per optimiser step (interval: step) or once per epoch (interval: epoch)."""
+    unit = steps_per_epoch if spec.interval == "step" else 1
+    warmup = round(spec.warmup_epochs * unit)
+    cosine = lr_scheduler.CosineAnnealingWarmRestarts(
+        optimizer, T_0=max(1, round(spec.restart_epochs * unit)), T_mult=spec.restart_mult, eta_min=spec.min_lr)
+    if warmup <= 0:
+        return cosine
+    ramp = lr_scheduler.LinearLR(optimizer, start_factor=WARMUP_START_FACTOR, end_factor=1.0, total_iters=warmup)
+    return lr_scheduler.SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])

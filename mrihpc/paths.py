@@ -1,0 +1,116 @@
+"""RunPaths: every file and folder of a run directory, and nothing else decides a path.
+
+    runs/<name>/<sweep-id>/
+      spec.yaml  manifest.json  logs/
+      points/<i>/config.yaml metrics.jsonl status.json memory.dat checkpoints/ predictions/
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` so that readers see the old file or the new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    """The JSON in ``path``, or ``default`` when it does not exist (yet)."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return default
+
+
+@dataclass(frozen=True)
+class PointPaths:
+    """Files of one sweep point."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def memory(self) -> Path:
+        return self.root / "memory.dat"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions"
+
+    @property
+    def visdom_log(self) -> Path:
+        return self.root / "visdom.log"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Files of one submitted sweep."""
+
+    root: Path
+
+    @classmethod
+    def create(cls, runs_dir: Path, name: str, sweep_id: str) -> "RunPaths":
+        paths = cls(Path(runs_dir).resolve() / name / sweep_id)
+        paths.logs.mkdir(parents=True, exist_ok=False)
+        return paths
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "spec.yaml"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def logs(self) -> Path:
+        """submitit's folder: job scripts, pickles and stdout / stderr per array task."""
+        return self.root / "logs"
+
+    def point(self, index: int) -> PointPaths:
+        return PointPaths(self.root / "points" / str(index))
+
+    def exists(self) -> bool:
+        return self.manifest.is_file()

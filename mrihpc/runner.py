@@ -1,0 +1,95 @@
+"""One sweep point on its node: read its config, train, record the outcome in status.json.
+
+Whatever happens, status.json says so: running (with host, pid, job id), done (with the
+final metrics), requeued, or failed (with the error and the end of the traceback). A
+failing point raises, so Slurm marks that array task FAILED and nothing else is touched.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import traceback
+from pathlib import Path
+
+import torch
+import yaml
+
+from mrihpc import registry
+from mrihpc.distributed import World, close_world, init_world
+from mrihpc.monitors import Monitors
+from mrihpc.monitors.console import Console
+from mrihpc.monitors.jsonl import MetricsFile
+from mrihpc.paths import PointPaths, RunPaths, atomic_write_json, read_json
+from mrihpc.spec import JobSpec
+from mrihpc.train import Trainer
+
+_STOP = {"reason": None}
+
+
+def request_stop(reason: str) -> None:
+    """Called from the signal path: note why this process is about to leave."""
+    _STOP["reason"] = reason
+
+
+def write_status(paths: PointPaths, world: World, **fields) -> None:
+    if not world.is_main:
+        return
+    status = read_json(paths.status, {}) or {}
+    status.update(fields, updated=dt.datetime.now().isoformat(timespec="seconds"))
+    atomic_write_json(paths.status, status)
+
+
+def load_point_spec(paths: PointPaths) -> JobSpec:
+    return JobSpec.model_validate(yaml.safe_load(paths.config.read_text()))
+
+
+def _job_id() -> str:
+    """Slurm's ``<array>_<task>`` (or plain job id), or the local executor's id."""
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID')}"
+    return env.get("SLURM_JOB_ID") or env.get("SUBMITIT_LOCAL_JOB_ID", "")
+
+
+def train_point(spec: JobSpec, paths: PointPaths, world: World) -> dict:
+    """Build the task and train it; returns the last epoch's record."""
+    if spec.train.threads and world.device.type == "cpu":
+        torch.set_num_threads(spec.train.threads)
+    task = registry.resolve(registry.TASKS, spec.task)(spec, world)
+    monitors = Monitors([MetricsFile(paths.metrics), Console(spec.name, spec.train.epochs, spec.train.metric)]
+                        if world.is_main else [])
+
+    def on_epoch(record: dict) -> None:
+        write_status(paths, world, state="running", epoch=record["epoch"] + 1, epochs=spec.train.epochs,
+                     latest={k: v for k, v in record.items() if k.startswith("val_") or k == "train_loss"})
+
+    try:
+        trainer = Trainer(spec, task, world, paths.checkpoints, monitors, on_epoch)
+        return trainer.fit() | {"best": trainer.best}
+    finally:
+        monitors.close()
+
+
+def run_point(run_dir: Path, index: int) -> dict:
+    """The node entry: train point ``index`` of ``run_dir`` and record the outcome."""
+    paths = RunPaths(Path(run_dir)).point(index)
+    world = init_world()
+    previous = read_json(paths.status, {}) or {}
+    write_status(paths, world, state="running", host=socket.gethostname(), pid=os.getpid(), job_id=_job_id(),
+                 world_size=world.size, device=str(world.device), error=None, traceback=None,
+                 started=dt.datetime.now().isoformat(timespec="seconds"),
+                 attempts=int(previous.get("attempts", 0)) + 1)
+    try:
+        record = train_point(load_point_spec(paths), paths, world)
+    except BaseException as e:
+        if _STOP["reason"]:
+            write_status(paths, world, state="requeued", reason=_STOP["reason"])
+        else:
+            write_status(paths, world, state="failed", error=f"{type(e).__name__}: {e}",
+                         traceback="".join(traceback.format_exc()).splitlines()[-25:])
+        raise
+    finally:
+        close_world()
+    write_status(paths, world, state="done", final=record)
+    return record

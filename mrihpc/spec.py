@@ -1,0 +1,413 @@
+"""The typed JobSpec tree: one class per YAML section, each field documented where declared.
+
+pydantic (not dataclasses) because it gives, for free, what we would otherwise hand-write:
+every problem in one pass with its key path (``loc``), unknown keys rejected
+(``extra="forbid"``), range checks, and the field docstrings as descriptions.
+Loading YAML, ``extends:``, ``-o`` overrides and the error format live in ``specfile.py``.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mrihpc import registry
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# Slurm's --time formats: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS
+_TIME = re.compile(r"^(?:(\d+)-(\d+)(?::(\d+)(?::(\d+))?)?|(\d+)(?::(\d+)(?::(\d+))?)?)$")
+MAIL_TYPES = ("NONE", "BEGIN", "END", "FAIL", "REQUEUE", "ALL", "INVALID_DEPEND", "STAGE_OUT",
+              "TIME_LIMIT", "TIME_LIMIT_90", "TIME_LIMIT_80", "TIME_LIMIT_50", "ARRAY_TASKS")
+
+
+def _one_of(value: str, table: dict, what: str) -> str:
+    if value not in table:
+        raise ValueError(f"unknown {what} {value!r}; allowed: {', '.join(sorted(table))}")
+    return value
+
+
+def _registered(field: str, table: dict, what: str):
+    """A validator that accepts only the names registered in ``table``."""
+    return field_validator(field)(classmethod(lambda cls, v: _one_of(v, table, what)))
+
+
+def slurm_time_minutes(text: str) -> int:
+    """Minutes in a Slurm time string (rounded up), e.g. ``"1-12"`` -> 2160.
+
+    Raises ValueError for anything Slurm's --time would not accept.
+    """
+    m = _TIME.match(str(text).strip())
+    if not m:
+        raise ValueError(f"not a Slurm time {text!r}; allowed: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS")
+    if m.group(1) is not None:  # D-HH[:MM[:SS]]
+        days, hours, mins, secs = (int(g or 0) for g in m.group(1, 2, 3, 4))
+    elif m.group(7) is not None:  # HH:MM:SS
+        days, hours, mins, secs = 0, int(m.group(5)), int(m.group(6)), int(m.group(7))
+    else:  # MM[:SS]
+        days, hours, mins, secs = 0, 0, int(m.group(5)), int(m.group(6) or 0)
+    if hours >= 24 and days or mins >= 60 and (hours or days) or secs >= 60:
+        raise ValueError(f"field out of range in Slurm time {text!r}")
+    total = ((days * 24 + hours) * 60 + mins) * 60 + secs
+    if total <= 0:
+        raise ValueError(f"Slurm time {text!r} must be positive")
+    return -(-total // 60)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+
+
+class MaskSpec(Section):
+    kind: str = "random"
+    """Column mask family: random or equispaced (fastMRI semantics)."""
+    accelerations: list[int] = [4]
+    """Acceleration factors; one (acceleration, centre fraction) pair is drawn per sample."""
+    center_fractions: list[float] = [0.08]
+    """Fully sampled centre fraction paired with each acceleration (seed 000: 0.08 at 4x, 0.04 at 8x)."""
+
+    check_kind = _registered("kind", registry.MASKS, "mask kind")
+
+    @field_validator("accelerations")
+    @classmethod
+    def _acc(cls, v: list[int]) -> list[int]:
+        if not v or any(a < 1 for a in v):
+            raise ValueError("needs at least one acceleration, each >= 1")
+        return v
+
+    @field_validator("center_fractions")
+    @classmethod
+    def _cf(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < f < 1 for f in v):
+            raise ValueError("needs at least one centre fraction, each in (0, 1)")
+        return v
+
+    @model_validator(mode="after")
+    def _paired(self) -> "MaskSpec":
+        if len(self.accelerations) != len(self.center_fractions):
+            raise ValueError(f"accelerations ({len(self.accelerations)}) and center_fractions "
+                             f"({len(self.center_fractions)}) must have the same length")
+        return self
+
+
+class SyntheticSpec(Section):
+    volumes: int = Field(8, ge=2)
+    """Number of synthetic volumes (split into train / val / test like a real dataset)."""
+    slices: int = Field(16, ge=1)
+    """Slices per volume."""
+    shape: tuple[int, int] = (640, 368)
+    """Encoded k-space matrix (readout, phase), as fastMRI's single-coil knee (640, 368)."""
+    recon_shape: tuple[int, int] = (320, 320)
+    """Reconstructed image size, the header's reconSpace (fastMRI: 320 x 320)."""
+    seed: int = 0
+    """Seed of the phantom generator; the same seed gives byte-identical files."""
+
+    @model_validator(mode="after")
+    def _fits(self) -> "SyntheticSpec":
+        if any(r > s or r < 16 for r, s in zip(self.recon_shape, self.shape)):
+            raise ValueError(f"recon_shape {self.recon_shape} must be >= 16 and fit inside shape {self.shape}")
+        return self
+
+
+class DataSpec(Section):
+    format: str = "fastmri"
+    """File layout: fastmri (kspace + reconstruction_esc + ismrmrd_header) or nc2019 (coursework)."""
+    root: Optional[str] = None
+    """Folder holding train/ and val/ (and optionally test/) HDF5 files."""
+    synthetic: Optional[SyntheticSpec] = None
+    """Generate phantom data in the real layout instead of reading root (cached once)."""
+    mask: MaskSpec = MaskSpec()
+    """Undersampling mask."""
+    skip_slices: int = Field(5, ge=0)
+    """Leading slices of each volume left out of training and validation (seed 000: 5, mostly noise)."""
+    crop: Optional[tuple[int, int]] = None
+    """Centre crop (H, W) of the image; default the header's reconSpace matrix (320 x 320)."""
+    normalize: Literal["zero_filled_max", "instance"] = "zero_filled_max"
+    """zero_filled_max divides by the zero-filled image's max (seed 000); instance uses its mean / std (fastMRI)."""
+    max_volumes: Optional[int] = Field(None, ge=1)
+    """Use at most this many volumes per split (quick experiments)."""
+    folds: Optional[int] = Field(None, ge=2)
+    """K-fold cross-validation over the training volumes; set by sweep.folds."""
+    fold: Optional[int] = Field(None, ge=0)
+    """Which fold is held out for validation; set by sweep.folds."""
+
+    check_format = _registered("format", registry.DATA_FORMATS, "data format")
+
+    @model_validator(mode="after")
+    def _source(self) -> "DataSpec":
+        if (self.root is None) == (self.synthetic is None):
+            raise ValueError("give exactly one of data.root (a folder) or data.synthetic (phantoms)")
+        if self.fold is not None and (self.folds is None or self.fold >= self.folds):
+            raise ValueError(f"fold {self.fold} needs folds > {self.fold}")
+        return self
+
+
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    # fastMRI's baseline U-Net: 7,756,097 parameters at chans 32, 4 pools.
+    "fastmri": dict(channels=32, depth=4, norm="instance", activation="leaky_relu", pool="avg",
+                    upsample="transpose", conv_bias=False, dropout=0.0),
+    # Seed 000's U-Net: 64 base features, BatchNorm, ReLU, max-pool, bilinear up.
+    "nc2019": dict(channels=64, depth=4, norm="batch", activation="relu", pool="max",
+                   upsample="bilinear", conv_bias=True, dropout=0.0),
+}
+
+
+class ModelSpec(Section):
+    name: str = "unet"
+    """Network architecture."""
+    preset: Optional[str] = None
+    """fastmri or nc2019: defaults for every field below not given explicitly."""
+    channels: int = Field(32, ge=1)
+    """Base feature channels (doubled at each pool)."""
+    depth: int = Field(4, ge=1, le=8)
+    """Number of pooling levels."""
+    norm: Literal["batch", "instance", "none"] = "instance"
+    """Normalisation after each convolution."""
+    activation: Literal["relu", "leaky_relu"] = "leaky_relu"
+    """Activation after each normalisation (leaky slope 0.2)."""
+    pool: Literal["max", "avg"] = "avg"
+    """Down-sampling between levels."""
+    upsample: Literal["bilinear", "transpose"] = "transpose"
+    """Up-sampling: bilinear interpolation or a transposed convolution."""
+    conv_bias: bool = False
+    """Bias in the 3x3 convolutions."""
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout2d probability after each activation."""
+    residual: bool = False
+    """Predict a correction added to the input (in_channels must equal out_channels)."""
+    in_channels: int = Field(1, ge=1)
+    """Input channels (1 for magnitude, 2 for real / imaginary)."""
+    out_channels: int = Field(1, ge=1)
+    """Output channels."""
+
+    check_name = _registered("name", registry.MODELS, "model")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") is not None:
+            preset = data["preset"]
+            if preset not in MODEL_PRESETS:
+                raise ValueError(f"unknown preset {preset!r}; allowed: {', '.join(MODEL_PRESETS)}")
+            data = {**MODEL_PRESETS[preset], **data}
+        return data
+
+    @model_validator(mode="after")
+    def _residual(self) -> "ModelSpec":
+        if self.residual and self.in_channels != self.out_channels:
+            raise ValueError("residual needs in_channels == out_channels")
+        return self
+
+
+class OptimSpec(Section):
+    name: str = "adam"
+    """Optimiser: adam, adamw, sgd, rmsprop or adagrad."""
+    lr: float = Field(1e-3, gt=0)
+    """Peak learning rate (reached at the end of the warm-up)."""
+    weight_decay: float = Field(0.0, ge=0)
+    """L2 penalty (decoupled for adamw)."""
+    momentum: float = Field(0.0, ge=0, lt=1)
+    """Momentum for sgd and rmsprop."""
+    nesterov: bool = False
+    """Nesterov momentum for sgd (needs momentum > 0)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam / AdamW betas."""
+
+    check_name = _registered("name", registry.OPTIMIZERS, "optimiser")
+
+    @model_validator(mode="after")
+    def _nesterov(self) -> "OptimSpec":
+        if self.nesterov and (self.name != "sgd" or self.momentum <= 0):
+            raise ValueError("nesterov needs name: sgd and momentum > 0")
+        if any(not 0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas {self.betas} must lie in [0, 1)")
+        return self
+
+
+class ScheduleSpec(Section):
+    warmup_epochs: float = Field(0.0, ge=0)
+    """Linear warm-up from lr / 100 to lr over this many epochs (fractions allowed)."""
+    restart_epochs: float = Field(10.0, gt=0)
+    """First cosine period of SGDR, in epochs."""
+    restart_mult: int = Field(1, ge=1)
+    """Each period is this many times longer than the previous one."""
+    min_lr: float = Field(0.0, ge=0)
+    """Floor of the cosine."""
+    interval: Literal["step", "epoch"] = "step"
+    """Step the schedule after every optimiser step or once per epoch."""
+
+
+class TrainSpec(Section):
+    epochs: int = Field(10, ge=1)
+    """Training epochs."""
+    batch_size: int = Field(1, ge=1)
+    """Global batch size, split evenly across ranks."""
+    workers: int = Field(2, ge=0)
+    """DataLoader worker processes per rank."""
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    """Autocast dtype on GPU; always fp32 on CPU."""
+    seed: int = 0
+    """Base seed; each sweep point derives its own from it and its index."""
+    grad_clip: Optional[float] = Field(None, gt=0)
+    """Clip the global gradient norm to this value."""
+    eval_every: int = Field(1, ge=1)
+    """Validate every N epochs (and always after the last)."""
+    metric: str = "ssim"
+    """Validation metric that selects best.pt."""
+    steps_per_epoch: Optional[int] = Field(None, ge=1)
+    """Cap on optimiser steps per epoch (quick experiments)."""
+    max_requeues: int = Field(3, ge=0)
+    """How often a point may be requeued after preemption or a time limit."""
+    threads: Optional[int] = Field(None, ge=1)
+    """torch intra-op threads per rank on CPU (default: torch's choice)."""
+
+    check_metric = _registered("metric", registry.METRICS, "metric")
+
+
+class VisdomSpec(Section):
+    server: str = "http://127.0.0.1"
+    """Visdom server URL (without the port)."""
+    port: int = Field(8097, ge=1, le=65535)
+    """Visdom server port."""
+
+
+class MemorySpec(Section):
+    interval_s: float = Field(0.5, ge=0.1)
+    """Seconds between memory samples (finer than 0.1 s costs measurable time)."""
+
+
+class MonitorSpec(Section):
+    visdom: Optional[VisdomSpec] = None
+    """Live plots; off when absent."""
+    memory: Optional[MemorySpec] = None
+    """Memory profile to points/<i>/memory.dat; off when absent."""
+
+
+class ClusterSpec(Section):
+    executor: Literal["slurm", "local", "debug", "auto"] = "local"
+    """slurm, local (subprocesses), debug (in this process) or auto (slurm when sbatch is on PATH)."""
+    partition: Optional[str] = None
+    """Slurm partition."""
+    account: Optional[str] = None
+    """Slurm account to charge."""
+    qos: Optional[str] = None
+    """Slurm quality of service."""
+    nodes: int = Field(1, ge=1)
+    """Nodes per sweep point."""
+    gpus_per_node: int = Field(0, ge=0, le=8)
+    """GPUs per node (0-8)."""
+    tasks_per_node: Optional[int] = Field(None, ge=1)
+    """Processes per node; default one per GPU (one on CPU)."""
+    cpus_per_task: Optional[int] = Field(None, ge=1)
+    """CPU cores per process."""
+    mem_gb: Optional[float] = Field(None, gt=0)
+    """Memory per node in GB."""
+    time: str = "01:00:00"
+    """Time limit per point: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS."""
+    constraint: Optional[str] = None
+    """Slurm node features (--constraint)."""
+    exclusive: bool = False
+    """Whole nodes only."""
+    array_parallelism: int = Field(4, ge=1)
+    """At most this many points run at once (the %K of the array)."""
+    job_name: Optional[str] = None
+    """Slurm job name; default the spec's name."""
+    mail_user: Optional[str] = None
+    """Address for Slurm's mails."""
+    mail_type: Optional[str] = None
+    """Comma-separated Slurm mail events, e.g. END,FAIL."""
+    setup: list[str] = []
+    """Shell lines run before the task starts, e.g. 'module load cuda'."""
+    signal_delay_s: int = Field(120, ge=0)
+    """Seconds before the time limit at which USR2 asks the job to checkpoint."""
+    max_array_size: Optional[int] = Field(None, ge=1)
+    """Largest array Slurm accepts; default read from `scontrol show config`, else 1001."""
+    sbatch: dict[str, Any] = {}
+    """Other sbatch options passed through verbatim, e.g. {reservation: foo}."""
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, v: str) -> str:
+        slurm_time_minutes(v)
+        return v
+
+    @field_validator("mail_type")
+    @classmethod
+    def _mail(cls, v: Optional[str]) -> Optional[str]:
+        bad = [t for t in (v or "").split(",") if t and t.strip().upper() not in MAIL_TYPES]
+        if bad:
+            raise ValueError(f"unknown mail type(s) {', '.join(bad)}; allowed: {', '.join(MAIL_TYPES)}")
+        return v
+
+    @property
+    def num_tasks_per_node(self) -> int:
+        return self.tasks_per_node or max(1, self.gpus_per_node)
+
+
+class ContainerSpec(Section):
+    runtime: Literal["none"] = "none"
+    """How a task enters its image; only none (the host's Python) is supported so far."""
+    image: Optional[str] = None
+    """Container image reference."""
+    mounts: list[str] = []
+    """host:container bind mounts."""
+
+
+class SweepSpec(Section):
+    grid: dict[str, list[Any]] = {}
+    """key.path -> values; the cartesian product of all keys."""
+    zip: dict[str, list[Any]] = {}
+    """key.path -> values; lists of equal length walked together."""
+    points: list[dict[str, Any]] = []
+    """Explicit list of {key.path: value} override sets."""
+    folds: Optional[int] = Field(None, ge=2)
+    """K-fold cross-validation: every point runs once per held-out fold."""
+
+    @model_validator(mode="after")
+    def _zip_lengths(self) -> "SweepSpec":
+        lengths = {k: len(v) for k, v in self.zip.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"zip lists must have equal lengths, got {lengths}")
+        for key, values in {**self.grid, **self.zip}.items():
+            if not values:
+                raise ValueError(f"{key}: empty list of values")
+        return self
+
+
+class JobSpec(Section):
+    name: str = Field(pattern=NAME_PATTERN)
+    """Experiment name: the run folder runs/<name>/ and the Slurm job name."""
+    task: str = "reconstruction"
+    """Workload: reconstruction (more to come: cine, synthesis, denoising, segmentation)."""
+    data: DataSpec
+    """Where the data comes from and how it is undersampled."""
+    model: ModelSpec = ModelSpec()
+    """The network."""
+    loss: dict[str, float] = {"l1": 1.0}
+    """Loss terms and their weights, e.g. {l1: 1.0, ssim: 0.1}."""
+    optim: OptimSpec = OptimSpec()
+    """Optimiser."""
+    schedule: ScheduleSpec = ScheduleSpec()
+    """Warm-up plus cosine annealing with warm restarts."""
+    train: TrainSpec = TrainSpec()
+    """Training loop."""
+    monitor: MonitorSpec = MonitorSpec()
+    """Live plots and memory profiling."""
+    cluster: ClusterSpec = ClusterSpec()
+    """Where and how the points run."""
+    container: ContainerSpec = ContainerSpec()
+    """Container the points run in."""
+    sweep: SweepSpec = SweepSpec()
+    """Points to run."""
+
+    check_task = _registered("task", registry.TASKS, "task")
+
+    @field_validator("loss")
+    @classmethod
+    def _loss(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(registry.LOSSES))
+        if unknown:
+            raise ValueError(f"unknown loss term(s) {', '.join(unknown)}; allowed: {', '.join(registry.LOSSES)}")
+        if any(w < 0 for w in v.values()) or not any(w > 0 for w in v.values()):
+            raise ValueError("weights must be >= 0 with at least one > 0")
+        return v

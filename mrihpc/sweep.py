@@ -1,0 +1,138 @@
+"""``sweep:`` -> concrete points with stable indices, readable names and derived seeds.
+
+grid (cartesian product) x zip (paired lists) x points (explicit override sets) x folds.
+The order is fixed by the spec alone, so the same spec always gives the same points.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mrihpc.spec import JobSpec
+from mrihpc.specfile import SpecError, set_path, valid_key_path, validate_dict
+
+# Short names for the coordinates people sweep most (the point name reads "lr=3e-4,acc=8").
+ALIASES = {"accelerations": "acc", "center_fractions": "cf", "batch_size": "bs",
+           "weight_decay": "wd", "channels": "ch", "restart_epochs": "T0"}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One concrete run of a sweep."""
+
+    index: int
+    """Position in the sweep; also the array task's point index."""
+    name: str
+    """Readable coordinates, e.g. ``lr=3e-4,acc=8,fold=1``."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """key.path -> value applied on top of the spec."""
+    seed: int = 0
+    """train.seed of this point, derived from the spec seed and the index."""
+
+    def to_json(self) -> dict:
+        return {"index": self.index, "name": self.name, "overrides": self.overrides, "seed": self.seed}
+
+
+def format_value(value: Any) -> str:
+    """Compact text for a coordinate value: 0.0003 -> 3e-4, [8] -> 8, [4, 8] -> 4+8."""
+    if isinstance(value, (list, tuple)):
+        return "+".join(format_value(v) for v in value)
+    if isinstance(value, float):
+        if value != 0 and not 1e-2 <= abs(value) < 1e5:
+            mantissa, exp = f"{value:.3e}".split("e")
+            return f"{mantissa.rstrip('0').rstrip('.')}e{int(exp)}"
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return "+".join(f"{k}:{format_value(v)}" for k, v in value.items())
+    return str(value)
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """key.path -> shortest unambiguous suffix (aliased), e.g. optim.lr -> lr."""
+    out = {}
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            candidate = ".".join(parts[-n:])
+            clashes = [k for k in keys if k != key and ".".join(k.split(".")[-n:]) == candidate]
+            if not clashes:
+                break
+        out[key] = ALIASES.get(candidate, candidate)
+    return out
+
+
+def point_seed(base_seed: int, index: int) -> int:
+    """A seed for point ``index`` that differs between points and never changes for a spec."""
+    return int(np.random.SeedSequence([base_seed & 0xFFFFFFFF, index]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _axes(spec: JobSpec) -> list[list[dict[str, Any]]]:
+    """The sweep as a list of axes; each axis is a list of override dicts."""
+    sweep, axes = spec.sweep, []
+    for key, values in sweep.grid.items():
+        axes.append([{key: v} for v in values])
+    if sweep.zip:
+        keys = list(sweep.zip)
+        axes.append([dict(zip(keys, row)) for row in zip(*sweep.zip.values())])
+    if sweep.points:
+        axes.append([dict(p) for p in sweep.points])
+    if sweep.folds:
+        axes.append([{"data.folds": sweep.folds, "data.fold": k} for k in range(sweep.folds)])
+    return axes
+
+
+def check_keys(spec: JobSpec, source: str) -> None:
+    """Every sweep key must name a field of the spec; raises SpecError listing the bad ones."""
+    problems = []
+    for section in ("grid", "zip"):
+        for key in getattr(spec.sweep, section):
+            why = valid_key_path(key)
+            if why:
+                problems.append(f"{source}: sweep.{section}.{key}: {why}")
+    for i, overrides in enumerate(spec.sweep.points):
+        for key in overrides:
+            why = valid_key_path(key)
+            if why:
+                problems.append(f"{source}: sweep.points[{i}].{key}: {why}")
+    if problems:
+        raise SpecError(problems)
+
+
+def expand(spec: JobSpec, source: str = "<spec>") -> list[Point]:
+    """All points of the sweep, in a fixed order (a spec without a sweep is one point)."""
+    check_keys(spec, source)
+    axes = _axes(spec)
+    combos = [{k: v for o in combo for k, v in o.items()} for combo in itertools.product(*axes)]
+    names = short_names(list(dict.fromkeys(k for axis in axes for o in axis for k in o if k != "data.folds")))
+    points = []
+    for index, overrides in enumerate(combos):
+        label = ",".join(f"{names[k]}={format_value(v)}" for k, v in overrides.items() if k in names)
+        points.append(Point(index, label or spec.name, overrides, point_seed(spec.train.seed, index)))
+    return points
+
+
+def point_config(raw: dict, point: Point) -> dict:
+    """The concrete spec dict of one point: overrides applied, its seed set, no sweep left."""
+    data = copy.deepcopy(raw)
+    data.pop("sweep", None)
+    for key, value in point.overrides.items():
+        set_path(data, key, copy.deepcopy(value))
+    set_path(data, "train.seed", point.seed)
+    return data
+
+
+def expand_and_validate(spec: JobSpec, raw: dict, source: str) -> list[tuple[Point, JobSpec]]:
+    """Expand the sweep and validate every point's concrete spec; all problems in one error."""
+    points, problems, out = expand(spec, source), [], []
+    for point in points:
+        try:
+            out.append((point, validate_dict(point_config(raw, point), source)))
+        except SpecError as e:
+            problems += [f"{line} (in sweep point {point.index}: {point.name})" for line in e.problems]
+    if problems:
+        raise SpecError(problems)
+    return out

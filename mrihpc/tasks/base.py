@@ -1,0 +1,58 @@
+"""The Task interface: what one workload supplies; the Trainer owns everything else.
+
+A task builds its datasets and networks, and says how one training batch updates them
+(``train_step``) and how validation volumes are scored (``evaluate``). Networks and
+optimisers are named, so a GAN (generator + discriminator, two optimisers, alternating
+steps), a CycleGAN (four networks) or a two-U-Net cine model fit without touching the
+Trainer: ``train_step`` calls ``ctx.step(loss, "name")`` for each optimiser it updates.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from mrihpc.distributed import World
+from mrihpc.spec import JobSpec
+
+
+class StepContext(Protocol):
+    """What the Trainer lends a task during one training step."""
+
+    def autocast(self) -> Any:
+        """Context manager running the forward pass in the spec's precision."""
+
+    def step(self, loss: torch.Tensor, optimizer: str = "main") -> None:
+        """Backward ``loss`` (scaled for fp16), clip, step the named optimiser and its schedule."""
+
+
+class Task:
+    """Base class of every workload."""
+
+    #: metrics ``evaluate`` reports; the spec's train.metric must be one of them
+    metrics: Sequence[str] = ()
+
+    def __init__(self, spec: JobSpec, world: World):
+        self.spec, self.world = spec, world
+
+    def datasets(self) -> tuple[Dataset, Dataset]:
+        """(train, validation). The validation set must offer ``volumes() -> list[list[int]]``:
+        the sample indices of each volume, so a volume is never split across ranks."""
+        raise NotImplementedError
+
+    def networks(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def optimizers(self, networks: Sequence[str]) -> dict[str, list[str]]:
+        """Optimiser name -> the networks it updates. Default: one optimiser for all."""
+        return {"main": list(networks)}
+
+    def train_step(self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext) -> dict[str, float]:
+        """Update the networks on one batch; return scalars to log (at least ``loss``)."""
+        raise NotImplementedError
+
+    def evaluate(self, loader: Any, nets: dict[str, nn.Module]) -> list[dict[str, float]]:
+        """Score this rank's validation volumes: one dict of metrics per volume."""
+        raise NotImplementedError

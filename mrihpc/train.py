@@ -1,0 +1,233 @@
+"""The Trainer every workload uses: epochs, AMP, schedule, DDP, evaluation, checkpoints, resume.
+
+The task decides what a step and an evaluation are; the Trainer decides when they happen
+and keeps everything needed to continue exactly: ``last.pt`` (every epoch) holds networks,
+optimisers, schedules, the grad scaler, the epoch, the best metric and the RNG states.
+Data order and training masks are functions of (seed, epoch, index), so a resumed run sees
+exactly the batches the uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Sampler
+
+from mrihpc import checkpoint, registry
+from mrihpc.distributed import World, all_gather, barrier
+from mrihpc.optim import build_optimizer, build_schedule
+from mrihpc.spec import JobSpec
+from mrihpc.tasks.base import Task
+
+
+class ShuffledShard(Sampler[int]):
+    """A permutation seeded by (seed, epoch), padded to a multiple of the world size and dealt
+    to ranks like DistributedSampler; on one process it is a seeded shuffle."""
+
+    def __init__(self, size: int, seed: int, world: World, shuffle: bool = True):
+        self.size, self.seed, self.world, self.shuffle, self.epoch = size, seed, world, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.size))
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
+        return torch.randperm(self.size, generator=g).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        order = self._order()
+        total = math.ceil(self.size / self.world.size) * self.world.size
+        order += order[: total - len(order)]
+        return iter(order[self.world.rank::self.world.size])
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.world.size)
+
+
+class VolumeShard(Sampler[int]):
+    """Whole volumes dealt round-robin to ranks, each volume's slices in order."""
+
+    def __init__(self, volumes: list[list[int]], world: World):
+        self.indices = [i for v in volumes[world.rank::world.size] for i in v]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class _Step:
+    """The StepContext lent to ``Task.train_step``."""
+
+    def __init__(self, trainer: "Trainer"):
+        self.t = trainer
+
+    def autocast(self):
+        return self.t.autocast()
+
+    def step(self, loss: torch.Tensor, optimizer: str = "main") -> None:
+        t = self.t
+        opt = t.optimizers[optimizer]
+        opt.zero_grad(set_to_none=True)
+        t.scaler.scale(loss).backward()
+        if t.spec.train.grad_clip:
+            t.scaler.unscale_(opt)
+            params = [p for g in opt.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, t.spec.train.grad_clip)
+        t.scaler.step(opt)
+        t.scaler.update()
+        if t.spec.schedule.interval == "step":
+            t.schedules[optimizer].step()
+
+
+class Trainer:
+    def __init__(self, spec: JobSpec, task: Task, world: World, checkpoints: Path, monitors: Any,
+                 on_epoch: Optional[callable] = None):
+        self.spec, self.task, self.world, self.dir, self.monitors = spec, task, world, checkpoints, monitors
+        self.on_epoch = on_epoch or (lambda record: None)
+        train = spec.train
+        if train.batch_size % world.size:
+            raise ValueError(f"train.batch_size {train.batch_size} must be divisible by the {world.size} ranks")
+        torch.manual_seed(train.seed)  # identical initial weights on every rank
+        self.train_set, self.val_set = task.datasets()
+        self.nets = {k: v.to(world.device) for k, v in task.networks().items()}
+        self.sampler = ShuffledShard(len(self.train_set), train.seed, world)
+        loader_args = dict(num_workers=train.workers, pin_memory=world.device.type == "cuda",
+                           persistent_workers=False)
+        self.train_loader = DataLoader(self.train_set, batch_size=train.batch_size // world.size,
+                                       sampler=self.sampler, drop_last=True, **loader_args)
+        self.val_loader = DataLoader(self.val_set, batch_size=max(1, train.batch_size // world.size),
+                                     sampler=VolumeShard(self.val_set.volumes_index(), world), **loader_args)
+        if len(self.train_loader) == 0:
+            raise ValueError(f"no full batch: {len(self.train_set)} training samples over {world.size} ranks, "
+                             f"batch size {train.batch_size}")
+        self.steps_per_epoch = min(len(self.train_loader), train.steps_per_epoch or len(self.train_loader))
+        self.optimizers, self.schedules = {}, {}
+        for name, net_names in task.optimizers(list(self.nets)).items():
+            params = [p for n in net_names for p in self.nets[n].parameters()]
+            self.optimizers[name] = build_optimizer(spec.optim, params)
+            self.schedules[name] = build_schedule(spec.schedule, self.optimizers[name], self.steps_per_epoch)
+        if world.distributed:
+            self.nets = {k: DistributedDataParallel(v) if any(p.requires_grad for p in v.parameters()) else v
+                         for k, v in self.nets.items()}
+        cuda = world.device.type == "cuda"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.precision) if cuda else None
+        self.scaler = torch.amp.GradScaler(world.device.type, enabled=cuda and train.precision == "fp16")
+        self.epoch, self.step, self.best = 0, 0, None
+        self.higher_is_better = registry.METRICS[train.metric] == "max"
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.world.device.type, dtype=self.amp_dtype)
+
+    # ----------------------------------------------------------------- state
+    def _raw(self, net: nn.Module) -> nn.Module:
+        return net.module if isinstance(net, DistributedDataParallel) else net
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "step": self.step, "best": self.best,
+                "nets": {k: self._raw(v).state_dict() for k, v in self.nets.items()},
+                "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+                "schedules": {k: v.state_dict() for k, v in self.schedules.items()},
+                "scaler": self.scaler.state_dict(), "rng": checkpoint.rng_state()}
+
+    def resume(self) -> bool:
+        """Continue from last.pt when there is one; True if so."""
+        state = checkpoint.load(self.dir / "last.pt", map_location=self.world.device)
+        if state is None:
+            return False
+        for k, v in state["nets"].items():
+            self._raw(self.nets[k]).load_state_dict(v)
+        for k, v in state["optimizers"].items():
+            self.optimizers[k].load_state_dict(v)
+        for k, v in state["schedules"].items():
+            self.schedules[k].load_state_dict(v)
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
+        rng = state["rng"]
+        rng["torch"] = rng["torch"].cpu()
+        checkpoint.set_rng_state(rng)
+        return True
+
+    def _save(self, name: str) -> None:
+        if self.world.is_main:
+            checkpoint.save(self.dir / name, self.state())
+
+    # ----------------------------------------------------------------- loop
+    def fit(self) -> dict:
+        """Train to ``train.epochs``; returns the last epoch's record."""
+        resumed = self.resume()
+        record: dict = {"kind": "epoch", "epoch": self.epoch - 1, "resumed": resumed}
+        while self.epoch < self.spec.train.epochs:
+            record = self._epoch()
+            self.epoch += 1
+            self._save("last.pt")
+            barrier(self.world)
+            self.on_epoch(record)
+        return record
+
+    def _epoch(self) -> dict:
+        spec, epoch = self.spec, self.epoch
+        self.sampler.set_epoch(epoch)
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(epoch)
+        for net in self.nets.values():
+            net.train()
+        ctx, losses, start = _Step(self), [], time.time()
+        for i, batch in enumerate(self.train_loader):
+            if i >= self.steps_per_epoch:
+                break
+            batch = {k: v.to(self.world.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            logged = self.task.train_step(batch, self.nets, ctx)
+            self.step += 1
+            losses.append(logged["loss"])
+            if self.world.is_main and (self.step % 10 == 0 or i == 0):
+                self.monitors.log({"kind": "step", "epoch": epoch, **logged, "lr": self.lr()}, self.step)
+        if spec.schedule.interval == "epoch":
+            for s in self.schedules.values():
+                s.step()
+        record = {"kind": "epoch", "epoch": epoch, "train_loss": float(sum(losses) / max(1, len(losses))),
+                  "lr": self.lr(), "epoch_time_s": round(time.time() - start, 3)}
+        last = epoch + 1 == spec.train.epochs
+        if (epoch + 1) % spec.train.eval_every == 0 or last:
+            record.update(self.validate())
+            self._keep_best(record)
+        if self.world.is_main:
+            self.monitors.log(record, self.step)
+        return record
+
+    def lr(self, optimizer: str = "main") -> float:
+        opt = self.optimizers.get(optimizer) or next(iter(self.optimizers.values()))
+        return float(opt.param_groups[0]["lr"])
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mean over all validation volumes (gathered from every rank) of each metric, as val_*."""
+        for net in self.nets.values():
+            net.eval()
+        with self.autocast():
+            mine = self.task.evaluate(self.val_loader, self.nets)
+        volumes = [v for rank in all_gather(mine, self.world) for v in rank]
+        keys = sorted({k for v in volumes for k in v})
+        return {f"val_{k}": float(sum(v[k] for v in volumes if k in v) / sum(1 for v in volumes if k in v))
+                for k in keys} | {"val_volumes": len(volumes)}
+
+    def _keep_best(self, record: dict) -> None:
+        value = record.get(f"val_{self.spec.train.metric}")
+        if value is None:
+            return
+        better = self.best is None or (value > self.best if self.higher_is_better else value < self.best)
+        if better:
+            self.best = value
+            record["best"] = True
+            self._save("best.pt")
