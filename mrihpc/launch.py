@@ -42,7 +42,7 @@ def slurm_parameters(spec: JobSpec) -> dict[str, Any]:
     params: dict[str, Any] = dict(
         job_name=c.job_name or spec.name, partition=c.partition, account=c.account, qos=c.qos,
         nodes=c.nodes, ntasks_per_node=c.num_tasks_per_node, cpus_per_task=c.cpus_per_task,
-        gpus_per_node=c.gpus_per_node or None, mem=c.mem_gb, time=slurm_time_minutes(c.time),
+        gpus_per_node=c.gpus_per_node or None, mem=_mem(c.mem_gb), time=slurm_time_minutes(c.time),
         constraint=c.constraint, exclusive=True if c.exclusive else None,
         array_parallelism=c.array_parallelism, mail_user=c.mail_user, mail_type=c.mail_type,
         setup=list(c.setup) or None, signal_delay_s=c.signal_delay_s,
@@ -51,6 +51,13 @@ def slurm_parameters(spec: JobSpec) -> dict[str, Any]:
         srun_args=["--gpu-bind=closest"] if c.gpus_per_node else None,
     )
     return {k: v for k, v in params.items() if v is not None}
+
+
+def _mem(gb: Optional[float]) -> Optional[str]:
+    """Slurm's --mem from GB: 400 -> "400GB", 1.5 -> "1536MB"."""
+    if gb is None:
+        return None
+    return f"{int(gb)}GB" if gb == int(gb) else f"{int(gb * 1024)}MB"
 
 
 class _ScriptOnlySlurmExecutor(SlurmExecutor):
@@ -195,3 +202,52 @@ def _wait_quietly(job: submitit.Job) -> None:
         job.result()
     except Exception:  # noqa: BLE001 - the point's own status.json holds the error
         pass
+
+
+def check_data(spec: JobSpec, source: str) -> list[str]:
+    """Problems with the data a spec points at (run at submit, before anything is queued)."""
+    if spec.data.root is None:
+        return []
+    root = Path(spec.data.root)
+    if not root.is_dir():
+        return [f"{source}: data.root: folder {root} does not exist"]
+    if not (root / "train").is_dir():
+        return [f"{source}: data.root: {root} has no train/ folder; expected train/ and val/ (optionally test/)"]
+    return []
+
+
+def prepare(source: str, overrides: Sequence[str] = (), executor: Optional[str] = None,
+            check_paths: bool = True) -> tuple[JobSpec, dict, list[tuple[Point, JobSpec]], str]:
+    """Load, override, validate and expand a spec; every problem in one SpecError."""
+    from mrihpc.specfile import SpecError, load_spec
+    from mrihpc.sweep import expand_and_validate
+
+    overrides = list(overrides) + ([f"cluster.executor={executor}"] if executor else [])
+    spec, raw = load_spec(source, overrides)
+    points = expand_and_validate(spec, raw, source)
+    problems = []
+    for _, point_spec in points:
+        problems += [p for p in (check_data(point_spec, source) if check_paths else []) if p not in problems]
+        ranks = point_spec.cluster.nodes * point_spec.cluster.num_tasks_per_node
+        if point_spec.train.batch_size % ranks:
+            msg = f"{source}: train.batch_size: {point_spec.train.batch_size} is not divisible by the {ranks} ranks (nodes x tasks_per_node)"
+            problems += [msg] if msg not in problems else []
+    if problems:
+        raise SpecError(problems)
+    return spec, raw, points, resolve_executor(spec.cluster.executor)
+
+
+def prepare_data(spec: JobSpec) -> None:
+    """Generate synthetic data once on the submitting host, so array tasks only read it."""
+    if spec.data.synthetic is not None:
+        from mrihpc.data.synth import ensure_synthetic
+
+        ensure_synthetic(spec.data.synthetic.model_dump(), spec.data.format)
+
+
+def points_table(points: Sequence[tuple[Point, JobSpec]]) -> str:
+    from mrihpc.results import table
+
+    rows = [{"point": p.index, "name": p.name, "seed": p.seed,
+             **{k: v for k, v in p.overrides.items() if k != "data.folds"}} for p, _ in points]
+    return table(rows, list(dict.fromkeys(k for r in rows for k in r)))

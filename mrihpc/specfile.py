@@ -41,12 +41,19 @@ def read_yaml(path: Path) -> dict:
     return data
 
 
-def deep_merge(base: dict, override: dict) -> dict:
-    """``override`` on top of ``base``; nested mappings merge, everything else replaces."""
+#: sections a child spec replaces whole instead of merging: a sweep is one design, not a sum
+REPLACED_SECTIONS = ("sweep",)
+
+
+def deep_merge(base: dict, override: dict, top: bool = True) -> dict:
+    """``override`` on top of ``base``; nested mappings merge (except ``sweep``, which a child
+    replaces whole), everything else replaces."""
     out = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
+        if top and key in REPLACED_SECTIONS:
+            out[key] = copy.deepcopy(value)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value, top=False)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -167,8 +174,12 @@ def validate_dict(raw: dict, source: str) -> JobSpec:
 def load_spec(path: Path | str, overrides: Iterable[str] = ()) -> tuple[JobSpec, dict]:
     """Load, merge ``extends``, apply ``-o`` overrides and validate. Returns (spec, raw dict)."""
     raw = load_raw(Path(path))
+    try:
+        pairs = parse_overrides(overrides)
+    except SpecError as e:
+        raise SpecError([f"{path}: {line}" for line in e.problems]) from None
     problems = []
-    for key, value in parse_overrides(overrides):
+    for key, value in pairs:
         why = valid_key_path(key)
         if why:
             problems.append(f"{path}: -o {key}: {why}")

@@ -61,6 +61,8 @@ def short_names(keys: list[str]) -> dict[str, str]:
             clashes = [k for k in keys if k != key and ".".join(k.split(".")[-n:]) == candidate]
             if not clashes:
                 break
+        if candidate == "name" and len(parts) > 1:  # optim.name -> optim, model.name -> model
+            candidate = parts[-2]
         out[key] = ALIASES.get(candidate, candidate)
     return out
 

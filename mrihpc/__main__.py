@@ -1,0 +1,291 @@
+"""The ``mrihpc`` command: one function per verb, each a few calls into the package.
+
+User mistakes (a bad spec, a missing run directory, an unreadable data file) print one
+line per problem and exit 2; they never print a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from mrihpc.data import DataError
+from mrihpc.results import RunError, open_run
+from mrihpc.specfile import SpecError
+
+RUNS_DIR = os.environ.get("MRIHPC_RUNS", "runs")
+
+
+def cmd_validate(args) -> int:
+    from mrihpc.launch import prepare
+
+    failed = 0
+    for source in args.spec:
+        try:
+            _, _, points, executor = prepare(source, args.override, check_paths=args.check_paths)
+            print(f"{source}: ok ({len(points)} point{'s' * (len(points) != 1)}, executor {executor})")
+        except SpecError as e:
+            failed += 1
+            print("\n".join(e.problems), file=sys.stderr)
+    return 2 if failed else 0
+
+
+def cmd_submit(args) -> int:
+    from mrihpc import launch
+    from mrihpc.results import results_report, status_report
+
+    spec, raw, points, executor = launch.prepare(args.spec, args.override, args.executor, check_paths=not args.dry_run)
+    print(launch.points_table(points))
+    if args.dry_run:
+        for problem in launch.check_data(spec, args.spec):
+            print(f"warning: {problem} (checked again at a real submit)")
+        logs = Path(args.runs).resolve() / spec.name / "<sweep-id>" / "logs"
+        print(f"\n# sbatch script submitit would submit ({len(points)} array tasks):")
+        print(launch.sbatch_script(spec, logs, len(points)))
+        return 0
+    launch.prepare_data(spec)
+    run = launch.write_run_directory(Path(args.runs), spec, raw, args.spec, points, executor)
+    print(f"run directory: {run.root}")
+    jobs = launch.submit_points(run, spec, [p.index for p, _ in points], executor,
+                                on_start=lambda i, job: print(f"point {i} started (job {job.job_id})", flush=True))
+    if executor == "slurm":
+        print(f"submitted array job {jobs[0].job_id.split('_')[0]} with {len(jobs)} tasks")
+        print(f"next:\n  mrihpc status {run.root}\n  mrihpc logs {run.root} 0\n  mrihpc results {run.root}")
+        return 0
+    _, manifest = open_run(run.root)
+    print(status_report(run, manifest, spec.train.metric))
+    print()
+    print(results_report(run, manifest, spec.train.metric))
+    return 0
+
+
+def cmd_status(args) -> int:
+    from mrihpc.results import status_report
+
+    run, manifest = open_run(args.run)
+    print(status_report(run, manifest, _metric(run)))
+    return 0
+
+
+def cmd_results(args) -> int:
+    from mrihpc.results import results_report
+
+    run, manifest = open_run(args.run)
+    print(results_report(run, manifest, _metric(run), args.sort, args.csv), end="" if args.csv else "\n")
+    return 0
+
+
+def cmd_logs(args) -> int:
+    from mrihpc.results import latest_jobs
+
+    run, manifest = open_run(args.run)
+    job = latest_jobs(manifest).get(args.point)
+    if job is None:
+        raise RunError(f"{run.root}: point {args.point} has not been submitted")
+    path = Path(job["stderr" if args.err else "stdout"])
+    if not path.exists() and not args.follow:
+        raise RunError(f"{path}: no log yet (the point may still be pending)")
+    position = 0
+    while True:
+        if path.exists():
+            with open(path, "rb") as f:
+                f.seek(position)
+                chunk = f.read()
+                position += len(chunk)
+            sys.stdout.write(chunk.decode(errors="replace"))
+            sys.stdout.flush()
+        if not args.follow:
+            return 0
+        time.sleep(1.0)
+
+
+def cmd_cancel(args) -> int:
+    from mrihpc import accounting
+    from mrihpc.paths import atomic_write_json, read_json
+    from mrihpc.results import latest_jobs
+
+    run, manifest = open_run(args.run)
+    jobs = latest_jobs(manifest)
+    points = args.points or sorted(jobs)
+    slurm_ids = [jobs[i]["job_id"] for i in points if i in jobs and jobs[i]["executor"] == "slurm"]
+    if slurm_ids:
+        accounting.cancel(slurm_ids)
+    for i in points:
+        job = jobs.get(i)
+        if job and job["executor"] == "local":
+            try:
+                os.kill(int(job["job_id"]), signal.SIGINT)  # the submitit controller stops its tasks
+            except (ProcessLookupError, ValueError):
+                continue
+            status = run.point(i).status
+            atomic_write_json(status, {**(read_json(status, {}) or {}), "state": "cancelled", "error": "cancelled by user"})
+    print(f"cancelled point(s) {', '.join(map(str, points))}")
+    return 0
+
+
+def cmd_resubmit(args) -> int:
+    from mrihpc import launch
+    from mrihpc.accounting import FAILED_STATES
+    from mrihpc.paths import atomic_write_json, read_json
+    from mrihpc.results import point_views
+    from mrihpc.runner import load_point_spec
+
+    run, manifest = open_run(args.run)
+    views, _ = point_views(run, manifest)
+    todo = [v.index for v in views if v.state in FAILED_STATES] if args.failed else args.points
+    if not todo:
+        print("nothing to resubmit: no failed, cancelled or timed-out points")
+        return 0
+    for i in todo:  # the point resumes from its last.pt, if it has one
+        status = run.point(i).status
+        atomic_write_json(status, {**(read_json(status, {}) or {}), "state": "pending", "error": None})
+    spec = load_point_spec(run.point(todo[0]))
+    executor = launch.resolve_executor(args.executor or manifest["executor"])
+    print(f"resubmitting point(s) {', '.join(map(str, todo))} ({executor})")
+    jobs = launch.submit_points(run, spec, todo, executor)
+    if executor == "slurm":
+        print(f"submitted array job {jobs[0].job_id.split('_')[0]} with {len(jobs)} tasks")
+    else:
+        from mrihpc.results import status_report
+
+        print(status_report(run, *open_run(run.root)[1:], spec.train.metric))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from mrihpc import launch
+    from mrihpc.runner import run_point
+
+    spec, raw, points, _ = launch.prepare(args.spec, args.override)
+    if not 0 <= args.point < len(points):
+        raise SpecError([f"{args.spec}: --point {args.point}: the sweep has points 0-{len(points) - 1}"])
+    launch.prepare_data(spec)
+    run = launch.write_run_directory(Path(args.runs), spec, raw, args.spec, points, "debug")
+    print(f"run directory: {run.root}\npoint {args.point}: {points[args.point][0].name}")
+    run_point(run.root, args.point)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from mrihpc.predict import predict
+
+    run, _ = open_run(args.run)
+    for path in predict(run.point(args.point), args.split):
+        print(path)
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from mrihpc.data.synth import generate
+
+    out = generate(Path(args.out), args.volumes, args.slices, tuple(args.shape), tuple(args.recon_shape),
+                   args.layout, args.seed)
+    print(f"wrote {args.volumes} {args.layout} volumes under {out}")
+    return 0
+
+
+def _metric(run) -> str:
+    from mrihpc.runner import load_point_spec
+
+    try:
+        return load_point_spec(run.point(0)).train.metric
+    except (OSError, ValueError):
+        return "ssim"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mrihpc", description="MRI deep-learning training on Slurm from a YAML job spec.")
+    sub = p.add_subparsers(dest="verb", required=True)
+    override = dict(action="append", default=[], metavar="KEY.PATH=VALUE", help="override a spec value (YAML scalar)")
+
+    s = sub.add_parser("validate", help="check specs; print every problem")
+    s.add_argument("spec", nargs="+")
+    s.add_argument("-o", "--override", **override)
+    s.add_argument("--check-paths", action="store_true", help="also check that data folders exist (submit always does)")
+    s.set_defaults(fn=cmd_validate)
+
+    s = sub.add_parser("submit", help="validate, expand the sweep and submit it as one array")
+    s.add_argument("spec")
+    s.add_argument("-o", "--override", **override)
+    s.add_argument("--dry-run", action="store_true", help="print the points and the sbatch script; queue nothing")
+    s.add_argument("--executor", choices=["slurm", "local", "debug", "auto"])
+    s.add_argument("--runs", default=RUNS_DIR, help="folder of run directories (default: $MRIHPC_RUNS or ./runs)")
+    s.set_defaults(fn=cmd_submit)
+
+    for verb, fn, text in (("status", cmd_status, "state of every point"),):
+        s = sub.add_parser(verb, help=text)
+        s.add_argument("run")
+        s.set_defaults(fn=fn)
+
+    s = sub.add_parser("results", help="the sweep as a table, best first")
+    s.add_argument("run")
+    s.add_argument("--sort", help="column to sort by (default best_<train.metric>)")
+    s.add_argument("--csv", action="store_true")
+    s.set_defaults(fn=cmd_results)
+
+    s = sub.add_parser("logs", help="a point's stdout (or --err)")
+    s.add_argument("run")
+    s.add_argument("point", type=int)
+    s.add_argument("--err", action="store_true")
+    s.add_argument("--follow", "-f", action="store_true")
+    s.set_defaults(fn=cmd_logs)
+
+    s = sub.add_parser("cancel", help="cancel points (all when none given)")
+    s.add_argument("run")
+    s.add_argument("points", nargs="*", type=int)
+    s.set_defaults(fn=cmd_cancel)
+
+    s = sub.add_parser("resubmit", help="a new array of the failed / cancelled / timed-out points")
+    s.add_argument("run")
+    s.add_argument("--failed", action="store_true", help="pick the points that did not finish")
+    s.add_argument("points", nargs="*", type=int)
+    s.add_argument("--executor", choices=["slurm", "local", "debug", "auto"])
+    s.set_defaults(fn=cmd_resubmit)
+
+    s = sub.add_parser("run", help="run one point in this process (development)")
+    s.add_argument("spec")
+    s.add_argument("-o", "--override", **override)
+    s.add_argument("--point", type=int, default=0)
+    s.add_argument("--runs", default=RUNS_DIR)
+    s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("predict", help="write a point's reconstructions (fastMRI layout) and PNG panels")
+    s.add_argument("run")
+    s.add_argument("--point", type=int, required=True)
+    s.add_argument("--split", choices=["val", "test"], default="val")
+    s.set_defaults(fn=cmd_predict)
+
+    s = sub.add_parser("data", help="data utilities")
+    data = s.add_subparsers(dest="data_verb", required=True)
+    s = data.add_parser("synth", help="write synthetic volumes in a real layout")
+    s.add_argument("kind", choices=["knee"])
+    s.add_argument("out")
+    s.add_argument("--volumes", type=int, default=8)
+    s.add_argument("--slices", type=int, default=16)
+    s.add_argument("--shape", type=int, nargs=2, default=[640, 368], metavar=("H", "W"))
+    s.add_argument("--recon-shape", type=int, nargs=2, default=[320, 320], metavar=("H", "W"))
+    s.add_argument("--layout", choices=["fastmri", "nc2019"], default="fastmri")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=cmd_synth)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except SpecError as e:
+        print("\n".join(e.problems), file=sys.stderr)
+    except (RunError, DataError, FileNotFoundError) as e:
+        print(f"mrihpc {args.verb}: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

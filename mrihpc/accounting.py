@@ -1,0 +1,97 @@
+"""What Slurm says about our jobs: sacct first (it keeps finished jobs), squeue when accounting
+is down. Never raises: an unreachable Slurm answers None and the caller falls back on the
+points' own status.json.
+
+sacct lags slurmctld by a few seconds, so callers treat its answer as a snapshot, not a
+final word.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from typing import Optional, Sequence
+
+#: Slurm state -> mrihpc state. PREEMPTED / REQUEUED are not the end of a point.
+STATES = {
+    "PENDING": "pending", "CONFIGURING": "pending", "REQUEUE_HOLD": "requeued", "REQUEUE_FED": "requeued",
+    "REQUEUED": "requeued", "PREEMPTED": "requeued", "RESIZING": "running", "RUNNING": "running",
+    "COMPLETING": "running", "SUSPENDED": "running", "STOPPED": "running", "SIGNALING": "running",
+    "COMPLETED": "done", "FAILED": "failed", "BOOT_FAIL": "failed", "DEADLINE": "timeout",
+    "CANCELLED": "cancelled", "TIMEOUT": "timeout", "NODE_FAIL": "node_fail", "OUT_OF_MEMORY": "out_of_memory",
+}
+#: states `resubmit --failed` picks up
+FAILED_STATES = ("failed", "cancelled", "timeout", "node_fail", "out_of_memory")
+
+
+def normalise(slurm_state: str) -> str:
+    """``"CANCELLED by 0"`` -> ``cancelled``; unknown states are passed through in lower case."""
+    word = slurm_state.split()[0].rstrip("+") if slurm_state.strip() else "UNKNOWN"
+    return STATES.get(word, word.lower())
+
+
+def _run(cmd: list[str], timeout: float = 30) -> Optional[str]:
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def _expand(job_id: str) -> list[str]:
+    """``123_[0-3%2]`` / ``123_[1,4]`` (pending array rows) -> ``123_0 ... 123_3``."""
+    m = re.match(r"^(\d+)_\[([^\]]+)\]$", job_id)
+    if not m:
+        return [job_id]
+    ids = []
+    for part in m.group(2).split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        ids += [f"{m.group(1)}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
+    return ids
+
+
+def sacct(job_ids: Sequence[str]) -> Optional[dict[str, dict]]:
+    """job id -> {slurm_state, state, elapsed_s, exit_code, nodes, restarts}; None without accounting."""
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    if not arrays:
+        return {}
+    out = _run(["sacct", "-n", "-P", "-X", "-D", "-j", ",".join(arrays),
+                "-o", "JobID,State,ElapsedRaw,ExitCode,NodeList,Restarts"])
+    if out is None:
+        return None
+    rows: dict[str, dict] = {}
+    for line in out.splitlines():
+        parts = line.split("|")
+        if len(parts) < 6:
+            continue
+        jid, state, elapsed, exit_code, nodes, restarts = parts[:6]
+        for j in _expand(jid):
+            # -D lists every requeued incarnation; the last row of a job id is the current one
+            previous = rows.get(j, {})
+            rows[j] = {"slurm_state": state, "state": normalise(state), "elapsed_s": int(elapsed or 0),
+                       "exit_code": exit_code, "nodes": nodes, "restarts": int(restarts or 0),
+                       "incarnations": previous.get("incarnations", 0) + 1}
+    return rows
+
+
+def squeue(job_ids: Sequence[str]) -> Optional[dict[str, dict]]:
+    """Queued and running jobs only (squeue forgets finished ones); None when Slurm is unreachable."""
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    if not arrays:
+        return {}
+    out = _run(["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i|%T|%M|%R"])
+    if out is None:
+        return None
+    rows = {}
+    for line in out.splitlines():
+        parts = line.split("|")
+        if len(parts) == 4:
+            for j in _expand(parts[0]):
+                rows[j] = {"slurm_state": parts[1], "state": normalise(parts[1]), "elapsed": parts[2], "reason": parts[3]}
+    return rows
+
+
+def cancel(job_ids: Sequence[str]) -> bool:
+    return bool(job_ids) and _run(["scancel", *job_ids]) is not None

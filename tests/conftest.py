@@ -1,0 +1,59 @@
+"""Shared fixtures: a session-wide data cache and tiny specs built from real components."""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: a knee spec small enough to train in seconds on one CPU core
+TINY = {
+    "name": "tiny",
+    "task": "reconstruction",
+    "data": {"format": "fastmri",
+             "synthetic": {"volumes": 6, "slices": 10, "shape": [96, 80], "recon_shape": [64, 64], "seed": 1},
+             "skip_slices": 3, "mask": {"kind": "random", "accelerations": [4], "center_fractions": [0.08]}},
+    "model": {"name": "unet", "channels": 8, "depth": 2, "residual": True},
+    "loss": {"l1": 1.0},
+    "optim": {"name": "adam", "lr": 2e-3},
+    "schedule": {"warmup_epochs": 1, "restart_epochs": 2, "restart_mult": 2},
+    "train": {"epochs": 2, "batch_size": 2, "workers": 0, "precision": "fp32", "threads": 1},
+    "cluster": {"executor": "local", "time": "10:00", "array_parallelism": 2},
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_cache(tmp_path_factory):
+    """One synthetic-data cache for the whole session (generated once, reused by every test)."""
+    path = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("MRIHPC_CACHE")
+    os.environ["MRIHPC_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("MRIHPC_CACHE", None)
+    else:
+        os.environ["MRIHPC_CACHE"] = old
+
+
+def merge(base: dict, **sections) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.fixture
+def write_spec(tmp_path):
+    """write_spec(dict or text, name) -> path of a YAML file in the test's folder."""
+    def write(content, name: str = "spec.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False))
+        return path
+    return write

@@ -1,0 +1,66 @@
+"""Sweeps: grid x zip x folds counts, names, seeds, stability."""
+from __future__ import annotations
+
+from conftest import TINY, merge
+from mrihpc.spec import JobSpec
+from mrihpc.sweep import expand, expand_and_validate, format_value, point_seed
+
+SWEEP = {"grid": {"optim.lr": [1e-3, 3e-4], "train.batch_size": [2, 4]},
+         "zip": {"data.mask.accelerations": [[4], [8]], "data.mask.center_fractions": [[0.08], [0.04]]},
+         "folds": 3}
+
+
+def _expand(sweep):
+    raw = merge(TINY, sweep=sweep)
+    return expand_and_validate(JobSpec.model_validate(raw), raw, "test")
+
+
+def test_grid_zip_folds_count_and_names():
+    points = _expand(SWEEP)
+    assert len(points) == 2 * 2 * 2 * 3
+    names = [p.name for p, _ in points]
+    assert names[0] == "lr=1e-3,bs=2,acc=4,cf=0.08,fold=0"
+    assert names[-1] == "lr=3e-4,bs=4,acc=8,cf=0.04,fold=2"
+    assert len(set(names)) == len(names)
+    assert [p.index for p, _ in points] == list(range(24))
+
+
+def test_points_carry_their_overrides_into_the_concrete_spec():
+    for point, spec in _expand(SWEEP):
+        assert spec.optim.lr == point.overrides["optim.lr"]
+        assert spec.data.mask.accelerations == point.overrides["data.mask.accelerations"]
+        assert (spec.data.folds, spec.data.fold) == (3, point.overrides["data.fold"])
+        assert spec.train.seed == point.seed
+        assert spec.sweep.grid == {}  # a concrete point has no sweep of its own
+
+
+def test_seeds_are_distinct_and_derived_from_spec_seed_and_index():
+    points = _expand(SWEEP)
+    seeds = [p.seed for p, _ in points]
+    assert len(set(seeds)) == len(seeds)
+    assert seeds[5] == point_seed(TINY.get("train", {}).get("seed", 0), 5)
+    other = merge(TINY, sweep=SWEEP, train={**TINY["train"], "seed": 1})
+    assert [p.seed for p in expand(JobSpec.model_validate(other))] != seeds
+
+
+def test_same_spec_same_points_every_time():
+    first = [(p.to_json(), s.model_dump()) for p, s in _expand(SWEEP)]
+    second = [(p.to_json(), s.model_dump()) for p, s in _expand(SWEEP)]
+    assert first == second
+
+
+def test_explicit_points_combine_with_grid():
+    points = _expand({"grid": {"optim.lr": [1e-3, 2e-3]},
+                      "points": [{"optim.name": "sgd", "optim.momentum": 0.9}, {"optim.name": "adamw"}]})
+    assert len(points) == 4
+    assert points[0][1].optim.name == "sgd" and points[0][1].optim.momentum == 0.9
+    assert points[3][1].optim.name == "adamw" and points[3][1].optim.lr == 2e-3
+
+
+def test_no_sweep_is_one_point_named_after_the_spec():
+    points = _expand({})
+    assert len(points) == 1 and points[0][0].name == "tiny"
+
+
+def test_value_formatting():
+    assert [format_value(v) for v in (3e-4, 1e-3, 0.08, 8, [4, 8], 1.0)] == ["3e-4", "1e-3", "0.08", "8", "4+8", "1"]
