@@ -21,7 +21,7 @@ from mrihpc.data.masks import build_mask
 from mrihpc.data.slices import KSpaceSlices
 from mrihpc.paths import PointPaths
 from mrihpc.runner import load_point_spec
-from mrihpc.tasks.reconstruction import data_root, split_files, volumes_of
+from mrihpc.tasks.reconstruction import crop_of, data_root, split_files, volumes_of
 
 
 def load_model(spec, paths: PointPaths) -> torch.nn.Module:
@@ -75,7 +75,7 @@ def predict(paths: PointPaths, split: str = "val") -> list[Path]:
             if key == "kspace" and split == "test" and volume.target_key is None and d.format == "fastmri":
                 raise DataError(f"{volume.path}: test file without reference; nothing to compare")
             # fully sampled files get the fixed validation mask; test files are undersampled already
-            dataset = KSpaceSlices([volume], mask if key == "kspace" else None, d.crop, d.normalize,
+            dataset = KSpaceSlices([volume], mask if key == "kspace" else None, crop_of(d), d.normalize,
                                    skip_slices=0, train=False, seed=spec.train.seed, kspace_key=key)
             name = "reconstruction" if key == "kspace" else key.replace("kspace", "reconstruction")
             results[name] = _reconstruct(model, dataset)

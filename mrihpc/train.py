@@ -74,6 +74,9 @@ class _Step:
     def autocast(self):
         return self.t.autocast()
 
+    def lr(self, optimizer: str = "main") -> float:
+        return self.t.lr(optimizer)
+
     def step(self, loss: torch.Tensor, optimizer: str = "main") -> None:
         t = self.t
         opt = t.optimizers[optimizer]

@@ -24,6 +24,9 @@ class StepContext(Protocol):
     def autocast(self) -> Any:
         """Context manager running the forward pass in the spec's precision."""
 
+    def lr(self, optimizer: str = "main") -> float:
+        """The named optimiser's current learning rate."""
+
     def step(self, loss: torch.Tensor, optimizer: str = "main") -> None:
         """Backward ``loss`` (scaled for fp16), clip, step the named optimiser and its schedule."""
 

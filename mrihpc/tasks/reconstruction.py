@@ -24,7 +24,7 @@ from mrihpc.metrics import volume_metrics
 from mrihpc.spec import DataSpec, JobSpec
 from mrihpc.tasks.base import StepContext, Task
 
-DEFAULT_HOLDOUT_FOLDS = 5  # no val/ folder and no folds: hold out one fifth of train/
+DEFAULT_HOLDOUT_FOLDS = 5  # no val/ folder and no folds: hold out one fifth of train/ (one volume at least)
 
 
 def data_root(data: DataSpec) -> Path:
@@ -41,10 +41,18 @@ def split_files(data: DataSpec) -> tuple[list[Path], list[Path]]:
     if data.folds is None and (root / "val").is_dir():
         val = list_files(root / "val")
     else:
-        train, val = split_folds(train, data.folds or DEFAULT_HOLDOUT_FOLDS, data.fold or 0)
+        folds = data.folds or min(DEFAULT_HOLDOUT_FOLDS, max(2, len(train)))
+        train, val = split_folds(train, folds, data.fold or 0)
     if data.max_volumes:
         train, val = train[: data.max_volumes], val[: data.max_volumes]
     return train, val
+
+
+def crop_of(data: DataSpec):
+    """data.crop, else the synthetic recon size, else None (each file's header / 320 x 320)."""
+    if data.crop:
+        return tuple(data.crop)
+    return tuple(data.synthetic.recon_shape) if data.synthetic else None
 
 
 def volumes_of(files: list[Path], data: DataSpec):
@@ -63,7 +71,7 @@ class ReconstructionTask(Task):
         d = self.spec.data
         train_files, val_files = split_files(d)
         mask = build_mask(d.mask.kind, d.mask.accelerations, d.mask.center_fractions)
-        make = lambda files, train: KSpaceSlices(volumes_of(files, d), mask, d.crop, d.normalize,  # noqa: E731
+        make = lambda files, train: KSpaceSlices(volumes_of(files, d), mask, crop_of(d), d.normalize,  # noqa: E731
                                                  d.skip_slices, train, self.spec.train.seed)
         train, val = make(train_files, True), make(val_files, False)
         for name, ds in (("train", train), ("validation", val)):

@@ -1,0 +1,118 @@
+"""The knee workload end to end on CPU: metrics, model, schedule, trainer, resume, predictions."""
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import yaml
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from conftest import TINY, merge
+from mrihpc.distributed import World
+from mrihpc.metrics import volume_metrics
+from mrihpc.models.unet import build_unet
+from mrihpc.monitors.jsonl import read_metrics
+from mrihpc.paths import RunPaths
+from mrihpc.predict import predict
+from mrihpc.runner import run_point
+from mrihpc.spec import JobSpec, ModelSpec
+from mrihpc.tasks.reconstruction import ReconstructionTask
+from mrihpc.train import Trainer
+
+
+def test_metrics_match_skimage_and_fastmri_definitions():
+    rng = np.random.default_rng(0)
+    gt = rng.random((4, 48, 40)).astype(np.float32) * 3
+    pred = (gt + 0.2 * rng.standard_normal(gt.shape)).astype(np.float32)
+    ours = volume_metrics(torch.from_numpy(gt), torch.from_numpy(pred))
+    ssim = np.mean([structural_similarity(gt[i], pred[i], data_range=gt.max(), win_size=7) for i in range(4)])
+    assert abs(ours["ssim"] - ssim) < 1e-4
+    assert abs(ours["psnr"] - peak_signal_noise_ratio(gt, pred, data_range=gt.max())) < 1e-4
+    assert abs(ours["nmse"] - np.linalg.norm(gt - pred) ** 2 / np.linalg.norm(gt) ** 2) < 1e-6
+
+
+def test_unet_presets():
+    fastmri = build_unet(ModelSpec(preset="fastmri"))
+    assert sum(p.numel() for p in fastmri.parameters()) == 7_756_097
+    seed = build_unet(ModelSpec(preset="nc2019", depth=2, channels=8))
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in seed.modules())
+    for net in (fastmri, seed):
+        assert net(torch.randn(2, 1, 37, 53)).shape == (2, 1, 37, 53)  # odd sizes are padded back
+
+
+def _point(tmp_path, spec: dict, index: int = 0) -> RunPaths:
+    run = RunPaths(tmp_path / "run")
+    (run.point(index).root).mkdir(parents=True, exist_ok=True)
+    run.point(index).config.write_text(yaml.safe_dump(spec))
+    return run
+
+
+@pytest.mark.parametrize("acc,fraction", [(4, 0.08), (8, 0.04)])
+def test_training_beats_zero_filled(tmp_path, acc, fraction):
+    spec = merge(TINY, model={"name": "unet", "channels": 16, "depth": 2, "residual": True},
+                 train={**TINY["train"], "epochs": 6},
+                 data={**TINY["data"], "mask": {"accelerations": [acc], "center_fractions": [fraction]}})
+    run = _point(tmp_path, spec)
+    final = run_point(run.root, 0)
+    assert final["val_ssim"] > final["val_zf_ssim"] + 0.03, final
+    assert final["val_psnr"] > final["val_zf_psnr"] + 0.5, final
+    assert (run.point(0).checkpoints / "best.pt").is_file() and (run.point(0).checkpoints / "last.pt").is_file()
+    epochs = [r for r in read_metrics(run.point(0).metrics) if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == list(range(6))
+
+
+class RecordingTask(ReconstructionTask):
+    """The real knee task, recording the learning rate used at every step."""
+
+    lrs: list[float] = []
+
+    def train_step(self, batch, nets, ctx):
+        type(self).lrs.append(ctx.lr())
+        return super().train_step(batch, nets, ctx)
+
+
+class NullMonitors:
+    def log(self, metrics, step):
+        pass
+
+
+def _train(spec: dict, folder, epochs: int) -> tuple[dict, list[float]]:
+    job = JobSpec.model_validate(merge(spec, train={**spec["train"], "epochs": epochs}))
+    RecordingTask.lrs = []
+    trainer = Trainer(job, RecordingTask(job, World()), World(), folder, NullMonitors())
+    trainer.fit()
+    return {k: v.clone() for k, v in trainer.nets["model"].state_dict().items()}, list(RecordingTask.lrs)
+
+
+def test_resume_gives_identical_weights_and_lr_sequence(tmp_path):
+    spec = merge(TINY, model={**TINY["model"], "dropout": 0.1},  # dropout: the RNG state must resume too
+                 schedule={"warmup_epochs": 1, "restart_epochs": 1, "restart_mult": 2})
+    straight, lrs_straight = _train(spec, tmp_path / "a", 4)
+    _, lrs_first = _train(spec, tmp_path / "b", 2)
+    resumed, lrs_second = _train(spec, tmp_path / "b", 4)  # a new process would do the same: read last.pt
+    assert lrs_first + lrs_second == lrs_straight
+    assert len(set(lrs_straight)) > 3  # warm-up and restarts really changed the LR
+    for key, value in straight.items():
+        assert torch.equal(value, resumed[key]), key
+
+
+def test_predictions_in_fastmri_layout(tmp_path):
+    run = _point(tmp_path, merge(TINY, train={**TINY["train"], "epochs": 1}))
+    run_point(run.root, 0)
+    files = predict(run.point(0), "val")
+    assert files
+    with h5py.File(files[0]) as f:
+        rec = f["reconstruction"]
+        assert rec.dtype == np.float32 and rec.shape == (10, 64, 64)  # every slice, recon size
+    assert (files[0].parent / f"{files[0].stem}_reconstruction.png").is_file()
+
+
+def test_predictions_for_coursework_test_layout(tmp_path):
+    spec = merge(TINY, data={**TINY["data"], "format": "nc2019"}, train={**TINY["train"], "epochs": 1})
+    run = _point(tmp_path, spec)
+    run_point(run.root, 0)
+    files = predict(run.point(0), "test")
+    with h5py.File(files[0]) as f:
+        assert sorted(f.keys()) == ["reconstruction_4af", "reconstruction_8af"]
+        assert f["reconstruction_8af"].shape == (10, 64, 64)
