@@ -53,25 +53,27 @@ def _expand(job_id: str) -> list[str]:
 
 
 def sacct(job_ids: Sequence[str]) -> Optional[dict[str, dict]]:
-    """job id -> {slurm_state, state, elapsed_s, exit_code, nodes, restarts}; None without accounting."""
+    """job id -> {slurm_state, state, elapsed_s, exit_code, nodes, incarnations}; None without accounting.
+
+    ``-D`` lists each requeued incarnation of a job; ``incarnations`` counts them."""
     arrays = sorted({j.split("_")[0] for j in job_ids})
     if not arrays:
         return {}
     out = _run(["sacct", "-n", "-P", "-X", "-D", "-j", ",".join(arrays),
-                "-o", "JobID,State,ElapsedRaw,ExitCode,NodeList,Restarts"])
+                "-o", "JobID,State,ElapsedRaw,ExitCode,NodeList"])
     if out is None:
         return None
     rows: dict[str, dict] = {}
     for line in out.splitlines():
         parts = line.split("|")
-        if len(parts) < 6:
+        if len(parts) < 5:
             continue
-        jid, state, elapsed, exit_code, nodes, restarts = parts[:6]
+        jid, state, elapsed, exit_code, nodes = parts[:5]
         for j in _expand(jid):
             # -D lists every requeued incarnation; the last row of a job id is the current one
             previous = rows.get(j, {})
             rows[j] = {"slurm_state": state, "state": normalise(state), "elapsed_s": int(elapsed or 0),
-                       "exit_code": exit_code, "nodes": nodes, "restarts": int(restarts or 0),
+                       "exit_code": exit_code, "nodes": nodes,
                        "incarnations": previous.get("incarnations", 0) + 1}
     return rows
 
