@@ -16,11 +16,12 @@ import torch
 import yaml
 
 from mrihpc import registry
-from mrihpc.distributed import World, close_world, init_world
+from mrihpc.distributed import World, all_gather, close_world, init_world
 from mrihpc.monitors import Monitors
 from mrihpc.monitors.console import Console
 from mrihpc.monitors.jsonl import MetricsFile
 from mrihpc.paths import PointPaths, RunPaths, atomic_write_json, read_json
+from mrihpc.preemption import Interrupted, StopSignals
 from mrihpc.spec import JobSpec
 from mrihpc.train import Trainer
 
@@ -28,8 +29,8 @@ _STOP = {"reason": None}
 
 
 def request_stop(reason: str) -> None:
-    """Called from the signal path: note why this process is about to leave."""
-    _STOP["reason"] = reason
+    """Called from submitit's checkpoint path: note why this process is about to leave."""
+    _STOP["reason"] = _STOP["reason"] or reason
 
 
 def write_status(paths: PointPaths, world: World, **fields) -> None:
@@ -52,7 +53,7 @@ def _job_id() -> str:
     return env.get("SLURM_JOB_ID") or env.get("SUBMITIT_LOCAL_JOB_ID", "")
 
 
-def train_point(spec: JobSpec, paths: PointPaths, world: World) -> dict:
+def train_point(spec: JobSpec, paths: PointPaths, world: World, signals: StopSignals) -> dict:
     """Build the task and train it; returns the last epoch's record."""
     if spec.train.threads and world.device.type == "cpu":
         torch.set_num_threads(spec.train.threads)
@@ -65,8 +66,12 @@ def train_point(spec: JobSpec, paths: PointPaths, world: World) -> dict:
                      latest={k: v for k, v in record.items() if k.startswith("val_") or k == "train_loss"})
 
     try:
-        trainer = Trainer(spec, task, world, paths.checkpoints, monitors, on_epoch)
-        return trainer.fit() | {"best": trainer.best}
+        trainer = Trainer(spec, task, world, paths.checkpoints, monitors, on_epoch, lambda: signals.requested(world))
+        record = trainer.fit() | {"best": trainer.best}
+        # DDP keeps replicas equal; record each rank's digest so that is checked, not assumed
+        digests = all_gather(trainer.weights_digest(), world)
+        write_status(paths, world, rank_weights_sha1=digests)
+        return record
     finally:
         monitors.close()
 
@@ -80,8 +85,13 @@ def run_point(run_dir: Path, index: int) -> dict:
                  world_size=world.size, device=str(world.device), error=None, traceback=None,
                  started=dt.datetime.now().isoformat(timespec="seconds"),
                  attempts=int(previous.get("attempts", 0)) + 1)
+    signals = StopSignals().install()
     try:
-        record = train_point(load_point_spec(paths), paths, world)
+        record = train_point(load_point_spec(paths), paths, world, signals)
+    except Interrupted as e:
+        write_status(paths, world, state="requeued", reason=f"{signals.reason}; {e}")
+        close_world()
+        signals.leave()
     except BaseException as e:
         if _STOP["reason"]:
             write_status(paths, world, state="requeued", reason=_STOP["reason"])
@@ -90,6 +100,7 @@ def run_point(run_dir: Path, index: int) -> dict:
                          traceback="".join(traceback.format_exc()).splitlines()[-25:])
         raise
     finally:
+        signals.uninstall()
         close_world()
     write_status(paths, world, state="done", final=record)
     return record

@@ -9,10 +9,11 @@ exactly the batches the uninterrupted run would have seen.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 from mrihpc import checkpoint, registry
 from mrihpc.distributed import World, all_gather, barrier
 from mrihpc.optim import build_optimizer, build_schedule
+from mrihpc.preemption import Interrupted
 from mrihpc.spec import JobSpec
 from mrihpc.tasks.base import Task
 
@@ -32,6 +34,7 @@ class ShuffledShard(Sampler[int]):
 
     def __init__(self, size: int, seed: int, world: World, shuffle: bool = True):
         self.size, self.seed, self.world, self.shuffle, self.epoch = size, seed, world, shuffle, 0
+        self.skip = 0  # indices of this rank already consumed (resuming inside an epoch)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -46,10 +49,10 @@ class ShuffledShard(Sampler[int]):
         order = self._order()
         total = math.ceil(self.size / self.world.size) * self.world.size
         order += order[: total - len(order)]
-        return iter(order[self.world.rank::self.world.size])
+        return iter(order[self.world.rank::self.world.size][self.skip:])
 
     def __len__(self) -> int:
-        return math.ceil(self.size / self.world.size)
+        return math.ceil(self.size / self.world.size) - self.skip
 
 
 class VolumeShard(Sampler[int]):
@@ -94,9 +97,10 @@ class _Step:
 
 class Trainer:
     def __init__(self, spec: JobSpec, task: Task, world: World, checkpoints: Path, monitors: Any,
-                 on_epoch: Optional[callable] = None):
+                 on_epoch: Optional[Callable] = None, should_stop: Optional[Callable[[], bool]] = None):
         self.spec, self.task, self.world, self.dir, self.monitors = spec, task, world, checkpoints, monitors
         self.on_epoch = on_epoch or (lambda record: None)
+        self.should_stop = should_stop or (lambda: False)
         train = spec.train
         if train.batch_size % world.size:
             raise ValueError(f"train.batch_size {train.batch_size} must be divisible by the {world.size} ranks")
@@ -104,8 +108,10 @@ class Trainer:
         self.train_set, self.val_set = task.datasets()
         self.nets = {k: v.to(world.device) for k, v in task.networks().items()}
         self.sampler = ShuffledShard(len(self.train_set), train.seed, world)
+        # own generator: creating a loader iterator must not draw from the global RNG, or a run
+        # resumed inside an epoch would see other dropout masks than the uninterrupted one
         loader_args = dict(num_workers=train.workers, pin_memory=world.device.type == "cuda",
-                           persistent_workers=False)
+                           persistent_workers=False, generator=torch.Generator().manual_seed(train.seed))
         self.train_loader = DataLoader(self.train_set, batch_size=train.batch_size // world.size,
                                        sampler=self.sampler, drop_last=True, **loader_args)
         self.val_loader = DataLoader(self.val_set, batch_size=max(1, train.batch_size // world.size),
@@ -126,6 +132,7 @@ class Trainer:
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.precision) if cuda else None
         self.scaler = torch.amp.GradScaler(world.device.type, enabled=cuda and train.precision == "fp16")
         self.epoch, self.step, self.best = 0, 0, None
+        self.batch, self.epoch_losses = 0, []  # position inside the current epoch
         self.higher_is_better = registry.METRICS[train.metric] == "max"
 
     def autocast(self):
@@ -139,6 +146,7 @@ class Trainer:
 
     def state(self) -> dict:
         return {"epoch": self.epoch, "step": self.step, "best": self.best,
+                "batch": self.batch, "epoch_losses": list(self.epoch_losses),
                 "nets": {k: self._raw(v).state_dict() for k, v in self.nets.items()},
                 "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
                 "schedules": {k: v.state_dict() for k, v in self.schedules.items()},
@@ -157,10 +165,20 @@ class Trainer:
             self.schedules[k].load_state_dict(v)
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
+        self.batch, self.epoch_losses = state.get("batch", 0), list(state.get("epoch_losses", []))
         rng = state["rng"]
         rng["torch"] = rng["torch"].cpu()
         checkpoint.set_rng_state(rng)
         return True
+
+    def weights_digest(self) -> str:
+        """sha1 of every network's parameters and buffers: equal on every rank under DDP."""
+        h = hashlib.sha1()
+        for name in sorted(self.nets):
+            for key, value in sorted(self._raw(self.nets[name]).state_dict().items()):
+                h.update(key.encode())
+                h.update(value.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
 
     def _save(self, name: str) -> None:
         if self.world.is_main:
@@ -173,7 +191,7 @@ class Trainer:
         record: dict = {"kind": "epoch", "epoch": self.epoch - 1, "resumed": resumed}
         while self.epoch < self.spec.train.epochs:
             record = self._epoch()
-            self.epoch += 1
+            self.epoch, self.batch, self.epoch_losses = self.epoch + 1, 0, []
             self._save("last.pt")
             barrier(self.world)
             self.on_epoch(record)
@@ -186,16 +204,21 @@ class Trainer:
             self.train_set.set_epoch(epoch)
         for net in self.nets.values():
             net.train()
-        ctx, losses, start = _Step(self), [], time.time()
-        for i, batch in enumerate(self.train_loader):
+        ctx, losses, start = _Step(self), self.epoch_losses, time.time()
+        self.sampler.skip = self.batch * self.train_loader.batch_size  # resuming inside this epoch
+        for i, batch in enumerate(self.train_loader, start=self.batch):
             if i >= self.steps_per_epoch:
                 break
             batch = {k: v.to(self.world.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             logged = self.task.train_step(batch, self.nets, ctx)
-            self.step += 1
+            self.step, self.batch = self.step + 1, i + 1
             losses.append(logged["loss"])
             if self.world.is_main and (self.step % 10 == 0 or i == 0):
                 self.monitors.log({"kind": "step", "epoch": epoch, **logged, "lr": self.lr()}, self.step)
+            if self.should_stop():  # a signal: checkpoint here, at a step boundary, and leave
+                self._save("last.pt")
+                raise Interrupted(f"stopped at epoch {epoch} batch {self.batch}")
+        self.sampler.skip = 0
         if spec.schedule.interval == "epoch":
             for s in self.schedules.values():
                 s.step()

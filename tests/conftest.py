@@ -57,3 +57,41 @@ def write_spec(tmp_path):
         path.write_text(content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False))
         return path
     return write
+
+
+CLUSTER_DIR = Path(os.environ.get("MRIHPC_TEST_CLUSTER", "/tmp/mrihpc-test-cluster"))
+
+
+def _cluster_up(conf: Path) -> bool:
+    import subprocess
+
+    if not conf.is_file():
+        return False
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    out = subprocess.run(["sinfo", "-h", "-o", "%t", "-n", "node1,node2"], capture_output=True, text=True, env=env)
+    return out.returncode == 0 and set(out.stdout.split()) == {"idle"}
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The real two-node test cluster of slurm/cluster.sh: reused when up, else started (and
+    stopped at the end). A cluster that cannot start fails the tests; it never skips them."""
+    import subprocess
+
+    conf = CLUSTER_DIR / "etc" / "slurm.conf"
+    started = False
+    if not _cluster_up(conf):
+        out = subprocess.run(["bash", str(REPO / "slurm" / "cluster.sh"), "start", str(CLUSTER_DIR)],
+                             capture_output=True, text=True, timeout=300)
+        if out.returncode != 0:
+            pytest.fail(f"the test Slurm cluster did not start:\n{out.stdout}\n{out.stderr}")
+        started = True
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(conf)
+    yield CLUSTER_DIR
+    if old is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = old
+    if started:
+        subprocess.run(["bash", str(REPO / "slurm" / "cluster.sh"), "stop", str(CLUSTER_DIR)], timeout=120)

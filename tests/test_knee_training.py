@@ -15,6 +15,7 @@ from mrihpc.models.unet import build_unet
 from mrihpc.monitors.jsonl import read_metrics
 from mrihpc.paths import RunPaths
 from mrihpc.predict import predict
+from mrihpc.preemption import Interrupted
 from mrihpc.runner import run_point
 from mrihpc.spec import JobSpec, ModelSpec
 from mrihpc.tasks.reconstruction import ReconstructionTask
@@ -77,11 +78,15 @@ class NullMonitors:
         pass
 
 
-def _train(spec: dict, folder, epochs: int) -> tuple[dict, list[float]]:
+def _train(spec: dict, folder, epochs: int, stop_after: int = -1) -> tuple[dict, list[float]]:
     job = JobSpec.model_validate(merge(spec, train={**spec["train"], "epochs": epochs}))
     RecordingTask.lrs = []
-    trainer = Trainer(job, RecordingTask(job, World()), World(), folder, NullMonitors())
-    trainer.fit()
+    stop = lambda: len(RecordingTask.lrs) == stop_after  # noqa: E731 - a signal arriving after N steps
+    trainer = Trainer(job, RecordingTask(job, World()), World(), folder, NullMonitors(), should_stop=stop)
+    try:
+        trainer.fit()
+    except Interrupted:
+        pass
     return {k: v.clone() for k, v in trainer.nets["model"].state_dict().items()}, list(RecordingTask.lrs)
 
 
@@ -93,6 +98,18 @@ def test_resume_gives_identical_weights_and_lr_sequence(tmp_path):
     resumed, lrs_second = _train(spec, tmp_path / "b", 4)  # a new process would do the same: read last.pt
     assert lrs_first + lrs_second == lrs_straight
     assert len(set(lrs_straight)) > 3  # warm-up and restarts really changed the LR
+    for key, value in straight.items():
+        assert torch.equal(value, resumed[key]), key
+
+
+def test_stop_inside_an_epoch_resumes_from_that_step(tmp_path):
+    spec = merge(TINY, model={**TINY["model"], "dropout": 0.1})
+    straight, lrs_straight = _train(spec, tmp_path / "a", 2)
+    steps_per_epoch = len(lrs_straight) // 2
+    _, lrs_first = _train(spec, tmp_path / "b", 2, stop_after=steps_per_epoch + 3)  # 3 steps into epoch 2
+    assert len(lrs_first) == steps_per_epoch + 3
+    resumed, lrs_second = _train(spec, tmp_path / "b", 2)
+    assert lrs_first + lrs_second == lrs_straight  # no step repeated, none skipped
     for key, value in straight.items():
         assert torch.equal(value, resumed[key]), key
 

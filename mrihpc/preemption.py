@@ -1,0 +1,73 @@
+"""Time limits and preemption: signals become a flag read at step boundaries.
+
+Slurm sends USR2 ``signal_delay_s`` before the time limit (``--signal=USR2@N``; USR1 is
+taken by NCCL) and SIGTERM when it preempts or requeues a job. Either way the trainer
+finishes the step it is in, rank 0 writes an atomic ``last.pt`` holding the position inside
+the epoch, and every rank leaves together. For USR2 we then hand over to the handler
+submitit installed, which requeues only this array task (and counts timeouts against
+``train.max_requeues``); after SIGTERM Slurm requeues the job itself.
+"""
+from __future__ import annotations
+
+import signal
+from typing import Any, Optional
+
+import torch
+import torch.distributed as torch_dist
+
+from mrihpc.distributed import World
+
+
+class Interrupted(Exception):
+    """Training stopped at a step boundary because a signal asked it to."""
+
+
+def checkpoint_signal() -> signal.Signals:
+    import submitit
+
+    return getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG)
+
+
+class StopSignals:
+    """Install with ``install()``; ``requested(world)`` is True on every rank once any rank
+    received a signal (agreed by an all-reduce, so no rank waits alone in a collective)."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self.previous: dict[int, Any] = {}
+
+    def install(self) -> "StopSignals":
+        for sig in (checkpoint_signal(), signal.SIGTERM):
+            self.previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._note)
+        return self
+
+    def uninstall(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    @property
+    def reason(self) -> str:
+        if self.signum is None:
+            return ""
+        return f"received {signal.Signals(self.signum).name}: " + (
+            "time limit or preemption warning" if self.signum == checkpoint_signal() else "preempted or requeued")
+
+    def requested(self, world: World) -> bool:
+        flag = self.signum is not None
+        if world.distributed:
+            t = torch.tensor([int(flag)], device=world.device if world.device.type == "cuda" else "cpu")
+            torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
+            flag = bool(t.item())
+        return flag
+
+    def leave(self) -> None:
+        """After the checkpoint: let submitit requeue this task (USR2), or just exit (SIGTERM:
+        Slurm requeues it). Never returns."""
+        handler = self.previous.get(checkpoint_signal())
+        if self.signum == checkpoint_signal() and callable(handler):
+            handler(self.signum, None)  # submitit: checkpoint(), scontrol requeue <this task>, exit
+        raise SystemExit(128 + (self.signum or signal.SIGTERM))
