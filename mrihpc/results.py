@@ -105,7 +105,7 @@ def point_views(run: RunPaths, manifest: dict) -> tuple[list[PointView], str]:
                 status.setdefault("error", "the process ended without recording an outcome")
         elif job.get("executor") == "slurm":
             # squeue has forgotten it and the point never finished: it ended badly
-            state = own if own in ("running", "requeued") and source.startswith("sacct") else "lost"
+            state = own if own in ("running", "interrupted") and source.startswith("sacct") else "lost"
         else:
             state = "not submitted"
         reason = status.get("error") or row.get("reason", "") or ""

@@ -1,7 +1,7 @@
 """One sweep point on its node: read its config, train, record the outcome in status.json.
 
 Whatever happens, status.json says so: running (with host, pid, job id), done (with the
-final metrics), requeued, or failed (with the error and the end of the traceback). A
+final metrics), interrupted (by a signal, after a checkpoint), or failed (with the error and the end of the traceback). A
 failing point raises, so Slurm marks that array task FAILED and nothing else is touched.
 """
 from __future__ import annotations
@@ -89,12 +89,13 @@ def run_point(run_dir: Path, index: int) -> dict:
     try:
         record = train_point(load_point_spec(paths), paths, world, signals)
     except Interrupted as e:
-        write_status(paths, world, state="requeued", reason=f"{signals.reason}; {e}")
+        # SIGTERM may be a preemption, a requeue or a scancel: Slurm's accounting tells which
+        write_status(paths, world, state="interrupted", reason=f"{signals.reason}; {e}")
         close_world()
         signals.leave()
     except BaseException as e:
         if _STOP["reason"]:
-            write_status(paths, world, state="requeued", reason=_STOP["reason"])
+            write_status(paths, world, state="interrupted", reason=_STOP["reason"])
         else:
             write_status(paths, world, state="failed", error=f"{type(e).__name__}: {e}",
                          traceback="".join(traceback.format_exc()).splitlines()[-25:])
