@@ -135,7 +135,12 @@ stop_one() {
 
 case $cmd in
   start) start ;;
-  stop) for n in slurmd-node2 slurmd-node1 slurmctld slurmdbd mariadb munged; do stop_one "$n"; done ;;
+  stop)
+    if alive slurmctld; then  # end every job first, so no slurmstepd outlives its slurmd
+      squeue -h -o %A 2>/dev/null | sort -u | xargs -r scancel 2>/dev/null || true
+      for _ in $(seq 300); do [[ -z $(squeue -h 2>/dev/null) ]] && break; sleep 0.1; done
+    fi
+    for n in slurmd-node2 slurmd-node1 slurmctld slurmdbd mariadb munged; do stop_one "$n"; done ;;
   stop-dbd) stop_one slurmdbd ;;
   start-dbd) launch slurmdbd /usr/sbin/slurmdbd -D  # reads slurmdbd.conf beside $SLURM_CONF
              wait_for 30 slurmdbd bash -c "exec 3<>/dev/tcp/127.0.0.1/$dbd_port" ;;

@@ -185,6 +185,7 @@ def test_cancel_and_failure_are_shown_and_resubmitted(slurm_cluster, tmp_path, w
     assert f"DataError: {corrupt}: not a readable HDF5 file" in out
     assert main(["resubmit", str(run.root), "--failed"]) == 0
     assert sorted(read_json(run.manifest)["submissions"][-1]["jobs"]) == ["1", "2"]
+    assert main(["cancel", str(run.root)]) == 0  # the 200-epoch point need not run to its end
 
 
 def test_status_answers_without_accounting(slurm_cluster, tmp_path, write_spec, capsys):
