@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import submitit
-import yaml
 from submitit.slurm.slurm import SlurmExecutor
 
 import mrihpc
 from mrihpc.entry import PointTask
-from mrihpc.paths import RunPaths, atomic_write_json, read_json
+from mrihpc.paths import RunPaths, atomic_write_json, dump_yaml, read_json
 from mrihpc.spec import ClusterSpec, JobSpec, slurm_time_minutes
 from mrihpc.sweep import Point
 
@@ -125,11 +124,11 @@ def write_run_directory(runs_dir: Path, spec: JobSpec, raw: dict, source: str,
                         points: Sequence[tuple[Point, JobSpec]], executor: str) -> RunPaths:
     """Create runs/<name>/<sweep-id>/ with spec.yaml, manifest.json and every point's config."""
     run = RunPaths.create(runs_dir, spec.name, new_sweep_id())
-    run.spec.write_text(yaml.safe_dump(raw, sort_keys=False))
+    run.spec.write_text(dump_yaml(raw))
     for point, point_spec in points:
         p = run.point(point.index)
         p.root.mkdir(parents=True)
-        p.config.write_text(yaml.safe_dump(point_spec.model_dump(mode="json"), sort_keys=False))
+        p.config.write_text(dump_yaml(point_spec.model_dump(mode="json")))
     atomic_write_json(run.manifest, {
         "name": spec.name, "sweep_id": run.root.name, "source": str(Path(source).resolve()),
         "created": dt.datetime.now().isoformat(timespec="seconds"), "user": getpass.getuser(),

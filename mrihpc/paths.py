@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` so that readers see the old file or the new one, never half of it."""
@@ -31,6 +33,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
+
+
+# libyaml's emitter when PyYAML has it: ten times faster, which a 1,000-point sweep notices
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML text of plain data, keys in insertion order."""
+    return yaml.dump(data, Dumper=_DUMPER, sort_keys=False)
 
 
 def read_json(path: Path, default: Any = None) -> Any:

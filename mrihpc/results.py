@@ -77,7 +77,7 @@ def point_views(run: RunPaths, manifest: dict) -> tuple[list[PointView], str]:
     """One view per point, and which source answered for Slurm (sacct / squeue / none)."""
     jobs = latest_jobs(manifest)
     slurm_ids = [j["job_id"] for j in jobs.values() if j["executor"] == "slurm"]
-    slurm, source = {}, "none"
+    slurm, source = {}, "none: local executor"
     if slurm_ids:
         slurm = accounting.sacct(slurm_ids)
         source = "sacct"

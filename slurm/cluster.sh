@@ -117,6 +117,8 @@ start() {
   wait_for 30 slurmctld scontrol ping
   launch slurmd-node1 /usr/sbin/slurmd -D -N node1 -f "$conf"
   launch slurmd-node2 /usr/sbin/slurmd -D -N node2 -f "$conf"
+  # jobs recovered from an earlier life of the cluster (its processes are gone) block nodes
+  squeue -h -o %A 2>/dev/null | sort -u | xargs -r scancel 2>/dev/null || true
   wait_for 60 "both nodes idle" bash -c '[[ $(sinfo -h -o "%t" -n node1,node2 | sort -u) == idle ]]'
   echo "cluster up: export SLURM_CONF=$conf"
 }
