@@ -1,6 +1,7 @@
 """Shared fixtures: a session-wide data cache and tiny specs built from real components."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from pathlib import Path
@@ -26,17 +27,26 @@ TINY = {
 }
 
 
+@contextlib.contextmanager
+def scoped_env(name: str, value: str):
+    """Set an environment variable for a session-long fixture and restore it afterwards."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
 @pytest.fixture(scope="session", autouse=True)
 def data_cache(tmp_path_factory):
     """One synthetic-data cache for the whole session (generated once, reused by every test)."""
     path = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("MRIHPC_CACHE")
-    os.environ["MRIHPC_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("MRIHPC_CACHE", None)
-    else:
-        os.environ["MRIHPC_CACHE"] = old
+    with scoped_env("MRIHPC_CACHE", str(path)):
+        yield path
 
 
 def merge(base: dict, **sections) -> dict:
@@ -86,12 +96,7 @@ def slurm_cluster():
         if out.returncode != 0:
             pytest.fail(f"the test Slurm cluster did not start:\n{out.stdout}\n{out.stderr}")
         started = True
-    old = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = str(conf)
-    yield CLUSTER_DIR
-    if old is None:
-        os.environ.pop("SLURM_CONF", None)
-    else:
-        os.environ["SLURM_CONF"] = old
+    with scoped_env("SLURM_CONF", str(conf)):
+        yield CLUSTER_DIR
     if started:
         subprocess.run(["bash", str(REPO / "slurm" / "cluster.sh"), "stop", str(CLUSTER_DIR)], timeout=120)
