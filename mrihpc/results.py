@@ -140,7 +140,8 @@ def status_report(run: RunPaths, manifest: dict, metric: str) -> str:
     rows = [{"point": v.index, "name": v.name, "state": v.state, "job": v.job_id,
              "elapsed": f"{v.elapsed_s:.0f}s" if v.elapsed_s is not None else None,
              "epoch": f"{v.epoch}/{v.epochs}" if v.epoch is not None else None,
-             f"val_{metric}": v.latest.get(f"val_{metric}"), "reason": v.reason} for v in views]
+             f"val_{metric}": v.latest.get(f"val_{metric}"), "mem_peak_mib": v.latest.get("mem_host_peak_mib"),
+             "reason": v.reason} for v in views]
     counts: dict[str, int] = {}
     for v in views:
         counts[v.state] = counts.get(v.state, 0) + 1

@@ -20,6 +20,7 @@ from mrihpc.distributed import World, all_gather, close_world, init_world
 from mrihpc.monitors import Monitors
 from mrihpc.monitors.console import Console
 from mrihpc.monitors.jsonl import MetricsFile
+from mrihpc.monitors.memory import MemoryProfile
 from mrihpc.paths import PointPaths, RunPaths, atomic_write_json, read_json
 from mrihpc.preemption import Interrupted, StopSignals
 from mrihpc.spec import JobSpec
@@ -58,12 +59,16 @@ def train_point(spec: JobSpec, paths: PointPaths, world: World, signals: StopSig
     if spec.train.threads and world.device.type == "cpu":
         torch.set_num_threads(spec.train.threads)
     task = registry.resolve(registry.TASKS, spec.task)(spec, world)
-    monitors = Monitors([MetricsFile(paths.metrics), Console(spec.name, spec.train.epochs, spec.train.metric)]
-                        if world.is_main else [])
+    chosen = []
+    if world.is_main:
+        if spec.monitor.memory is not None:  # first: it adds the peaks to the epoch records
+            chosen.append(MemoryProfile(paths.memory, spec.monitor.memory.interval_s, world.device))
+        chosen += [MetricsFile(paths.metrics), Console(spec.name, spec.train.epochs, spec.train.metric)]
+    monitors = Monitors(chosen)
 
     def on_epoch(record: dict) -> None:
         write_status(paths, world, state="running", epoch=record["epoch"] + 1, epochs=spec.train.epochs,
-                     latest={k: v for k, v in record.items() if k.startswith("val_") or k == "train_loss"})
+                     latest={k: v for k, v in record.items() if k.startswith(("val_", "mem_")) or k == "train_loss"})
 
     try:
         trainer = Trainer(spec, task, world, paths.checkpoints, monitors, on_epoch, lambda: signals.requested(world))

@@ -1,6 +1,8 @@
 """The knee workload end to end on CPU: metrics, model, schedule, trainer, resume, predictions."""
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -112,6 +114,20 @@ def test_stop_inside_an_epoch_resumes_from_that_step(tmp_path):
     assert lrs_first + lrs_second == lrs_straight  # no step repeated, none skipped
     for key, value in straight.items():
         assert torch.equal(value, resumed[key]), key
+
+
+def test_memory_profile_is_read_by_mprof_and_peak_reaches_status(tmp_path):
+    from mprof import read_mprofile_file
+
+    run = _point(tmp_path, merge(TINY, monitor={"memory": {"interval_s": 0.1}}))
+    run_point(run.root, 0)
+    profile = read_mprofile_file(str(run.point(0).memory))
+    assert len(profile["mem_usage"]) >= 3 and min(profile["mem_usage"]) > 10  # MiB of a torch process
+    assert profile["timestamp"] == sorted(profile["timestamp"])
+    peak = json.loads(run.point(0).status.read_text())["latest"]["mem_host_peak_mib"]
+    assert abs(peak - max(profile["mem_usage"])) < 50
+    epochs = [r for r in read_metrics(run.point(0).metrics) if r["kind"] == "epoch"]
+    assert all(r["mem_host_peak_mib"] > 0 for r in epochs)
 
 
 def test_predictions_in_fastmri_layout(tmp_path):
