@@ -2,8 +2,8 @@
 
 ``PointTask(run_dir, index)`` is a few hundred bytes; on the node it reads
 ``points/<index>/config.yaml`` and hands it to the runner. On USR2 (time limit or
-preemption) submitit calls ``checkpoint``: the trainer has written ``last.pt`` at its last
-step boundary, so requeueing the same callable resumes from there.
+preemption) the trainer writes ``last.pt`` at the next step boundary and then hands over to
+submitit, which calls ``checkpoint`` and requeues the same callable: it resumes from there.
 """
 from __future__ import annotations
 
@@ -25,9 +25,6 @@ class PointTask(Checkpointable):
         return run_point(Path(self.run_dir), self.index)
 
     def checkpoint(self, *args, **kwargs) -> DelayedSubmission:
-        from mrihpc.runner import request_stop
-
-        request_stop("requeued after a time limit or preemption signal")
         return DelayedSubmission(PointTask(self.run_dir, self.index))
 
     def __repr__(self) -> str:

@@ -33,6 +33,11 @@ def load_model(spec, paths: PointPaths) -> torch.nn.Module:
     return model.eval()
 
 
+def _original_scale(image: torch.Tensor, sample: dict) -> np.ndarray:
+    """Undo the sample's normalisation: ``(h, w)`` -> ``(h, w)``."""
+    return (image * sample["std"] + sample["mean"]).numpy()
+
+
 @torch.no_grad()
 def _reconstruct(model, dataset: KSpaceSlices) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(zero-filled, prediction, target) volumes ``(slices, h, w)`` in the original scale."""
@@ -40,10 +45,9 @@ def _reconstruct(model, dataset: KSpaceSlices) -> tuple[np.ndarray, np.ndarray, 
     for i in range(len(dataset)):
         s = dataset[i]
         out = model(s["input"].unsqueeze(0))[0, 0]
-        scale = lambda t: (t * s["std"] + s["mean"]).numpy()  # noqa: E731
-        zf.append(scale(s["input"][0]))
-        pred.append(scale(out))
-        target.append(scale(s["target"][0]))
+        zf.append(_original_scale(s["input"][0], s))
+        pred.append(_original_scale(out, s))
+        target.append(_original_scale(s["target"][0], s))
     return np.stack(zf), np.stack(pred).astype(np.float32), np.stack(target)
 
 

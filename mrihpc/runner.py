@@ -26,14 +26,6 @@ from mrihpc.preemption import Interrupted, StopSignals
 from mrihpc.spec import JobSpec
 from mrihpc.train import Trainer
 
-_STOP = {"reason": None}
-
-
-def request_stop(reason: str) -> None:
-    """Called from submitit's checkpoint path: note why this process is about to leave."""
-    _STOP["reason"] = _STOP["reason"] or reason
-
-
 def write_status(paths: PointPaths, world: World, **fields) -> None:
     if not world.is_main:
         return
@@ -84,13 +76,13 @@ def train_point(spec: JobSpec, paths: PointPaths, world: World, signals: StopSig
 def run_point(run_dir: Path, index: int) -> dict:
     """The node entry: train point ``index`` of ``run_dir`` and record the outcome."""
     paths = RunPaths(Path(run_dir)).point(index)
+    signals = StopSignals().install()  # before anything slow, so no signal finds submitit's handler
     world = init_world()
     previous = read_json(paths.status, {}) or {}
     write_status(paths, world, state="running", host=socket.gethostname(), pid=os.getpid(), job_id=_job_id(),
                  world_size=world.size, device=str(world.device), error=None, traceback=None,
                  started=dt.datetime.now().isoformat(timespec="seconds"),
                  attempts=int(previous.get("attempts", 0)) + 1)
-    signals = StopSignals().install()
     try:
         record = train_point(load_point_spec(paths), paths, world, signals)
     except Interrupted as e:
@@ -99,11 +91,8 @@ def run_point(run_dir: Path, index: int) -> dict:
         close_world()
         signals.leave()
     except BaseException as e:
-        if _STOP["reason"]:
-            write_status(paths, world, state="interrupted", reason=_STOP["reason"])
-        else:
-            write_status(paths, world, state="failed", error=f"{type(e).__name__}: {e}",
-                         traceback="".join(traceback.format_exc()).splitlines()[-25:])
+        write_status(paths, world, state="failed", error=f"{type(e).__name__}: {e}",
+                     traceback="".join(traceback.format_exc()).splitlines()[-25:])
         raise
     finally:
         signals.uninstall()

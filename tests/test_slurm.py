@@ -4,7 +4,6 @@ resubmit, and status without accounting."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import subprocess
 import time
 from pathlib import Path

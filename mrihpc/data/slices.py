@@ -68,12 +68,8 @@ class KSpaceSlices(Dataset):
         if target is None and self.kspace_key == "kspace":  # nc2019 training files: fully sampled k-space
             full = torch.from_numpy(self.reader.kspace(volume, "kspace", s))
             target = complex_abs(center_crop(ifft2c(full), crop)).numpy()
-        target_t = torch.zeros_like(image) if target is None else (torch.from_numpy(center_crop_np(target, crop)) - mean) / std
+        target_t = torch.zeros_like(image) if target is None else (center_crop(torch.from_numpy(target), crop) - mean) / std
         return {"input": image.unsqueeze(0).float(), "target": target_t.unsqueeze(0).float(),
                 "mean": torch.tensor(mean, dtype=torch.float32), "std": torch.tensor(std, dtype=torch.float32),
                 "fname": volume.name, "slice": s, "acceleration": acceleration}
 
-
-def center_crop_np(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Centre crop of a 2-D array (reference images may be larger than the crop)."""
-    return center_crop(torch.from_numpy(np.ascontiguousarray(image)), shape).numpy()
