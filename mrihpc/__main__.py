@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from mrihpc.data import DataError
+from mrihpc.live.server import ServerError
 from mrihpc.results import RunError, open_run
 from mrihpc.specfile import SpecError
 
@@ -187,6 +188,49 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def cmd_visdom(args) -> int:
+    from mrihpc.live import assets, server
+
+    if args.visdom_verb == "start":
+        s = server.start(args.port, args.env_path)
+        print(f"visdom server pid {s['pid']} at {s['url']} (bound to 127.0.0.1; envs in {s['env_path']}, "
+              f"log {s['log']})\nfrom your laptop: `mrihpc tunnel RUN` prints the ssh line")
+    elif args.visdom_verb == "stop":
+        s = server.stop(args.port)
+        print(f"stopped visdom server pid {s['pid']} on port {s['port']}")
+    elif args.visdom_verb == "assets":
+        print(f"installed {assets.install(args.tarballs)} files into {assets.static_dir()}")
+    elif args.visdom_verb == "replay":
+        from mrihpc.live.transport import replay
+        from mrihpc.spec import VisdomSpec
+
+        run, manifest = open_run(args.run)
+        logs = [run.point(p["index"]).visdom_log for p in manifest["points"]]
+        logs = [log for log in logs if log.is_file()]
+        if not logs:
+            raise RunError(f"{run.root}: no point has a visdom.log (was monitor.visdom set?)")
+        url = args.server or VisdomSpec(port=args.port).url
+        try:
+            done = replay(logs, url)
+        except ConnectionError as e:
+            print(f"mrihpc visdom replay: {e}", file=sys.stderr)
+            return 1
+        print(f"replayed {done['calls']} calls from {done['logs']} points into {url} env {', '.join(done['envs'])}")
+    return 0
+
+
+def cmd_tunnel(args) -> int:
+    from mrihpc.live.tunnel import tunnel
+    from mrihpc.runner import load_point_spec
+
+    run, manifest = open_run(args.run)
+    lines, warnings = tunnel(run, manifest, load_point_spec(run.point(0)), args.login, args.local_port)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print("\n".join(lines))
+    return 0
+
+
 def _metric(run) -> str:
     from mrihpc.runner import load_point_spec
 
@@ -258,6 +302,28 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--split", choices=["val", "test"], default="val")
     s.set_defaults(fn=cmd_predict)
 
+    s = sub.add_parser("visdom", help="a local Visdom server for live plots, and replay of a run's plots")
+    vis = s.add_subparsers(dest="visdom_verb", required=True)
+    s = vis.add_parser("start", help="start a server bound to 127.0.0.1 (detached)")
+    s.add_argument("--port", type=int, default=8097)
+    s.add_argument("--env-path", type=Path, help="where envs are saved (default <cache>/visdom/envs)")
+    s = vis.add_parser("stop", help="stop the server you started on this host and port")
+    s.add_argument("--port", type=int, default=8097)
+    s = vis.add_parser("assets", help="install the page's JS/CSS/MathJax from npm packages (for offline use)")
+    s.add_argument("--tarballs", type=Path, help="folder of `npm pack` tarballs (missing ones are fetched into it)")
+    s = vis.add_parser("replay", help="rebuild every window of a run from its points' visdom.log")
+    s.add_argument("run")
+    s.add_argument("--server", help="server URL with port (default http://127.0.0.1:PORT)")
+    s.add_argument("--port", type=int, default=8097)
+    for s in vis.choices.values():
+        s.set_defaults(fn=cmd_visdom)
+
+    s = sub.add_parser("tunnel", help="the ssh line that shows a run's Visdom plots on your laptop")
+    s.add_argument("run")
+    s.add_argument("--login", help="login host as your laptop reaches it (default: this host's name)")
+    s.add_argument("--local-port", type=int, help="port on your laptop (default: the server's)")
+    s.set_defaults(fn=cmd_tunnel)
+
     s = sub.add_parser("data", help="data utilities")
     data = s.add_subparsers(dest="data_verb", required=True)
     s = data.add_parser("synth", help="write synthetic volumes in a real layout")
@@ -279,7 +345,7 @@ def main(argv=None) -> int:
         return args.fn(args)
     except SpecError as e:
         print("\n".join(e.problems), file=sys.stderr)
-    except (RunError, DataError, FileNotFoundError) as e:
+    except (RunError, DataError, FileNotFoundError, ServerError) as e:
         print(f"mrihpc {args.verb}: {e}", file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+import sys
 import traceback
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from mrihpc.monitors import Monitors
 from mrihpc.monitors.console import Console
 from mrihpc.monitors.jsonl import MetricsFile
 from mrihpc.monitors.memory import MemoryProfile
+from mrihpc.monitors.visdom import VisdomMonitor
 from mrihpc.paths import PointPaths, RunPaths, atomic_write_json, read_json
 from mrihpc.preemption import Interrupted, StopSignals
 from mrihpc.spec import JobSpec
@@ -46,16 +48,32 @@ def _job_id() -> str:
     return env.get("SLURM_JOB_ID") or env.get("SUBMITIT_LOCAL_JOB_ID", "")
 
 
-def train_point(spec: JobSpec, paths: PointPaths, world: World, signals: StopSignals) -> dict:
+def visdom_monitor(spec: JobSpec, run: RunPaths, index: int) -> VisdomMonitor:
+    """Env ``<name>_<sweep-id>``; the point's name from the manifest titles its windows."""
+    v = spec.monitor.visdom
+    point = (read_json(run.manifest, {}) or {}).get("points", [])
+    name = point[index]["name"] if index < len(point) else f"point {index}"
+    return VisdomMonitor(run.point(index), f"{spec.name}_{run.root.name}", index, name, spec.train.metric,
+                         run.point(index).config.read_text(), v.url, v.timeout_s, v.backoff_s, v.flush_every)
+
+
+def train_point(spec: JobSpec, run: RunPaths, index: int, world: World, signals: StopSignals) -> dict:
     """Build the task and train it; returns the last epoch's record."""
+    paths = run.point(index)
     if spec.train.threads and world.device.type == "cpu":
         torch.set_num_threads(spec.train.threads)
     task = registry.resolve(registry.TASKS, spec.task)(spec, world)
-    chosen = []
+    chosen, live = [], None
     if world.is_main:
         if spec.monitor.memory is not None:  # first: it adds the peaks to the epoch records
             chosen.append(MemoryProfile(paths.memory, spec.monitor.memory.interval_s, world.device))
         chosen += [MetricsFile(paths.metrics), Console(spec.name, spec.train.epochs, spec.train.metric)]
+        if spec.monitor.visdom is not None:
+            try:
+                live = visdom_monitor(spec, run, index)
+                chosen.append(live)
+            except Exception as e:  # noqa: BLE001 - live plots must not cost a run
+                print(f"[mrihpc] live plots off: {type(e).__name__}: {e}", file=sys.stderr)
     monitors = Monitors(chosen)
 
     def on_epoch(record: dict) -> None:
@@ -71,11 +89,14 @@ def train_point(spec: JobSpec, paths: PointPaths, world: World, signals: StopSig
         return record
     finally:
         monitors.close()
+        if live is not None:
+            write_status(paths, world, visdom=live.stats())
 
 
 def run_point(run_dir: Path, index: int) -> dict:
     """The node entry: train point ``index`` of ``run_dir`` and record the outcome."""
-    paths = RunPaths(Path(run_dir)).point(index)
+    run = RunPaths(Path(run_dir))
+    paths = run.point(index)
     signals = StopSignals().install()  # before anything slow, so no signal finds submitit's handler
     world = init_world()
     previous = read_json(paths.status, {}) or {}
@@ -84,7 +105,7 @@ def run_point(run_dir: Path, index: int) -> dict:
                  started=dt.datetime.now().isoformat(timespec="seconds"),
                  attempts=int(previous.get("attempts", 0)) + 1)
     try:
-        record = train_point(load_point_spec(paths), paths, world, signals)
+        record = train_point(load_point_spec(paths), run, index, world, signals)
     except Interrupted as e:
         # SIGTERM may be a preemption, a requeue or a scancel: Slurm's accounting tells which
         write_status(paths, world, state="interrupted", reason=f"{signals.reason}; {e}")

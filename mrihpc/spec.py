@@ -266,9 +266,20 @@ class TrainSpec(Section):
 
 class VisdomSpec(Section):
     server: str = "http://127.0.0.1"
-    """Visdom server URL (without the port)."""
+    """Visdom server URL (without the port) as seen from the training processes."""
     port: int = Field(8097, ge=1, le=65535)
     """Visdom server port."""
+    timeout_s: float = Field(2.0, gt=0, le=30)
+    """Longest wait for one call; a slow or hung server never holds up training."""
+    backoff_s: float = Field(30.0, ge=0, le=3600)
+    """After a failed call, send nothing for this long (doubling while it keeps failing)."""
+    flush_every: int = Field(5, ge=1)
+    """Logged steps per append to the loss and lr windows (appends slow as windows grow)."""
+
+    @property
+    def url(self) -> str:
+        server = self.server if "://" in self.server else f"http://{self.server}"
+        return f"{server.rstrip('/')}:{self.port}"
 
 
 class MemorySpec(Section):

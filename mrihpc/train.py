@@ -214,7 +214,8 @@ class Trainer:
             self.step, self.batch = self.step + 1, i + 1
             losses.append(logged["loss"])
             if self.world.is_main and (self.step % 10 == 0 or i == 0):
-                self.monitors.log({"kind": "step", "epoch": epoch, **logged, "lr": self.lr()}, self.step)
+                self.monitors.log({"kind": "step", "epoch": epoch, "batch": self.batch, "batches": self.steps_per_epoch,
+                                   **logged, "lr": self.lr()}, self.step)
             if self.should_stop():  # a signal: checkpoint here, at a step boundary, and leave
                 self._save("last.pt")
                 raise Interrupted(f"stopped at epoch {epoch} batch {self.batch}")
@@ -229,6 +230,8 @@ class Trainer:
             record.update(self.validate())
             self._keep_best(record)
         if self.world.is_main:
+            if (images := self.task.preview()) is not None:
+                self.monitors.log({"kind": "images", "epoch": epoch, "images": images}, self.step)
             self.monitors.log(record, self.step)
         return record
 

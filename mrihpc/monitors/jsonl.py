@@ -12,6 +12,8 @@ class MetricsFile:
         self.file = open(path, "a", buffering=1)
 
     def log(self, metrics: dict, step: int) -> None:
+        if metrics.get("kind") not in ("step", "epoch"):  # images go to live plots only
+            return
         self.file.write(json.dumps({"step": step, "time": round(time.time(), 3), **metrics}) + "\n")
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ Trainer: ``train_step`` calls ``ctx.step(loss, "name")`` for each optimiser it u
 """
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from typing import Any, Optional, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -59,3 +59,8 @@ class Task:
     def evaluate(self, loader: Any, nets: dict[str, nn.Module]) -> list[dict[str, float]]:
         """Score this rank's validation volumes: one dict of metrics per volume."""
         raise NotImplementedError
+
+    def preview(self) -> Optional[dict[str, torch.Tensor]]:
+        """Images from the last ``evaluate`` for live plots: name -> (H, W), e.g. input,
+        prediction, target, error. None: nothing to show."""
+        return None

@@ -66,6 +66,7 @@ class ReconstructionTask(Task):
     def __init__(self, spec: JobSpec, world):
         super().__init__(spec, world)
         self.loss = WeightedLoss(spec.loss)
+        self.shown: dict[str, torch.Tensor] | None = None
 
     def datasets(self):
         d = self.spec.data
@@ -107,6 +108,11 @@ class ReconstructionTask(Task):
                 v["target"].append((target[i, 0] * std[i, 0] + mean[i, 0]))
                 v["zf"].append((x[i, 0].float() * std[i, 0] + mean[i, 0]))
                 v["loss"].append(float(loss))
+        if volumes:  # the middle slice of the first volume, for live plots
+            v = next(iter(volumes.values()))
+            mid = len(v["target"]) // 2
+            zf, pred, gt = v["zf"][mid], v["pred"][mid], v["target"][mid]
+            self.shown = {"input": zf, "prediction": pred, "target": gt, "error": (pred - gt).abs()}
         out = []
         for v in volumes.values():
             gt = torch.stack(v["target"])
@@ -115,3 +121,6 @@ class ReconstructionTask(Task):
             scores["loss"] = sum(v["loss"]) / len(v["loss"])
             out.append(scores)
         return out
+
+    def preview(self) -> dict[str, torch.Tensor] | None:
+        return self.shown

@@ -1,0 +1,70 @@
+"""The SSH line that brings a run's Visdom server to the user's laptop.
+
+Where the server is, from the run's spec (``monitor.visdom.server``) and executor:
+- on this (login) node: the server is bound to 127.0.0.1 here, so forward to ``localhost``
+  through the login node;
+- on the compute nodes running the points (a 127.0.0.1 server with the Slurm executor: each
+  point posts to its own node): the nodes come from the points' status (written by rank 0
+  on the node) and the forward ends on the node itself, jumping through the login node
+  (a 127.0.0.1-bound server cannot be reached from another host);
+- on a named host: forward to that host through the login node.
+"""
+from __future__ import annotations
+
+import getpass
+import socket
+from urllib.parse import urlparse
+
+from mrihpc.live.server import answers, port_taken
+from mrihpc.paths import RunPaths, read_json
+from mrihpc.spec import JobSpec, VisdomSpec
+
+LOCAL_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def compute_nodes(run: RunPaths, manifest: dict) -> list[str]:
+    """Hosts of the points that are running now (rank 0's node, from status.json)."""
+    hosts = []
+    for p in manifest.get("points", []):
+        status = read_json(run.point(p["index"]).status, {}) or {}
+        if status.get("state") == "running" and status.get("host") and status["host"] not in hosts:
+            hosts.append(status["host"])
+    return hosts
+
+
+def tunnel(run: RunPaths, manifest: dict, spec: JobSpec, login: str | None = None,
+           local_port: int | None = None) -> tuple[list[str], list[str]]:
+    """(lines to print, warnings)."""
+    warnings = []
+    visdom = spec.monitor.visdom
+    if visdom is None:
+        warnings.append("this run's spec has no monitor.visdom: nothing is plotted live (showing port 8097)")
+        visdom = VisdomSpec()
+    host, port = urlparse(visdom.url).hostname, visdom.port
+    local = local_port or port
+    user = getpass.getuser()
+    login = login or (socket.getfqdn() if not socket.getfqdn().startswith("localhost") else socket.gethostname())
+    env = f"{spec.name}_{run.root.name}"
+    here = host in LOCAL_NAMES | {socket.gethostname(), socket.getfqdn()}
+    lines = []
+    if here and manifest.get("executor") == "slurm":
+        nodes = compute_nodes(run, manifest)
+        if not nodes:
+            warnings.append("no point is running, so no compute node serves plots now; "
+                            f"`mrihpc visdom replay {run.root}` fills a server on this node")
+        for node in nodes:
+            lines.append(f"ssh -N -L {local}:localhost:{port} -J {user}@{login} {user}@{node}")
+    else:
+        target = "localhost" if here else host
+        lines.append(f"ssh -N -L {local}:{target}:{port} {user}@{login}")
+        if here and not answers(port):
+            if port_taken(port):
+                warnings.append(f"port {port} on {socket.gethostname()} is taken by a program that is not visdom; "
+                                "start one on another port (`mrihpc visdom start --port N`, and set monitor.visdom.port)")
+            else:
+                warnings.append(f"no visdom server answers on port {port} here; `mrihpc visdom start --port {port}`")
+    if lines:
+        lines.append(f"then open http://localhost:{local}/env/{env}")
+        if local == port:
+            lines.append(f"(if port {local} is taken on your laptop, add --local-port N and open that port instead)")
+    return lines, warnings
