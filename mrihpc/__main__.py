@@ -36,6 +36,7 @@ def cmd_validate(args) -> int:
 
 def cmd_submit(args) -> int:
     from mrihpc import launch
+    from mrihpc.progress import SweepProgress
     from mrihpc.results import results_report, status_report
 
     spec, raw, points, executor = launch.prepare(args.spec, args.override, args.executor, check_paths=not args.dry_run)
@@ -50,8 +51,15 @@ def cmd_submit(args) -> int:
     launch.prepare_data(spec)
     run = launch.write_run_directory(Path(args.runs), spec, raw, args.spec, points, executor)
     print(f"run directory: {run.root}")
-    jobs = launch.submit_points(run, spec, [p.index for p, _ in points], executor,
-                                on_start=lambda i, job: print(f"point {i} started (job {job.job_id})", flush=True))
+    progress = SweepProgress([run.point(p.index).metrics for p, _ in points], spec.train.epochs, sys.stdout)
+
+    def started(index, job):
+        progress.close()  # clears the bar's line, if any
+        print(f"point {index} started (job {job.job_id})", flush=True)
+
+    jobs = launch.submit_points(run, spec, [p.index for p, _ in points], executor, on_start=started,
+                                on_tick=progress.update if executor == "local" else None)
+    progress.close()
     if executor == "slurm":
         print(f"submitted array job {jobs[0].job_id.split('_')[0]} with {len(jobs)} tasks")
         print(f"next:\n  mrihpc status {run.root}\n  mrihpc logs {run.root} 0\n  mrihpc results {run.root}")
@@ -76,6 +84,11 @@ def cmd_results(args) -> int:
 
     run, manifest = open_run(args.run)
     print(results_report(run, manifest, _metric(run), args.sort, args.csv), end="" if args.csv else "\n")
+    if args.plot:
+        from mrihpc.plots import plot_curves
+
+        plot_curves(run, manifest, _metric(run), args.plot)
+        print(f"curves of {len(manifest['points'])} points: {args.plot}", file=sys.stderr if args.csv else sys.stdout)
     return 0
 
 
@@ -167,6 +180,23 @@ def cmd_run(args) -> int:
     run = launch.write_run_directory(Path(args.runs), spec, raw, args.spec, points, "debug")
     print(f"run directory: {run.root}\npoint {args.point}: {points[args.point][0].name}")
     run_point(run.root, args.point)
+    return 0
+
+
+def cmd_profile(args) -> int:
+    from mrihpc import launch
+    from mrihpc.profile import profile_steps
+
+    spec, _, points, _ = launch.prepare(args.spec, args.override)
+    if not 0 <= args.point < len(points):
+        raise SpecError([f"{args.spec}: --point {args.point}: the sweep has points 0-{len(points) - 1}"])
+    launch.prepare_data(spec)
+    point, point_spec = points[args.point]
+    out = profile_steps(point_spec, args.steps)
+    print(out["profile"])
+    cuda = f", CUDA peak {out['cuda_peak_mib']} MiB" if "cuda_peak_mib" in out else ""
+    print(f"{point.name}: {out['steps']} steps on {out['device']}, median {out['step_s_median'] * 1000:.0f} ms/step, "
+          f"host RSS peak {out['host_peak_mib']} MiB{cuda}")
     return 0
 
 
@@ -268,6 +298,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("run")
     s.add_argument("--sort", help="column to sort by (default best_<train.metric>)")
     s.add_argument("--csv", action="store_true")
+    s.add_argument("--plot", type=Path, metavar="OUT.png", help="also draw every point's curves into a PNG")
     s.set_defaults(fn=cmd_results)
 
     s = sub.add_parser("logs", help="a point's stdout (or --err)")
@@ -295,6 +326,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--point", type=int, default=0)
     s.add_argument("--runs", default=RUNS_DIR)
     s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("profile", help="a few training steps of one point: peak memory and a line-by-line profile")
+    s.add_argument("spec")
+    s.add_argument("-o", "--override", **override)
+    s.add_argument("--point", type=int, default=0)
+    s.add_argument("--steps", type=int, default=5)
+    s.set_defaults(fn=cmd_profile)
 
     s = sub.add_parser("predict", help="write a point's reconstructions (fastMRI layout) and PNG panels")
     s.add_argument("run")

@@ -151,7 +151,7 @@ def _job_record(job: submitit.Job) -> dict:
 
 
 def submit_points(run: RunPaths, spec: JobSpec, indices: Sequence[int], executor: str,
-                  on_start=None) -> list[submitit.Job]:
+                  on_start=None, on_tick=None) -> list[submitit.Job]:
     """Queue ``indices`` of the run; slurm: one array per MaxArraySize chunk, returns at once;
     local / debug: runs them (at most array_parallelism at a time) and returns when all ended."""
     ex = make_executor(spec, executor, run.logs)
@@ -168,11 +168,12 @@ def submit_points(run: RunPaths, spec: JobSpec, indices: Sequence[int], executor
             _record(run, {"time": stamp, "executor": executor, "array_id": new[0].job_id.split("_")[0],
                           "jobs": {str(t.index): _job_record(j) for t, j in zip(part, new)}})
         return jobs
-    return _run_here(run, ex, tasks, spec.cluster.array_parallelism, executor, stamp, on_start)
+    return _run_here(run, ex, tasks, spec.cluster.array_parallelism, executor, stamp, on_start, on_tick)
 
 
-def _run_here(run, ex, tasks, parallelism, executor, stamp, on_start) -> list[submitit.Job]:
-    """Local and debug executors: a rolling window of ``parallelism`` running points."""
+def _run_here(run, ex, tasks, parallelism, executor, stamp, on_start, on_tick) -> list[submitit.Job]:
+    """Local and debug executors: a rolling window of ``parallelism`` running points;
+    ``on_tick(finished)`` every half second while waiting (progress display)."""
     pending, running, done = list(tasks), [], []
     while pending or running:
         while pending and len(running) < parallelism:
@@ -191,6 +192,8 @@ def _run_here(run, ex, tasks, parallelism, executor, stamp, on_start) -> list[su
             running.remove(job)
             done.append(job)
         if running:
+            if on_tick:
+                on_tick(len(done))
             time.sleep(0.5)
     return done
 

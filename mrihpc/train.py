@@ -25,7 +25,7 @@ from mrihpc.distributed import World, all_gather, barrier
 from mrihpc.optim import build_optimizer, build_schedule
 from mrihpc.preemption import Interrupted
 from mrihpc.spec import JobSpec
-from mrihpc.tasks.base import Task
+from mrihpc.tasks.base import StepContext, Task
 
 
 class ShuffledShard(Sampler[int]):
@@ -234,6 +234,10 @@ class Trainer:
                 self.monitors.log({"kind": "images", "epoch": epoch, "images": images}, self.step)
             self.monitors.log(record, self.step)
         return record
+
+    def step_context(self) -> StepContext:
+        """What ``Task.train_step`` gets: autocast, learning rates, the optimiser step."""
+        return _Step(self)
 
     def lr(self, optimizer: str = "main") -> float:
         opt = self.optimizers.get(optimizer) or next(iter(self.optimizers.values()))

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Set up mrihpc in ./.venv on a fresh machine.
 #   bash tools/setup.sh          the package and its dependencies (CPU torch)
-#   bash tools/setup.sh --test   also the test tools and the Debian packages of the test
-#                                cluster (Slurm, slurmdbd, MariaDB, munge); needs root
+#   bash tools/setup.sh --test   also the test tools and the Debian packages of the tests:
+#                                the cluster (Slurm, slurmdbd, MariaDB, munge) and Chromium
+#                                (screenshots of the Visdom page); needs root
+# Visdom's page assets come from npm packages (so the page works offline later); without
+# npm, live plots still work but the page needs `mrihpc visdom assets` run somewhere online.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +21,16 @@ export PIP_CONSTRAINT="$here/tools/constraints.txt"
 if [[ "${1:-}" == "--test" ]]; then
   "${pip[@]}" -e ".[test]"
   bash slurm/install.sh
+  bash tools/apt-install.sh chromium
+  command -v npm >/dev/null || bash tools/apt-install.sh npm
 else
   "${pip[@]}" -e .
+fi
+if ! .venv/bin/python -c "from mrihpc.live import assets; raise SystemExit(bool(assets.missing()))"; then
+  if command -v npm >/dev/null; then
+    .venv/bin/mrihpc visdom assets
+  else
+    echo "note: no npm here, so Visdom's page assets are not installed (mrihpc visdom assets)" >&2
+  fi
 fi
 echo "mrihpc set up in $here/.venv"

@@ -1,30 +1,45 @@
-"""One clean line per epoch (no carriage returns, so Slurm logs stay readable), with an ETA."""
+"""Training progress on the console: one clean line per epoch (no carriage returns, so Slurm
+logs stay readable), and on a terminal also a progress bar with ETA redrawn at each logged step."""
 from __future__ import annotations
 
 import sys
 import time
+
+from mrihpc.progress import bar, duration, eta, point_fraction
 
 
 class Console:
     def __init__(self, name: str, epochs: int, metric: str, stream=None):
         self.name, self.epochs, self.metric = name, epochs, metric
         self.stream = stream or sys.stdout
+        self.bar = self.stream.isatty()
         self.start = time.time()
-        self.first_epoch = None
+        self.first = None  # progress when this process started (a resumed point starts midway)
+
+    def _progress(self, metrics: dict) -> tuple[float, str]:
+        done = point_fraction(metrics, self.epochs)
+        if self.first is None:
+            self.first = done if metrics.get("kind") == "step" else 0.0
+        elapsed = time.time() - self.start
+        return elapsed, eta(elapsed, (done - self.first) / max(1e-9, 1 - self.first))
 
     def log(self, metrics: dict, step: int) -> None:
-        if metrics.get("kind") != "epoch":
+        kind = metrics.get("kind")
+        if kind == "step" and self.bar:
+            elapsed, left = self._progress(metrics)
+            done = point_fraction(metrics, self.epochs)
+            line = (f"[{self.name}] epoch {metrics['epoch'] + 1}/{self.epochs} {bar(done)} {done:4.0%} "
+                    f"step {step} loss={metrics.get('loss', float('nan')):.4g} eta {left}")
+            self.stream.write("\r" + line.ljust(100))
+            self.stream.flush()
+        if kind != "epoch":
             return
-        epoch = metrics["epoch"]
-        if self.first_epoch is None:
-            self.first_epoch = epoch
-        done = epoch - self.first_epoch + 1
-        elapsed = time.time() - self.start
-        eta = elapsed / done * (self.epochs - epoch - 1)
+        elapsed, left = self._progress(metrics)
         shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
                          if isinstance(v, float) and (k.startswith("val_") or k in ("train_loss", "lr")))
-        print(f"[{self.name}] epoch {epoch + 1}/{self.epochs} step {step} {shown} "
-              f"elapsed {elapsed:.0f}s eta {eta:.0f}s", file=self.stream, flush=True)
+        clear = "\r" + " " * 100 + "\r" if self.bar else ""
+        print(f"{clear}[{self.name}] epoch {metrics['epoch'] + 1}/{self.epochs} step {step} {shown} "
+              f"elapsed {duration(elapsed)} eta {left}", file=self.stream, flush=True)
 
     def close(self) -> None:
         pass

@@ -1,0 +1,107 @@
+"""Console output (bar on a terminal, clean lines in logs), results --plot, profile, tunnel lines."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+from PIL import Image
+
+from conftest import TINY, merge
+from mrihpc.__main__ import main
+from mrihpc.monitors.console import Console
+from mrihpc.monitors.jsonl import read_metrics
+from mrihpc.paths import RunPaths, atomic_write_json, read_json
+from mrihpc.progress import SweepProgress, last_record, point_fraction
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _feed(console, epochs=2, batches=4):
+    step = 0
+    for epoch in range(epochs):
+        for batch in range(1, batches + 1):
+            step += 1
+            console.log({"kind": "step", "epoch": epoch, "batch": batch, "batches": batches, "loss": 0.5, "lr": 1e-3}, step)
+        console.log({"kind": "epoch", "epoch": epoch, "train_loss": 0.5, "lr": 1e-3, "val_ssim": 0.8}, step)
+
+
+def test_console_draws_a_bar_on_a_terminal_and_clean_lines_in_a_log():
+    log, tty = io.StringIO(), Terminal()
+    _feed(Console("knee", 2, "ssim", log))
+    _feed(Console("knee", 2, "ssim", tty))
+    assert "\r" not in log.getvalue()
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("[knee] epoch 1/2 step 4 ") and "val_ssim=0.8" in lines[0]
+    assert "eta" in lines[0]
+    drawn = tty.getvalue().split("\r")
+    assert any("|############------------|  50%" in d for d in drawn)  # end of epoch 1 of 2
+    assert any("|######------------------|  25%" in d for d in drawn)
+
+
+def test_point_fraction_and_sweep_progress(tmp_path):
+    assert point_fraction({"kind": "step", "epoch": 1, "batch": 2, "batches": 4}, 4) == 1.5 / 4
+    assert point_fraction({"kind": "epoch", "epoch": 3}, 4) == 1.0
+    files = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    files[0].write_text(json.dumps({"kind": "epoch", "epoch": 1}) + "\n" + '{"kind": "st')  # torn last line
+    assert last_record(files[0]) == {"kind": "epoch", "epoch": 1}
+    tty = Terminal()
+    progress = SweepProgress(files, 4, tty)
+    progress.update(finished=0)
+    assert "0/2 points finished |######------------------|  25%" in tty.getvalue()
+    pipe = io.StringIO()
+    SweepProgress(files, 4, pipe).update(finished=0)
+    assert pipe.getvalue() == ""
+
+
+def test_results_plot_draws_every_point(tmp_path, write_spec, capsys):
+    spec = merge(TINY, sweep={"grid": {"optim.lr": [2e-3, 1e-3]}})
+    assert main(["submit", str(write_spec(spec)), "--runs", str(tmp_path / "runs")]) == 0
+    run = RunPaths(next((tmp_path / "runs" / "tiny").iterdir()))
+    from mrihpc.plots import plot_curves
+
+    manifest = read_json(run.manifest)
+    drawn = plot_curves(run, manifest, "ssim", tmp_path / "curves.png")
+    for p in manifest["points"]:
+        records = read_metrics(run.point(p["index"]).metrics)
+        assert drawn["training loss"][p["name"]] == sum(r["kind"] == "step" for r in records)
+        assert drawn["validation ssim"][p["name"]] == sum(r["kind"] == "epoch" for r in records) == 2
+    capsys.readouterr()
+    assert main(["results", str(run.root), "--plot", str(tmp_path / "cli.png")]) == 0
+    assert "curves of 2 points" in capsys.readouterr().out
+    img = np.asarray(Image.open(tmp_path / "cli.png").convert("L"))
+    assert img.shape == (450, 1800) and (img < 128).mean() > 0.01  # axes, text and curves drawn
+
+
+def test_profile_reports_peak_and_line_profile(write_spec, capsys):
+    assert main(["profile", str(write_spec(TINY)), "--steps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "def train_step" in out and "Increment" in out and "ctx.step(loss)" in out
+    assert "3 steps on cpu" in out and "host RSS peak" in out
+
+
+def test_tunnel_through_the_login_node_to_the_compute_node_of_a_running_point(tmp_path, capsys):
+    """Status files as rank 0 writes them on its node (the Slurm run itself is in test_slurm)."""
+    run = RunPaths(tmp_path / "runs" / "tiny" / "20260101-000000-000")
+    spec = merge(TINY, monitor={"visdom": {"port": 8099}})
+    for i, (state, host) in enumerate([("running", "node7"), ("done", "node8"), ("running", "node9")]):
+        run.point(i).root.mkdir(parents=True)
+        import yaml
+        run.point(i).config.write_text(yaml.safe_dump(spec))
+        atomic_write_json(run.point(i).status, {"state": state, "host": host})
+    atomic_write_json(run.manifest, {"name": "tiny", "sweep_id": run.root.name, "executor": "slurm",
+                                     "points": [{"index": i, "name": f"p{i}"} for i in range(3)], "submissions": []})
+    assert main(["tunnel", str(run.root), "--login", "dgx-login", "--local-port", "18099"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if line.startswith("ssh")] == [
+        f"ssh -N -L 18099:localhost:8099 -J {_user()}@dgx-login {_user()}@node7",
+        f"ssh -N -L 18099:localhost:8099 -J {_user()}@dgx-login {_user()}@node9"]
+    assert f"then open http://localhost:18099/env/tiny_{run.root.name}" in out
+
+
+def _user() -> str:
+    import getpass
+    return getpass.getuser()
