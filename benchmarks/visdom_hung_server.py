@@ -54,7 +54,7 @@ def main() -> None:
     times: dict[str, list[float]] = {c: [] for c in cases}
     stats = {}
     try:
-        for repeat in range(args.repeats):
+        for _ in range(args.repeats):
             for case, case_port in cases.items():
                 spec = dict(base, monitor={**base.get("monitor", {}),
                                            **({"visdom": {"port": case_port}} if case_port else {})})

@@ -46,7 +46,7 @@ def cmd_submit(args) -> int:
             print(f"warning: {problem} (checked again at a real submit)")
         logs = Path(args.runs).resolve() / spec.name / "<sweep-id>" / "logs"
         print(f"\n# sbatch script submitit would submit ({len(points)} array tasks):")
-        print(launch.sbatch_script(spec, logs, len(points)))
+        print(launch.dry_run_text(spec, logs, len(points)))
         return 0
     launch.prepare_data(spec)
     run = launch.write_run_directory(Path(args.runs), spec, raw, args.spec, points, executor)

@@ -20,6 +20,7 @@ import submitit
 from submitit.slurm.slurm import SlurmExecutor
 
 import mrihpc
+from mrihpc import container
 from mrihpc.entry import PointTask
 from mrihpc.paths import RunPaths, atomic_write_json, dump_yaml, read_json
 from mrihpc.spec import ClusterSpec, JobSpec, slurm_time_minutes
@@ -35,19 +36,22 @@ def resolve_executor(name: str) -> str:
     return name
 
 
-def slurm_parameters(spec: JobSpec) -> dict[str, Any]:
-    """The cluster section as submitit SlurmExecutor parameters (sbatch flags)."""
+def slurm_parameters(spec: JobSpec, run_root: Path) -> dict[str, Any]:
+    """The cluster section as submitit SlurmExecutor parameters (sbatch flags); the container's
+    srun arguments and setup lines (see ``mrihpc.container``)."""
     c = spec.cluster
+    srun_args = (["--gpu-bind=closest"] if c.gpus_per_node else []) + container.srun_args(spec, run_root)
+    setup = list(c.setup) + container.setup_lines(spec)
     params: dict[str, Any] = dict(
         job_name=c.job_name or spec.name, partition=c.partition, account=c.account, qos=c.qos,
         nodes=c.nodes, ntasks_per_node=c.num_tasks_per_node, cpus_per_task=c.cpus_per_task,
         gpus_per_node=c.gpus_per_node or None, mem=_mem(c.mem_gb), time=slurm_time_minutes(c.time),
         constraint=c.constraint, exclusive=True if c.exclusive else None,
         array_parallelism=c.array_parallelism, mail_user=c.mail_user, mail_type=c.mail_type,
-        setup=list(c.setup) or None, signal_delay_s=c.signal_delay_s,
+        setup=setup or None, signal_delay_s=c.signal_delay_s,
         additional_parameters=dict(c.sbatch) or None,
         # one task per GPU: srun binds each task to its own GPU
-        srun_args=["--gpu-bind=closest"] if c.gpus_per_node else None,
+        srun_args=srun_args or None,
     )
     return {k: v for k, v in params.items() if v is not None}
 
@@ -69,11 +73,20 @@ class _ScriptOnlySlurmExecutor(SlurmExecutor):
 
 def sbatch_script(spec: JobSpec, logs: Path, num_points: int) -> str:
     """The exact sbatch script submitit submits for an array of ``num_points`` tasks."""
-    ex = _ScriptOnlySlurmExecutor(folder=logs)
-    ex.update_parameters(**slurm_parameters(spec))
+    ex = _ScriptOnlySlurmExecutor(folder=logs, python=container.python_command(spec, logs.parent))
+    ex.update_parameters(**slurm_parameters(spec, logs.parent))
     if num_points > 1:
         ex.parameters["map_count"] = num_points
     return ex._make_submission_file_text(ex._submitit_command_str, "dry-run")
+
+
+def dry_run_text(spec: JobSpec, logs: Path, num_points: int) -> str:
+    """The sbatch script and, for docker / apptainer, the script that enters the image."""
+    text = sbatch_script(spec, logs, num_points)
+    if spec.container.runtime in ("docker", "apptainer"):
+        text += f"\n# {logs.parent / container.ENTER_SCRIPT} (srun runs it in place of python):\n"
+        text += container.enter_script(spec, logs.parent)
+    return text
 
 
 def max_array_size(cluster: ClusterSpec) -> int:
@@ -92,11 +105,13 @@ def max_array_size(cluster: ClusterSpec) -> int:
 
 def make_executor(spec: JobSpec, executor: str, logs: Path) -> submitit.Executor:
     if executor == "slurm":
-        ex = SlurmExecutor(folder=logs, max_num_timeout=spec.train.max_requeues)
-        ex.update_parameters(**slurm_parameters(spec))
+        ex = SlurmExecutor(folder=logs, max_num_timeout=spec.train.max_requeues,
+                           python=container.python_command(spec, logs.parent))
+        ex.update_parameters(**slurm_parameters(spec, logs.parent))
         return ex
     if executor == "local":
-        ex = submitit.LocalExecutor(folder=logs, max_num_timeout=spec.train.max_requeues)
+        ex = submitit.LocalExecutor(folder=logs, max_num_timeout=spec.train.max_requeues,
+                                    python=container.python_command(spec, logs.parent))
         ex.update_parameters(timeout_min=slurm_time_minutes(spec.cluster.time),
                              tasks_per_node=spec.cluster.num_tasks_per_node,
                              gpus_per_node=spec.cluster.gpus_per_node,
@@ -125,6 +140,7 @@ def write_run_directory(runs_dir: Path, spec: JobSpec, raw: dict, source: str,
     """Create runs/<name>/<sweep-id>/ with spec.yaml, manifest.json and every point's config."""
     run = RunPaths.create(runs_dir, spec.name, new_sweep_id())
     run.spec.write_text(dump_yaml(raw))
+    container.write_enter_script(spec, run.root)
     for point, point_spec in points:
         p = run.point(point.index)
         p.root.mkdir(parents=True)
@@ -234,9 +250,18 @@ def prepare(source: str, overrides: Sequence[str] = (), executor: Optional[str] 
         if point_spec.train.batch_size % ranks:
             msg = f"{source}: train.batch_size: {point_spec.train.batch_size} is not divisible by the {ranks} ranks (nodes x tasks_per_node)"
             problems += [msg] if msg not in problems else []
+    executor_name = resolve_executor(spec.cluster.executor)
+    for _, point_spec in points:
+        for problem in container.check(point_spec, executor_name, check_paths):
+            problems += [f"{source}: {problem}"] if f"{source}: {problem}" not in problems else []
+    if spec.container.runtime != "none" and executor_name == "debug":
+        problems.append(f"{source}: container.runtime: {spec.container.runtime} cannot run with the debug executor "
+                        "(it runs points in this process); use local or slurm")
+    if spec.container.runtime == "pyxis" and executor_name != "slurm":
+        problems.append(f"{source}: container.runtime: pyxis is a plugin of srun: it needs cluster.executor slurm")
     if problems:
         raise SpecError(problems)
-    return spec, raw, points, resolve_executor(spec.cluster.executor)
+    return spec, raw, points, executor_name
 
 
 def prepare_data(spec: JobSpec) -> None:

@@ -29,7 +29,7 @@ def plot_curves(run: RunPaths, manifest: dict, metric: str, out: Path) -> dict[s
             x = [r[xkey] + (1 if xkey == "epoch" else 0) for r in rows]
             ax.plot(x, [r[ykey] for r in rows], label=p["name"], marker="o" if kind == "epoch" else None, ms=3)
             drawn[title][p["name"]] = len(rows)
-    for ax, (title, (kind, xkey, _)) in zip(axes, panels.items()):
+    for ax, (title, (_, xkey, _)) in zip(axes, panels.items()):
         ax.set_title(title)
         ax.set_xlabel(xkey)
         ax.grid(alpha=0.3)

@@ -9,6 +9,7 @@ submitit installed, which requeues only this array task (and counts timeouts aga
 """
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any, Optional
 
@@ -68,6 +69,8 @@ class StopSignals:
         """After the checkpoint: let submitit requeue this task (USR2), or just exit (SIGTERM:
         Slurm requeues it). Never returns."""
         handler = self.previous.get(checkpoint_signal())
-        if self.signum == checkpoint_signal() and callable(handler):
+        if os.environ.get("MRIHPC_REQUEUE_BY") == "host":
+            pass  # in a container without Slurm's tools: the script that entered it requeues on 140
+        elif self.signum == checkpoint_signal() and callable(handler):
             handler(self.signum, None)  # submitit: checkpoint(), scontrol requeue <this task>, exit
         raise SystemExit(128 + (self.signum or signal.SIGTERM))

@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from mrihpc import registry
+from mrihpc.container import VersionMismatch, check_version
 from mrihpc.distributed import World, all_gather, close_world, init_world
 from mrihpc.monitors import Monitors
 from mrihpc.monitors.console import Console
@@ -99,6 +100,12 @@ def run_point(run_dir: Path, index: int) -> dict:
     paths = run.point(index)
     signals = StopSignals().install()  # before anything slow, so no signal finds submitit's handler
     world = init_world()
+    try:  # inside a container, the image's mrihpc must be the one that submitted
+        check_version(read_json(run.manifest, {}) or {})
+    except VersionMismatch as e:
+        write_status(paths, world, state="failed", error=f"VersionMismatch: {e}", host=socket.gethostname())
+        close_world()
+        raise
     previous = read_json(paths.status, {}) or {}
     write_status(paths, world, state="running", host=socket.gethostname(), pid=os.getpid(), job_id=_job_id(),
                  world_size=world.size, device=str(world.device), error=None, traceback=None,

@@ -355,13 +355,57 @@ class ClusterSpec(Section):
         return self.tasks_per_node or max(1, self.gpus_per_node)
 
 
+class DockerSpec(Section):
+    host: Optional[str] = None
+    """Docker daemon (DOCKER_HOST form); default the DGX per-user socket
+    unix:///mnt/docker_socks/<user>/docker.sock when it exists, else docker's default."""
+    wrapper: Optional[str] = None
+    """A site command used in place of `docker` (called with `run ...`), e.g. run-nvidia-docker.sh."""
+    shm_size: Optional[str] = None
+    """--shm-size for the container (e.g. 32g); default --ipc=host (the host's shared memory)."""
+    gpus: bool = True
+    """Pass the task's GPUs with --gpus."""
+
+
+class ApptainerSpec(Section):
+    command: str = "apptainer"
+    """apptainer or singularity."""
+    nv: bool = True
+    """--nv: NVIDIA GPUs and driver libraries inside."""
+
+
 class ContainerSpec(Section):
-    runtime: Literal["none"] = "none"
-    """How a task enters its image; only none (the host's Python) is supported so far."""
+    runtime: Literal["none", "pyxis", "docker", "apptainer"] = "none"
+    """How a task enters its image: none (the host's Python), pyxis (srun --container-image),
+    docker (docker run, e.g. on a DGX) or apptainer (apptainer exec)."""
     image: Optional[str] = None
-    """Container image reference."""
+    """Image: nvcr.io/nvidia/pytorch:24.05-py3 (docker, pyxis), an enroot .sqsh (pyxis),
+    a .sif or docker:// URI (apptainer)."""
     mounts: list[str] = []
-    """host:container bind mounts."""
+    """Extra bind mounts host[:container[:ro]]; the run directory, data.root and the mrihpc
+    cache are always mounted at their own paths."""
+    workdir: Optional[str] = None
+    """Working directory inside; default the run directory."""
+    env: dict[str, str] = {}
+    """Variables to set inside (Slurm's and the rendezvous variables always pass)."""
+    python: str = "python"
+    """The image's Python command."""
+    docker: DockerSpec = DockerSpec()
+    """Docker settings."""
+    apptainer: ApptainerSpec = ApptainerSpec()
+    """Apptainer settings."""
+
+    @model_validator(mode="after")
+    def _image(self) -> "ContainerSpec":
+        if self.runtime != "none" and not self.image:
+            raise ValueError(f"runtime {self.runtime} needs container.image")
+        if self.runtime == "none" and self.image:
+            raise ValueError("container.image is set but container.runtime is none; pick pyxis, docker or apptainer")
+        for m in self.mounts:
+            parts = m.split(":")
+            if not parts[0] or len(parts) > 3 or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+                raise ValueError(f"mount {m!r}: expected host[:container[:ro|rw]]")
+        return self
 
 
 class SweepSpec(Section):

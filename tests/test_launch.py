@@ -48,7 +48,7 @@ def test_overrides_reach_the_script():
 def test_tasks_per_node_defaults_to_one_per_gpu():
     spec, *_ = prepare(str(REPO / "jobs" / "knee_unet.yaml"), ["cluster.gpus_per_node=4", "train.batch_size=8"],
                        check_paths=False)
-    assert slurm_parameters(spec)["ntasks_per_node"] == 4
+    assert slurm_parameters(spec, Path("/RUN"))["ntasks_per_node"] == 4
 
 
 def test_pickled_callable_is_small():

@@ -1,0 +1,257 @@
+"""How an array task enters its NVIDIA PyTorch image, expressed in submitit's own terms, so
+arrays, logs and requeue work unchanged: submitit runs
+``srun <srun_args> <python> -u -m submitit.core._submit <folder>`` and we choose
+``srun_args`` and ``python``.
+
+- none: the host's Python.
+- pyxis: ``srun --container-image=... --container-mounts=... --container-workdir=...``;
+  ``python`` is the image's. Slurm's environment and signals reach the task as usual.
+- docker / apptainer: ``python`` is ``bash <run>/container.sh``, a script written into the run
+  directory that ``exec``s ``docker run`` / ``apptainer exec`` with the image's python. For
+  docker it passes Slurm's, submitit's and the rendezvous variables through an env file,
+  runs ``--init`` (PID 1 forwards signals) with the CLI's signal proxying (the default for an
+  attached run), so the USR2 / SIGTERM that srun delivers reach the Python process inside;
+  the GPUs of the task (``CUDA_VISIBLE_DEVICES``) become ``--gpus device=...``; ``--ipc=host``
+  (or ``--shm-size``) gives data loader workers their shared memory. Apptainer keeps the
+  host's environment and forwards signals itself; ``--nv`` brings the GPUs.
+
+The run directory, the data root and the mrihpc cache are mounted at the same paths inside,
+so every path in the run directory means the same thing on both sides.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from mrihpc.data.synth import cache_root
+from mrihpc.spec import JobSpec
+
+ENTER_SCRIPT = "container.sh"
+# variables that must reach the process inside: Slurm's, submitit's, the rendezvous, GPUs
+PASS_THROUGH = r"^(SLURM_|SUBMITIT_|MASTER_ADDR=|MASTER_PORT=|WORLD_SIZE=|RANK=|LOCAL_RANK=|CUDA_VISIBLE_DEVICES=|NCCL_|OMP_NUM_THREADS=|MRIHPC_)"
+# docker reference: [registry[:port]/]path[:tag][@digest], lower-case path components
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+DOCKER_REF = re.compile(rf"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
+                        r"(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$")
+# pyxis also accepts enroot's "registry#image" form
+PYXIS_REF = re.compile(rf"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?#)?{_COMPONENT}(?:/{_COMPONENT})*"
+                       r"(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$")
+
+
+def default_docker_host() -> str | None:
+    """The per-user daemon socket of NVIDIA DGX sites, when it exists."""
+    user = os.environ.get("USER") or os.environ.get("LOGNAME") or ""
+    sock = Path(f"/mnt/docker_socks/{user}/docker.sock")
+    return f"unix://{sock}" if sock.exists() else None
+
+
+def mounts(spec: JobSpec, run_root: Path) -> list[tuple[str, str, str]]:
+    """(host, container, mode) bind mounts: the run directory, data, cache, then the spec's."""
+    same = [str(run_root), str(cache_root())]
+    if spec.data.root:
+        same.append(str(Path(spec.data.root).expanduser().resolve()))
+    out = [(p, p, "rw") for p in dict.fromkeys(same)]
+    for m in spec.container.mounts:
+        parts = m.split(":")
+        host, inside = parts[0], parts[1] if len(parts) > 1 else parts[0]
+        out.append((str(Path(host).expanduser()), inside, parts[2] if len(parts) > 2 else "rw"))
+    return out
+
+
+def workdir(spec: JobSpec, run_root: Path) -> str:
+    return spec.container.workdir or str(run_root)
+
+
+def srun_args(spec: JobSpec, run_root: Path) -> list[str]:
+    """Extra srun arguments of the runtime (pyxis only)."""
+    c = spec.container
+    if c.runtime != "pyxis":
+        return []
+    args = [f"--container-image={c.image}",
+            "--container-mounts=" + ",".join(f"{h}:{i}" + (":ro" if mode == "ro" else "")
+                                             for h, i, mode in mounts(spec, run_root)),
+            f"--container-workdir={workdir(spec, run_root)}"]
+    if c.env:
+        args.append("--container-env=" + ",".join(c.env))
+    return args
+
+
+def python_command(spec: JobSpec, run_root: Path) -> str | None:
+    """submitit's ``python``: None (the host's) for none, the image's for pyxis, the enter script."""
+    runtime = spec.container.runtime
+    if runtime == "none":
+        return None
+    if runtime == "pyxis":
+        return spec.container.python
+    return f"bash {shlex.quote(str(run_root / ENTER_SCRIPT))}"
+
+
+def setup_lines(spec: JobSpec) -> list[str]:
+    """sbatch lines before srun: the variables given in the spec (pyxis passes the job's env in)."""
+    if spec.container.runtime != "pyxis":
+        return []
+    return [f"export {k}={shlex.quote(str(v))}" for k, v in spec.container.env.items()]
+
+
+def enter_script(spec: JobSpec, run_root: Path) -> str:
+    """The bash script srun runs for docker / apptainer; its arguments go to the image's python."""
+    c = spec.container
+    q = shlex.quote
+    lines = ["#!/usr/bin/env bash",
+             f"# written by mrihpc for {spec.name}: enter {c.image} with {c.runtime}, then run python there",
+             "set -euo pipefail"]
+    env_lines = [f"export {k}={q(str(v))}" for k, v in c.env.items()]
+    if c.runtime == "docker":
+        d = c.docker
+        host = d.host or default_docker_host()
+        lines += env_lines
+        # the variables that must reach python inside; with the task's GPUs (srun --gpu-bind)
+        # renumbered from 0, as the container sees only those
+        envs = [f"env | grep -E {q(PASS_THROUGH)} | grep -v '^CUDA_VISIBLE_DEVICES='"]
+        gpu = []
+        if spec.cluster.gpus_per_node:
+            lines.append('visible="${CUDA_VISIBLE_DEVICES:-0}"')
+            envs.append('echo "CUDA_VISIBLE_DEVICES=$(seq -s, 0 $(( $(tr -cd , <<<"$visible" | wc -c) )))"')
+            gpu = ['--gpus "\\"device=$visible\\""']
+        shm = [f"--shm-size={d.shm_size}"] if d.shm_size else ["--ipc=host"]
+        cmd = [*(shlex.split(d.wrapper) if d.wrapper else ["docker"])]
+        if host and not d.wrapper:
+            cmd += ["--host", q(host)]
+        cmd += ["run", "--rm", "--init", "--network=host", *shm, "--user", '"$(id -u):$(id -g)"',
+                "--env-file", "<(" + "; ".join(envs) + ")"]
+        cmd += [f"-v {q(f'{h}:{i}:{mode}')}" for h, i, mode in mounts(spec, run_root)]
+        cmd += [f"-e {q(k)}" for k in c.env]
+        cmd += ["-w", q(workdir(spec, run_root)), *gpu, q(c.image), q(c.python), '"$@"']
+        lines += _supervise(cmd, "docker's CLI proxies them (attached run) to --init, which hands them to python")
+    else:  # apptainer
+        a = c.apptainer
+        lines += env_lines
+        cmd = [q(a.command), "exec", *(["--nv"] if a.nv else []), "--pwd", q(workdir(spec, run_root))]
+        cmd += [f"--bind {q(f'{h}:{i}:{mode}')}" for h, i, mode in mounts(spec, run_root)]
+        cmd += [q(c.image), q(c.python), '"$@"']
+        lines += _supervise(cmd, "apptainer forwards them to the process inside")
+    return "\n".join(lines) + "\n"
+
+
+def _supervise(cmd: list[str], how: str) -> list[str]:
+    """Run the container in the background and hand srun's signals on; requeue from here.
+
+    Images have no Slurm client, so submitit cannot ``scontrol requeue`` from inside: with
+    MRIHPC_REQUEUE_BY=host the process inside checkpoints and exits 140 (128 + USR2), and
+    this script, on the host, requeues the task (rank 0's script only)."""
+    return [
+        "export MRIHPC_REQUEUE_BY=host",
+        " \\\n  ".join(_chunks(cmd)) + " &",
+        "child=$!",
+        f"# srun's USR2 (time limit) and SIGTERM (preemption, scancel): {how}",
+        'trap \'kill -USR2 "$child" 2>/dev/null\' USR2',
+        'trap \'kill -TERM "$child" 2>/dev/null\' TERM',
+        'while :; do  # a trapped signal cuts wait short: wait again until the container has exited',
+        '  rc=0; wait "$child" || rc=$?',
+        '  kill -0 "$child" 2>/dev/null || break',
+        "done",
+        'if [[ $rc -eq 140 && "${SLURM_PROCID:-0}" == 0 && -n "${SLURM_JOB_ID:-}" ]]; then',
+        '  task="${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}"',
+        '  echo "[mrihpc] checkpointed after USR2: requeueing ${task:-$SLURM_JOB_ID}" >&2',
+        '  scontrol requeue "${task:-$SLURM_JOB_ID}"',
+        "fi",
+        'exit "$rc"',
+    ]
+
+
+def _chunks(words: list[str], width: int = 100) -> list[str]:
+    """Words joined into lines of about ``width`` characters (a readable script)."""
+    out, line = [], ""
+    for w in words:
+        if line and len(line) + len(w) > width:
+            out.append(line)
+            line = w
+        else:
+            line = f"{line} {w}" if line else w
+    return out + [line]
+
+
+def write_enter_script(spec: JobSpec, run_root: Path) -> Path | None:
+    if spec.container.runtime not in ("docker", "apptainer"):
+        return None
+    path = run_root / ENTER_SCRIPT
+    path.write_text(enter_script(spec, run_root))
+    path.chmod(0o755)
+    return path
+
+
+def command_of(spec: JobSpec) -> str | None:
+    """The executable a runtime needs on the nodes (None: nothing to check)."""
+    c = spec.container
+    if c.runtime == "docker":
+        return shlex.split(c.docker.wrapper)[0] if c.docker.wrapper else "docker"
+    if c.runtime == "apptainer":
+        return c.apptainer.command
+    if c.runtime == "pyxis":
+        return "srun"
+    return None
+
+
+def check(spec: JobSpec, executor: str, check_paths: bool = True) -> list[str]:
+    """Problems a submit must refuse (as ``container.<key>: why``)."""
+    c = spec.container
+    problems = []
+    if c.runtime == "none":
+        return problems
+    if c.runtime == "docker" and not DOCKER_REF.match(c.image):
+        problems.append(f"container.image: {c.image!r} is not a Docker image reference "
+                        "(e.g. nvcr.io/nvidia/pytorch:24.05-py3)")
+    if c.runtime == "pyxis" and not (c.image.endswith(".sqsh") or PYXIS_REF.match(c.image) or DOCKER_REF.match(c.image)):
+        problems.append(f"container.image: {c.image!r} is neither an image reference (nvcr.io#nvidia/pytorch:24.05-py3) "
+                        "nor an enroot .sqsh file")
+    if c.runtime == "apptainer" and not (c.image.endswith(".sif") or c.image.startswith(("docker://", "oras://", "library://"))):
+        problems.append(f"container.image: {c.image!r}: apptainer needs a .sif file or docker://, oras://, library:// URI")
+    if check_paths:
+        for image in [c.image] if c.image.endswith((".sqsh", ".sif")) else []:
+            if not Path(image).expanduser().is_file():
+                problems.append(f"container.image: {image} does not exist on this host")
+        for i, (host, _, _) in enumerate(mounts(spec, Path("/"))[-len(c.mounts):] if c.mounts else []):
+            if not Path(host).exists():
+                problems.append(f"container.mounts[{i}]: {host} does not exist on this host")
+        tool = command_of(spec)
+        if executor in ("slurm", "local") and tool and not shutil.which(tool):
+            problems.append(f"container.runtime: {c.runtime} needs `{tool}`, which is not on PATH here")
+        elif c.runtime == "pyxis" and executor == "slurm" and not _srun_has_pyxis():
+            problems.append("container.runtime: pyxis: this srun has no --container-image (the pyxis plugin is not "
+                            "loaded here); use docker or apptainer, or ask the admins for pyxis")
+    if spec.cluster.gpus_per_node:
+        if c.runtime == "apptainer" and not c.apptainer.nv:
+            problems.append(f"container.apptainer.nv: false, but cluster.gpus_per_node is {spec.cluster.gpus_per_node}: "
+                            "without --nv the GPUs do not reach the container")
+        if c.runtime == "docker" and c.docker.wrapper is None and c.docker.gpus is False:
+            problems.append(f"container.docker.gpus: false, but cluster.gpus_per_node is {spec.cluster.gpus_per_node}")
+    return problems
+
+
+def _srun_has_pyxis() -> bool:
+    try:
+        out = subprocess.run(["srun", "--help"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--container-image" in out.stdout
+
+
+def check_version(manifest: dict) -> None:
+    """At node start: the mrihpc here (inside the image) must be the one that submitted."""
+    import mrihpc
+
+    submitted = manifest.get("mrihpc_version")
+    if submitted and submitted != mrihpc.__version__:
+        raise VersionMismatch(
+            f"mrihpc {mrihpc.__version__} runs here ({sys.executable}), but the run was submitted with mrihpc "
+            f"{submitted}: install the same version in the image (docker/README.md) or submit from a matching "
+            "environment")
+
+
+class VersionMismatch(RuntimeError):
+    pass
