@@ -169,14 +169,23 @@ def cmd_resubmit(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
+def _one_point(args):
+    """The spec of ``args.spec``, its raw dict and points, checked to have ``args.point``;
+    synthetic data generated."""
     from mrihpc import launch
-    from mrihpc.runner import run_point
 
     spec, raw, points, _ = launch.prepare(args.spec, args.override)
     if not 0 <= args.point < len(points):
         raise SpecError([f"{args.spec}: --point {args.point}: the sweep has points 0-{len(points) - 1}"])
     launch.prepare_data(spec)
+    return spec, raw, points
+
+
+def cmd_run(args) -> int:
+    from mrihpc import launch
+    from mrihpc.runner import run_point
+
+    spec, raw, points = _one_point(args)
     run = launch.write_run_directory(Path(args.runs), spec, raw, args.spec, points, "debug")
     print(f"run directory: {run.root}\npoint {args.point}: {points[args.point][0].name}")
     run_point(run.root, args.point)
@@ -184,13 +193,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_profile(args) -> int:
-    from mrihpc import launch
     from mrihpc.profile import profile_steps
 
-    spec, _, points, _ = launch.prepare(args.spec, args.override)
-    if not 0 <= args.point < len(points):
-        raise SpecError([f"{args.spec}: --point {args.point}: the sweep has points 0-{len(points) - 1}"])
-    launch.prepare_data(spec)
+    _, _, points = _one_point(args)
     point, point_spec = points[args.point]
     out = profile_steps(point_spec, args.steps)
     print(out["profile"])
