@@ -55,7 +55,12 @@ def mounts(spec: JobSpec, run_root: Path) -> list[tuple[str, str, str]]:
     same = [str(run_root), str(cache_root())]
     if spec.data.root:
         same.append(str(Path(spec.data.root).expanduser().resolve()))
-    out = [(p, p, "rw") for p in dict.fromkeys(same)]
+    return [(p, p, "rw") for p in dict.fromkeys(same)] + spec_mounts(spec)
+
+
+def spec_mounts(spec: JobSpec) -> list[tuple[str, str, str]]:
+    """container.mounts as (host, container, mode); ``host`` alone mounts it at its own path."""
+    out = []
     for m in spec.container.mounts:
         parts = m.split(":")
         host, inside = parts[0], parts[1] if len(parts) > 1 else parts[0]
@@ -215,7 +220,7 @@ def check(spec: JobSpec, executor: str, check_paths: bool = True) -> list[str]:
         for image in [c.image] if c.image.endswith((".sqsh", ".sif")) else []:
             if not Path(image).expanduser().is_file():
                 problems.append(f"container.image: {image} does not exist on this host")
-        for i, (host, _, _) in enumerate(mounts(spec, Path("/"))[-len(c.mounts):] if c.mounts else []):
+        for i, (host, _, _) in enumerate(spec_mounts(spec)):
             if not Path(host).exists():
                 problems.append(f"container.mounts[{i}]: {host} does not exist on this host")
         tool = command_of(spec)

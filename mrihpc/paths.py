@@ -52,6 +52,22 @@ def read_json(path: Path, default: Any = None) -> Any:
         return default
 
 
+def read_jsonl(path: Path) -> list[Any]:
+    """Every line of a JSON-lines file that parses; a torn last line (a process killed
+    mid-write) is skipped. An absent file has no lines."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
 @dataclass(frozen=True)
 class PointPaths:
     """Files of one sweep point."""

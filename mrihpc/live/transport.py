@@ -17,6 +17,8 @@ from pathlib import Path
 
 import requests
 
+from mrihpc.paths import read_jsonl
+
 
 class Transport:
     """POSTs ``(endpoint, message)`` to a visdom server: short timeout, back-off after failure."""
@@ -88,18 +90,7 @@ class Sender:
 
 def read_log(path: Path) -> list[tuple[str, dict]]:
     """The calls of a visdom log (``[endpoint, message]`` per line); a torn last line is ignored."""
-    calls = []
-    try:
-        lines = Path(path).read_text().splitlines()
-    except FileNotFoundError:
-        return calls
-    for line in lines:
-        try:
-            endpoint, msg = json.loads(line)
-        except (json.JSONDecodeError, ValueError):
-            continue
-        calls.append((endpoint, msg))
-    return calls
+    return [(entry[0], entry[1]) for entry in read_jsonl(path) if isinstance(entry, list) and len(entry) == 2]
 
 
 def replay(logs: list[Path], url: str, timeout_s: float = 30.0) -> dict:

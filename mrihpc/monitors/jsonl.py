@@ -5,6 +5,8 @@ import json
 import time
 from pathlib import Path
 
+from mrihpc.paths import read_jsonl
+
 
 class MetricsFile:
     def __init__(self, path: Path):
@@ -22,14 +24,4 @@ class MetricsFile:
 
 def read_metrics(path: Path) -> list[dict]:
     """All records of a metrics.jsonl; a torn last line (a job killed mid-write) is ignored."""
-    records = []
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return records
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+    return read_jsonl(path)
