@@ -145,7 +145,7 @@ def cmd_resubmit(args) -> int:
     from mrihpc.accounting import FAILED_STATES
     from mrihpc.paths import atomic_write_json, read_json
     from mrihpc.results import point_views
-    from mrihpc.runner import load_point_spec
+    from mrihpc.specfile import load_point_spec
 
     run, manifest = open_run(args.run)
     views, _ = point_views(run, manifest)
@@ -206,15 +206,26 @@ def cmd_profile(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from mrihpc.predict import predict
+    from mrihpc import workloads
+    from mrihpc.specfile import load_point_spec
 
     run, _ = open_run(args.run)
-    for path in predict(run.point(args.point), args.split):
+    paths = run.point(args.point)
+    if not paths.config.is_file():
+        raise RunError(f"{run.root}: no point {args.point}")
+    predict = workloads.resolve(workloads.get(load_point_spec(paths).task).predict)
+    for path in predict(paths, args.split):
         print(path)
     return 0
 
 
 def cmd_synth(args) -> int:
+    if args.kind == "acdc":
+        from mrihpc.workloads.segmentation.synth import generate as generate_acdc
+
+        out = generate_acdc(Path(args.out), args.train, args.val, args.test, args.size, args.seed)
+        print(f"wrote {args.train} train, {args.val} val and {args.test} test cardiac phantoms (PNG) under {out}")
+        return 0
     from mrihpc.data.synth import generate
 
     out = generate(Path(args.out), args.volumes, args.slices, tuple(args.shape), tuple(args.recon_shape),
@@ -256,7 +267,7 @@ def cmd_visdom(args) -> int:
 
 def cmd_tunnel(args) -> int:
     from mrihpc.live.tunnel import tunnel
-    from mrihpc.runner import load_point_spec
+    from mrihpc.specfile import load_point_spec
 
     run, manifest = open_run(args.run)
     lines, warnings = tunnel(run, manifest, load_point_spec(run.point(0)), args.login, args.local_port)
@@ -267,12 +278,9 @@ def cmd_tunnel(args) -> int:
 
 
 def _metric(run) -> str:
-    from mrihpc.runner import load_point_spec
+    from mrihpc.results import run_metric
 
-    try:
-        return load_point_spec(run.point(0)).train.metric
-    except (OSError, ValueError):
-        return "ssim"
+    return run_metric(run)[0]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -339,7 +347,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=5)
     s.set_defaults(fn=cmd_profile)
 
-    s = sub.add_parser("predict", help="write a point's reconstructions (fastMRI layout) and PNG panels")
+    s = sub.add_parser("predict", help="write a point's predictions in its workload's format (HDF5, PNG masks) and panels")
     s.add_argument("run")
     s.add_argument("--point", type=int, required=True)
     s.add_argument("--split", choices=["val", "test"], default="val")
@@ -370,7 +378,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("data", help="data utilities")
     data = s.add_subparsers(dest="data_verb", required=True)
     s = data.add_parser("synth", help="write synthetic volumes in a real layout")
-    s.add_argument("kind", choices=["knee"])
+    s.add_argument("kind", choices=["knee", "acdc"], help="knee: fastMRI / coursework HDF5; acdc: PNG image / mask folders")
     s.add_argument("out")
     s.add_argument("--volumes", type=int, default=8)
     s.add_argument("--slices", type=int, default=16)
@@ -378,6 +386,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--recon-shape", type=int, nargs=2, default=[320, 320], metavar=("H", "W"))
     s.add_argument("--layout", choices=["fastmri", "nc2019"], default="fastmri")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--train", type=int, default=60, help="acdc: training images")
+    s.add_argument("--val", type=int, default=12, help="acdc: validation images")
+    s.add_argument("--test", type=int, default=8, help="acdc: test images (no masks)")
+    s.add_argument("--size", type=int, default=96, help="acdc: image side")
     s.set_defaults(fn=cmd_synth)
     return p
 

@@ -20,7 +20,7 @@ import submitit
 from submitit.slurm.slurm import SlurmExecutor
 
 import mrihpc
-from mrihpc import container
+from mrihpc import container, workloads
 from mrihpc.entry import PointTask
 from mrihpc.paths import RunPaths, atomic_write_json, dump_yaml, read_json
 from mrihpc.spec import ClusterSpec, JobSpec, slurm_time_minutes
@@ -224,14 +224,8 @@ def _wait_quietly(job: submitit.Job) -> None:
 
 def check_data(spec: JobSpec, source: str) -> list[str]:
     """Problems with the data a spec points at (run at submit, before anything is queued)."""
-    if spec.data.root is None:
-        return []
-    root = Path(spec.data.root)
-    if not root.is_dir():
-        return [f"{source}: data.root: folder {root} does not exist"]
-    if not (root / "train").is_dir():
-        return [f"{source}: data.root: {root} has no train/ folder; expected train/ and val/ (optionally test/)"]
-    return []
+    hook = workloads.get(spec.task).check_data
+    return workloads.resolve(hook)(spec, source) if hook else []
 
 
 def prepare(source: str, overrides: Sequence[str] = (), executor: Optional[str] = None,
@@ -266,10 +260,9 @@ def prepare(source: str, overrides: Sequence[str] = (), executor: Optional[str] 
 
 def prepare_data(spec: JobSpec) -> None:
     """Generate synthetic data once on the submitting host, so array tasks only read it."""
-    if spec.data.synthetic is not None:
-        from mrihpc.data.synth import ensure_synthetic
-
-        ensure_synthetic(spec.data.synthetic.model_dump(), spec.data.format)
+    hook = workloads.get(spec.task).prepare_data
+    if hook:
+        workloads.resolve(hook)(spec)
 
 
 def points_table(points: Sequence[tuple[Point, JobSpec]]) -> str:

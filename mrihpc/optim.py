@@ -11,7 +11,6 @@ from torch.optim import lr_scheduler
 from mrihpc import registry
 from mrihpc.spec import OptimSpec, ScheduleSpec
 
-WARMUP_START_FACTOR = 0.01  # warm-up starts at lr / 100
 
 
 def build_optimizer(spec: OptimSpec, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -34,5 +33,5 @@ def build_schedule(spec: ScheduleSpec, optimizer: torch.optim.Optimizer, steps_p
         optimizer, T_0=max(1, round(spec.restart_epochs * unit)), T_mult=spec.restart_mult, eta_min=spec.min_lr)
     if warmup <= 0:
         return cosine
-    ramp = lr_scheduler.LinearLR(optimizer, start_factor=WARMUP_START_FACTOR, end_factor=1.0, total_iters=warmup)
+    ramp = lr_scheduler.LinearLR(optimizer, start_factor=spec.warmup_start_factor, end_factor=1.0, total_iters=warmup)
     return lr_scheduler.SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])

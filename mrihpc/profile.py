@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from memory_profiler import LineProfiler, show_results
 
-from mrihpc import registry
+from mrihpc import workloads
 from mrihpc.distributed import World
 from mrihpc.monitors import Monitors
 from mrihpc.monitors.memory import MIB, MemoryProfile
@@ -30,7 +30,7 @@ def profile_steps(spec: JobSpec, steps: int, interval_s: float = 0.1) -> dict:
     world = World(device=device)
     if spec.train.threads and device.type == "cpu":
         torch.set_num_threads(spec.train.threads)
-    task = registry.resolve(registry.TASKS, spec.task)(spec, world)
+    task = workloads.resolve(workloads.get(spec.task).task)(spec, world)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(spec, task, world, Path(tmp), Monitors([]))
         memory = MemoryProfile(Path(tmp) / "memory.dat", interval_s, device)

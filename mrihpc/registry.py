@@ -1,18 +1,14 @@
-"""Every name a spec may use, in one place.
+"""The names of shared components a spec may use: models, optimisers, masks, data formats.
 
 The spec validates names against these tables without importing torch; the node imports
 the object behind a name only when it builds it. A name added here is a name the spec
-accepts, so add one only together with its implementation.
+accepts, so add one only together with its implementation. Workloads (tasks, their losses
+and metrics) are registered in ``mrihpc.workloads``.
 """
 from __future__ import annotations
 
 import importlib
 from typing import Any
-
-#: task name -> "module:Class" of its Task implementation
-TASKS = {
-    "reconstruction": "mrihpc.tasks.reconstruction:ReconstructionTask",
-}
 
 #: data.format -> the file layout it reads (both read by mrihpc.data.fastmri)
 DATA_FORMATS = {
@@ -23,13 +19,6 @@ DATA_FORMATS = {
 #: model.name -> "module:function" building the network from a ModelSpec
 MODELS = {
     "unet": "mrihpc.models.unet:build_unet",
-}
-
-#: loss term name -> "module:function" returning a scalar loss from (pred, target, max_value)
-LOSSES = {
-    "l1": "mrihpc.losses:l1_loss",
-    "mse": "mrihpc.losses:mse_loss",
-    "ssim": "mrihpc.losses:ssim_loss",
 }
 
 #: optim.name -> torch.optim class name
@@ -46,10 +35,6 @@ MASKS = {
     "random": "mrihpc.data.masks:RandomMask",
     "equispaced": "mrihpc.data.masks:EquispacedMask",
 }
-
-#: validation metrics every reconstruction evaluation reports, and whether higher is better
-METRICS = {"ssim": "max", "psnr": "max", "nmse": "min", "loss": "min"}
-
 
 def resolve(table: dict[str, str], name: str) -> Any:
     """Import and return the object registered under ``name`` in ``table``."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from mrihpc import accounting, registry
+from mrihpc import accounting, workloads
 from mrihpc.monitors.jsonl import read_metrics
 from mrihpc.paths import RunPaths, read_json
 
@@ -149,10 +149,26 @@ def status_report(run: RunPaths, manifest: dict, metric: str) -> str:
     return f"{table(rows, list(rows[0]))}\n{summary} (Slurm state from {source})"
 
 
+def _direction(run: RunPaths, column: str) -> str:
+    """"max" or "min" for a metric or column of this run's task."""
+    return workloads.get(run_metric(run)[1]).direction(column)
+
+
+def run_metric(run: RunPaths) -> tuple[str, str]:
+    """(train.metric, task) of a run, from its first point's config."""
+    from mrihpc.specfile import load_point_spec
+
+    try:
+        spec = load_point_spec(run.point(0))
+        return spec.train.metric, spec.task
+    except (OSError, ValueError, KeyError):
+        return "ssim", "reconstruction"
+
+
 def results_rows(run: RunPaths, manifest: dict, metric: str) -> list[dict]:
     """Per point: coordinates, state, final validation metrics and the best value of ``metric``."""
     views = {v.index: v for v in point_views(run, manifest)[0]}
-    higher = registry.METRICS.get(metric, "max") == "max"
+    higher = _direction(run, metric) == "max"
     rows = []
     for point in manifest["points"]:
         i = point["index"]
@@ -177,9 +193,12 @@ def sort_rows(rows: list[dict], key: str, higher_is_better: bool) -> list[dict]:
 def results_report(run: RunPaths, manifest: dict, metric: str, sort: Optional[str] = None, as_csv: bool = False) -> str:
     rows = results_rows(run, manifest, metric)
     key = sort or f"best_{metric}"
-    higher = registry.METRICS.get(key.removeprefix("best_").removeprefix("val_"), "max") == "max"
+    higher = _direction(run, key) == "max"
     rows = sort_rows(rows, key, higher)
     columns = list(dict.fromkeys(k for r in rows for k in r))
+    # the network's own scores first, then what it is measured against (zero-filled, baseline)
+    reference = [c for c in columns if c.startswith(("val_zf_", "val_base_"))]
+    columns = [c for c in columns if c not in reference] + reference
     if as_csv:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=columns)

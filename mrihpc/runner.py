@@ -14,9 +14,8 @@ import traceback
 from pathlib import Path
 
 import torch
-import yaml
 
-from mrihpc import registry
+from mrihpc import workloads
 from mrihpc.container import VersionMismatch, check_version
 from mrihpc.distributed import World, all_gather, close_world, init_world
 from mrihpc.monitors import Monitors
@@ -26,6 +25,7 @@ from mrihpc.monitors.memory import MemoryProfile
 from mrihpc.monitors.visdom import VisdomMonitor
 from mrihpc.paths import PointPaths, RunPaths, atomic_write_json, read_json
 from mrihpc.preemption import Interrupted, StopSignals
+from mrihpc import specfile
 from mrihpc.spec import JobSpec
 from mrihpc.train import Trainer
 
@@ -37,8 +37,7 @@ def write_status(paths: PointPaths, world: World, **fields) -> None:
     atomic_write_json(paths.status, status)
 
 
-def load_point_spec(paths: PointPaths) -> JobSpec:
-    return JobSpec.model_validate(yaml.safe_load(paths.config.read_text()))
+load_point_spec = specfile.load_point_spec
 
 
 def _job_id() -> str:
@@ -63,7 +62,7 @@ def train_point(spec: JobSpec, run: RunPaths, index: int, world: World, signals:
     paths = run.point(index)
     if spec.train.threads and world.device.type == "cpu":
         torch.set_num_threads(spec.train.threads)
-    task = registry.resolve(registry.TASKS, spec.task)(spec, world)
+    task = workloads.resolve(workloads.get(spec.task).task)(spec, world)
     chosen, live = [], None
     if world.is_main:
         if spec.monitor.memory is not None:  # first: it adds the peaks to the epoch records

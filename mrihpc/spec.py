@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_serializer, field_validator, model_validator
 
 from mrihpc import registry
 
@@ -58,90 +58,6 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
 
 
-class MaskSpec(Section):
-    kind: str = "random"
-    """Column mask family: random or equispaced (fastMRI semantics)."""
-    accelerations: list[int] = [4]
-    """Acceleration factors; one (acceleration, centre fraction) pair is drawn per sample."""
-    center_fractions: list[float] = [0.08]
-    """Fully sampled centre fraction paired with each acceleration (seed 000: 0.08 at 4x, 0.04 at 8x)."""
-
-    check_kind = _registered("kind", registry.MASKS, "mask kind")
-
-    @field_validator("accelerations")
-    @classmethod
-    def _acc(cls, v: list[int]) -> list[int]:
-        if not v or any(a < 1 for a in v):
-            raise ValueError("needs at least one acceleration, each >= 1")
-        return v
-
-    @field_validator("center_fractions")
-    @classmethod
-    def _cf(cls, v: list[float]) -> list[float]:
-        if not v or any(not 0 < f < 1 for f in v):
-            raise ValueError("needs at least one centre fraction, each in (0, 1)")
-        return v
-
-    @model_validator(mode="after")
-    def _paired(self) -> "MaskSpec":
-        if len(self.accelerations) != len(self.center_fractions):
-            raise ValueError(f"accelerations ({len(self.accelerations)}) and center_fractions "
-                             f"({len(self.center_fractions)}) must have the same length")
-        return self
-
-
-class SyntheticSpec(Section):
-    volumes: int = Field(8, ge=2)
-    """Number of synthetic volumes (split into train / val / test like a real dataset)."""
-    slices: int = Field(16, ge=1)
-    """Slices per volume."""
-    shape: tuple[int, int] = (640, 368)
-    """Encoded k-space matrix (readout, phase), as fastMRI's single-coil knee (640, 368)."""
-    recon_shape: tuple[int, int] = (320, 320)
-    """Reconstructed image size, the header's reconSpace (fastMRI: 320 x 320)."""
-    seed: int = 0
-    """Seed of the phantom generator; the same seed gives byte-identical files."""
-
-    @model_validator(mode="after")
-    def _fits(self) -> "SyntheticSpec":
-        if any(r > s or r < 16 for r, s in zip(self.recon_shape, self.shape)):
-            raise ValueError(f"recon_shape {self.recon_shape} must be >= 16 and fit inside shape {self.shape}")
-        return self
-
-
-class DataSpec(Section):
-    format: str = "fastmri"
-    """File layout: fastmri (kspace + reconstruction_esc + ismrmrd_header) or nc2019 (coursework)."""
-    root: Optional[str] = None
-    """Folder holding train/ and val/ (and optionally test/) HDF5 files."""
-    synthetic: Optional[SyntheticSpec] = None
-    """Generate phantom data in the real layout instead of reading root (cached once)."""
-    mask: MaskSpec = MaskSpec()
-    """Undersampling mask."""
-    skip_slices: int = Field(5, ge=0)
-    """Leading slices of each volume left out of training and validation (seed 000: 5, mostly noise)."""
-    crop: Optional[tuple[int, int]] = None
-    """Centre crop (H, W) of the image; default the header's reconSpace matrix (320 x 320)."""
-    normalize: Literal["zero_filled_max", "instance"] = "zero_filled_max"
-    """zero_filled_max divides by the zero-filled image's max (seed 000); instance uses its mean / std (fastMRI)."""
-    max_volumes: Optional[int] = Field(None, ge=1)
-    """Use at most this many volumes per split (quick experiments)."""
-    folds: Optional[int] = Field(None, ge=2)
-    """K-fold cross-validation over the training volumes; set by sweep.folds."""
-    fold: Optional[int] = Field(None, ge=0)
-    """Which fold is held out for validation; set by sweep.folds."""
-
-    check_format = _registered("format", registry.DATA_FORMATS, "data format")
-
-    @model_validator(mode="after")
-    def _source(self) -> "DataSpec":
-        if (self.root is None) == (self.synthetic is None):
-            raise ValueError("give exactly one of data.root (a folder) or data.synthetic (phantoms)")
-        if self.fold is not None and (self.folds is None or self.fold >= self.folds):
-            raise ValueError(f"fold {self.fold} needs folds > {self.fold}")
-        return self
-
-
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # fastMRI's baseline U-Net: 7,756,097 parameters at chans 32, 4 pools.
     "fastmri": dict(channels=32, depth=4, norm="instance", activation="leaky_relu", pool="avg",
@@ -149,6 +65,13 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # Seed 000's U-Net: 64 base features, BatchNorm, ReLU, max-pool, bilinear up.
     "nc2019": dict(channels=64, depth=4, norm="batch", activation="relu", pool="max",
                    upsample="bilinear", conv_bias=True, dropout=0.0),
+    # Seed 004's segmentation U-Net (mateuszbuda topology): 96 base features, BatchNorm,
+    # max-pool, transposed-conv up with bias and no norm, 4 logits: 69,822,340 parameters.
+    "acdc": dict(channels=96, depth=4, norm="batch", activation="relu", pool="max", upsample="transpose",
+                 conv_bias=False, up_norm_act=False, up_bias=True, in_channels=1, out_channels=4),
+    # The same topology at CPU-demo size (16 base features, 3 pools): 0.47 M parameters.
+    "acdc_small": dict(channels=16, depth=3, norm="batch", activation="relu", pool="max", upsample="transpose",
+                       conv_bias=False, up_norm_act=False, up_bias=True, in_channels=1, out_channels=4),
 }
 
 
@@ -179,6 +102,14 @@ class ModelSpec(Section):
     """Input channels (1 for magnitude, 2 for real / imaginary)."""
     out_channels: int = Field(1, ge=1)
     """Output channels."""
+    up_norm_act: bool = True
+    """Norm and activation after a transposed-conv up-sampling (fastMRI); false for seeds 001/004."""
+    up_bias: bool = False
+    """Bias in the transposed-conv up-sampling (seeds 001/004: true)."""
+    skip_order: Literal["up_skip", "skip_up"] = "up_skip"
+    """Channel order of the decoder's concatenation; matters only for loading another code's weights."""
+    out_activation: Literal["none", "sigmoid", "tanh", "softplus"] = "none"
+    """Activation on the output; none for logits (segmentation) and signed images."""
 
     check_name = _registered("name", registry.MODELS, "model")
 
@@ -226,7 +157,9 @@ class OptimSpec(Section):
 
 class ScheduleSpec(Section):
     warmup_epochs: float = Field(0.0, ge=0)
-    """Linear warm-up from lr / 100 to lr over this many epochs (fractions allowed)."""
+    """Linear warm-up from warmup_start_factor x lr to lr over this many epochs (fractions allowed)."""
+    warmup_start_factor: float = Field(0.01, gt=0, le=1)
+    """Where the warm-up starts, as a fraction of lr (seed 001: 1e-3)."""
     restart_epochs: float = Field(10.0, gt=0)
     """First cosine period of SGDR, in epochs."""
     restart_mult: int = Field(1, ge=1)
@@ -252,16 +185,14 @@ class TrainSpec(Section):
     """Clip the global gradient norm to this value."""
     eval_every: int = Field(1, ge=1)
     """Validate every N epochs (and always after the last)."""
-    metric: str = "ssim"
-    """Validation metric that selects best.pt."""
+    metric: Optional[str] = None
+    """Validation metric that selects best.pt; one of the task's metrics (default: the task's own)."""
     steps_per_epoch: Optional[int] = Field(None, ge=1)
     """Cap on optimiser steps per epoch (quick experiments)."""
     max_requeues: int = Field(3, ge=0)
     """How often a point may be requeued after preemption or a time limit."""
     threads: Optional[int] = Field(None, ge=1)
     """torch intra-op threads per rank on CPU (default: torch's choice)."""
-
-    check_metric = _registered("metric", registry.METRICS, "metric")
 
 
 class VisdomSpec(Section):
@@ -429,21 +360,39 @@ class SweepSpec(Section):
         return self
 
 
+def per_name(section: type[Section]):
+    """A validator for ``optim`` / ``schedule``: one mapping of ``section``'s fields applies to every
+    optimiser (stored under ``"all"``); a mapping of optimiser names to such mappings gives each
+    optimiser its own."""
+
+    def wrap(cls, value: Any) -> Any:
+        return value if keyed_by_name(value, section) else {"all": value}
+    return classmethod(wrap)
+
+
+def keyed_by_name(value: Any, section: type[Section]) -> bool:
+    """True when ``value`` maps optimiser names to settings rather than giving one setting."""
+    return (isinstance(value, dict) and bool(value) and all(isinstance(v, dict) for v in value.values())
+            and not set(value) & set(section.model_fields))
+
+
 class JobSpec(Section):
+    """The whole spec. ``data`` and ``model`` belong to the task: ``job_spec_class(task)`` types them."""
+
     name: str = Field(pattern=NAME_PATTERN)
     """Experiment name: the run folder runs/<name>/ and the Slurm job name."""
-    task: str = "reconstruction"
-    """Workload: reconstruction (more to come: cine, synthesis, denoising, segmentation)."""
-    data: DataSpec
-    """Where the data comes from and how it is undersampled."""
-    model: ModelSpec = ModelSpec()
-    """The network."""
-    loss: dict[str, float] = {"l1": 1.0}
-    """Loss terms and their weights, e.g. {l1: 1.0, ssim: 0.1}."""
-    optim: OptimSpec = OptimSpec()
-    """Optimiser."""
-    schedule: ScheduleSpec = ScheduleSpec()
-    """Warm-up plus cosine annealing with warm restarts."""
+    task: str
+    """Workload (required): reconstruction or segmentation (see mrihpc/workloads/)."""
+    data: Any = None
+    """The task's data section: where the data comes from and how it is read."""
+    model: Any = None
+    """The task's network, or its named networks."""
+    loss: dict[str, float] = {}
+    """Loss terms of the task and their weights, e.g. {l1: 1.0, ssim: 0.1}; default the task's own."""
+    optim: dict[str, OptimSpec] = {}
+    """One optimiser setting for all, or one per optimiser name ({G: {...}, D: {...}})."""
+    schedule: dict[str, ScheduleSpec] = {}
+    """Warm-up plus cosine annealing with warm restarts; one for all, or one per optimiser name."""
     train: TrainSpec = TrainSpec()
     """Training loop."""
     monitor: MonitorSpec = MonitorSpec()
@@ -455,14 +404,39 @@ class JobSpec(Section):
     sweep: SweepSpec = SweepSpec()
     """Points to run."""
 
-    check_task = _registered("task", registry.TASKS, "task")
+    _optim = field_validator("optim", mode="before")(per_name(OptimSpec))
+    _schedule = field_validator("schedule", mode="before")(per_name(ScheduleSpec))
+
+    @field_serializer("optim", "schedule")
+    def _flat(self, value: dict) -> Any:
+        """Written back in the shape it was given: one mapping when it applies to all."""
+        dumped = {k: v.model_dump(mode="json") for k, v in value.items()}
+        return dumped["all"] if set(dumped) == {"all"} else dumped
 
     @field_validator("loss")
     @classmethod
     def _loss(cls, v: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(v) - set(registry.LOSSES))
-        if unknown:
-            raise ValueError(f"unknown loss term(s) {', '.join(unknown)}; allowed: {', '.join(registry.LOSSES)}")
-        if any(w < 0 for w in v.values()) or not any(w > 0 for w in v.values()):
+        if any(w < 0 for w in v.values()) or (v and not any(w > 0 for w in v.values())):
             raise ValueError("weights must be >= 0 with at least one > 0")
         return v
+
+    def optim_for(self, name: str) -> OptimSpec:
+        """The settings of optimiser ``name``: its own, else the ones for all."""
+        return self.optim.get(name) or self.optim["all"]
+
+    def schedule_for(self, name: str) -> ScheduleSpec:
+        return self.schedule.get(name) or self.schedule["all"]
+
+
+_SPEC_CLASSES: dict[str, type[JobSpec]] = {}
+
+
+def job_spec_class(task: str) -> type[JobSpec]:
+    """JobSpec with ``data`` and ``model`` typed by the workload ``task`` (cached per task)."""
+    if task not in _SPEC_CLASSES:
+        from mrihpc import workloads
+
+        w = workloads.get(task)
+        _SPEC_CLASSES[task] = create_model(f"{w.title}JobSpec", __base__=JobSpec, __doc__=JobSpec.__doc__,
+                                           data=(w.data, ...), model=(w.model, w.model()))
+    return _SPEC_CLASSES[task]

@@ -15,7 +15,8 @@ from typing import Any, Iterable, Optional
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from mrihpc.spec import JobSpec
+from mrihpc import workloads
+from mrihpc.spec import JobSpec, job_spec_class
 
 
 class SpecError(Exception):
@@ -109,14 +110,21 @@ def parse_overrides(overrides: Iterable[str]) -> list[tuple[str, Any]]:
     return pairs
 
 
-def _model_at(loc: tuple) -> Optional[type[BaseModel]]:
-    """The pydantic class whose fields live at ``loc`` in the JobSpec tree, if any."""
-    model: Any = JobSpec
+def _is_model(t: Any) -> bool:
+    return isinstance(t, type) and issubclass(t, BaseModel)
+
+
+def _model_at(loc: tuple, root: type[BaseModel]) -> Optional[type[BaseModel]]:
+    """The pydantic class whose fields live at ``loc`` in the spec tree ``root``, if any."""
+    model: Any = root
     for key in loc:
-        if not (isinstance(model, type) and issubclass(model, BaseModel)) or key not in model.model_fields:
+        if _is_model(model) and key in model.model_fields:
+            model = _unwrap(model.model_fields[key].annotation)
+        elif _per_name(model):  # optim.<name>.lr, or the "all" entry
+            model = typing.get_args(model)[1]
+        else:
             return None
-        model = _unwrap(model.model_fields[key].annotation)
-    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+    return model if _is_model(model) else None
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -128,18 +136,35 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
-def format_errors(error: ValidationError, source: str) -> list[str]:
+def _per_name(annotation: Any) -> bool:
+    """dict[str, Section]: a section given once for all or once per name (optim, schedule)."""
+    return typing.get_origin(annotation) is dict and _is_model(typing.get_args(annotation)[1])
+
+
+def _as_written(loc: tuple, raw: dict) -> tuple:
+    """The key path as the user wrote it: ``optim.all.lr`` -> ``optim.lr`` when optim was one mapping."""
+    if len(loc) > 1 and loc[0] in ("optim", "schedule") and loc[1] == "all" \
+            and "all" not in (raw.get(loc[0]) if isinstance(raw.get(loc[0]), dict) else {}):
+        return loc[:1] + loc[2:]
+    return loc
+
+
+def format_errors(error: ValidationError, source: str, root: type[BaseModel] = JobSpec,
+                  raw: Optional[dict] = None) -> list[str]:
     """pydantic's errors as ``source: key.path: message`` lines, with suggestions for typos."""
     lines = []
+    task = getattr(root, "model_fields", {}).get("task")
     for err in error.errors():
         loc = tuple(str(p) for p in err["loc"])
-        path = ".".join(loc) or "(top level)"
+        path = ".".join(_as_written(loc, raw or {})) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            known = sorted(_model_at(loc[:-1]).model_fields) if _model_at(loc[:-1]) else []
+            section = _model_at(loc[:-1], root)
+            known = sorted(section.model_fields) if section else []
             close = difflib.get_close_matches(loc[-1], known, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
-            msg = f"unknown key; {hint}allowed: {', '.join(known)}"
+            owner = f" for task {raw['task']}" if raw and task and loc[0] in ("data", "model") else ""
+            msg = f"unknown key{owner}; {hint}allowed: {', '.join(known)}"
         elif err["type"] == "missing":
             msg = "required key is missing"
         elif err["type"] not in ("value_error", "assertion_error"):
@@ -148,11 +173,16 @@ def format_errors(error: ValidationError, source: str) -> list[str]:
     return lines
 
 
-def valid_key_path(dotted: str) -> Optional[str]:
-    """None when ``dotted`` names a field of the JobSpec tree, else why not (with suggestions)."""
-    model: Any = JobSpec
-    for i, key in enumerate(dotted.split(".")):
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+def valid_key_path(dotted: str, root: type[BaseModel] = JobSpec) -> Optional[str]:
+    """None when ``dotted`` names a field of the spec tree ``root``, else why not (with suggestions)."""
+    model: Any = root
+    keys = dotted.split(".")
+    for i, key in enumerate(keys):
+        if _per_name(model):  # optim.lr (for all) or optim.G.lr (one optimiser)
+            model = typing.get_args(model)[1]
+            if key not in model.model_fields and i < len(keys) - 1:
+                continue  # an optimiser's name; its settings follow
+        if not _is_model(model):
             # inside a free mapping (loss, cluster.sbatch): any key is fine; below a scalar is not
             return None if typing.get_origin(model) is dict else f"{'.'.join(dotted.split('.')[:i])} has no sub-keys"
         if key not in model.model_fields:
@@ -163,12 +193,41 @@ def valid_key_path(dotted: str) -> Optional[str]:
     return None
 
 
+def spec_class_of(raw: dict) -> Optional[type[JobSpec]]:
+    """The JobSpec class of the task ``raw`` names; None when it names no registered task."""
+    task = raw.get("task")
+    return job_spec_class(task) if isinstance(task, str) and task in workloads.WORKLOADS else None
+
+
 def validate_dict(raw: dict, source: str) -> JobSpec:
-    """Validate a merged spec dict, raising SpecError with every problem."""
+    """Validate a merged spec dict against its task's sections, raising SpecError with every problem."""
+    cls, problems = spec_class_of(raw), []
+    if cls is None:
+        task = raw.get("task")
+        why = "required key is missing" if task is None else f"unknown task {task!r}"
+        problems.append(f"{source}: task: {why}; allowed: {', '.join(workloads.names())}")
+        cls = JobSpec  # still report every other problem of the common sections
+        raw = {k: v for k, v in raw.items() if k != "task"} | {"task": "?"}
+    else:
+        w = workloads.get(raw["task"])
+        problems += [f"{source}: {line}" for line in w.check_raw(raw)]
+        raw = w.with_defaults(raw)
     try:
-        return JobSpec.model_validate(raw)
+        spec = cls.model_validate(raw)
     except ValidationError as e:
-        raise SpecError(format_errors(e, source)) from None
+        problems += format_errors(e, source, cls, raw)
+    else:
+        hook = workloads.get(spec.task).check_spec if cls is not JobSpec else None
+        problems += [f"{source}: {line}" for line in (workloads.resolve(hook)(spec) if hook else [])]
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def load_point_spec(paths) -> JobSpec:
+    """The concrete spec of one point (``PointPaths``), as written at submission."""
+    raw = yaml.safe_load(paths.config.read_text())
+    return job_spec_class(raw["task"]).model_validate(workloads.get(raw["task"]).with_defaults(raw))
 
 
 def load_spec(path: Path | str, overrides: Iterable[str] = ()) -> tuple[JobSpec, dict]:
@@ -179,8 +238,12 @@ def load_spec(path: Path | str, overrides: Iterable[str] = ()) -> tuple[JobSpec,
     except SpecError as e:
         raise SpecError([f"{path}: {line}" for line in e.problems]) from None
     problems = []
+    for key, value in pairs:  # the task first: it decides which keys the others may name
+        if key == "task":
+            set_path(raw, key, value)
+    root = spec_class_of(raw) or JobSpec
     for key, value in pairs:
-        why = valid_key_path(key)
+        why = valid_key_path(key, root)
         if why:
             problems.append(f"{path}: -o {key}: {why}")
         else:

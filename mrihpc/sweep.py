@@ -46,8 +46,11 @@ def format_value(value: Any) -> str:
             mantissa, exp = f"{value:.3e}".split("e")
             return f"{mantissa.rstrip('0').rstrip('.')}e{int(exp)}"
         return f"{value:.4g}"
-    if isinstance(value, dict):
-        return "+".join(f"{k}:{format_value(v)}" for k, v in value.items())
+    if isinstance(value, dict):  # {ce: 1} -> ce; {name: sgd, lr: 0.01} -> sgd+lr:0.01
+        head = [str(value["name"])] if "name" in value else []
+        weights = not head  # a loss: a term of weight 1 reads as its bare name
+        return "+".join(head + [k if weights and v == 1 else f"{ALIASES.get(k, k)}:{format_value(v)}"
+                                for k, v in value.items() if k != "name"])
     return str(value)
 
 
@@ -92,12 +95,12 @@ def check_keys(spec: JobSpec, source: str) -> None:
     problems = []
     for section in ("grid", "zip"):
         for key in getattr(spec.sweep, section):
-            why = valid_key_path(key)
+            why = valid_key_path(key, type(spec))
             if why:
                 problems.append(f"{source}: sweep.{section}.{key}: {why}")
     for i, overrides in enumerate(spec.sweep.points):
         for key in overrides:
-            why = valid_key_path(key)
+            why = valid_key_path(key, type(spec))
             if why:
                 problems.append(f"{source}: sweep.points[{i}].{key}: {why}")
     if problems:

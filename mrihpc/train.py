@@ -20,12 +20,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
-from mrihpc import checkpoint, registry
+from mrihpc import checkpoint, workloads
 from mrihpc.distributed import World, all_gather, barrier
 from mrihpc.optim import build_optimizer, build_schedule
 from mrihpc.preemption import Interrupted
 from mrihpc.spec import JobSpec
-from mrihpc.tasks.base import StepContext, Task
+from mrihpc.task import StepContext, Task
 
 
 class ShuffledShard(Sampler[int]):
@@ -90,8 +90,7 @@ class _Step:
             params = [p for g in opt.param_groups for p in g["params"]]
             torch.nn.utils.clip_grad_norm_(params, t.spec.train.grad_clip)
         t.scaler.step(opt)
-        t.scaler.update()
-        if t.spec.schedule.interval == "step":
+        if t.spec.schedule_for(optimizer).interval == "step":
             t.schedules[optimizer].step()
 
 
@@ -123,8 +122,8 @@ class Trainer:
         self.optimizers, self.schedules = {}, {}
         for name, net_names in task.optimizers(list(self.nets)).items():
             params = [p for n in net_names for p in self.nets[n].parameters()]
-            self.optimizers[name] = build_optimizer(spec.optim, params)
-            self.schedules[name] = build_schedule(spec.schedule, self.optimizers[name], self.steps_per_epoch)
+            self.optimizers[name] = build_optimizer(spec.optim_for(name), params)
+            self.schedules[name] = build_schedule(spec.schedule_for(name), self.optimizers[name], self.steps_per_epoch)
         if world.distributed:
             self.nets = {k: DistributedDataParallel(v) if any(p.requires_grad for p in v.parameters()) else v
                          for k, v in self.nets.items()}
@@ -133,7 +132,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(world.device.type, enabled=cuda and train.precision == "fp16")
         self.epoch, self.step, self.best = 0, 0, None
         self.batch, self.epoch_losses = 0, []  # position inside the current epoch
-        self.higher_is_better = registry.METRICS[train.metric] == "max"
+        self.higher_is_better = workloads.get(spec.task).direction(train.metric) == "max"
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -211,6 +210,7 @@ class Trainer:
                 break
             batch = {k: v.to(self.world.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             logged = self.task.train_step(batch, self.nets, ctx)
+            self.scaler.update()  # once per iteration, after every optimiser of the step has stepped
             self.step, self.batch = self.step + 1, i + 1
             losses.append(logged["loss"])
             if self.world.is_main and (self.step % 10 == 0 or i == 0):
@@ -220,8 +220,8 @@ class Trainer:
                 self._save("last.pt")
                 raise Interrupted(f"stopped at epoch {epoch} batch {self.batch}")
         self.sampler.skip = 0
-        if spec.schedule.interval == "epoch":
-            for s in self.schedules.values():
+        for name, s in self.schedules.items():
+            if spec.schedule_for(name).interval == "epoch":
                 s.step()
         record = {"kind": "epoch", "epoch": epoch, "train_loss": float(sum(losses) / max(1, len(losses))),
                   "lr": self.lr(), "epoch_time_s": round(time.time() - start, 3)}
@@ -248,8 +248,7 @@ class Trainer:
         """Mean over all validation volumes (gathered from every rank) of each metric, as val_*."""
         for net in self.nets.values():
             net.eval()
-        with self.autocast():
-            mine = self.task.evaluate(self.val_loader, self.nets)
+        mine = self.task.evaluate(self.val_loader, self.nets)  # in fp32: metrics never see bf16 outputs
         volumes = [v for rank in all_gather(mine, self.world) for v in rank]
         keys = sorted({k for v in volumes for k in v})
         return {f"val_{k}": float(sum(v[k] for v in volumes if k in v) / sum(1 for v in volumes if k in v))

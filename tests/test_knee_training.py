@@ -16,11 +16,12 @@ from mrihpc.metrics import volume_metrics
 from mrihpc.models.unet import build_unet
 from mrihpc.monitors.jsonl import read_metrics
 from mrihpc.paths import RunPaths
-from mrihpc.predict import predict
+from mrihpc.workloads.knee.predict import predict
 from mrihpc.preemption import Interrupted
 from mrihpc.runner import run_point
-from mrihpc.spec import JobSpec, ModelSpec
-from mrihpc.tasks.reconstruction import ReconstructionTask
+from mrihpc.spec import ModelSpec
+from mrihpc.specfile import validate_dict
+from mrihpc.workloads.knee.task import ReconstructionTask
 from mrihpc.train import Trainer
 
 
@@ -81,7 +82,7 @@ class NullMonitors:
 
 
 def _train(spec: dict, folder, epochs: int, stop_after: int = -1) -> tuple[dict, list[float]]:
-    job = JobSpec.model_validate(merge(spec, train={**spec["train"], "epochs": epochs}))
+    job = validate_dict(merge(spec, train={**spec["train"], "epochs": epochs}), "test")
     RecordingTask.lrs = []
     stop = lambda: len(RecordingTask.lrs) == stop_after  # noqa: E731 - a signal arriving after N steps
     trainer = Trainer(job, RecordingTask(job, World()), World(), folder, NullMonitors(), should_stop=stop)

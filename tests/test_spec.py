@@ -39,7 +39,7 @@ MALFORMED = [
     ("unknown task", merge(TINY, task="segmentaton"), [], "task: unknown task 'segmentaton'; allowed: reconstruction"),
     ("unknown model", merge(TINY, model={"name": "resnet"}), [], "model.name: unknown model 'resnet'; allowed: unet"),
     ("unknown optimiser", merge(TINY, optim={"name": "lamb"}), [], "optim.name: unknown optimiser 'lamb'; allowed: adagrad, adam, adamw, rmsprop, sgd"),
-    ("unknown loss", merge(TINY, loss={"l1": 1.0, "perceptual": 1.0}), [], "loss: unknown loss term(s) perceptual; allowed: l1, mse, ssim"),
+    ("unknown loss", merge(TINY, loss={"l1": 1.0, "perceptual": 1.0}), [], "loss.perceptual: not a loss of task reconstruction; allowed: l1, mse, ssim"),
     ("unknown mask", merge(TINY, data={**TINY["data"], "mask": {"kind": "poisson"}}), [], "data.mask.kind: unknown mask kind 'poisson'"),
     ("unequal mask lists", merge(TINY, data={**TINY["data"], "mask": {"accelerations": [4, 8], "center_fractions": [0.08]}}), [], "data.mask: accelerations (2) and center_fractions (1)"),
     ("unknown executor", merge(TINY, cluster={"executor": "k8s"}), [], "cluster.executor: Input should be 'slurm', 'local', 'debug' or 'auto'"),
@@ -99,7 +99,7 @@ def test_extends_merges_and_overrides_apply_last(write_spec):
     write_spec(TINY, "base.yaml")
     child = write_spec("extends: base.yaml\nname: child\noptim: {lr: 5.0e-4}\n", "child.yaml")
     spec, _ = load_spec(child, ["train.epochs=7", "optim.name=sgd"])
-    assert (spec.name, spec.optim.lr, spec.optim.name, spec.train.epochs) == ("child", 5e-4, "sgd", 7)
+    assert (spec.name, spec.optim_for("main").lr, spec.optim_for("main").name, spec.train.epochs) == ("child", 5e-4, "sgd", 7)
     assert spec.model.channels == TINY["model"]["channels"]
 
 
@@ -112,7 +112,7 @@ def test_extends_cycle_is_an_error(write_spec):
 
 def test_override_values_are_yaml_scalars(write_spec):
     spec, _ = load_spec(write_spec(TINY), ["optim.lr=3e-4", "cluster.exclusive=true", "data.mask.accelerations=[8]"])
-    assert spec.optim.lr == 3e-4 and spec.cluster.exclusive is True and spec.data.mask.accelerations == [8]
+    assert spec.optim_for("main").lr == 3e-4 and spec.cluster.exclusive is True and spec.data.mask.accelerations == [8]
 
 
 @pytest.mark.parametrize("text,minutes", [("90", 90), ("05:30", 6), ("24:00:00", 1440), ("1-12", 2160),

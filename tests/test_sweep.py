@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from conftest import TINY, merge
-from mrihpc.spec import JobSpec
+from mrihpc.specfile import validate_dict
 from mrihpc.sweep import expand, expand_and_validate, format_value, point_seed
 
 SWEEP = {"grid": {"optim.lr": [1e-3, 3e-4], "train.batch_size": [2, 4]},
@@ -12,7 +12,7 @@ SWEEP = {"grid": {"optim.lr": [1e-3, 3e-4], "train.batch_size": [2, 4]},
 
 def _expand(sweep):
     raw = merge(TINY, sweep=sweep)
-    return expand_and_validate(JobSpec.model_validate(raw), raw, "test")
+    return expand_and_validate(validate_dict(raw, "test"), raw, "test")
 
 
 def test_grid_zip_folds_count_and_names():
@@ -27,7 +27,7 @@ def test_grid_zip_folds_count_and_names():
 
 def test_points_carry_their_overrides_into_the_concrete_spec():
     for point, spec in _expand(SWEEP):
-        assert spec.optim.lr == point.overrides["optim.lr"]
+        assert spec.optim_for("main").lr == point.overrides["optim.lr"]
         assert spec.data.mask.accelerations == point.overrides["data.mask.accelerations"]
         assert (spec.data.folds, spec.data.fold) == (3, point.overrides["data.fold"])
         assert spec.train.seed == point.seed
@@ -40,7 +40,7 @@ def test_seeds_are_distinct_and_derived_from_spec_seed_and_index():
     assert len(set(seeds)) == len(seeds)
     assert seeds[5] == point_seed(TINY.get("train", {}).get("seed", 0), 5)
     other = merge(TINY, sweep=SWEEP, train={**TINY["train"], "seed": 1})
-    assert [p.seed for p in expand(JobSpec.model_validate(other))] != seeds
+    assert [p.seed for p in expand(validate_dict(other, "test"))] != seeds
 
 
 def test_same_spec_same_points_every_time():
@@ -53,8 +53,8 @@ def test_explicit_points_combine_with_grid():
     points = _expand({"grid": {"optim.lr": [1e-3, 2e-3]},
                       "points": [{"optim.name": "sgd", "optim.momentum": 0.9}, {"optim.name": "adamw"}]})
     assert len(points) == 4
-    assert points[0][1].optim.name == "sgd" and points[0][1].optim.momentum == 0.9
-    assert points[3][1].optim.name == "adamw" and points[3][1].optim.lr == 2e-3
+    assert points[0][1].optim_for("main").name == "sgd" and points[0][1].optim_for("main").momentum == 0.9
+    assert points[3][1].optim_for("main").name == "adamw" and points[3][1].optim_for("main").lr == 2e-3
 
 
 def test_no_sweep_is_one_point_named_after_the_spec():

@@ -8,17 +8,14 @@ real aliasing, so a network has something to learn.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
-import os
-import shutil
 from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
 
+from mrihpc.data.cache import cache_root, cached_dataset  # noqa: F401 - cache_root re-exported
 from mrihpc.data.masks import RandomMask, seed_from_name
 from mrihpc.data.transforms import apply_mask, center_crop, fft2c
 
@@ -131,23 +128,7 @@ def generate(out: Path, volumes: int, slices: int = 16, shape=(640, 368), recon_
     return out
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("MRIHPC_CACHE", Path.home() / ".cache" / "mrihpc"))
-
-
 def ensure_synthetic(params: dict, layout: str) -> Path:
-    """The cached dataset for ``params`` (SyntheticSpec as a dict); generated once, under a lock,
-    into a temporary folder renamed into place, so concurrent points never see half of it."""
-    key = hashlib.sha1(json.dumps({**params, "layout": layout, "v": 1}, sort_keys=True).encode()).hexdigest()[:12]
-    final = cache_root() / "synthetic" / f"{layout}-{key}"
-    if final.is_dir():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.parent / f".{final.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not final.is_dir():
-            tmp = final.parent / f".{final.name}.{os.getpid()}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            generate(tmp, params["volumes"], params["slices"], params["shape"], params["recon_shape"], layout, params["seed"])
-            os.replace(tmp, final)
-    return final
+    """The cached dataset for ``params`` (SyntheticSpec as a dict), generated once."""
+    return cached_dataset(layout, params, lambda out: generate(
+        out, params["volumes"], params["slices"], params["shape"], params["recon_shape"], layout, params["seed"]))

@@ -21,8 +21,9 @@ from mrihpc.data.slices import KSpaceSlices
 from mrihpc.data.synth import cache_root, ensure_synthetic
 from mrihpc.losses import WeightedLoss
 from mrihpc.metrics import volume_metrics
-from mrihpc.spec import DataSpec, JobSpec
-from mrihpc.tasks.base import StepContext, Task
+from mrihpc.spec import JobSpec
+from mrihpc.task import StepContext, Task
+from mrihpc.workloads.knee.spec import WORKLOAD, DataSpec
 
 DEFAULT_HOLDOUT_FOLDS = 5  # no val/ folder and no folds: hold out one fifth of train/ (one volume at least)
 
@@ -61,11 +62,11 @@ def volumes_of(files: list[Path], data: DataSpec):
 
 
 class ReconstructionTask(Task):
-    metrics = ("ssim", "psnr", "nmse", "loss")
+    workload = WORKLOAD
 
     def __init__(self, spec: JobSpec, world):
         super().__init__(spec, world)
-        self.loss = WeightedLoss(spec.loss)
+        self.loss = WeightedLoss(spec.loss, WORKLOAD.losses)
         self.shown: dict[str, torch.Tensor] | None = None
 
     def datasets(self):
@@ -85,10 +86,9 @@ class ReconstructionTask(Task):
         return {"model": registry.resolve(registry.MODELS, self.spec.model.name)(self.spec.model)}
 
     def train_step(self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext) -> dict[str, float]:
-        target = batch["target"]
         with ctx.autocast():
             pred = nets["model"](batch["input"])
-        loss, parts = self.loss(pred.float(), target, target.amax(dim=(1, 2, 3)))
+        loss, parts = self.loss({"pred": pred.float()}, batch)
         ctx.step(loss)
         return {"loss": float(loss.detach()), **parts}
 
@@ -101,7 +101,7 @@ class ReconstructionTask(Task):
             pred = nets["model"](x).float()
             mean = batch["mean"].to(x.device).view(-1, 1, 1, 1)
             std = batch["std"].to(x.device).view(-1, 1, 1, 1)
-            loss, _ = self.loss(pred, target, target.amax(dim=(1, 2, 3)))
+            loss, _ = self.loss({"pred": pred}, {"target": target})
             for i, fname in enumerate(batch["fname"]):
                 v = volumes.setdefault(fname, {"pred": [], "target": [], "zf": [], "loss": []})
                 v["pred"].append((pred[i, 0] * std[i, 0] + mean[i, 0]))

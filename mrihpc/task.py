@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from mrihpc.distributed import World
 from mrihpc.spec import JobSpec
+from mrihpc.workloads import Workload
 
 
 class StepContext(Protocol):
@@ -34,8 +35,8 @@ class StepContext(Protocol):
 class Task:
     """Base class of every workload."""
 
-    #: metrics ``evaluate`` reports; the spec's train.metric must be one of them
-    metrics: Sequence[str] = ()
+    #: the descriptor this task belongs to (its losses, metrics and directions)
+    workload: Workload
 
     def __init__(self, spec: JobSpec, world: World):
         self.spec, self.world = spec, world

@@ -20,8 +20,8 @@ from mrihpc.data.fastmri import list_files
 from mrihpc.data.masks import build_mask
 from mrihpc.data.slices import KSpaceSlices
 from mrihpc.paths import PointPaths
-from mrihpc.runner import load_point_spec
-from mrihpc.tasks.reconstruction import crop_of, data_root, split_files, volumes_of
+from mrihpc.specfile import load_point_spec
+from mrihpc.workloads.knee.task import crop_of, data_root, split_files, volumes_of
 
 
 def load_model(spec, paths: PointPaths) -> torch.nn.Module:

@@ -1,0 +1,123 @@
+"""The workloads: one package each, found by the task name a spec gives.
+
+A workload's package holds its spec sections, data reader, task (the training step and the
+evaluation) and prediction writer. Its ``spec`` module is light (pydantic and numpy, never
+torch): the login node imports it to validate a spec; the node imports the task behind the
+strings of its ``Workload`` only when it trains. Adding a workload is one line in
+``WORKLOADS``.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+#: task name -> "module:attribute" of its Workload descriptor (a light module)
+WORKLOADS = {
+    "reconstruction": "mrihpc.workloads.knee.spec:WORKLOAD",
+    "segmentation": "mrihpc.workloads.segmentation.spec:WORKLOAD",
+}
+
+
+def resolve(target: str) -> Any:
+    """Import and return the object at ``"module:attribute"``."""
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a task is to the rest of mrihpc: its typed sections, names, and where its code lives."""
+
+    name: str
+    """The spec's ``task:``."""
+    title: str
+    """Class-name prefix of its JobSpec (``SegmentationJobSpec``)."""
+    data: type
+    """pydantic section class of ``data:``."""
+    model: type
+    """pydantic section class of ``model:`` (one network, or a section naming several)."""
+    losses: dict[str, str]
+    """loss term name -> "module:function" computing it from (outputs, batch)."""
+    metrics: dict[str, str]
+    """validation metric -> "max" or "min"; ``train.metric`` must be one of them."""
+    default_metric: str
+    default_loss: dict[str, float]
+    task: str
+    """"module:Class" of its Task."""
+    predict: str
+    """"module:function" ``(PointPaths, split) -> list[Path]`` writing predictions in its format."""
+    check_data: Optional[str] = None
+    """"module:function" ``(spec, source) -> list[str]``: problems with the data, on the login node."""
+    prepare_data: Optional[str] = None
+    """"module:function" ``(spec) -> None``: generate synthetic data once, before submission."""
+    check_spec: Optional[str] = None
+    """"module:function" ``(spec) -> list[str]``: ``key.path: why`` problems across sections."""
+    optimizers: tuple[str, ...] = ("main",)
+    """Names of the task's optimisers (``optim:`` and ``schedule:`` may be keyed by them)."""
+    rejected_losses: dict[str, str] = field(default_factory=dict)
+    """loss names refused with a reason (a seed's mistake a user may reach for)."""
+
+    def direction(self, column: str) -> str:
+        """"max" or "min" for a metric or a results column (val_dice_lv -> dice -> max)."""
+        name = column.removeprefix("best_").removeprefix("val_")
+        for prefix in ("zf_", "base_"):
+            name = name.removeprefix(prefix)
+        while name not in self.metrics and "_" in name:
+            name = name.rsplit("_", 1)[0]
+        return self.metrics.get(name, "max")
+
+    def check_raw(self, raw: dict) -> list[str]:
+        """Problems with the task-owned names of a spec dict, as ``key.path: why`` lines."""
+        problems = []
+        loss = raw.get("loss")
+        if isinstance(loss, dict):
+            for name in loss:
+                if name in self.rejected_losses:
+                    problems.append(f"loss.{name}: {self.rejected_losses[name]}")
+                elif name not in self.losses:
+                    problems.append(f"loss.{name}: not a loss of task {self.name}; allowed: {', '.join(self.losses)}")
+        metric = (raw.get("train") or {}).get("metric") if isinstance(raw.get("train"), dict) else None
+        if metric is not None and metric not in self.metrics:
+            problems.append(f"train.metric: {metric!r} is not a validation metric of task {self.name}; "
+                            f"allowed: {', '.join(self.metrics)}")
+        for section in ("optim", "schedule"):
+            keyed = _keyed(raw.get(section), section)
+            if keyed is None:
+                continue
+            unknown = [k for k in keyed if k != "all" and k not in self.optimizers]
+            if unknown:
+                problems.append(f"{section}: {', '.join(unknown)} not an optimiser of task {self.name}; "
+                                f"allowed: all, {', '.join(self.optimizers)} (or one mapping for all)")
+            elif "all" not in keyed and set(self.optimizers) - set(keyed):
+                problems.append(f"{section}: no settings for {', '.join(sorted(set(self.optimizers) - set(keyed)))}; "
+                                "add them or an 'all' entry")
+        return problems
+
+    def with_defaults(self, raw: dict) -> dict:
+        """A copy of ``raw`` with the task's default loss and metric filled in."""
+        out = dict(raw)
+        if not out.get("loss"):
+            out["loss"] = dict(self.default_loss)
+        train = out.get("train")
+        if train is None or isinstance(train, dict) and train.get("metric") is None:
+            out["train"] = {**(train or {}), "metric": self.default_metric}
+        return out
+
+
+def _keyed(value: Any, section: str) -> Optional[dict]:
+    """``value`` when it is keyed by optimiser name, else None (one setting for all)."""
+    from mrihpc.spec import OptimSpec, ScheduleSpec, keyed_by_name
+
+    return value if keyed_by_name(value, OptimSpec if section == "optim" else ScheduleSpec) else None
+
+
+def names() -> list[str]:
+    return list(WORKLOADS)
+
+
+def get(name: str) -> Workload:
+    """The Workload registered as ``name``; KeyError lists the known ones."""
+    if name not in WORKLOADS:
+        raise KeyError(f"unknown task {name!r}; allowed: {', '.join(WORKLOADS)}")
+    return resolve(WORKLOADS[name])
