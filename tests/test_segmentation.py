@@ -245,3 +245,44 @@ def _data_root(run_dir):
     from mrihpc.workloads.segmentation.data import root_of
 
     return root_of(load_point_spec(RunPaths(run_dir).point(0)).data)
+
+
+class TwoNets(__import__("mrihpc.spec", fromlist=["Section"]).Section):
+    """A model section naming two networks, as an adversarial workload declares it."""
+
+    G: SegmentationModel = SegmentationModel()
+    D: SegmentationModel = SegmentationModel()
+
+
+def test_named_networks_and_per_optimiser_settings_are_expressible(monkeypatch, write_spec):
+    """A workload with networks G and D and optimisers G and D (registered for this test only):
+    lr_G != lr_D and betas (0.5, 0.999) in YAML, each optimiser with its own schedule."""
+    import dataclasses
+
+    from mrihpc import spec as spec_module
+    from mrihpc import workloads
+    from mrihpc.workloads.segmentation.spec import WORKLOAD
+
+    gan = dataclasses.replace(WORKLOAD, name="gan-test", title="GanTest", model=TwoNets, optimizers=("G", "D"), check_spec=None)
+    monkeypatch.setitem(workloads.WORKLOADS, "gan-test", f"{__name__}:GAN_TEST")
+    monkeypatch.setitem(globals(), "GAN_TEST", gan)
+    monkeypatch.setattr(spec_module, "_SPEC_CLASSES", {})
+    text = """
+name: gan
+task: gan-test
+data: {synthetic: {train: 4, val: 2}}
+model: {G: {channels: 8}, D: {preset: acdc_small, depth: 2}}
+optim:
+  G: {name: adam, lr: 2.0e-4, betas: [0.5, 0.999]}
+  D: {name: adam, lr: 1.0e-4, betas: [0.5, 0.999]}
+schedule: {G: {warmup_epochs: 1}, all: {restart_epochs: 5}}
+"""
+    spec, _ = load_spec(write_spec(text), ["optim.D.lr=5e-5"])
+    assert spec.model.G.channels == 8 and spec.model.D.depth == 2
+    assert (spec.optim_for("G").lr, spec.optim_for("D").lr) == (2e-4, 5e-5)
+    assert spec.optim_for("G").betas == (0.5, 0.999) == spec.optim_for("D").betas
+    assert spec.schedule_for("G").warmup_epochs == 1 and spec.schedule_for("D").restart_epochs == 5
+    dumped = spec.model_dump(mode="json")
+    assert set(dumped["optim"]) == {"G", "D"} and validate_dict(dumped, "again").optim_for("D").lr == 5e-5
+    problems = _problems(write_spec, text.replace("  D: {name: adam, lr: 1.0e-4, betas: [0.5, 0.999]}\n", ""))
+    assert any("optim: no settings for D; add them or an 'all' entry" in p for p in problems)
