@@ -1,8 +1,15 @@
 """Checkpoints: written atomically (temporary file, fsync, rename), so a kill at any moment
-leaves the previous ``last.pt`` intact; RNG states included so a resume is exact."""
+leaves the previous ``last.pt`` intact; every rank's RNG states included so a resume is exact.
+
+Loading is always onto the CPU and with ``weights_only=True``: a checkpoint in a shared run
+directory is data, and a crafted one must not run code when a colleague resumes or predicts
+from it. So everything saved is tensors and plain Python values; the numpy RNG state, a tuple
+holding an array, is stored as a tensor and plain numbers.
+"""
 from __future__ import annotations
 
 import io
+import pickle
 import random
 from pathlib import Path
 from typing import Any, Optional
@@ -13,19 +20,32 @@ import torch
 from mrihpc.paths import atomic_write_bytes
 
 
+class CheckpointError(Exception):
+    """A checkpoint that cannot be loaded safely; the message names the file."""
+
+
 def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """This process's RNG states: CPU byte tensors and plain values only."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "python": random.getstate()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    """Restore ``rng_state()``; CUDA states need CPU byte tensors, whatever device they came from."""
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        cuda = [s.cpu() for s in state["cuda"]][: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
@@ -34,9 +54,16 @@ def save(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load(path: Path, map_location: Any = "cpu") -> Optional[dict[str, Any]]:
-    """The checkpoint at ``path``, or None when there is none yet."""
+def load(path: Path) -> Optional[dict[str, Any]]:
+    """The checkpoint at ``path`` on the CPU, or None when there is none yet. Refuses (with
+    CheckpointError) a file that holds anything but tensors and plain values."""
     if not path.is_file():
         return None
-    # our own files: they hold optimiser and RNG states, which weights_only cannot load
-    return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: refused: it holds objects other than tensors and plain values, which "
+                              f"could run code when loaded; not an mrihpc checkpoint or tampered with "
+                              f"({str(e).splitlines()[0][:200]})") from None
+    except (RuntimeError, EOFError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None

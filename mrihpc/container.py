@@ -115,12 +115,16 @@ def enter_script(spec: JobSpec, run_root: Path) -> str:
         d = c.docker
         host = d.host or default_docker_host()
         lines += env_lines
-        # the variables that must reach python inside; with the task's GPUs (srun --gpu-bind)
-        # renumbered from 0, as the container sees only those
+        # the variables that must reach python inside; with the task's GPUs renumbered from 0, as
+        # the container sees only those. docker needs the PHYSICAL indices: Slurm's step / job
+        # GPUs, not CUDA_VISIBLE_DEVICES, which is relative to the task's cgroup
         envs = [f"env | grep -E {q(PASS_THROUGH)} | grep -v '^CUDA_VISIBLE_DEVICES='"]
         gpu = []
         if spec.cluster.gpus_per_node:
-            lines.append('visible="${CUDA_VISIBLE_DEVICES:-0}"')
+            # srun --gpus-per-task=1 deals the step's GPUs to the node's tasks in order
+            lines += ['IFS=, read -ra step_gpus <<<"${SLURM_STEP_GPUS:-${SLURM_JOB_GPUS:-}}"',
+                      'if (( ${#step_gpus[@]} > ${SLURM_LOCALID:-0} )); then visible="${step_gpus[${SLURM_LOCALID:-0}]}"; '
+                      'else visible="${CUDA_VISIBLE_DEVICES:-0}"; fi']
             envs.append('echo "CUDA_VISIBLE_DEVICES=$(seq -s, 0 $(( $(tr -cd , <<<"$visible" | wc -c) )))"')
             gpu = ['--gpus "\\"device=$visible\\""']
         shm = [f"--shm-size={d.shm_size}"] if d.shm_size else ["--ipc=host"]

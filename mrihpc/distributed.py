@@ -51,15 +51,30 @@ def init_world(job_id_hint: str = "") -> World:
     else:
         device = torch.device("cpu")
     if size > 1 and not torch_dist.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", env.hostnames[0])
-        # a port per job, so two jobs sharing a node do not collide
-        job = env.job_id if env else job_id_hint
-        os.environ.setdefault("MASTER_PORT", str(20000 + zlib.crc32(job.encode()) % 20000))
+        # set from the job, never taken from the environment: a value exported in the user's
+        # shell (sbatch copies it into the job) would point every rank at a stale rendezvous
+        os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = rendezvous(env.hostnames, env.job_id if env else job_id_hint)
         backend = "nccl" if device.type == "cuda" else "gloo"
         torch_dist.init_process_group(backend, rank=rank, world_size=size, timeout=dt.timedelta(minutes=10))
         if device.type == "cuda":
             check_distinct_gpus(size)
     return World(rank, local_rank, size, device)
+
+
+def rendezvous(hostnames: list[str], job_id: str) -> tuple[str, str]:
+    """(MASTER_ADDR, MASTER_PORT): the job's first host, and a port derived from the job id so
+    two jobs sharing a node do not collide."""
+    return hostnames[0], str(20000 + zlib.crc32(job_id.encode()) % 20000)
+
+
+def all_reduce_mean(values: dict[str, float], world: World) -> dict[str, float]:
+    """The mean over ranks of each value (collective: every rank must call it with the same keys)."""
+    if not world.distributed or not values:
+        return values
+    t = torch.tensor([float(v) for v in values.values()], dtype=torch.float64,
+                     device=world.device if world.device.type == "cuda" else "cpu")
+    torch_dist.all_reduce(t)
+    return dict(zip(values, (t / world.size).tolist()))
 
 
 def check_distinct_gpus(size: int) -> None:

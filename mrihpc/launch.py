@@ -40,7 +40,9 @@ def slurm_parameters(spec: JobSpec, run_root: Path) -> dict[str, Any]:
     """The cluster section as submitit SlurmExecutor parameters (sbatch flags); the container's
     srun arguments and setup lines (see ``mrihpc.container``)."""
     c = spec.cluster
-    srun_args = (["--gpu-bind=closest"] if c.gpus_per_node else []) + container.srun_args(spec, run_root)
+    # exactly one GPU per task: --gpu-bind=closest would give a task every GPU of its NUMA domain,
+    # and two ranks could then pick the same one
+    srun_args = (["--gpus-per-task=1"] if c.gpus_per_node else []) + container.srun_args(spec, run_root)
     setup = list(c.setup) + container.setup_lines(spec)
     params: dict[str, Any] = dict(
         job_name=c.job_name or spec.name, partition=c.partition, account=c.account, qos=c.qos,
@@ -50,7 +52,6 @@ def slurm_parameters(spec: JobSpec, run_root: Path) -> dict[str, Any]:
         array_parallelism=c.array_parallelism, mail_user=c.mail_user, mail_type=c.mail_type,
         setup=setup or None, signal_delay_s=c.signal_delay_s,
         additional_parameters=dict(c.sbatch) or None,
-        # one task per GPU: srun binds each task to its own GPU
         srun_args=srun_args or None,
     )
     return {k: v for k, v in params.items() if v is not None}

@@ -193,6 +193,9 @@ class TrainSpec(Section):
     """How often a point may be requeued after preemption or a time limit."""
     threads: Optional[int] = Field(None, ge=1)
     """torch intra-op threads per rank on CPU (default: torch's choice)."""
+    sync_batchnorm: Optional[bool] = None
+    """SyncBatchNorm under DDP on GPUs: batch statistics over all ranks, needed at a few samples per GPU
+    (default: on when there are several ranks on GPUs and the model has batch norm)."""
 
 
 class VisdomSpec(Section):

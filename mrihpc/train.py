@@ -9,6 +9,7 @@ exactly the batches the uninterrupted run would have seen.
 from __future__ import annotations
 
 import contextlib
+import signal
 import hashlib
 import math
 import time
@@ -21,11 +22,31 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
 from mrihpc import checkpoint, workloads
-from mrihpc.distributed import World, all_gather, barrier
+from mrihpc.distributed import World, all_gather, all_reduce_mean, barrier
 from mrihpc.optim import build_optimizer, build_schedule
 from mrihpc.preemption import Interrupted
 from mrihpc.spec import JobSpec
 from mrihpc.task import StepContext, Task
+
+
+def leave_signals_to_parent(worker_id: int) -> None:
+    """DataLoader workers ignore the signals Slurm sends to every process of a step (TERM on
+    preemption / requeue / scancel, USR2 before the time limit, INT): the training process
+    decides, checkpoints at a step boundary and shuts its workers down. A worker killed by
+    the signal would instead crash the loader before that checkpoint."""
+    for sig in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def use_sync_batchnorm(setting: Optional[bool], world: World, nets: dict[str, nn.Module]) -> bool:
+    """Whether to convert batch norm to SyncBatchNorm. Default: with several ranks on GPUs and a
+    BatchNorm in the model (a few samples per GPU make per-rank statistics noise). SyncBatchNorm
+    needs GPUs, so asking for it on the CPU is an error that says so."""
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for n in nets.values() for m in n.modules())
+    if setting and world.device.type != "cuda":
+        raise ValueError("train.sync_batchnorm: true needs GPUs (SyncBatchNorm has no CPU kernel); set it to false")
+    wanted = setting if setting is not None else world.distributed and world.device.type == "cuda"
+    return bool(wanted and has_bn and world.distributed)
 
 
 class ShuffledShard(Sampler[int]):
@@ -109,7 +130,7 @@ class Trainer:
         self.sampler = ShuffledShard(len(self.train_set), train.seed, world)
         # own generator: creating a loader iterator must not draw from the global RNG, or a run
         # resumed inside an epoch would see other dropout masks than the uninterrupted one
-        loader_args = dict(num_workers=train.workers, pin_memory=world.device.type == "cuda",
+        loader_args = dict(num_workers=train.workers, pin_memory=world.device.type == "cuda", worker_init_fn=leave_signals_to_parent,
                            persistent_workers=False, generator=torch.Generator().manual_seed(train.seed))
         self.train_loader = DataLoader(self.train_set, batch_size=train.batch_size // world.size,
                                        sampler=self.sampler, drop_last=True, **loader_args)
@@ -124,6 +145,8 @@ class Trainer:
             params = [p for n in net_names for p in self.nets[n].parameters()]
             self.optimizers[name] = build_optimizer(spec.optim_for(name), params)
             self.schedules[name] = build_schedule(spec.schedule_for(name), self.optimizers[name], self.steps_per_epoch)
+        if use_sync_batchnorm(train.sync_batchnorm, world, self.nets):
+            self.nets = {k: nn.SyncBatchNorm.convert_sync_batchnorm(v) for k, v in self.nets.items()}
         if world.distributed:
             self.nets = {k: DistributedDataParallel(v) if any(p.requires_grad for p in v.parameters()) else v
                          for k, v in self.nets.items()}
@@ -143,17 +166,18 @@ class Trainer:
     def _raw(self, net: nn.Module) -> nn.Module:
         return net.module if isinstance(net, DistributedDataParallel) else net
 
-    def state(self) -> dict:
+    def state(self, rng_ranks: list) -> dict:
+        """Everything ``resume`` needs; ``rng_ranks`` holds every rank's RNG states, in rank order."""
         return {"epoch": self.epoch, "step": self.step, "best": self.best,
                 "batch": self.batch, "epoch_losses": list(self.epoch_losses),
                 "nets": {k: self._raw(v).state_dict() for k, v in self.nets.items()},
                 "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
                 "schedules": {k: v.state_dict() for k, v in self.schedules.items()},
-                "scaler": self.scaler.state_dict(), "rng": checkpoint.rng_state()}
+                "scaler": self.scaler.state_dict(), "rng_ranks": rng_ranks}
 
     def resume(self) -> bool:
         """Continue from last.pt when there is one; True if so."""
-        state = checkpoint.load(self.dir / "last.pt", map_location=self.world.device)
+        state = checkpoint.load(self.dir / "last.pt")  # on the CPU: load_state_dict moves tensors to the device
         if state is None:
             return False
         for k, v in state["nets"].items():
@@ -165,9 +189,10 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
         self.batch, self.epoch_losses = state.get("batch", 0), list(state.get("epoch_losses", []))
-        rng = state["rng"]
-        rng["torch"] = rng["torch"].cpu()
-        checkpoint.set_rng_state(rng)
+        ranks = state["rng_ranks"]
+        # each rank continues its own streams (dropout, augmentation); a resume on another world
+        # size has no state for the new ranks, which then take rank 0's
+        checkpoint.set_rng_state(ranks[self.world.rank] if len(ranks) == self.world.size else ranks[0])
         return True
 
     def weights_digest(self) -> str:
@@ -180,8 +205,10 @@ class Trainer:
         return h.hexdigest()
 
     def _save(self, name: str) -> None:
+        """Collective: every rank hands rank 0 its RNG states, rank 0 writes."""
+        rng_ranks = all_gather(checkpoint.rng_state(), self.world)
         if self.world.is_main:
-            checkpoint.save(self.dir / name, self.state())
+            checkpoint.save(self.dir / name, self.state(rng_ranks))
 
     # ----------------------------------------------------------------- loop
     def fit(self) -> dict:
@@ -213,6 +240,8 @@ class Trainer:
             self.scaler.update()  # once per iteration, after every optimiser of the step has stepped
             self.step, self.batch = self.step + 1, i + 1
             losses.append(logged["loss"])
+            if self.step % 10 == 0 or i == 0:  # every rank reaches this step: the mean over ranks is logged
+                logged = all_reduce_mean(logged, self.world)
             if self.world.is_main and (self.step % 10 == 0 or i == 0):
                 self.monitors.log({"kind": "step", "epoch": epoch, "batch": self.batch, "batches": self.steps_per_epoch,
                                    **logged, "lr": self.lr()}, self.step)
@@ -223,7 +252,8 @@ class Trainer:
         for name, s in self.schedules.items():
             if spec.schedule_for(name).interval == "epoch":
                 s.step()
-        record = {"kind": "epoch", "epoch": epoch, "train_loss": float(sum(losses) / max(1, len(losses))),
+        mean = all_reduce_mean({"loss": sum(losses) / max(1, len(losses))}, self.world)["loss"]
+        record = {"kind": "epoch", "epoch": epoch, "train_loss": float(mean),
                   "lr": self.lr(), "epoch_time_s": round(time.time() - start, 3)}
         last = epoch + 1 == spec.train.epochs
         if (epoch + 1) % spec.train.eval_every == 0 or last:

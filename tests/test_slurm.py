@@ -13,6 +13,7 @@ import torch
 
 from conftest import REPO, TINY, merge
 from mrihpc.__main__ import main
+from mrihpc import checkpoint
 from mrihpc.accounting import sacct
 from mrihpc.data.synth import generate
 from mrihpc.paths import RunPaths, read_json
@@ -97,10 +98,14 @@ def test_sweep_larger_than_max_array_size_is_split(slurm_cluster, tmp_path, writ
 
 
 def _weights(run: RunPaths) -> dict:
-    return torch.load(run.point(0).last_checkpoint, weights_only=False)["nets"]["model"]
+    return checkpoint.load(run.point(0).last_checkpoint)["nets"]["model"]
 
 
-def test_ddp_two_tasks_and_two_nodes_equal_one_process(slurm_cluster, tmp_path, write_spec, capsys):
+def test_ddp_two_tasks_and_two_nodes_equal_one_process(slurm_cluster, tmp_path, write_spec, capsys, monkeypatch):
+    # a rendezvous exported in the submitting shell reaches the job (sbatch exports the
+    # environment); the ranks must use the job's own, or they never meet
+    monkeypatch.setenv("MASTER_ADDR", "stale-login-shell.invalid")
+    monkeypatch.setenv("MASTER_PORT", "1")
     # A split batch sums gradients in another order (relative differences ~1e-6); SGD with a
     # small step and few steps keeps that at rounding level, where Adam or long training
     # would amplify it chaotically and compare nothing.
@@ -120,6 +125,8 @@ def test_ddp_two_tasks_and_two_nodes_equal_one_process(slurm_cluster, tmp_path, 
         assert status["world_size"] == 2
         digests = status["rank_weights_sha1"]
         assert len(digests) == 2 and digests[0] == digests[1]  # both ranks hold identical weights
+        saved = checkpoint.load(runs[name].point(0).last_checkpoint)
+        assert len(saved["rng_ranks"]) == 2  # every rank's RNG streams, restored per rank on resume
         for key, value in _weights(runs[name]).items():
             assert torch.allclose(value.float(), reference[key].float(), atol=1e-5, rtol=1e-4), (name, key)
     nodes = sacct_rows(read_json(runs["nodes"].manifest)["submissions"][0]["array_id"], "NodeList")
@@ -137,7 +144,9 @@ def _wait_epoch(run: RunPaths, point: int, epoch: int, attempts: int, timeout: f
 
 
 def test_requeue_resumes_exactly_and_only_that_task_reruns(slurm_cluster, tmp_path, write_spec, capsys):
-    slow = merge(SLURM_TINY, train={**TINY["train"], "epochs": 8}, data={**TINY["data"], "synthetic": {**TINY["data"]["synthetic"], "volumes": 10}})
+    # two DataLoader workers, as real specs use: Slurm signals them too, and they must leave the
+    # signal to the training process, which checkpoints at a step boundary
+    slow = merge(SLURM_TINY, train={**TINY["train"], "epochs": 8, "workers": 2}, data={**TINY["data"], "synthetic": {**TINY["data"]["synthetic"], "volumes": 10}})
     reference = submit(write_spec(merge(slow, name="straight"), "straight.yaml"), tmp_path / "a", capsys)
     run = submit(write_spec(merge(slow, name="requeued", sweep={"points": [{"train.epochs": 8}, {"train.epochs": 8}]}),
                             "requeued.yaml"), tmp_path / "b", capsys)
@@ -151,6 +160,8 @@ def test_requeue_resumes_exactly_and_only_that_task_reruns(slurm_cluster, tmp_pa
     for key, value in _weights(reference).items():
         assert torch.equal(value, _weights(run)[key]), key
     assert [read_json(run.point(i).status)["attempts"] for i in (0, 1)] == [3, 1]
+    logs = "".join(p.read_text(errors="replace") for p in (run.root / "logs").glob("*"))
+    assert "killed by signal" not in logs
     deadline = time.time() + 60
     while time.time() < deadline:
         rows = sacct([job]) or {}
