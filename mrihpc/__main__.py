@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mrihpc.data import DataError
 from mrihpc.live.server import ServerError
+from mrihpc.paths import CheckpointError
 from mrihpc.results import RunError, open_run
 from mrihpc.specfile import SpecError
 
@@ -400,7 +401,7 @@ def main(argv=None) -> int:
         return args.fn(args)
     except SpecError as e:
         print("\n".join(e.problems), file=sys.stderr)
-    except (RunError, DataError, FileNotFoundError, ServerError) as e:
+    except (RunError, DataError, FileNotFoundError, ServerError, CheckpointError) as e:
         print(f"mrihpc {args.verb}: {e}", file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

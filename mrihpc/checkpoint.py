@@ -17,11 +17,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from mrihpc.paths import atomic_write_bytes
+from mrihpc.paths import CheckpointError, atomic_write_bytes
 
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be loaded safely; the message names the file."""
+__all__ = ["CheckpointError", "load", "rng_state", "save", "set_rng_state"]
 
 
 def rng_state() -> dict[str, Any]:

@@ -16,6 +16,11 @@ from typing import Any
 import yaml
 
 
+class CheckpointError(Exception):
+    """A checkpoint that cannot be loaded safely; the message names the file. (Here, not in the
+    torch-using checkpoint module, so the CLI can catch it without importing torch.)"""
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` so that readers see the old file or the new one, never half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)

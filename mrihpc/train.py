@@ -29,13 +29,39 @@ from mrihpc.spec import JobSpec
 from mrihpc.task import StepContext, Task
 
 
+#: what Slurm sends every process of a step: TERM (preemption, requeue, scancel), USR2 (before the
+#: time limit), INT
+STEP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
+
+
 def leave_signals_to_parent(worker_id: int) -> None:
-    """DataLoader workers ignore the signals Slurm sends to every process of a step (TERM on
-    preemption / requeue / scancel, USR2 before the time limit, INT): the training process
-    decides, checkpoints at a step boundary and shuts its workers down. A worker killed by
-    the signal would instead crash the loader before that checkpoint."""
-    for sig in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):
+    """DataLoader workers ignore the step's signals: the training process decides, checkpoints at
+    a step boundary and shuts its workers down. A worker killed by the signal would instead crash
+    the loader before that checkpoint. Workers start with the signals blocked (``Workers``), so
+    one arriving before this runs stays pending, and setting SIG_IGN discards it."""
+    for sig in STEP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STEP_SIGNALS)
+
+
+class Workers:
+    """A DataLoader whose worker processes are forked with the step's signals blocked; the
+    training process gets its own signals once the workers exist."""
+
+    def __init__(self, loader: DataLoader):
+        self.loader = loader
+
+    def __iter__(self):
+        if not self.loader.num_workers:
+            return iter(self.loader)
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STEP_SIGNALS)
+        try:
+            return iter(self.loader)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    def __len__(self) -> int:
+        return len(self.loader)
 
 
 def use_sync_batchnorm(setting: Optional[bool], world: World, nets: dict[str, nn.Module]) -> bool:
@@ -232,7 +258,7 @@ class Trainer:
             net.train()
         ctx, losses, start = _Step(self), self.epoch_losses, time.time()
         self.sampler.skip = self.batch * self.train_loader.batch_size  # resuming inside this epoch
-        for i, batch in enumerate(self.train_loader, start=self.batch):
+        for i, batch in enumerate(Workers(self.train_loader), start=self.batch):
             if i >= self.steps_per_epoch:
                 break
             batch = {k: v.to(self.world.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -278,7 +304,7 @@ class Trainer:
         """Mean over all validation volumes (gathered from every rank) of each metric, as val_*."""
         for net in self.nets.values():
             net.eval()
-        mine = self.task.evaluate(self.val_loader, self.nets)  # in fp32: metrics never see bf16 outputs
+        mine = self.task.evaluate(Workers(self.val_loader), self.nets)  # in fp32: metrics never see bf16 outputs
         volumes = [v for rank in all_gather(mine, self.world) for v in rank]
         keys = sorted({k for v in volumes for k in v})
         return {f"val_{k}": float(sum(v[k] for v in volumes if k in v) / sum(1 for v in volumes if k in v))

@@ -93,3 +93,57 @@ def test_sync_batchnorm_default_and_refusal_on_cpu():
     assert not use_sync_batchnorm(None, World(size=1, device=torch.device("cuda", 0)), bn)
     with pytest.raises(ValueError, match="train.sync_batchnorm: true needs GPUs"):
         use_sync_batchnorm(True, World(size=2), bn)
+
+
+def test_predict_refuses_a_crafted_checkpoint_with_a_message(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from mrihpc.__main__ import main
+    from mrihpc.paths import RunPaths
+
+    run = RunPaths(tmp_path / "run")
+    point = run.point(0)
+    point.checkpoints.mkdir(parents=True)
+    run.manifest.write_text(json.dumps({"points": [{"index": 0, "name": "p"}], "submissions": []}))
+    point.config.write_text(yaml.safe_dump({"name": "p", "task": "segmentation",
+                                            "data": {"synthetic": {"train": 2, "val": 1, "test": 1, "size": 32}}}))
+    torch.save({"nets": {"model": Payload()}}, point.best_checkpoint)
+    assert main(["predict", str(run.root), "--point", "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"mrihpc predict: {point.best_checkpoint}: refused" in err and "Traceback" not in err
+    assert not os.path.exists("/tmp/mrihpc-pwned")
+
+
+class _Slow(torch.utils.data.Dataset):
+    def __len__(self):
+        return 12
+
+    def __getitem__(self, i):
+        import time
+
+        time.sleep(0.02)
+        return i
+
+
+def test_dataloader_workers_leave_the_steps_signals_to_the_training_process():
+    """TERM and USR2 sent to the workers at once after they are forked (before their init ran)
+    and again mid-epoch: the epoch still yields every sample."""
+    import signal
+
+    from torch.utils.data import DataLoader
+
+    from mrihpc.train import Workers, leave_signals_to_parent
+
+    loader = DataLoader(_Slow(), batch_size=2, num_workers=2, worker_init_fn=leave_signals_to_parent)
+    it = iter(Workers(loader))
+    pids = [w.pid for w in it._workers]
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGUSR2)
+    seen = [next(it)]
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    seen += list(it)
+    assert sorted(int(i) for batch in seen for i in batch) == list(range(12))
