@@ -28,7 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mrihpc.data.synth import cache_root
+from mrihpc.data.cache import cache_root
 from mrihpc.spec import JobSpec
 
 ENTER_SCRIPT = "container.sh"
@@ -97,10 +97,33 @@ def python_command(spec: JobSpec, run_root: Path) -> str | None:
 
 
 def setup_lines(spec: JobSpec) -> list[str]:
-    """sbatch lines before srun: the variables given in the spec (pyxis passes the job's env in)."""
+    """sbatch lines before srun, for pyxis: the spec's variables (pyxis passes the job's
+    environment in), and the requeue from the host. The image has no ``scontrol``: the process
+    inside checkpoints and exits 140, srun returns that, and this batch shell, on the host,
+    requeues the task when it exits."""
     if spec.container.runtime != "pyxis":
         return []
-    return [f"export {k}={shlex.quote(str(v))}" for k, v in spec.container.env.items()]
+    lines = [f"export {k}={shlex.quote(str(v))}" for k, v in spec.container.env.items()]
+    return lines + ["export MRIHPC_REQUEUE_BY=host", "mrihpc_after_srun() {", "  rc=$?",
+                    *(f"  {line}" for line in host_requeue(spec.train.max_requeues)),
+                    '  exit "$rc"', "}", "trap mrihpc_after_srun EXIT"]
+
+
+def host_requeue(max_requeues: int) -> list[str]:
+    """Bash run on the host after the task's process exited with ``$rc``: 140 means it
+    checkpointed after USR2 and asks to be requeued, which happens while Slurm's restart count
+    is below train.max_requeues (on every runtime, as submitit counts it without a container)."""
+    return [
+        'if [[ $rc -eq 140 && "${SLURM_PROCID:-0}" == 0 && -n "${SLURM_JOB_ID:-}" ]]; then',
+        '  task="${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}"',
+        f'  if (( ${{SLURM_RESTART_COUNT:-0}} < {int(max_requeues)} )); then',
+        '    echo "[mrihpc] checkpointed after USR2: requeueing ${task:-$SLURM_JOB_ID}" >&2',
+        '    scontrol requeue "${task:-$SLURM_JOB_ID}"',
+        "  else",
+        f'    echo "[mrihpc] checkpointed after USR2; not requeued: train.max_requeues ({int(max_requeues)}) reached" >&2',
+        "  fi",
+        "fi",
+    ]
 
 
 def enter_script(spec: JobSpec, run_root: Path) -> str:
@@ -131,23 +154,31 @@ def enter_script(spec: JobSpec, run_root: Path) -> str:
         cmd = [*(shlex.split(d.wrapper) if d.wrapper else ["docker"])]
         if host and not d.wrapper:
             cmd += ["--host", q(host)]
-        cmd += ["run", "--rm", "--init", "--network=host", *shm, "--user", '"$(id -u):$(id -g)"',
+        remove = list(cmd)
+        # HOME: under --user the image has no home for this uid; the mounted cache serves as one
+        cmd += ["run", "--rm", "--init", "--name", '"$name"', "--network=host", *shm, "--user", '"$(id -u):$(id -g)"',
+                f"-e {q(f'HOME={cache_root()}')}",
                 "--env-file", "<(" + "; ".join(envs) + ")"]
         cmd += [f"-v {q(f'{h}:{i}:{mode}')}" for h, i, mode in mounts(spec, run_root)]
         cmd += [f"-e {q(k)}" for k in c.env]
         cmd += ["-w", q(workdir(spec, run_root)), *gpu, q(c.image), q(c.python), '"$@"']
-        lines += _supervise(cmd, "docker's CLI proxies them (attached run) to --init, which hands them to python")
+        # a name per task and attempt, removed when this script ends however it ends, so a
+        # killed client never leaves a container running on the node
+        lines.insert(3, 'name="mrihpc-${SLURM_JOB_ID:-$$}-${SLURM_PROCID:-0}-${SLURM_RESTART_COUNT:-0}"')
+        lines.append(f"trap '{' '.join(remove)} rm -f \"$name\" >/dev/null 2>&1 || true' EXIT")
+        lines += _supervise(cmd, "docker's CLI proxies them (attached run) to --init, which hands them to python",
+                            spec.train.max_requeues)
     else:  # apptainer
         a = c.apptainer
         lines += env_lines
         cmd = [q(a.command), "exec", *(["--nv"] if a.nv else []), "--pwd", q(workdir(spec, run_root))]
         cmd += [f"--bind {q(f'{h}:{i}:{mode}')}" for h, i, mode in mounts(spec, run_root)]
         cmd += [q(c.image), q(c.python), '"$@"']
-        lines += _supervise(cmd, "apptainer forwards them to the process inside")
+        lines += _supervise(cmd, "apptainer forwards them to the process inside", spec.train.max_requeues)
     return "\n".join(lines) + "\n"
 
 
-def _supervise(cmd: list[str], how: str) -> list[str]:
+def _supervise(cmd: list[str], how: str, max_requeues: int) -> list[str]:
     """Run the container in the background and hand srun's signals on; requeue from here.
 
     Images have no Slurm client, so submitit cannot ``scontrol requeue`` from inside: with
@@ -164,11 +195,7 @@ def _supervise(cmd: list[str], how: str) -> list[str]:
         '  rc=0; wait "$child" || rc=$?',
         '  kill -0 "$child" 2>/dev/null || break',
         "done",
-        'if [[ $rc -eq 140 && "${SLURM_PROCID:-0}" == 0 && -n "${SLURM_JOB_ID:-}" ]]; then',
-        '  task="${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}"',
-        '  echo "[mrihpc] checkpointed after USR2: requeueing ${task:-$SLURM_JOB_ID}" >&2',
-        '  scontrol requeue "${task:-$SLURM_JOB_ID}"',
-        "fi",
+        *host_requeue(max_requeues),
         'exit "$rc"',
     ]
 

@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import REPO, TINY, merge, scoped_env
+from mrihpc import checkpoint
 from mrihpc.__main__ import main
 from mrihpc.container import VersionMismatch
 from mrihpc.launch import dry_run_text, prepare
@@ -158,8 +160,17 @@ def test_docker_job_on_slurm_gets_the_environment_and_the_preemption_signal(slur
     subprocess.run(["scancel", "--signal=USR2", job], check=True)  # what Slurm sends before a time limit
     done = _wait(run, 0, lambda s: s.get("state") == "done", timeout=300)
     assert done["attempts"] == 2 and done["epochs"] == 6  # checkpointed, requeued from the host, resumed
-    calls = [line for line in standins.read_text().splitlines() if line.startswith("docker ")]
-    assert len(calls) == 2 and all(" run --rm --init " in c and " --ipc=host " in c for c in calls)
+    calls = [line for line in standins.read_text().splitlines() if line.startswith("docker ") and " run " in line]
+    assert len(calls) == 2 and all(" run --rm --init --name mrihpc-" in c and " --ipc=host " in c for c in calls)
+    assert all(f"-e HOME=" in c for c in calls)
+    deadline = time.time() + 30  # the script removes its container after python reported done
+    while time.time() < deadline:
+        removed = [line for line in standins.read_text().splitlines() if line.startswith("docker rm -f mrihpc-")]
+        if len(removed) == 2:
+            break
+        time.sleep(0.3)
+    # named by job, rank and attempt (Slurm's restart count), each removed when its script ended
+    assert [line.rsplit("-", 2)[1:] for line in removed] == [["0", "0"], ["0", "1"]], removed
     assert all(f"-v {tmp_path}:{tmp_path}:ro" in c and "-e MRIHPC_PROBE" in c for c in calls)
     assert "image nvcr.io/nvidia/pytorch:24.05-py3" in standins.read_text()
     err = Path(read_json(run.manifest)["submissions"][0]["jobs"]["0"]["stderr"]).read_text()
@@ -177,3 +188,53 @@ def test_apptainer_job_on_slurm(slurm_cluster, standins, tmp_path, write_spec, c
     log = standins.read_text()
     assert f"apptainer exec --nv --pwd {run.root} --bind {run.root}:{run.root}:rw" in log
     assert f"image {image}" in log
+
+
+@pytest.mark.slurm
+def test_pyxis_job_preempted_with_two_workers_requeues_from_the_host_and_ends_bit_identical(
+        slurm_cluster, tmp_path, write_spec, capsys, monkeypatch):
+    """pyxis through a stand-in srun whose tasks have no `scontrol` (as in an NGC image): USR2
+    makes the process inside checkpoint at a step boundary and exit 140, the batch shell on the
+    host requeues the task, and the point ends with the weights of an uninterrupted run."""
+    log = tmp_path / "standin.log"
+    monkeypatch.setenv("PATH", f"{STANDINS / 'pyxis'}:{os.environ['PATH']}")
+    monkeypatch.setenv("MRIHPC_STANDIN_LOG", str(log))
+    slow = merge(SLURM_TINY, train={**TINY["train"], "epochs": 6, "workers": 2},
+                 data={**TINY["data"], "synthetic": {**TINY["data"]["synthetic"], "volumes": 10}})
+    reference = _submit(merge(slow, name="bare"), tmp_path / "a", write_spec, capsys)
+    run = _submit(merge(slow, name="in-pyxis", container={"runtime": "pyxis", "image": IMAGES["pyxis"],
+                                                          "python": sys.executable}), tmp_path / "b", write_spec, capsys)
+    job = read_json(run.manifest)["submissions"][0]["jobs"]["0"]["job_id"]
+    _wait(run, 0, lambda s: s.get("state") == "running" and (s.get("epoch") or 0) >= 2)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    done = _wait(run, 0, lambda s: s.get("state") == "done", timeout=300)
+    _wait(reference, 0, lambda s: s.get("state") == "done", timeout=300)
+    assert done["attempts"] == 2
+    ours, theirs = (checkpoint.load(r.point(0).last_checkpoint)["nets"]["model"] for r in (run, reference))
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    text = log.read_text()
+    assert f"--container-image={IMAGES['pyxis']}" in text and "scontrol-inside" not in text
+    err = "".join(p.read_text(errors="replace") for p in (run.root / "logs").glob("*.err"))
+    assert f"[mrihpc] checkpointed after USR2: requeueing {job}" in err and "killed by signal" not in err
+
+
+@pytest.mark.slurm
+def test_max_requeues_is_honoured_in_a_container(slurm_cluster, standins, tmp_path, write_spec, capsys):
+    slow = merge(SLURM_TINY, name="no-requeue", train={**TINY["train"], "epochs": 6, "max_requeues": 0},
+                 data={**TINY["data"], "synthetic": {**TINY["data"]["synthetic"], "volumes": 10}},
+                 container={"runtime": "apptainer", "image": str(_sif(tmp_path))})
+    run = _submit(slow, tmp_path, write_spec, capsys)
+    job = read_json(run.manifest)["submissions"][0]["jobs"]["0"]["job_id"]
+    _wait(run, 0, lambda s: s.get("state") == "running" and (s.get("epoch") or 0) >= 1)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    status = _wait(run, 0, lambda s: s.get("state") == "interrupted")
+    time.sleep(3)
+    assert (read_json(run.point(0).status) or {}).get("attempts") == 1 == status["attempts"]
+    err = Path(read_json(run.manifest)["submissions"][0]["jobs"]["0"]["stderr"]).read_text()
+    assert "not requeued: train.max_requeues (0) reached" in err
+
+
+def _sif(tmp_path) -> Path:
+    image = tmp_path / "pytorch.sif"
+    image.write_bytes(b"stand-in image")
+    return image
