@@ -162,7 +162,7 @@ def test_docker_job_on_slurm_gets_the_environment_and_the_preemption_signal(slur
     assert done["attempts"] == 2 and done["epochs"] == 6  # checkpointed, requeued from the host, resumed
     calls = [line for line in standins.read_text().splitlines() if line.startswith("docker ") and " run " in line]
     assert len(calls) == 2 and all(" run --rm --init --name mrihpc-" in c and " --ipc=host " in c for c in calls)
-    assert all(f"-e HOME=" in c for c in calls)
+    assert all("-e HOME=" in c for c in calls)
     deadline = time.time() + 30  # the script removes its container after python reported done
     while time.time() < deadline:
         removed = [line for line in standins.read_text().splitlines() if line.startswith("docker rm -f mrihpc-")]
