@@ -7,6 +7,7 @@ executor runs at most ``array_parallelism`` points at once and waits for them.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import getpass
 import re
 import shutil
@@ -61,7 +62,7 @@ def _mem(gb: Optional[float]) -> Optional[str]:
     """Slurm's --mem from GB: 400 -> "400GB", 1.5 -> "1536MB"."""
     if gb is None:
         return None
-    return f"{int(gb)}GB" if gb == int(gb) else f"{int(gb * 1024)}MB"
+    return f"{int(gb)}GB" if gb == int(gb) else f"{math.ceil(gb * 1024)}MB"  # never rounds down to 0
 
 
 class _ScriptOnlySlurmExecutor(SlurmExecutor):

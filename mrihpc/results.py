@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import math
 import os
 import socket
 from dataclasses import dataclass, field
@@ -174,7 +175,7 @@ def results_rows(run: RunPaths, manifest: dict, metric: str) -> list[dict]:
         i = point["index"]
         epochs = [r for r in read_metrics(run.point(i).metrics) if r.get("kind") == "epoch" and f"val_{metric}" in r]
         final = epochs[-1] if epochs else {}
-        values = [r[f"val_{metric}"] for r in epochs]
+        values = [r[f"val_{metric}"] for r in epochs if math.isfinite(r[f"val_{metric}"])]
         best = (max(values) if higher else min(values)) if values else None
         row = {"point": i, "name": point["name"], "state": views[i].state, "epochs": final.get("epoch", -1) + 1 if final else 0,
                f"best_{metric}": best}
@@ -185,8 +186,9 @@ def results_rows(run: RunPaths, manifest: dict, metric: str) -> list[dict]:
 
 def sort_rows(rows: list[dict], key: str, higher_is_better: bool) -> list[dict]:
     """Best first; rows without the key last."""
-    have = [r for r in rows if isinstance(r.get(key), (int, float))]
-    missing = [r for r in rows if not isinstance(r.get(key), (int, float))]
+    usable = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731 - NaN ranks last
+    have = [r for r in rows if usable(r.get(key))]
+    missing = [r for r in rows if not usable(r.get(key))]
     return sorted(have, key=lambda r: r[key], reverse=higher_is_better) + missing
 
 

@@ -54,8 +54,34 @@ def slurm_time_minutes(text: str) -> int:
     return -(-total // 60)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _control_characters(value: Any) -> Optional[str]:
+    """The first string inside ``value`` (recursively) holding a control character, if any."""
+    if isinstance(value, str):
+        return value if _CONTROL.search(value) else None
+    if isinstance(value, dict):
+        value = [*value.keys(), *value.values()]
+    if isinstance(value, (list, tuple)):
+        return next((bad for v in value if (bad := _control_characters(v)) is not None), None)
+    return None
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+    """Base of every spec section: unknown keys, inf and NaN, and control characters (a newline
+    would start a new line in a generated script) are refused."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True,
+                              allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _printable(cls, value: Any) -> Any:
+        bad = _control_characters(value)
+        if bad is not None:
+            raise ValueError(f"control character in {bad!r}; newlines, tabs and other control characters are not allowed")
+        return value
 
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
@@ -189,6 +215,9 @@ class TrainSpec(Section):
     """Validation metric that selects best.pt; one of the task's metrics (default: the task's own)."""
     steps_per_epoch: Optional[int] = Field(None, ge=1)
     """Cap on optimiser steps per epoch (quick experiments)."""
+    nonfinite_patience: int = Field(0, ge=0)
+    """Non-finite training losses in a row tolerated before the point fails (0: the first stops it).
+    Useful with fp16, whose scaler skips such steps; in fp32 a NaN step has already spoiled the weights."""
     max_requeues: int = Field(3, ge=0)
     """How often a point may be requeued after preemption or a time limit."""
     threads: Optional[int] = Field(None, ge=1)
@@ -245,7 +274,7 @@ class ClusterSpec(Section):
     """Processes per node; default one per GPU (one on CPU)."""
     cpus_per_task: Optional[int] = Field(None, ge=1)
     """CPU cores per process."""
-    mem_gb: Optional[float] = Field(None, gt=0)
+    mem_gb: Optional[float] = Field(None, ge=0.1, le=100_000)
     """Memory per node in GB."""
     time: str = "01:00:00"
     """Time limit per point: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS."""
@@ -351,6 +380,8 @@ class SweepSpec(Section):
     """Explicit list of {key.path: value} override sets."""
     folds: Optional[int] = Field(None, ge=2)
     """K-fold cross-validation: every point runs once per held-out fold."""
+    max_points: int = Field(10_000, ge=1)
+    """Refuse a sweep of more points than this (counted before expanding); raise it on purpose."""
 
     @model_validator(mode="after")
     def _zip_lengths(self) -> "SweepSpec":

@@ -30,9 +30,16 @@ class SpecError(Exception):
 def read_yaml(path: Path) -> dict:
     """Parse one YAML file into a dict, or raise SpecError naming the file and line."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise SpecError([f"{path}: no such file"]) from None
+    except IsADirectoryError:
+        raise SpecError([f"{path}: is a folder; expected a YAML spec file"]) from None
+    except PermissionError:
+        raise SpecError([f"{path}: not readable (permission denied)"]) from None
+    except UnicodeDecodeError as e:
+        raise SpecError([f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r}); "
+                         "a spec is a UTF-8 YAML file (binary, or saved as UTF-16?)"]) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "?"
@@ -71,7 +78,11 @@ def load_raw(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
         return data
     if not isinstance(parent, str):
         raise SpecError([f"{path}: extends: must be a file name, got {parent!r}"])
-    return deep_merge(load_raw(path.parent / parent, _seen + (path,)), data)
+    try:
+        base = load_raw(path.parent / parent, _seen + (path,))
+    except SpecError as e:
+        raise SpecError([f"{path}: extends: {line}" for line in e.problems]) from None
+    return deep_merge(base, data)
 
 
 def set_path(data: dict, dotted: str, value: Any) -> None:

@@ -90,26 +90,49 @@ def _axes(spec: JobSpec) -> list[list[dict[str, Any]]]:
     return axes
 
 
+#: keys every point of one array job shares: one sbatch script, one container, one requeue limit
+FIXED_PER_ARRAY = ("name", "task", "cluster", "container", "train.max_requeues", "sweep")
+
+
+def _why_not(key: str, spec: JobSpec) -> str | None:
+    fixed = next((f for f in FIXED_PER_ARRAY if key == f or key.startswith(f + ".")), None)
+    if fixed:
+        return (f"{fixed} cannot vary between the points of one array job (they share one sbatch script, "
+                "container and requeue limit); write one spec per value instead")
+    return valid_key_path(key, type(spec))
+
+
 def check_keys(spec: JobSpec, source: str) -> None:
-    """Every sweep key must name a field of the spec; raises SpecError listing the bad ones."""
+    """Every sweep key must name a field that may vary per point; raises SpecError listing the bad ones."""
     problems = []
     for section in ("grid", "zip"):
         for key in getattr(spec.sweep, section):
-            why = valid_key_path(key, type(spec))
-            if why:
+            if why := _why_not(key, spec):
                 problems.append(f"{source}: sweep.{section}.{key}: {why}")
     for i, overrides in enumerate(spec.sweep.points):
         for key in overrides:
-            why = valid_key_path(key, type(spec))
-            if why:
+            if why := _why_not(key, spec):
                 problems.append(f"{source}: sweep.points[{i}].{key}: {why}")
     if problems:
         raise SpecError(problems)
 
 
+def count_points(spec: JobSpec) -> int:
+    """How many points the sweep expands to, without expanding it."""
+    s, n = spec.sweep, 1
+    for values in s.grid.values():
+        n *= len(values)
+    n *= len(next(iter(s.zip.values()))) if s.zip else 1
+    n *= len(s.points) or 1
+    return n * (s.folds or 1)
+
+
 def expand(spec: JobSpec, source: str = "<spec>") -> list[Point]:
     """All points of the sweep, in a fixed order (a spec without a sweep is one point)."""
     check_keys(spec, source)
+    if (n := count_points(spec)) > spec.sweep.max_points:
+        raise SpecError([f"{source}: sweep: {n:,} points exceed sweep.max_points ({spec.sweep.max_points:,}); "
+                         "set sweep.max_points to run that many"])
     axes = _axes(spec)
     combos = [{k: v for o in combo for k, v in o.items()} for combo in itertools.product(*axes)]
     names = short_names(list(dict.fromkeys(k for axis in axes for o in axis for k in o if k != "data.folds")))

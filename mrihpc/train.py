@@ -141,6 +141,10 @@ class _Step:
             t.schedules[optimizer].step()
 
 
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or infinite; the message says where."""
+
+
 class Trainer:
     def __init__(self, spec: JobSpec, task: Task, world: World, checkpoints: Path, monitors: Any,
                  on_epoch: Optional[Callable] = None, should_stop: Optional[Callable[[], bool]] = None):
@@ -181,6 +185,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(world.device.type, enabled=cuda and train.precision == "fp16")
         self.epoch, self.step, self.best = 0, 0, None
         self.batch, self.epoch_losses = 0, []  # position inside the current epoch
+        self.nonfinite = 0  # non-finite training losses in a row
         self.higher_is_better = workloads.get(spec.task).direction(train.metric) == "max"
 
     def autocast(self):
@@ -265,6 +270,7 @@ class Trainer:
             logged = self.task.train_step(batch, self.nets, ctx)
             self.scaler.update()  # once per iteration, after every optimiser of the step has stepped
             self.step, self.batch = self.step + 1, i + 1
+            self._check_finite(logged["loss"], epoch)
             losses.append(logged["loss"])
             if self.step % 10 == 0 or i == 0:  # every rank reaches this step: the mean over ranks is logged
                 logged = all_reduce_mean(logged, self.world)
@@ -290,6 +296,18 @@ class Trainer:
                 self.monitors.log({"kind": "images", "epoch": epoch, "images": images}, self.step)
             self.monitors.log(record, self.step)
         return record
+
+    def _check_finite(self, loss: float, epoch: int) -> None:
+        """Count non-finite losses in a row (over all ranks, so they stop together); past
+        train.nonfinite_patience, stop the point with where it happened."""
+        bad = not math.isfinite(loss)
+        if self.world.distributed:
+            bad = all_reduce_mean({"bad": float(bad)}, self.world)["bad"] > 0
+        self.nonfinite = self.nonfinite + 1 if bad else 0
+        if self.nonfinite > self.spec.train.nonfinite_patience:
+            raise NonFiniteLoss(f"training loss {loss} at epoch {epoch} step {self.step} (batch {self.batch}); "
+                                f"{self.nonfinite} non-finite in a row, train.nonfinite_patience is "
+                                f"{self.spec.train.nonfinite_patience}. Check the data for NaN / inf and the learning rate")
 
     def step_context(self) -> StepContext:
         """What ``Task.train_step`` gets: autocast, learning rates, the optimiser step."""
