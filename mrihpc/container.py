@@ -91,8 +91,8 @@ def python_command(spec: JobSpec, run_root: Path) -> str | None:
     runtime = spec.container.runtime
     if runtime == "none":
         return None
-    if runtime == "pyxis":
-        return spec.container.python
+    if runtime == "pyxis":  # submitit puts it into the srun line as it is: quote every word
+        return " ".join(shlex.quote(w) for w in shlex.split(spec.container.python))
     return f"bash {shlex.quote(str(run_root / ENTER_SCRIPT))}"
 
 
@@ -151,7 +151,7 @@ def enter_script(spec: JobSpec, run_root: Path) -> str:
             envs.append('echo "CUDA_VISIBLE_DEVICES=$(seq -s, 0 $(( $(tr -cd , <<<"$visible" | wc -c) )))"')
             gpu = ['--gpus "\\"device=$visible\\""']
         shm = [f"--shm-size={d.shm_size}"] if d.shm_size else ["--ipc=host"]
-        cmd = [*(shlex.split(d.wrapper) if d.wrapper else ["docker"])]
+        cmd = [q(w) for w in (shlex.split(d.wrapper) if d.wrapper else ["docker"])]
         if host and not d.wrapper:
             cmd += ["--host", q(host)]
         remove = list(cmd)
@@ -165,7 +165,8 @@ def enter_script(spec: JobSpec, run_root: Path) -> str:
         # a name per task and attempt, removed when this script ends however it ends, so a
         # killed client never leaves a container running on the node
         lines.insert(3, 'name="mrihpc-${SLURM_JOB_ID:-$$}-${SLURM_PROCID:-0}-${SLURM_RESTART_COUNT:-0}"')
-        lines.append(f"trap '{' '.join(remove)} rm -f \"$name\" >/dev/null 2>&1 || true' EXIT")
+        lines += [f'remove_container() {{ {" ".join(remove)} rm -f "$name" >/dev/null 2>&1 || true; }}',
+                  "trap remove_container EXIT"]  # a function: a trap string would be parsed twice
         lines += _supervise(cmd, "docker's CLI proxies them (attached run) to --init, which hands them to python",
                             spec.train.max_requeues)
     else:  # apptainer

@@ -8,6 +8,7 @@ Loading YAML, ``extends:``, ``-o`` overrides and the error format live in ``spec
 from __future__ import annotations
 
 import re
+import shlex
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_serializer, field_validator, model_validator
@@ -52,6 +53,19 @@ def slurm_time_minutes(text: str) -> int:
     if total <= 0:
         raise ValueError(f"Slurm time {text!r} must be positive")
     return -(-total // 60)
+
+
+def _command_words(value: Optional[str]) -> Optional[str]:
+    """A command given as words (``run-nvidia-docker.sh --x``): it must split like a shell line."""
+    if value is None:
+        return value
+    try:
+        words = shlex.split(value)
+    except ValueError as e:
+        raise ValueError(f"{value!r} does not split into words ({e})") from None
+    if not words:
+        raise ValueError("empty command")
+    return value
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -299,6 +313,14 @@ class ClusterSpec(Section):
     sbatch: dict[str, Any] = {}
     """Other sbatch options passed through verbatim, e.g. {reservation: foo}."""
 
+    @field_validator("sbatch")
+    @classmethod
+    def _sbatch_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = [k for k in v if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", str(k))]
+        if bad:
+            raise ValueError(f"option name(s) {bad} are not sbatch options; allowed: letters, digits, - and _")
+        return v
+
     @field_validator("time")
     @classmethod
     def _time(cls, v: str) -> str:
@@ -324,10 +346,13 @@ class DockerSpec(Section):
     unix:///mnt/docker_socks/<user>/docker.sock when it exists, else docker's default."""
     wrapper: Optional[str] = None
     """A site command used in place of `docker` (called with `run ...`), e.g. run-nvidia-docker.sh."""
-    shm_size: Optional[str] = None
+    shm_size: Optional[str] = Field(None, pattern=r"^[0-9]+[bkmgBKMG]?$")
     """--shm-size for the container (e.g. 32g); default --ipc=host (the host's shared memory)."""
     gpus: bool = True
     """Pass the task's GPUs with --gpus."""
+
+
+    _wrapper = field_validator("wrapper")(classmethod(lambda cls, v: _command_words(v)))
 
 
 class ApptainerSpec(Section):
@@ -350,8 +375,18 @@ class ContainerSpec(Section):
     workdir: Optional[str] = None
     """Working directory inside; default the run directory."""
     env: dict[str, str] = {}
-    """Variables to set inside (Slurm's and the rendezvous variables always pass)."""
-    python: str = "python"
+    """Variables to set inside (Slurm's and the rendezvous variables always pass); names are POSIX names."""
+
+    _python = field_validator("python")(classmethod(lambda cls, v: _command_words(v)))
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k))]
+        if bad:
+            raise ValueError(f"variable name(s) {bad} are not POSIX names; allowed: letters, digits and _, not first a digit")
+        return v
+    python: str = Field("python", min_length=1)
     """The image's Python command."""
     docker: DockerSpec = DockerSpec()
     """Docker settings."""
