@@ -119,7 +119,7 @@ def cmd_logs(args) -> int:
 
 def cmd_cancel(args) -> int:
     from mrihpc import accounting
-    from mrihpc.paths import atomic_write_json, read_json
+    from mrihpc.paths import update_json
     from mrihpc.results import latest_jobs
 
     run, manifest = open_run(args.run)
@@ -136,7 +136,7 @@ def cmd_cancel(args) -> int:
             except (ProcessLookupError, ValueError):
                 continue
             status = run.point(i).status
-            atomic_write_json(status, {**(read_json(status, {}) or {}), "state": "cancelled", "error": "cancelled by user"})
+            update_json(status, lambda s: {**(s or {}), "state": "cancelled", "error": "cancelled by user"})
     print(f"cancelled point(s) {', '.join(map(str, points))}")
     return 0
 
@@ -144,19 +144,19 @@ def cmd_cancel(args) -> int:
 def cmd_resubmit(args) -> int:
     from mrihpc import launch
     from mrihpc.accounting import FAILED_STATES
-    from mrihpc.paths import atomic_write_json, read_json
+    from mrihpc.paths import update_json
     from mrihpc.results import point_views
     from mrihpc.specfile import load_point_spec
 
     run, manifest = open_run(args.run)
     views, _ = point_views(run, manifest)
-    todo = [v.index for v in views if v.state in FAILED_STATES] if args.failed else args.points
+    todo = [v.index for v in views if v.state in FAILED_STATES + ("interrupted",)] if args.failed else args.points
     if not todo:
         print("nothing to resubmit: no failed, cancelled or timed-out points")
         return 0
     for i in todo:  # the point resumes from its last.pt, if it has one
         status = run.point(i).status
-        atomic_write_json(status, {**(read_json(status, {}) or {}), "state": "pending", "error": None})
+        update_json(status, lambda s: {**(s or {}), "state": "pending", "error": None})
     spec = load_point_spec(run.point(todo[0]))
     executor = launch.resolve_executor(args.executor or manifest["executor"])
     print(f"resubmitting point(s) {', '.join(map(str, todo))} ({executor})")

@@ -23,7 +23,7 @@ from submitit.slurm.slurm import SlurmExecutor
 import mrihpc
 from mrihpc import container, workloads
 from mrihpc.entry import PointTask
-from mrihpc.paths import RunPaths, atomic_write_json, dump_yaml, read_json
+from mrihpc.paths import RunPaths, atomic_write_json, dump_yaml, update_json
 from mrihpc.spec import ClusterSpec, JobSpec, slurm_time_minutes
 from mrihpc.sweep import Point
 
@@ -158,9 +158,7 @@ def write_run_directory(runs_dir: Path, spec: JobSpec, raw: dict, source: str,
 
 
 def _record(run: RunPaths, submission: dict) -> None:
-    manifest = read_json(run.manifest)
-    manifest["submissions"].append(submission)
-    atomic_write_json(run.manifest, manifest)
+    update_json(run.manifest, lambda manifest: {**manifest, "submissions": manifest["submissions"] + [submission]})
 
 
 def _job_record(job: submitit.Job) -> dict:

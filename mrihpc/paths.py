@@ -6,12 +6,13 @@
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -38,6 +39,27 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
+
+
+def update_json(path: Path, change: Callable[[Any], Any], default: Any = None) -> Any:
+    """Read, change and write ``path`` under an exclusive lock (``.<name>.lock`` beside it), so
+    updates from several processes (the job, ``cancel``, ``resubmit``, a second submission)
+    never lose one another. ``change`` gets the current value and returns the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        new = change(read_json(path, default))
+        atomic_write_json(path, new)
+        return new
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete what killed atomic writes left under ``folder`` (``.<name>.*.tmp``); call it only
+    where no other process is writing, e.g. when a point starts."""
+    stale = [p for p in folder.rglob(".*.tmp") if p.is_file()] if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 # libyaml's emitter when PyYAML has it: ten times faster, which a 1,000-point sweep notices

@@ -107,6 +107,13 @@ def point_views(run: RunPaths, manifest: dict) -> tuple[list[PointView], str]:
         elif job.get("executor") == "slurm":
             # squeue has forgotten it and the point never finished: it ended badly
             state = own if own in ("running", "interrupted") and source.startswith("sacct") else "lost"
+        elif own in ("running", "interrupted"):  # `mrihpc run` in a shell: no submission record
+            dead = status.get("host") == socket.gethostname() and not _alive(status.get("pid"))
+            state = "interrupted" if own == "interrupted" or dead else "running"
+            if dead and own == "running" and not status.get("error"):
+                status["error"] = "the process ended without recording an outcome (killed?)"
+        elif own:
+            state = own
         else:
             state = "not submitted"
         reason = status.get("error") or row.get("reason", "") or ""

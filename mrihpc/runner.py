@@ -23,7 +23,7 @@ from mrihpc.monitors.console import Console
 from mrihpc.monitors.jsonl import MetricsFile
 from mrihpc.monitors.memory import MemoryProfile
 from mrihpc.monitors.visdom import VisdomMonitor
-from mrihpc.paths import PointPaths, RunPaths, atomic_write_json, read_json
+from mrihpc.paths import PointPaths, RunPaths, read_json, remove_stale_temp_files, update_json
 from mrihpc.preemption import Interrupted, StopSignals
 from mrihpc import specfile
 from mrihpc.spec import JobSpec
@@ -32,9 +32,8 @@ from mrihpc.train import Trainer
 def write_status(paths: PointPaths, world: World, **fields) -> None:
     if not world.is_main:
         return
-    status = read_json(paths.status, {}) or {}
-    status.update(fields, updated=dt.datetime.now().isoformat(timespec="seconds"))
-    atomic_write_json(paths.status, status)
+    now = dt.datetime.now().isoformat(timespec="seconds")
+    update_json(paths.status, lambda status: {**(status or {}), **fields, "updated": now})
 
 
 load_point_spec = specfile.load_point_spec
@@ -105,6 +104,10 @@ def run_point(run_dir: Path, index: int) -> dict:
         write_status(paths, world, state="failed", error=f"VersionMismatch: {e}", host=socket.gethostname())
         close_world()
         raise
+    if world.is_main:  # only this point writes here, and it has not started writing
+        stale = remove_stale_temp_files(paths.root)
+        if stale:
+            print(f"[mrihpc] removed {len(stale)} temporary file(s) left by a killed write", file=sys.stderr)
     previous = read_json(paths.status, {}) or {}
     write_status(paths, world, state="running", host=socket.gethostname(), pid=os.getpid(), job_id=_job_id(),
                  world_size=world.size, device=str(world.device), error=None, traceback=None,

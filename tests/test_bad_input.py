@@ -70,3 +70,58 @@ def test_a_non_finite_loss_fails_the_point_with_where_and_the_sweep_goes_on(tmp_
 def test_nan_ranks_last():
     rows = [{"p": 0, "v": math.nan}, {"p": 1, "v": 0.5}, {"p": 2, "v": 0.9}, {"p": 3}]
     assert [r["p"] for r in sort_rows(rows, "v", True)] == [2, 1, 0, 3]
+
+
+def test_a_killed_run_is_interrupted_resubmittable_and_leaves_no_temp_files(tmp_path, write_spec, capsys):
+    """`mrihpc run` killed with SIGKILL mid-training: status says interrupted, `resubmit --failed`
+    picks it up, resumes from its checkpoint, and the temp files of the killed writes are gone."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spec = write_spec(merge(TINY, train={**TINY["train"], "epochs": 12}))
+    proc = subprocess.Popen([sys.executable, "-m", "mrihpc", "run", str(spec), "--runs", str(tmp_path / "runs")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    point = None
+    while time.time() < deadline:
+        runs = list((tmp_path / "runs" / "tiny").glob("*"))
+        if runs and (read_json(RunPaths(runs[0]).point(0).status, {}) or {}).get("epoch", 0) >= 1:
+            point = RunPaths(runs[0]).point(0)
+            break
+        time.sleep(0.2)
+    assert point is not None, "the run never finished an epoch"
+    stale = point.checkpoints / ".last.pt.killed.tmp"
+    stale.write_bytes(b"half a checkpoint")  # what a write killed between its temp file and the rename leaves
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert main(["status", str(point.root.parents[1])]) == 0
+    out = capsys.readouterr().out
+    assert "interrupted" in out and "killed?" in out, out
+    assert main(["resubmit", str(point.root.parents[1]), "--failed"]) == 0
+    status = read_json(point.status)
+    assert status["state"] == "done" and status["attempts"] == 2, status
+    assert not stale.exists() and not list(point.root.rglob("*.tmp"))
+
+
+def _bump(path: str, times: int) -> None:
+    from pathlib import Path
+
+    from mrihpc.paths import update_json
+
+    for _ in range(times):
+        update_json(Path(path), lambda s: {**(s or {}), "n": (s or {}).get("n", 0) + 1})
+
+
+def test_status_and_manifest_updates_from_several_processes_lose_nothing(tmp_path):
+    import multiprocessing
+
+    path = tmp_path / "status.json"
+    procs = [multiprocessing.get_context("fork").Process(target=_bump, args=(str(path), 100)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    assert read_json(path) == {"n": 400}
+    assert not list(tmp_path.glob(".*.tmp"))
