@@ -253,6 +253,13 @@ def prepare(source: str, overrides: Sequence[str] = (), executor: Optional[str] 
                         "(it runs points in this process); use local or slurm")
     if spec.container.runtime == "pyxis" and executor_name != "slurm":
         problems.append(f"{source}: container.runtime: pyxis is a plugin of srun: it needs cluster.executor slurm")
+    if executor_name == "slurm" and check_paths:  # a real submit: ask the cluster once
+        from mrihpc import cluster_check
+
+        found, notes = cluster_check.check(spec, source, len(points))
+        problems += found
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
     if problems:
         raise SpecError(problems)
     return spec, raw, points, executor_name

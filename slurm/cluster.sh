@@ -75,6 +75,7 @@ AccountingStoragePass=$sock
 NodeName=node1 NodeHostname=$host NodeAddr=127.0.0.1 Port=16821 CPUs=2 RealMemory=4000 State=UNKNOWN
 NodeName=node2 NodeHostname=$host NodeAddr=127.0.0.1 Port=16822 CPUs=2 RealMemory=4000 State=UNKNOWN
 PartitionName=debug Nodes=node1,node2 Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+PartitionName=short Nodes=node1 MaxTime=00:30:00 State=UP OverSubscribe=NO
 CONF
   cat >"$dir/etc/slurmdbd.conf" <<CONF
 AuthType=auth/munge

@@ -209,3 +209,30 @@ def test_status_answers_without_accounting(slurm_cluster, tmp_path, write_spec, 
         assert "1 points: 1 done (Slurm state from squeue)" in out
     finally:
         subprocess.run(cluster + ["start-dbd", str(slurm_cluster)], check=True)
+
+
+@pytest.mark.parametrize("cluster,expected", [
+    ({"partition": "nope"}, "cluster.partition: no partition 'nope'; the cluster has: debug, short"),
+    ({"gpus_per_node": 2}, "cluster.gpus_per_node: 2, but the nodes of partition debug have at most 0 GPU(s)"),
+    ({"partition": "short", "time": "01:00:00"}, "cluster.time: 01:00:00 exceeds partition short's MaxTime 00:30:00"),
+    ({"cpus_per_task": 4}, "cluster.cpus_per_task: 1 task(s) x 4 CPU(s) = 4, but the nodes of partition debug have at most 2 CPUs"),
+    ({"mem_gb": 64}, "cluster.mem_gb: 64.0, but the nodes of partition debug have at most 3.9 GB"),
+    ({"nodes": 3}, "cluster.nodes: 3, but partition short has 1 node(s)"),
+], ids=["missing partition", "too many GPUs", "too long", "too many CPUs", "too much memory", "too many nodes"])
+def test_resources_the_cluster_cannot_give_are_refused_before_queueing(slurm_cluster, tmp_path, write_spec, capsys,
+                                                                       cluster, expected):
+    if cluster.get("nodes"):
+        cluster = {**cluster, "partition": "short"}
+    spec = merge(SLURM_TINY, cluster={**SLURM_TINY["cluster"], **cluster})
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+    assert main(["submit", str(write_spec(spec)), "--runs", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err, err
+    assert not (tmp_path / "runs").exists()  # nothing written, nothing queued
+    assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == before
+
+
+def test_cluster_checks_say_when_slurm_cannot_be_asked(tmp_path, write_spec, capsys, monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "no-such-slurm.conf"))
+    assert main(["validate", "--check-paths", str(write_spec(SLURM_TINY))]) == 0
+    assert "note: could not ask Slurm about partitions and nodes" in capsys.readouterr().err
