@@ -401,7 +401,7 @@ def main(argv=None) -> int:
         return args.fn(args)
     except SpecError as e:
         print("\n".join(e.problems), file=sys.stderr)
-    except (RunError, DataError, FileNotFoundError, ServerError, CheckpointError) as e:
+    except (RunError, DataError, ServerError, CheckpointError, OSError) as e:  # OSError: a full disk, a missing file
         print(f"mrihpc {args.verb}: {e}", file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -141,6 +141,18 @@ def write_run_directory(runs_dir: Path, spec: JobSpec, raw: dict, source: str,
                         points: Sequence[tuple[Point, JobSpec]], executor: str) -> RunPaths:
     """Create runs/<name>/<sweep-id>/ with spec.yaml, manifest.json and every point's config."""
     run = RunPaths.create(runs_dir, spec.name, new_sweep_id())
+    try:
+        _write_run_files(run, spec, raw, source, points, executor)
+    except OSError as e:  # a full disk, a quota: no half-made run directory that status would misread
+        shutil.rmtree(run.root, ignore_errors=True)
+        from mrihpc.results import RunError
+
+        raise RunError(f"{run.root}: could not write the run directory ({e.strerror or e}); nothing was submitted") from None
+    return run
+
+
+def _write_run_files(run: RunPaths, spec: JobSpec, raw: dict, source: str,
+                     points: Sequence[tuple[Point, JobSpec]], executor: str) -> None:
     run.spec.write_text(dump_yaml(raw))
     container.write_enter_script(spec, run.root)
     for point, point_spec in points:
@@ -154,7 +166,6 @@ def write_run_directory(runs_dir: Path, spec: JobSpec, raw: dict, source: str,
         "python": sys.executable, "executor": executor,
         "points": [p.to_json() for p, _ in points], "submissions": [],
     })
-    return run
 
 
 def _record(run: RunPaths, submission: dict) -> None:

@@ -53,6 +53,17 @@ def update_json(path: Path, change: Callable[[Any], Any], default: Any = None) -
         return new
 
 
+def overwrite_in_place(path: Path, obj: Any) -> None:
+    """Last resort when the disk is full: rewrite an existing small JSON file in its own blocks
+    (no new file, so no new space is needed while ``obj`` is no larger than the file was)."""
+    data = json.dumps(obj, default=str).encode()
+    with open(path, "r+b") as f:
+        f.write(data)
+        f.truncate(len(data))
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def remove_stale_temp_files(folder: Path) -> list[Path]:
     """Delete what killed atomic writes left under ``folder`` (``.<name>.*.tmp``); call it only
     where no other process is writing, e.g. when a point starts."""

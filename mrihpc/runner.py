@@ -7,6 +7,7 @@ failing point raises, so Slurm marks that array task FAILED and nothing else is 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import os
 import socket
 import sys
@@ -23,7 +24,8 @@ from mrihpc.monitors.console import Console
 from mrihpc.monitors.jsonl import MetricsFile
 from mrihpc.monitors.memory import MemoryProfile
 from mrihpc.monitors.visdom import VisdomMonitor
-from mrihpc.paths import PointPaths, RunPaths, read_json, remove_stale_temp_files, update_json
+from mrihpc.paths import (PointPaths, RunPaths, overwrite_in_place, read_json, remove_stale_temp_files,
+                          update_json)
 from mrihpc.preemption import Interrupted, StopSignals
 from mrihpc import specfile
 from mrihpc.spec import JobSpec
@@ -33,7 +35,16 @@ def write_status(paths: PointPaths, world: World, **fields) -> None:
     if not world.is_main:
         return
     now = dt.datetime.now().isoformat(timespec="seconds")
-    update_json(paths.status, lambda status: {**(status or {}), **fields, "updated": now})
+    try:
+        update_json(paths.status, lambda status: {**(status or {}), **fields, "updated": now})
+    except OSError as e:
+        if e.errno != errno.ENOSPC or not paths.status.is_file():
+            raise
+        # the disk is full: keep the outcome and its reason, in the status file's own blocks
+        old = read_json(paths.status, {}) or {}
+        keep = {k: old[k] for k in ("attempts", "host", "pid", "job_id", "epoch", "epochs") if k in old}
+        keep |= {k: str(v)[:300] for k, v in fields.items() if k in ("state", "error", "reason")}
+        overwrite_in_place(paths.status, {**keep, "updated": now, "disk_full": True})
 
 
 load_point_spec = specfile.load_point_spec

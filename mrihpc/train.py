@@ -245,6 +245,8 @@ class Trainer:
     def fit(self) -> dict:
         """Train to ``train.epochs``; returns the last epoch's record."""
         resumed = self.resume()
+        if resumed and self.world.is_main:  # said in the log, so a restart from scratch would show
+            print(f"[mrihpc] resumed from epoch {self.epoch} batch {self.batch} (step {self.step})", flush=True)
         record: dict = {"kind": "epoch", "epoch": self.epoch - 1, "resumed": resumed}
         while self.epoch < self.spec.train.epochs:
             record = self._epoch()

@@ -7,8 +7,9 @@
 #   slurm/cluster.sh stop DIR     stops what start recorded (by PID, never by name)
 #   slurm/cluster.sh env DIR      prints the exports a client shell needs (SLURM_CONF)
 #   slurm/cluster.sh stop-dbd DIR stops only slurmdbd (to test status without accounting)
+#   slurm/cluster.sh stop-ctld / start-ctld DIR   restarts slurmctld alone (fault tests)
 set -euo pipefail
-cmd=${1:?usage: cluster.sh start|stop|env|stop-dbd DIR}
+cmd=${1:?usage: cluster.sh start|stop|env|stop-dbd|start-dbd|stop-ctld|start-ctld DIR}
 dir=$(mkdir -p "${2:?usage: cluster.sh start|stop|env|stop-dbd DIR}" && cd "$2" && pwd)
 conf=$dir/etc/slurm.conf
 export SLURM_CONF=$conf
@@ -147,6 +148,9 @@ case $cmd in
   stop-dbd) stop_one slurmdbd ;;
   start-dbd) launch slurmdbd /usr/sbin/slurmdbd -D  # reads slurmdbd.conf beside $SLURM_CONF
              wait_for 30 slurmdbd bash -c "exec 3<>/dev/tcp/127.0.0.1/$dbd_port" ;;
+  stop-ctld) stop_one slurmctld ;;
+  start-ctld) launch slurmctld /usr/sbin/slurmctld -D -i -f "$conf"  # keeps its saved state: jobs survive
+              wait_for 30 slurmctld scontrol ping ;;
   env) echo "export SLURM_CONF=$conf" ;;
   *) echo "usage: cluster.sh start|stop|env|stop-dbd|start-dbd DIR" >&2; exit 2 ;;
 esac

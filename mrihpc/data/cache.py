@@ -32,6 +32,10 @@ def cached_dataset(kind: str, params: dict, generate: Callable[[Path], object]) 
             for stale in final.parent.glob(f".{final.name}.*.tmp"):  # left by a killed generation
                 shutil.rmtree(stale, ignore_errors=True)
             tmp = final.parent / f".{final.name}.{os.getpid()}.tmp"
-            generate(tmp)
-            os.replace(tmp, final)
+            try:
+                generate(tmp)
+                os.replace(tmp, final)
+            except BaseException:  # a full disk, a bad parameter, Ctrl-C: leave nothing half-made
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
     return final
