@@ -132,6 +132,11 @@ def kills(n: int, work: Path, seed: int = 0) -> dict:
                     counts["restarts_from_scratch"] += 1
                 elif f"[mrihpc] resumed from epoch {before[0]} batch {before[1]} " not in text:
                     counts["resumed_elsewhere"] += 1
+            if not killed and proc.returncode != 0:  # ended on its own, badly: say why, try again
+                counts.setdefault("attempt_failures", []).append(text[-600:])
+                if len(counts["attempt_failures"]) > 3:
+                    raise RuntimeError(f"attempts keep failing: {counts['attempt_failures']}")
+                continue
             finished = not killed
         got = weights(point / "checkpoints" / "last.pt")
         same = all(torch.equal(got[k], expected[k]) for k in expected)

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import torch
 
-from mrihpc.data.cache import cache_root, cached_dataset  # noqa: F401 - cache_root re-exported
+from mrihpc.data.cache import cached_dataset
 from mrihpc.data.masks import RandomMask, seed_from_name
 from mrihpc.data.transforms import apply_mask, center_crop, fft2c
 

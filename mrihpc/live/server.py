@@ -23,7 +23,7 @@ from pathlib import Path
 
 import requests
 
-from mrihpc.data.synth import cache_root
+from mrihpc.data.cache import cache_root
 
 
 class ServerError(RuntimeError):

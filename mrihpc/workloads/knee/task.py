@@ -18,7 +18,8 @@ from mrihpc.data import DataError
 from mrihpc.data.fastmri import index_volumes, list_files, split_folds
 from mrihpc.data.masks import build_mask
 from mrihpc.data.slices import KSpaceSlices
-from mrihpc.data.synth import cache_root, ensure_synthetic
+from mrihpc.data.cache import cache_root
+from mrihpc.data.synth import ensure_synthetic
 from mrihpc.losses import WeightedLoss
 from mrihpc.metrics import volume_metrics
 from mrihpc.spec import JobSpec

@@ -1,0 +1,45 @@
+"""Login-node verbs answer without importing torch or MONAI (reading data to check it may use
+h5py or scikit-image): a shared login node must not pay seconds of imports for `validate`."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, TINY, merge
+
+PROBE = ("import sys; from mrihpc.__main__ import main; code = main(sys.argv[1:]); "
+         "heavy = sorted(m for m in ('torch', 'monai') if m in sys.modules); "
+         "print('HEAVY', heavy); sys.exit(code)")
+
+
+def _verb(*args: str) -> str:
+    out = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A finished local run to ask about (training imports torch, in its own processes)."""
+    import yaml
+
+    folder = tmp_path_factory.mktemp("login")
+    spec = folder / "spec.yaml"
+    spec.write_text(yaml.safe_dump(merge(TINY, train={**TINY["train"], "epochs": 1})))
+    subprocess.run([sys.executable, "-m", "mrihpc", "submit", str(spec), "--runs", str(folder / "runs")],
+                   check=True, capture_output=True)
+    return next((folder / "runs" / "tiny").iterdir())
+
+
+def test_validate_and_dry_run_leave_torch_out():
+    assert _verb("validate", *map(str, sorted((REPO / "jobs").glob("*.yaml")))) == "HEAVY []"
+    assert _verb("submit", str(REPO / "jobs" / "acdc_unet.yaml"), "--dry-run") == "HEAVY []"
+
+
+@pytest.mark.parametrize("verb", [["status"], ["results"], ["logs", "0"], ["tunnel"], ["resubmit", "--failed"]],
+                         ids=lambda v: v[0])
+def test_run_directory_verbs_leave_torch_out(run_dir, verb):
+    args = [verb[0], str(run_dir), *verb[1:]]
+    assert _verb(*args) == "HEAVY []"
