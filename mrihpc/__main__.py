@@ -221,10 +221,16 @@ def cmd_predict(args) -> int:
 
 
 def cmd_synth(args) -> int:
+    if args.kind == "cine":
+        from mrihpc.workloads.cine.synth import generate as generate_cine
+
+        path = generate_cine(Path(args.out), args.cases, args.frames, args.size or 192, args.seed)
+        print(f"wrote {args.cases} beating-heart cases of {args.frames} frames ([N, T, X, Y] as 'dataset') to {path}")
+        return 0
     if args.kind == "acdc":
         from mrihpc.workloads.segmentation.synth import generate as generate_acdc
 
-        out = generate_acdc(Path(args.out), args.train, args.val, args.test, args.size, args.seed)
+        out = generate_acdc(Path(args.out), args.train, args.val, args.test, args.size or 96, args.seed)
         print(f"wrote {args.train} train, {args.val} val and {args.test} test cardiac phantoms (PNG) under {out}")
         return 0
     from mrihpc.data.synth import generate
@@ -379,7 +385,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("data", help="data utilities")
     data = s.add_subparsers(dest="data_verb", required=True)
     s = data.add_parser("synth", help="write synthetic volumes in a real layout")
-    s.add_argument("kind", choices=["knee", "acdc"], help="knee: fastMRI / coursework HDF5; acdc: PNG image / mask folders")
+    s.add_argument("kind", choices=["knee", "acdc", "cine"],
+                   help="knee: fastMRI / coursework HDF5; acdc: PNG image / mask folders; cine: cine.npz [N, T, X, Y]")
     s.add_argument("out")
     s.add_argument("--volumes", type=int, default=8)
     s.add_argument("--slices", type=int, default=16)
@@ -390,7 +397,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--train", type=int, default=60, help="acdc: training images")
     s.add_argument("--val", type=int, default=12, help="acdc: validation images")
     s.add_argument("--test", type=int, default=8, help="acdc: test images (no masks)")
-    s.add_argument("--size", type=int, default=96, help="acdc: image side")
+    s.add_argument("--size", type=int, help="acdc, cine: image side (default 96, 192)")
+    s.add_argument("--cases", type=int, default=200, help="cine: cases")
+    s.add_argument("--frames", type=int, default=20, help="cine: frames per case")
     s.set_defaults(fn=cmd_synth)
     return p
 

@@ -74,3 +74,43 @@ def segmentation_scores(pred: torch.Tensor, label: torch.Tensor, classes: list[s
         scores["hd95"] = float(hd[i, 1:].mean())
         out.append(scores)
     return out
+
+
+def _gaussian_taps(sigma: float, truncate: float, dtype, device) -> torch.Tensor:
+    radius = int(truncate * sigma + 0.5)  # as scipy.ndimage
+    x = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+    w = torch.exp(-0.5 * (x / sigma) ** 2)
+    return w / w.sum()
+
+
+def _smooth(t: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian over the last three axes of ``(N, D, H, W)``, edges mirrored like
+    scipy's mode='reflect' (the edge sample repeated: d c b a | a b c d)."""
+    r = (taps.numel() - 1) // 2
+    for axis in (1, 2, 3):
+        n = t.shape[axis]
+        left, right = t.narrow(axis, 0, r).flip(axis), t.narrow(axis, n - r, r).flip(axis)
+        t = torch.cat([left, t, right], dim=axis)
+        t = t.movedim(axis, -1)
+        t = F.conv1d(t.reshape(-1, 1, t.shape[-1]), taps.view(1, 1, -1)).reshape(*t.shape[:-1], -1)
+        t = t.movedim(-1, axis)
+    return t
+
+
+def ssim_gaussian_3d(gt: torch.Tensor, pred: torch.Tensor, sigma: float = 1.5, win_size: int = 7) -> torch.Tensor:
+    """scikit-image's ``structural_similarity(gt, pred, gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, win_size=7, data_range=gt.max() - gt.min())`` on each volume of
+    ``(N, D, H, W)`` (e.g. a cine case, frames as D), in torch on the tensors' device: 11-tap
+    Gaussian over all three axes, population covariance, a (win_size - 1) / 2 border cropped on
+    every axis. Returns ``(N,)``; float64 inside."""
+    x, y = gt.double(), pred.double()
+    r = (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))).view(-1, 1, 1, 1)
+    taps = _gaussian_taps(sigma, 3.5, x.dtype, x.device)
+    ux, uy = _smooth(x, taps), _smooth(y, taps)
+    vx = _smooth(x * x, taps) - ux * ux
+    vy = _smooth(y * y, taps) - uy * uy
+    vxy = _smooth(x * y, taps) - ux * uy
+    c1, c2 = (0.01 * r) ** 2, (0.03 * r) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
+    p = (win_size - 1) // 2
+    return s[:, p:-p, p:-p, p:-p].mean(dim=(1, 2, 3))

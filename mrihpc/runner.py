@@ -73,6 +73,7 @@ def train_point(spec: JobSpec, run: RunPaths, index: int, world: World, signals:
     if spec.train.threads and world.device.type == "cpu":
         torch.set_num_threads(spec.train.threads)
     task = workloads.resolve(workloads.get(spec.task).task)(spec, world)
+    task.point_dir = paths.root
     chosen, live = [], None
     if world.is_main:
         if spec.monitor.memory is not None:  # first: it adds the peaks to the epoch records

@@ -109,6 +109,9 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # max-pool, transposed-conv up with bias and no norm, 4 logits: 69,822,340 parameters.
     "acdc": dict(channels=96, depth=4, norm="batch", activation="relu", pool="max", upsample="transpose",
                  conv_bias=False, up_norm_act=False, up_bias=True, in_channels=1, out_channels=4),
+    # Seed 001's U-Nets (same topology, 64 features; 20 frames in and out: 31,048,660 parameters)
+    "cine": dict(channels=64, depth=4, norm="batch", activation="relu", pool="max", upsample="transpose",
+                 conv_bias=False, up_norm_act=False, up_bias=True),
     # The same topology at CPU-demo size (16 base features, 3 pools): 0.47 M parameters.
     "acdc_small": dict(channels=16, depth=3, norm="batch", activation="relu", pool="max", upsample="transpose",
                        conv_bias=False, up_norm_act=False, up_bias=True, in_channels=1, out_channels=4),

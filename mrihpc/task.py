@@ -8,6 +8,7 @@ Trainer: ``train_step`` calls ``ctx.step(loss, "name")`` for each optimiser it u
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Optional, Protocol, Sequence
 
 import torch
@@ -37,6 +38,9 @@ class Task:
 
     #: the descriptor this task belongs to (its losses, metrics and directions)
     workload: Workload
+
+    #: the point's folder when the runner knows it (a task may record e.g. its split there)
+    point_dir: Optional[Path] = None
 
     def __init__(self, spec: JobSpec, world: World):
         self.spec, self.world = spec, world

@@ -16,6 +16,7 @@ from typing import Any, Optional
 WORKLOADS = {
     "reconstruction": "mrihpc.workloads.knee.spec:WORKLOAD",
     "segmentation": "mrihpc.workloads.segmentation.spec:WORKLOAD",
+    "cine": "mrihpc.workloads.cine.spec:WORKLOAD",
 }
 
 

@@ -1,0 +1,103 @@
+"""Cine reconstruction (seed 001): the ``data`` and ``model`` sections and the descriptor."""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field, model_validator
+
+from mrihpc.spec import ModelSpec, Section
+from mrihpc.workloads import Workload
+
+
+class CineMask(Section):
+    """Variable-density Cartesian undersampling, one mask per frame (Schlemper's cartesian_mask)."""
+
+    acceleration: int = Field(6, ge=1)
+    """Acceleration: round(X / acceleration) lines are kept per frame (6: 32 of 192)."""
+    sample_n: int = Field(10, ge=0)
+    """Fully sampled centre lines."""
+    fresh_per_epoch: bool = False
+    """Draw new training masks every epoch; false keeps one per case and frame, as the seed did.
+    Validation masks are always fixed per case."""
+
+
+class CineSynthetic(Section):
+    cases: int = Field(28, ge=7)
+    """Cases (split 4 : 1 : 2)."""
+    frames: int = Field(20, ge=6)
+    """Frames per case."""
+    size: int = Field(192, ge=32)
+    """Image side (X = Y)."""
+    seed: int = 0
+
+
+class CineData(Section):
+    root: Optional[str] = None
+    """The .npz file holding one array [N, T, X, Y], real or complex (the course's cine.npz)."""
+    key: str = "dataset"
+    """Name of the array inside the .npz."""
+    synthetic: Optional[CineSynthetic] = None
+    """A beating-heart phantom set in the same layout instead of root (cached once)."""
+    mask: CineMask = CineMask()
+    """Undersampling."""
+    split: tuple[int, int, int] = (4, 1, 2)
+    """Train : validation : test proportions of the cases (seed: 114 / 29 / 57 of 200)."""
+    max_cases: Optional[int] = Field(None, ge=7)
+    """Use at most this many cases (quick experiments)."""
+
+    @model_validator(mode="after")
+    def _source(self) -> "CineData":
+        if (self.root is None) == (self.synthetic is None):
+            raise ValueError("give exactly one of data.root (a .npz file) or data.synthetic (phantoms)")
+        if min(self.split) < 1:
+            raise ValueError(f"split {self.split}: every part needs a share >= 1")
+        return self
+
+
+class RefinerSpec(Section):
+    width: int = Field(64, ge=1)
+    """Feature channels of the residual blocks."""
+    blocks: int = Field(2, ge=0)
+    """Residual blocks (0: no refiner)."""
+
+
+class CineModel(Section):
+    """Two U-Nets (real and imaginary frames as channels, no shared weights), their magnitude,
+    an optional data-consistency step, then a residual refiner over the frames."""
+
+    unet: ModelSpec = ModelSpec(preset="cine")
+    """Each U-Net; in/out channels are set to the number of frames."""
+    refiner: RefinerSpec = RefinerSpec()
+    data_consistency: bool = False
+    """Put the measured k-space lines back into the U-Nets' complex image before the refiner."""
+    out_activation: Literal["none", "sigmoid"] = "none"
+    """Activation on the final magnitude (none: the seed's sigmoid on signed outputs was a bug)."""
+
+
+def check_data(spec, source: str) -> list[str]:
+    from pathlib import Path
+
+    if spec.data.root is None:
+        return []
+    path = Path(spec.data.root)
+    if not path.is_file():
+        return [f"{source}: data.root: {path} is not a file; expected the .npz holding [N, T, X, Y]"]
+    return []
+
+
+def prepare_data(spec) -> None:
+    from mrihpc.workloads.cine.data import source_array
+
+    source_array(spec.data)  # converts the .npz (or writes the phantoms) into the cache once
+
+
+WORKLOAD = Workload(
+    name="cine", title="Cine", data=CineData, model=CineModel,
+    losses={"mse": "mrihpc.losses:mse_loss", "l1": "mrihpc.losses:l1_loss", "ssim": "mrihpc.losses:ssim_loss"},
+    metrics={"ssim": "max", "psnr": "max", "psnr1": "max", "mse": "min", "loss": "min"},
+    default_metric="ssim", default_loss={"mse": 1.0},
+    task="mrihpc.workloads.cine.task:CineTask",
+    predict="mrihpc.workloads.cine.predict:predict",
+    check_data="mrihpc.workloads.cine.spec:check_data",
+    prepare_data="mrihpc.workloads.cine.spec:prepare_data",
+)
