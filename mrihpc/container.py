@@ -165,10 +165,12 @@ def enter_script(spec: JobSpec, run_root: Path) -> str:
         # a name per task and attempt, removed when this script ends however it ends, so a
         # killed client never leaves a container running on the node
         lines.insert(3, 'name="mrihpc-${SLURM_JOB_ID:-$$}-${SLURM_PROCID:-0}-${SLURM_RESTART_COUNT:-0}"')
-        lines += [f'remove_container() {{ {" ".join(remove)} rm -f "$name" >/dev/null 2>&1 || true; }}',
+        lines += ["removed=0",
+                  f'remove_container() {{ [[ $removed == 1 ]] || {" ".join(remove)} rm -f "$name" >/dev/null 2>&1 || true; removed=1; }}',
                   "trap remove_container EXIT"]  # a function: a trap string would be parsed twice
+        # removed as soon as it exits too: a requeue may kill this script before its EXIT trap
         lines += _supervise(cmd, "docker's CLI proxies them (attached run) to --init, which hands them to python",
-                            spec.train.max_requeues)
+                            spec.train.max_requeues, after_exit=["remove_container"])
     else:  # apptainer
         a = c.apptainer
         lines += env_lines
@@ -179,7 +181,7 @@ def enter_script(spec: JobSpec, run_root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _supervise(cmd: list[str], how: str, max_requeues: int) -> list[str]:
+def _supervise(cmd: list[str], how: str, max_requeues: int, after_exit: list[str] = ()) -> list[str]:
     """Run the container in the background and hand srun's signals on; requeue from here.
 
     Images have no Slurm client, so submitit cannot ``scontrol requeue`` from inside: with
@@ -196,6 +198,7 @@ def _supervise(cmd: list[str], how: str, max_requeues: int) -> list[str]:
         '  rc=0; wait "$child" || rc=$?',
         '  kill -0 "$child" 2>/dev/null || break',
         "done",
+        *after_exit,
         *host_requeue(max_requeues),
         'exit "$rc"',
     ]
