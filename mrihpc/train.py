@@ -327,8 +327,13 @@ class Trainer:
         mine = self.task.evaluate(Workers(self.val_loader), self.nets)  # in fp32: metrics never see bf16 outputs
         volumes = [v for rank in all_gather(mine, self.world) for v in rank]
         keys = sorted({k for v in volumes for k in v})
-        return {f"val_{k}": float(sum(v[k] for v in volumes if k in v) / sum(1 for v in volumes if k in v))
-                for k in keys} | {"val_volumes": len(volumes)}
+        out = {f"val_{k}": float(sum(v[k] for v in volumes if k in v) / sum(1 for v in volumes if k in v))
+               for k in keys} | {"val_volumes": len(volumes)}
+        for k in getattr(getattr(self.task, "workload", None), "report_std", ()):  # the spread over cases, where reported
+            values = torch.tensor([v[k] for v in volumes if k in v], dtype=torch.float64)
+            if len(values) > 1:
+                out[f"val_{k}_std"] = float(values.std())  # unbiased, as the seeds' torch.std
+        return out
 
     def _keep_best(self, record: dict) -> None:
         value = record.get(f"val_{self.spec.train.metric}")

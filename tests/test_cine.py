@@ -79,6 +79,7 @@ def test_demo_beats_zero_filled_and_writes_the_seeds_outputs(tmp_path, capsys):
         final = [r for r in read_jsonl(run.point(point).metrics) if r.get("kind") == "epoch"][-1]
         assert final["val_psnr1"] >= final["val_zf_psnr1"] + 2.0, final
         assert final["val_ssim"] >= final["val_zf_ssim"] + 0.05, final
+        assert final["val_ssim_std"] > 0 and final["val_psnr1_std"] > 0  # mean +/- std over cases
         split = json.loads((run.point(point).root / "split.json").read_text())
         assert [len(split[k]) for k in ("train", "val", "test")] == [16, 4, 8]
     capsys.readouterr()

@@ -58,6 +58,8 @@ class Workload:
     """Names of the task's optimisers (``optim:`` and ``schedule:`` may be keyed by them)."""
     rejected_losses: dict[str, str] = field(default_factory=dict)
     """loss names refused with a reason (a seed's mistake a user may reach for)."""
+    report_std: tuple[str, ...] = ()
+    """metrics whose standard deviation over the validation cases is reported too (val_<m>_std)."""
 
     def direction(self, column: str) -> str:
         """"max" or "min" for a metric or a results column (val_dice_lv -> dice -> max)."""

@@ -100,4 +100,5 @@ WORKLOAD = Workload(
     predict="mrihpc.workloads.cine.predict:predict",
     check_data="mrihpc.workloads.cine.spec:check_data",
     prepare_data="mrihpc.workloads.cine.spec:prepare_data",
+    report_std=("psnr1", "psnr", "ssim", "mse"),  # the seed reports mean +/- std over cases
 )
