@@ -4,8 +4,8 @@ per-frame Cartesian masks; the seeded case split; the forward model.
 ``np.load`` of an .npz decompresses the whole array into every process that touches it (the
 course file is 200 x 20 x 192 x 192). Here the array is streamed out of the zip once, in
 chunks, into ``<cache>/cine/<key>/data.npy`` (keyed by the source's path, size and mtime);
-every DataLoader worker then maps that file and reads only the cases it serves, so host
-memory stays flat as the number of cases grows.
+every DataLoader worker then reads only the bytes of the cases it serves (``pread`` at the
+offset the map gives), so host memory stays flat as the number of cases grows.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import numpy as np
 from mrihpc.data import DataError
 from mrihpc.data.cache import cached_dataset
 
-CHUNK_BYTES = 64 << 20  # streamed conversion: at most this much of the array in memory
+CHUNK_BYTES = 32 << 20  # streamed conversion: at most this much of the array in memory
 
 
 def _convert(npz: Path, key: str, out: Path) -> None:
@@ -41,18 +41,19 @@ def _convert(npz: Path, key: str, out: Path) -> None:
             shape, fortran, dtype = read_header(f)
             if len(shape) != 4 or fortran:
                 raise DataError(f"{npz}: {key} has shape {shape}; expected [N, T, X, Y] in C order")
-            target = np.lib.format.open_memmap(out / "data.npy", mode="w+", dtype=dtype, shape=shape)
             per_case = int(np.prod(shape[1:])) * dtype.itemsize
             step = max(1, CHUNK_BYTES // per_case)
             lo, hi = math.inf, -math.inf
-            for start in range(0, shape[0], step):
-                n = min(step, shape[0] - start)
-                block = np.frombuffer(f.read(n * per_case), dtype=dtype).reshape((n, *shape[1:]))
-                target[start:start + n] = block
-                mag = np.abs(block)
-                lo, hi = min(lo, float(mag.min())), max(hi, float(mag.max()))
-            target.flush()
-            del target
+            # plain writes, not a writable map: mapped dirty pages would count as this process's memory
+            with open(out / "data.npy", "wb") as target:
+                np.lib.format.write_array_header_2_0(target, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                              "fortran_order": False, "shape": tuple(shape)})
+                for start in range(0, shape[0], step):
+                    n = min(step, shape[0] - start)
+                    chunk = f.read(n * per_case)
+                    target.write(chunk)
+                    mag = np.abs(np.frombuffer(chunk, dtype=dtype))
+                    lo, hi = min(lo, float(mag.min())), max(hi, float(mag.max()))
     meta = {"source": str(npz), "key": key, "shape": list(shape), "dtype": str(dtype), "min": lo, "max": hi,
             "in_unit_range": lo >= 0 and hi <= 1}
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
@@ -141,9 +142,19 @@ class CineCases:
         return [[i] for i in range(len(self))]
 
     def _array_map(self) -> np.ndarray:
-        if self._array is None or self._pid != os.getpid():  # one map per process (workers too)
+        """The array's map: its shape, dtype and where the data starts in the file."""
+        if self._array is None or self._pid != os.getpid():  # one per process (workers too)
             self._array, self._pid = np.load(self.path, mmap_mode="r"), os.getpid()
         return self._array
+
+    def _case(self, case: int) -> np.ndarray:
+        """One case ``(T, X, Y)``, read with pread at its offset in the map's file: only these
+        bytes enter the process (touching the map would keep its pages in this process's RSS)."""
+        array = self._array_map()
+        per_case = int(np.prod(array.shape[1:])) * array.dtype.itemsize
+        with open(self.path, "rb") as f:
+            data = os.pread(f.fileno(), per_case, array.offset + case * per_case)
+        return np.frombuffer(data, dtype=array.dtype).reshape(array.shape[1:])
 
     def masks(self, index: int) -> np.ndarray:
         case = self.cases[index]
@@ -152,7 +163,7 @@ class CineCases:
         return cartesian_mask(t, nx, ny, self.mask.acceleration, self.mask.sample_n, np.random.default_rng(key))
 
     def __getitem__(self, index: int) -> dict:
-        image = np.asarray(self._array_map()[self.cases[index]])  # (T, X, Y): this case only
+        image = self._case(self.cases[index])  # (T, X, Y): this case only
         mask = self.masks(index)
         k = fft2c(image.astype(np.complex64)) * mask
         zf = ifft2c(k)
