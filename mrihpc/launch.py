@@ -52,7 +52,7 @@ def slurm_parameters(spec: JobSpec, run_root: Path) -> dict[str, Any]:
         constraint=c.constraint, exclusive=True if c.exclusive else None,
         array_parallelism=c.array_parallelism, mail_user=c.mail_user, mail_type=c.mail_type,
         setup=setup or None, signal_delay_s=c.signal_delay_s,
-        additional_parameters=dict(c.sbatch) or None,
+        additional_parameters={"requeue" if c.requeue else "no-requeue": True, **c.sbatch},
         srun_args=srun_args or None,
     )
     return {k: v for k, v in params.items() if v is not None}

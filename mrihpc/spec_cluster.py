@@ -48,6 +48,9 @@ class ClusterSpec(Section):
     """Seconds before the time limit at which USR2 asks the job to checkpoint."""
     max_array_size: Optional[int] = Field(None, ge=1)
     """Largest array Slurm accepts; default read from `scontrol show config`, else 1001."""
+    requeue: bool = True
+    """After a node failure, requeue the point (it resumes from its checkpoint); false leaves it
+    node_fail, for `resubmit --failed`."""
     sbatch: dict[str, Any] = {}
     """Other sbatch options passed through verbatim, e.g. {reservation: foo}."""
 

@@ -8,8 +8,9 @@
 #   slurm/cluster.sh env DIR      prints the exports a client shell needs (SLURM_CONF)
 #   slurm/cluster.sh stop-dbd DIR stops only slurmdbd (to test status without accounting)
 #   slurm/cluster.sh stop-ctld / start-ctld DIR   restarts slurmctld alone (fault tests)
+#   slurm/cluster.sh stop-node / start-node DIR NODE   stops / starts one slurmd (NODE_FAIL tests)
 set -euo pipefail
-cmd=${1:?usage: cluster.sh start|stop|env|stop-dbd|start-dbd|stop-ctld|start-ctld DIR}
+cmd=${1:?usage: cluster.sh start|stop|env|stop-dbd|start-dbd|stop-ctld|start-ctld|stop-node|start-node DIR [NODE]}
 dir=$(mkdir -p "${2:?usage: cluster.sh start|stop|env|stop-dbd DIR}" && cd "$2" && pwd)
 conf=$dir/etc/slurm.conf
 export SLURM_CONF=$conf
@@ -67,6 +68,8 @@ SchedulerParameters=sched_interval=5,bf_interval=1,batch_sched_delay=0
 JobRequeue=1
 MaxArraySize=1001
 KillWait=10
+# a node whose slurmd stops answering is DOWN within ~15 s (fault tests: NODE_FAIL)
+SlurmdTimeout=10
 InactiveLimit=0
 MinJobAge=300
 AccountingStorageType=accounting_storage/slurmdbd
@@ -151,6 +154,8 @@ case $cmd in
   stop-ctld) stop_one slurmctld ;;
   start-ctld) launch slurmctld /usr/sbin/slurmctld -D -i -f "$conf"  # keeps its saved state: jobs survive
               wait_for 30 slurmctld scontrol ping ;;
+  stop-node) stop_one "slurmd-${3:?which node}" ;;  # its jobs' processes are the caller's to kill
+  start-node) launch "slurmd-${3:?which node}" /usr/sbin/slurmd -D -N "$3" -f "$conf" ;;
   env) echo "export SLURM_CONF=$conf" ;;
   *) echo "usage: cluster.sh start|stop|env|stop-dbd|start-dbd DIR" >&2; exit 2 ;;
 esac

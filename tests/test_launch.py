@@ -25,7 +25,7 @@ def test_golden_sbatch_script_from_shipped_spec():
     assert text == GOLDEN.read_text()
     for line in ("#SBATCH --array=0-3%4", "#SBATCH --partition=dgx", "#SBATCH --gpus-per-node=8",
                  "#SBATCH --ntasks-per-node=8", "#SBATCH --time=1440", "#SBATCH --signal=USR2@120",
-                 "#SBATCH --output=/RUN/logs/%A_%a_0_log.out", "#SBATCH --mail-type=END,FAIL"):
+                 "#SBATCH --output=/RUN/logs/%A_%a_0_log.out", "#SBATCH --mail-type=END,FAIL", "#SBATCH --requeue"):
         assert line in text.splitlines(), line
 
 

@@ -4,6 +4,7 @@ resubmit, and status without accounting."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -236,3 +237,57 @@ def test_cluster_checks_say_when_slurm_cannot_be_asked(tmp_path, write_spec, cap
     monkeypatch.setenv("SLURM_CONF", str(tmp_path / "no-such-slurm.conf"))
     assert main(["validate", "--check-paths", str(write_spec(SLURM_TINY))]) == 0
     assert "note: could not ask Slurm about partitions and nodes" in capsys.readouterr().err
+
+
+def _job_pids(job_id: str) -> list[int]:
+    """PIDs of the step daemons of ``job_id`` (every process of a test node runs on this host)."""
+    out = subprocess.run(["pgrep", "-f", rf"slurmstepd: \[{job_id}\."], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+@pytest.mark.parametrize("requeue", [True, False], ids=["requeued", "marked"])
+def test_a_failed_node_requeues_or_marks_the_point_as_the_spec_says(slurm_cluster, tmp_path, write_spec, capsys, requeue):
+    """The point's node loses its slurmd and its processes, as when a node loses power: Slurm
+    reports NODE_FAIL. With cluster.requeue the point resumes elsewhere from its checkpoint;
+    without it the point shows node_fail and `resubmit --failed` takes it."""
+    import signal
+
+    slow = merge(SLURM_TINY, name=f"nodefail-{requeue}", train={**TINY["train"], "epochs": 40},
+                 data={**TINY["data"], "synthetic": {**TINY["data"]["synthetic"], "volumes": 10}},
+                 cluster={**SLURM_TINY["cluster"], "requeue": requeue})
+    run = submit(write_spec(slow), tmp_path / "runs", capsys)
+    _wait_epoch(run, 0, 2, attempts=1)
+    job = read_json(run.point(0).status)["job_id"]  # one point: a plain job, no array index
+    raw_id, node = subprocess.run(["squeue", "-h", "-j", job, "-o", "%A %N"], capture_output=True,
+                                  text=True).stdout.split()
+    cluster = ["bash", str(REPO / "slurm" / "cluster.sh")]
+    subprocess.run(cluster + ["stop-node", str(slurm_cluster), node], check=True)
+    try:
+        for pid in _job_pids(raw_id) + [int(p) for p in subprocess.run(
+                ["pgrep", "-f", f"submitit.core._submit {run.root}"], capture_output=True, text=True).stdout.split()]:
+            os.kill(pid, signal.SIGKILL)
+        if requeue:
+            wait_done(run, timeout=300)
+            point = read_json(run.point(0).status)
+            assert point["state"] == "done" and point["attempts"] == 2, point
+        else:
+            deadline = time.time() + 180
+            while time.time() < deadline:
+                capsys.readouterr()
+                main(["status", str(run.root)])
+                out = capsys.readouterr().out
+                if "node_fail" in out:
+                    break
+                time.sleep(2)
+            assert "1 points: 1 node_fail" in out, out
+    finally:
+        subprocess.run(cluster + ["start-node", str(slurm_cluster), node], check=True)
+        deadline = time.time() + 90
+        while time.time() < deadline and subprocess.run(["sinfo", "-h", "-n", node, "-o", "%t"], capture_output=True,
+                                                        text=True).stdout.strip() != "idle":
+            time.sleep(1)
+    if not requeue:
+        assert main(["resubmit", str(run.root), "--failed"]) == 0
+        wait_done(run, timeout=300)
+        point = read_json(run.point(0).status)
+        assert point["state"] == "done" and point["attempts"] == 2, point
