@@ -19,7 +19,7 @@ import torch
 
 from mrihpc.paths import CheckpointError, atomic_write_bytes
 
-__all__ = ["CheckpointError", "load", "rng_state", "save", "set_rng_state"]
+__all__ = ["CheckpointError", "load", "rng_state", "save", "set_rng_state", "trained_nets"]
 
 
 def rng_state() -> dict[str, Any]:
@@ -50,6 +50,14 @@ def save(path: Path, state: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def trained_nets(best: Path, last: Path) -> dict[str, Any]:
+    """The networks' weights of a trained point: best.pt, else last.pt (on the CPU, safely)."""
+    state = load(best) or load(last)
+    if state is None:
+        raise FileNotFoundError(f"{best.parent}: no best.pt or last.pt; has the point trained?")
+    return state["nets"]
 
 
 def load(path: Path) -> Optional[dict[str, Any]]:

@@ -157,11 +157,6 @@ def status_report(run: RunPaths, manifest: dict, metric: str) -> str:
     return f"{table(rows, list(rows[0]))}\n{summary} (Slurm state from {source})"
 
 
-def _direction(run: RunPaths, column: str) -> str:
-    """"max" or "min" for a metric or column of this run's task."""
-    return workloads.get(run_metric(run)[1]).direction(column)
-
-
 def run_metric(run: RunPaths) -> tuple[str, str]:
     """(train.metric, task) of a run, from its first point's config."""
     from mrihpc.specfile import load_point_spec
@@ -173,10 +168,11 @@ def run_metric(run: RunPaths) -> tuple[str, str]:
         return "ssim", "reconstruction"
 
 
-def results_rows(run: RunPaths, manifest: dict, metric: str) -> list[dict]:
+def results_rows(run: RunPaths, manifest: dict, metric: str, workload: Optional[workloads.Workload] = None) -> list[dict]:
     """Per point: coordinates, state, final validation metrics and the best value of ``metric``."""
     views = {v.index: v for v in point_views(run, manifest)[0]}
-    higher = _direction(run, metric) == "max"
+    workload = workload or workloads.get(run_metric(run)[1])
+    higher = workload.direction(metric) == "max"
     rows = []
     for point in manifest["points"]:
         i = point["index"]
@@ -200,9 +196,10 @@ def sort_rows(rows: list[dict], key: str, higher_is_better: bool) -> list[dict]:
 
 
 def results_report(run: RunPaths, manifest: dict, metric: str, sort: Optional[str] = None, as_csv: bool = False) -> str:
-    rows = results_rows(run, manifest, metric)
+    workload = workloads.get(run_metric(run)[1])  # the run's task: its metrics' directions
+    rows = results_rows(run, manifest, metric, workload)
     key = sort or f"best_{metric}"
-    higher = _direction(run, key) == "max"
+    higher = workload.direction(key) == "max"
     rows = sort_rows(rows, key, higher)
     columns = list(dict.fromkeys(k for r in rows for k in r))
     # the network's own scores first, then what it is measured against (zero-filled, baseline)

@@ -9,6 +9,14 @@ from pydantic import Field, field_validator, model_validator
 from mrihpc.section import MAIL_TYPES, Section, _command_words, slurm_time_minutes
 
 
+def _names(mapping: dict, pattern: str, message: str) -> dict:
+    """``mapping`` unchanged when every key matches ``pattern``; else ValueError listing the others."""
+    bad = [k for k in mapping if not re.fullmatch(pattern, str(k))]
+    if bad:
+        raise ValueError(message.format(bad))
+    return mapping
+
+
 class ClusterSpec(Section):
     executor: Literal["slurm", "local", "debug", "auto"] = "local"
     """slurm, local (subprocesses), debug (in this process) or auto (slurm when sbatch is on PATH)."""
@@ -54,13 +62,8 @@ class ClusterSpec(Section):
     sbatch: dict[str, Any] = {}
     """Other sbatch options passed through verbatim, e.g. {reservation: foo}."""
 
-    @field_validator("sbatch")
-    @classmethod
-    def _sbatch_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
-        bad = [k for k in v if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", str(k))]
-        if bad:
-            raise ValueError(f"option name(s) {bad} are not sbatch options; allowed: letters, digits, - and _")
-        return v
+    _sbatch_keys = field_validator("sbatch")(classmethod(lambda cls, v: _names(
+        v, r"[A-Za-z][A-Za-z0-9_-]*", "option name(s) {} are not sbatch options; allowed: letters, digits, - and _")))
 
     @field_validator("time")
     @classmethod
@@ -120,13 +123,8 @@ class ContainerSpec(Section):
 
     _python = field_validator("python")(classmethod(lambda cls, v: _command_words(v)))
 
-    @field_validator("env")
-    @classmethod
-    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in v if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k))]
-        if bad:
-            raise ValueError(f"variable name(s) {bad} are not POSIX names; allowed: letters, digits and _, not first a digit")
-        return v
+    _env_names = field_validator("env")(classmethod(lambda cls, v: _names(
+        v, r"[A-Za-z_][A-Za-z0-9_]*", "variable name(s) {} are not POSIX names; allowed: letters, digits and _, not first a digit")))
     python: str = Field("python", min_length=1)
     """The image's Python command."""
     docker: DockerSpec = DockerSpec()

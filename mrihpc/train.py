@@ -9,9 +9,9 @@ exactly the batches the uninterrupted run would have seen.
 from __future__ import annotations
 
 import contextlib
-import signal
 import hashlib
 import math
+import signal
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -170,13 +170,14 @@ class Trainer:
             raise ValueError(f"no full batch: {len(self.train_set)} training samples over {world.size} ranks, "
                              f"batch size {train.batch_size}")
         self.steps_per_epoch = min(len(self.train_loader), train.steps_per_epoch or len(self.train_loader))
+        # before the optimisers are built, so they hold the converted modules' parameters
+        if use_sync_batchnorm(train.sync_batchnorm, world, self.nets):
+            self.nets = {k: nn.SyncBatchNorm.convert_sync_batchnorm(v) for k, v in self.nets.items()}
         self.optimizers, self.schedules = {}, {}
         for name, net_names in task.optimizers(list(self.nets)).items():
             params = [p for n in net_names for p in self.nets[n].parameters()]
             self.optimizers[name] = build_optimizer(spec.optim_for(name), params)
             self.schedules[name] = build_schedule(spec.schedule_for(name), self.optimizers[name], self.steps_per_epoch)
-        if use_sync_batchnorm(train.sync_batchnorm, world, self.nets):
-            self.nets = {k: nn.SyncBatchNorm.convert_sync_batchnorm(v) for k, v in self.nets.items()}
         if world.distributed:
             self.nets = {k: DistributedDataParallel(v) if any(p.requires_grad for p in v.parameters()) else v
                          for k, v in self.nets.items()}

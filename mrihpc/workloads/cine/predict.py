@@ -38,12 +38,10 @@ def predict(paths: PointPaths, split: str = "test") -> list[Path]:
     spec = load_point_spec(paths)
     task = CineTask(spec, world=None)
     folder, cases = task.splits()
-    state = checkpoint.load(paths.best_checkpoint) or checkpoint.load(paths.last_checkpoint)
-    if state is None:
-        raise FileNotFoundError(f"{paths.checkpoints}: no best.pt or last.pt; has the point trained?")
+    nets = checkpoint.trained_nets(paths.best_checkpoint, paths.last_checkpoint)
     data = CineCases(folder, cases[split], spec.data.mask, train=False, seed=spec.train.seed)
     model = CineNet(spec.model, np.load(folder / "data.npy", mmap_mode="r").shape[1])
-    model.load_state_dict(state["nets"]["model"])
+    model.load_state_dict(nets["model"])
     model.eval()
     out_dir = paths.predictions / split
     out_dir.mkdir(parents=True, exist_ok=True)

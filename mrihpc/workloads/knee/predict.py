@@ -25,11 +25,8 @@ from mrihpc.workloads.knee.task import crop_of, data_root, split_files, volumes_
 
 
 def load_model(spec, paths: PointPaths) -> torch.nn.Module:
-    state = checkpoint.load(paths.best_checkpoint) or checkpoint.load(paths.last_checkpoint)
-    if state is None:
-        raise FileNotFoundError(f"{paths.checkpoints}: no best.pt or last.pt; has the point trained?")
     model = registry.resolve(registry.MODELS, spec.model.name)(spec.model)
-    model.load_state_dict(state["nets"]["model"])
+    model.load_state_dict(checkpoint.trained_nets(paths.best_checkpoint, paths.last_checkpoint)["model"])
     return model.eval()
 
 
