@@ -233,6 +233,14 @@ def cmd_synth(args) -> int:
         out = generate_acdc(Path(args.out), args.train, args.val, args.test, args.size or 96, args.seed)
         print(f"wrote {args.train} train, {args.val} val and {args.test} test cardiac phantoms (PNG) under {out}")
         return 0
+    if args.kind == "sinogram":
+        from mrihpc.workloads.sinogram.synth import generate as generate_sino
+
+        out = generate_sino(Path(args.out), args.train, args.val, args.test, args.tof, args.slices,
+                            args.angles, args.size or 64, args.counts, args.bad_blocks, args.seed)
+        print(f"wrote {args.train} train, {args.val} val and {args.test} test raw uint16 sinograms "
+              f"[{args.tof}, {args.slices}, {args.angles}, {args.size or 64}] and mask.npy under {out}")
+        return 0
     from mrihpc.data.synth import generate
 
     out = generate(Path(args.out), args.volumes, args.slices, tuple(args.shape), tuple(args.recon_shape),
@@ -385,8 +393,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("data", help="data utilities")
     data = s.add_subparsers(dest="data_verb", required=True)
     s = data.add_parser("synth", help="write synthetic volumes in a real layout")
-    s.add_argument("kind", choices=["knee", "acdc", "cine"],
-                   help="knee: fastMRI / coursework HDF5; acdc: PNG image / mask folders; cine: cine.npz [N, T, X, Y]")
+    s.add_argument("kind", choices=["knee", "acdc", "cine", "sinogram"],
+                   help="knee: fastMRI / coursework HDF5; acdc: PNG image / mask folders; cine: cine.npz [N, T, X, Y]; "
+                        "sinogram: raw uint16 [TOF, Slice, W, L] clean / noisy pairs and a bad-block mask.npy")
     s.add_argument("out")
     s.add_argument("--volumes", type=int, default=8)
     s.add_argument("--slices", type=int, default=16)
@@ -394,10 +403,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--recon-shape", type=int, nargs=2, default=[320, 320], metavar=("H", "W"))
     s.add_argument("--layout", choices=["fastmri", "nc2019"], default="fastmri")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--train", type=int, default=60, help="acdc: training images")
-    s.add_argument("--val", type=int, default=12, help="acdc: validation images")
-    s.add_argument("--test", type=int, default=8, help="acdc: test images (no masks)")
-    s.add_argument("--size", type=int, help="acdc, cine: image side (default 96, 192)")
+    s.add_argument("--train", type=int, default=60, help="acdc: training images; sinogram: training files")
+    s.add_argument("--val", type=int, default=12, help="acdc: validation images; sinogram: validation files")
+    s.add_argument("--test", type=int, default=8, help="acdc: test images (no masks); sinogram: test files")
+    s.add_argument("--size", type=int, help="acdc, cine: image side (default 96, 192); sinogram: radial bins L (64)")
+    s.add_argument("--tof", type=int, default=2, help="sinogram: TOF bins")
+    s.add_argument("--angles", type=int, default=50, help="sinogram: projection angles W")
+    s.add_argument("--counts", type=float, default=100.0, help="sinogram: expected counts in the brightest bin")
+    s.add_argument("--bad-blocks", type=int, default=3, help="sinogram: dead detector blocks in the mask")
     s.add_argument("--cases", type=int, default=200, help="cine: cases")
     s.add_argument("--frames", type=int, default=20, help="cine: frames per case")
     s.set_defaults(fn=cmd_synth)

@@ -15,7 +15,7 @@ arrays, logs and requeue work unchanged: submitit runs
   (or ``--shm-size``) gives data loader workers their shared memory. Apptainer keeps the
   host's environment and forwards signals itself; ``--nv`` brings the GPUs.
 
-The run directory, the data root and the mrihpc cache are mounted at the same paths inside,
+The run directory, the task's data paths and the mrihpc cache are mounted at the same paths inside,
 so every path in the run directory means the same thing on both sides.
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mrihpc import workloads
 from mrihpc.data.cache import cache_root
 from mrihpc.spec import JobSpec
 
@@ -53,8 +54,9 @@ def default_docker_host() -> str | None:
 def mounts(spec: JobSpec, run_root: Path) -> list[tuple[str, str, str]]:
     """(host, container, mode) bind mounts: the run directory, data, cache, then the spec's."""
     same = [str(run_root), str(cache_root())]
-    if spec.data.root:
-        same.append(str(Path(spec.data.root).expanduser().resolve()))
+    for key in workloads.get(spec.task).data_paths:  # the task's data folders and files
+        if getattr(spec.data, key, None):
+            same.append(str(Path(getattr(spec.data, key)).expanduser().resolve()))
     return [(p, p, "rw") for p in dict.fromkeys(same)] + spec_mounts(spec)
 
 

@@ -34,6 +34,13 @@ def ssim_loss(out: dict, batch: dict) -> torch.Tensor:
     return 1 - ssim_map(flat(pred), flat(target), data_range).mean()
 
 
+def msssim_loss(out: dict, batch: dict) -> torch.Tensor:
+    """1 - MS-SSIM (window 9, up to 5 scales, fewer on small images; data range 1: scaled data)."""
+    from mrihpc.msssim import ms_ssim
+
+    return 1 - ms_ssim(out["pred"].float(), batch["target"].float(), data_range=1.0, win_size=9).mean()
+
+
 def cross_entropy(out: dict, batch: dict) -> torch.Tensor:
     """Softmax cross-entropy on logits (the seed applied a sigmoid first: never)."""
     return F.cross_entropy(out["logits"].float(), batch["label"])

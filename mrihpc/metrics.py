@@ -17,6 +17,12 @@ from torch.nn import functional as F
 def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: torch.Tensor, win_size: int = 7,
              k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
     """SSIM per image. x, y ``(N, 1, H, W)``; data_range ``(N,)`` -> ``(N,)``."""
+    return ssim_pixels(x, y, data_range, win_size, k1, k2).mean(dim=(1, 2, 3))
+
+
+def ssim_pixels(x: torch.Tensor, y: torch.Tensor, data_range: torch.Tensor, win_size: int = 7,
+                k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+    """The SSIM map: ``(N, 1, H - win + 1, W - win + 1)`` (valid windows, as skimage's interior)."""
     window = torch.ones(1, 1, win_size, win_size, dtype=x.dtype, device=x.device) / win_size**2
     mean = lambda t: F.conv2d(t, window)  # noqa: E731 - valid convolution
     ux, uy = mean(x), mean(y)
@@ -26,8 +32,7 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: torch.Tensor, win_siz
     vxy = cov_norm * (mean(x * y) - ux * uy)
     r = data_range.view(-1, 1, 1, 1)
     c1, c2 = (k1 * r) ** 2, (k2 * r) ** 2
-    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
-    return s.mean(dim=(1, 2, 3))
+    return ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
 
 
 def volume_metrics(gt: torch.Tensor, pred: torch.Tensor) -> dict[str, float]:
@@ -39,6 +44,28 @@ def volume_metrics(gt: torch.Tensor, pred: torch.Tensor) -> dict[str, float]:
     psnr = 10 * torch.log10(maxval**2 / err.mean().clamp_min(1e-20))
     ssim = ssim_map(gt.unsqueeze(1), pred.unsqueeze(1), maxval.expand(gt.shape[0])).mean()
     return {"nmse": float(nmse), "psnr": float(psnr), "ssim": float(ssim)}
+
+
+def image_scores(gt: torch.Tensor, pred: torch.Tensor, region: torch.Tensor | None = None) -> list[dict[str, float]]:
+    """Per image of ``(N, 1, H, W)``: PSNR (peak = max(gt), the data range), SSIM (7x7, data range
+    max(gt)) and NMSE; with ``region`` ``(N, 1, H, W)`` (1 inside) also the same inside it alone
+    (``*_hole``: MSE, energy and the SSIM map restricted to the region's pixels)."""
+    gt, pred = gt.double(), pred.double()
+    peak = gt.amax(dim=(1, 2, 3)).clamp_min(1e-12)
+    err = (gt - pred) ** 2
+    smap = ssim_pixels(gt, pred, peak)
+    out = {"psnr": 10 * torch.log10(peak**2 / err.mean(dim=(1, 2, 3)).clamp_min(1e-20)),
+           "ssim": smap.mean(dim=(1, 2, 3)),
+           "nmse": err.sum(dim=(1, 2, 3)) / (gt**2).sum(dim=(1, 2, 3)).clamp_min(1e-20)}
+    if region is not None:
+        r = region.double()
+        n = r.sum(dim=(1, 2, 3)).clamp_min(1)
+        out["psnr_hole"] = 10 * torch.log10(peak**2 / ((err * r).sum(dim=(1, 2, 3)) / n).clamp_min(1e-20))
+        out["nmse_hole"] = (err * r).sum(dim=(1, 2, 3)) / (gt**2 * r).sum(dim=(1, 2, 3)).clamp_min(1e-20)
+        h = (gt.shape[-2] - smap.shape[-2]) // 2  # the map's pixels are the windows' centres
+        inner = r[..., h:h + smap.shape[-2], h:h + smap.shape[-1]]
+        out["ssim_hole"] = (smap * inner).sum(dim=(1, 2, 3)) / inner.sum(dim=(1, 2, 3)).clamp_min(1)
+    return [{k: float(v[i]) for k, v in out.items()} for i in range(gt.shape[0])]
 
 
 def segmentation_scores(pred: torch.Tensor, label: torch.Tensor, classes: list[str]) -> list[dict[str, float]]:

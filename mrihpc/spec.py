@@ -118,6 +118,10 @@ class OptimSpec(Section):
 
 
 class ScheduleSpec(Section):
+    kind: Literal["sgdr", "decay_restarts"] = "sgdr"
+    """sgdr: warm-up then cosine annealing with warm restarts. decay_restarts (seed 003): the lr decays
+    by ``decay`` per epoch and restarts with a fresh optimiser (its moments reset) at epochs L, 2L,
+    3L + I, 4L + 3I, ...: periods L, L, L + I, L + 2I, ... (L restart_epochs, I restart_increment)."""
     warmup_epochs: float = Field(0.0, ge=0)
     """Linear warm-up from warmup_start_factor x lr to lr over this many epochs (fractions allowed)."""
     warmup_start_factor: float = Field(0.01, gt=0, le=1)
@@ -130,6 +134,19 @@ class ScheduleSpec(Section):
     """Floor of the cosine."""
     interval: Literal["step", "epoch"] = "step"
     """Step the schedule after every optimiser step or once per epoch."""
+    decay: float = Field(0.95, gt=0, le=1)
+    """decay_restarts: lr factor per epoch within a period."""
+    restart_increment: float = Field(0.0, ge=0)
+    """decay_restarts: how much longer each period is than the one before, in epochs."""
+    reset_optimizer: bool = True
+    """decay_restarts: clear the optimiser's state (Adam moments) at each restart, as the seed re-creates it."""
+
+    @model_validator(mode="after")
+    def _kind(self) -> "ScheduleSpec":
+        if self.kind == "decay_restarts" and (self.warmup_epochs or self.restart_mult != 1):
+            raise ValueError("kind decay_restarts has no warm-up and grows periods by restart_increment; "
+                             "leave warmup_epochs 0 and restart_mult 1")
+        return self
 
 
 class TrainSpec(Section):

@@ -114,7 +114,7 @@ class ContainerSpec(Section):
     """Image: nvcr.io/nvidia/pytorch:24.05-py3 (docker, pyxis), an enroot .sqsh (pyxis),
     a .sif or docker:// URI (apptainer)."""
     mounts: list[str] = []
-    """Extra bind mounts host[:container[:ro]]; the run directory, data.root and the mrihpc
+    """Extra bind mounts host[:container[:ro]]; the run directory, the task's data paths and the mrihpc
     cache are always mounted at their own paths."""
     workdir: Optional[str] = None
     """Working directory inside; default the run directory."""

@@ -138,7 +138,7 @@ class _Step:
             torch.nn.utils.clip_grad_norm_(params, t.spec.train.grad_clip)
         t.scaler.step(opt)
         if t.spec.schedule_for(optimizer).interval == "step":
-            t.schedules[optimizer].step()
+            t.step_schedule(optimizer)
 
 
 class NonFiniteLoss(Exception):
@@ -284,9 +284,9 @@ class Trainer:
                 self._save("last.pt")
                 raise Interrupted(f"stopped at epoch {epoch} batch {self.batch}")
         self.sampler.skip = 0
-        for name, s in self.schedules.items():
+        for name in self.schedules:
             if spec.schedule_for(name).interval == "epoch":
-                s.step()
+                self.step_schedule(name)
         mean = all_reduce_mean({"loss": sum(losses) / max(1, len(losses))}, self.world)["loss"]
         record = {"kind": "epoch", "epoch": epoch, "train_loss": float(mean),
                   "lr": self.lr(), "epoch_time_s": round(time.time() - start, 3)}
@@ -311,6 +311,13 @@ class Trainer:
             raise NonFiniteLoss(f"training loss {loss} at epoch {epoch} step {self.step} (batch {self.batch}); "
                                 f"{self.nonfinite} non-finite in a row, train.nonfinite_patience is "
                                 f"{self.spec.train.nonfinite_patience}. Check the data for NaN / inf and the learning rate")
+
+    def step_schedule(self, name: str) -> None:
+        """Advance optimiser ``name``'s schedule; at a decay_restarts restart, clear its state."""
+        schedule = self.schedules[name]
+        schedule.step()
+        if getattr(schedule, "restarted", False) and self.spec.schedule_for(name).reset_optimizer:
+            self.optimizers[name].state.clear()  # as re-creating it: Adam's moments and step count restart
 
     def step_context(self) -> StepContext:
         """What ``Task.train_step`` gets: autocast, learning rates, the optimiser step."""

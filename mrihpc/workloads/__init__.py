@@ -17,6 +17,7 @@ WORKLOADS = {
     "reconstruction": "mrihpc.workloads.knee.spec:WORKLOAD",
     "segmentation": "mrihpc.workloads.segmentation.spec:WORKLOAD",
     "cine": "mrihpc.workloads.cine.spec:WORKLOAD",
+    "sinogram": "mrihpc.workloads.sinogram.spec:WORKLOAD",
 }
 
 
@@ -60,6 +61,8 @@ class Workload:
     """loss names refused with a reason (a seed's mistake a user may reach for)."""
     report_std: tuple[str, ...] = ()
     """metrics whose standard deviation over the validation cases is reported too (val_<m>_std)."""
+    data_paths: tuple[str, ...] = ("root",)
+    """fields of ``data:`` holding host paths, mounted into containers at their own paths."""
 
     def direction(self, column: str) -> str:
         """"max" or "min" for a metric or a results column (val_dice_lv -> dice -> max)."""

@@ -1,0 +1,257 @@
+"""Raw sinograms: layout checks, memory-light slice reads, wrap padding, the sampled dataset.
+
+A file is many GB, so nothing ever holds one: a sample reads its few slices with ``pread`` at
+their offsets (``[TOF, Slice, W, L]`` in C order puts each ``W x L`` slice in one contiguous run),
+and the per-file input maximum (the default scale) is computed once, streamed, and cached.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from mrihpc.data import DataError
+from mrihpc.data.cache import cache_root, cached_dataset
+
+SPLIT_DIRS = {"train": "train_dir", "val": "val_dir", "test": "test_dir"}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the files are and what they hold (the spec's, or the synthetic twin's)."""
+
+    dirs: dict  # split -> folder (test falls back to val)
+    shape: tuple[int, int, int, int]
+    dtype: str
+    mask_file: Optional[Path]
+
+
+@dataclass(frozen=True)
+class Case:
+    stem: str
+    clean: Path
+    noisy: Optional[Path]
+
+
+def resolve_layout(data) -> Layout:
+    if data.synthetic is not None:
+        from mrihpc.workloads.sinogram.synth import generate
+
+        p = data.synthetic.model_dump()
+        root = cached_dataset("sinogram", p, lambda out: generate(out, **p))
+        meta = json.loads((root / "layout.json").read_text())
+        return Layout({s: root / s for s in SPLIT_DIRS}, tuple(meta["shape"]), meta["dtype"], root / "mask.npy")
+    dirs = {s: Path(getattr(data, key)) for s, key in SPLIT_DIRS.items() if getattr(data, key)}
+    dirs.setdefault("test", dirs["val"])
+    return Layout(dirs, tuple(data.shape), data.dtype, Path(data.mask_file) if data.mask_file else None)
+
+
+def list_cases(folder: Path, data) -> list[Case]:
+    """The clean files of ``folder`` (sorted) with their noisy partners; DataError lists every
+    clean file without its partner when denoising."""
+    cleans = sorted(p for p in folder.glob(f"*{data.clean_suffix}") if p.is_file())
+    if not cleans:
+        raise DataError(f"{folder}: no *{data.clean_suffix} files (data.clean_suffix)")
+    cases, missing = [], []
+    for clean in cleans:
+        stem = clean.name[: -len(data.clean_suffix)]
+        noisy = clean.with_name(stem + data.noisy_suffix)
+        if data.mode == "denoise" and not noisy.is_file():
+            missing.append(f"{clean}: no noisy partner {noisy.name} (data.noisy_suffix) for mode denoise")
+        cases.append(Case(stem, clean, noisy if data.mode == "denoise" else None))
+    if missing:
+        raise DataError("\n".join(missing))
+    return cases
+
+
+def expected_bytes(shape, dtype: str) -> int:
+    return int(np.prod(shape)) * np.dtype(dtype).itemsize
+
+
+def read_mask(path: Path, shape) -> np.ndarray:
+    """The bad-block mask as float32 ``(Slice, W, L)`` (1 measured, 0 missing); DataError otherwise."""
+    _, slices, w, length = shape
+    if path.suffix != ".npy" or not path.is_file():
+        raise DataError(f"{path}: no such .npy file; expected a .npy of [W, L] or [Slice, W, L] (1 measured, 0 missing)")
+    try:
+        mask = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise DataError(f"{path}: not a readable .npy ({e})") from None
+    if mask.shape not in ((w, length), (slices, w, length)):
+        raise DataError(f"{path}: mask shape {list(mask.shape)}; expected [{w}, {length}] or [{slices}, {w}, {length}] "
+                        f"for data.shape {list(shape)}")
+    if not np.isin(mask, (0, 1)).all():
+        raise DataError(f"{path}: mask values must be 0 (missing) or 1 (measured)")
+    return np.broadcast_to(mask.astype(np.float32), (slices, w, length))
+
+
+def check_folders(data) -> list[str]:
+    """Every problem with the raw files (sizes, partners, mask), each naming its file."""
+    if data.synthetic is not None:
+        return []
+    layout, problems = resolve_layout(data), []
+    want = expected_bytes(layout.shape, layout.dtype)
+    for split, folder in layout.dirs.items():
+        if split == "test" and not data.test_dir:
+            continue  # predicting the test split falls back to val_dir
+        key = f"data.{SPLIT_DIRS[split]}"
+        if not folder.is_dir():
+            problems.append(f"{key}: {folder} is not a folder")
+            continue
+        try:
+            cases = list_cases(folder, data)
+        except DataError as e:
+            problems += [f"{key}: {line}" for line in str(e).splitlines()]
+            continue
+        for path in [p for c in cases for p in (c.clean, c.noisy) if p is not None]:
+            size = path.stat().st_size
+            if size != want:
+                problems.append(f"{key}: {path}: {size} bytes; data.shape {list(layout.shape)} of {layout.dtype} "
+                                f"needs {want} bytes")
+    if data.mode == "inpaint":
+        try:
+            read_mask(layout.mask_file, layout.shape)
+        except DataError as e:
+            problems.append(f"data.mask_file: {e}")
+    return problems
+
+
+def read_slices(path: Path, shape, dtype: str, tof: int, slices: list[int]) -> np.ndarray:
+    """``(len(slices), W, L)`` float32 of TOF bin ``tof``: one ``pread`` per slice."""
+    _, n_slices, w, length = shape
+    size = w * length * np.dtype(dtype).itemsize
+    out = np.empty((len(slices), w, length), np.float32)
+    with open(path, "rb") as f:
+        for i, s in enumerate(slices):
+            data = os.pread(f.fileno(), size, (tof * n_slices + s) * size)
+            if len(data) != size:
+                raise DataError(f"{path}: short read at TOF {tof} slice {s}: the file is smaller than data.shape says")
+            out[i] = np.frombuffer(data, dtype=dtype).reshape(w, length)
+    return out
+
+
+def file_max(path: Path, dtype: str, chunk: int = 1 << 24) -> float:
+    """The largest value in a raw file, streamed; cached on disk by (path, size, mtime)."""
+    st = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{dtype}".encode()).hexdigest()[:16]
+    cached = cache_root() / "sinogram-max" / f"{key}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())["max"]
+    top = 0.0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            top = max(top, float(np.frombuffer(block, dtype=dtype).max()))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"path": str(path), "max": top}))
+    os.replace(tmp, cached)
+    return top
+
+
+def pad_amounts(n: int, multiple: int) -> tuple[int, int]:
+    """(before, after) bringing ``n`` up to a multiple of ``multiple``, split evenly (50 -> 64: 7, 7)."""
+    extra = -n % multiple
+    return extra // 2, extra - extra // 2
+
+
+def wrap_pad(x: np.ndarray, multiple: int) -> np.ndarray:
+    """Wrap-pad the last two axes of ``(..., W, L)`` up to multiples of ``multiple``: a sinogram is
+    periodic in angle, and the wrap keeps the padded border free of edges the model would learn."""
+    pads = [(0, 0)] * (x.ndim - 2) + [pad_amounts(n, multiple) for n in x.shape[-2:]]
+    return np.pad(x, pads, mode="wrap")
+
+
+def crop(x, size: tuple[int, int], multiple: int):
+    """Undo ``wrap_pad``: the central ``size`` of the last two axes (numpy arrays or tensors)."""
+    (top, _), (left, _) = pad_amounts(size[0], multiple), pad_amounts(size[1], multiple)
+    return x[..., top:top + size[0], left:left + size[1]]
+
+
+def neighbours(centre: int, count: int, n: int) -> list[int]:
+    """``count`` indices centred on ``centre``, clamped to [0, n) (edges repeat)."""
+    half = count // 2
+    return [min(max(centre + k, 0), n - 1) for k in range(-half, half + 1)]
+
+
+class SinogramSlices:
+    """Samples ``(case, tof, slice)`` of the raw files. Item: ``input`` float32 ``(C, Wp, Lp)`` (C
+    neighbouring slices, scaled, wrap-padded), ``target`` ``(1, Wp, Lp)`` (the clean centre slice),
+    ``hole`` ``(1, Wp, Lp)`` (1 where inpainting must fill in; zeros when denoising), ``scale``
+    (the divisor, to write predictions back in counts). Training draws ``epoch_size`` samples per
+    epoch from (seed, epoch, index); validation is a fixed seeded draw of ``val_samples``."""
+
+    def __init__(self, cases: list[Case], layout: Layout, data, train: bool, seed: int, scales: list[float]):
+        self.cases, self.layout, self.data, self.train, self.seed = cases, layout, data, train, seed
+        self.scales = scales
+        self.mask = read_mask(layout.mask_file, layout.shape) if data.mode == "inpaint" else None
+        self.epoch = 0
+        tof, slices = layout.shape[:2]
+        if not train:
+            rng = np.random.default_rng([seed, 1 << 30])
+            self.fixed = [(int(rng.integers(len(cases))), int(rng.integers(tof)), int(rng.integers(slices)))
+                          for _ in range(data.val_samples)]
+
+    def __len__(self) -> int:
+        return self.data.epoch_size if self.train else len(self.fixed)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def volumes_index(self) -> list[list[int]]:
+        """Each validation slice is scored on its own."""
+        return [[i] for i in range(len(self))]
+
+    def where(self, i: int) -> tuple[int, int, int]:
+        if not self.train:
+            return self.fixed[i]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        tof, slices = self.layout.shape[:2]
+        return int(rng.integers(len(self.cases))), int(rng.integers(tof)), int(rng.integers(slices))
+
+    def sample(self, case: int, tof: int, slc: int) -> dict:
+        """One sample at (case, TOF bin, slice), unaugmented."""
+        c, shape, dtype, d = self.cases[case], self.layout.shape, self.layout.dtype, self.data
+        if d.neighbours == "slice":
+            picks = [(tof, s) for s in neighbours(slc, d.channels, shape[1])]
+        else:
+            picks = [(t, slc) for t in neighbours(tof, d.channels, shape[0])]
+        source = c.noisy if d.mode == "denoise" else c.clean
+        stack = np.concatenate([read_slices(source, shape, dtype, t, [s]) for t, s in picks])
+        target = read_slices(c.clean, shape, dtype, tof, [slc])
+        hole = np.zeros_like(target)
+        if self.mask is not None:
+            stack *= np.stack([self.mask[s] for _, s in picks])
+            hole = 1 - self.mask[slc][None]
+        scale = self.scales[case]
+        return {"input": stack / scale, "target": target / scale, "hole": hole.astype(np.float32), "scale": np.float32(scale)}
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.sample(*self.where(i))
+        if self.train and (self.data.augment.rotate_deg or self.data.augment.zoom_max > 1):
+            item = self._augmented(item, np.random.default_rng([self.seed, self.epoch, i, 1]))
+        m = self.data.pad_multiple
+        return {k: np.ascontiguousarray(wrap_pad(v, m)) if k != "scale" else v for k, v in item.items()}
+
+    def _augmented(self, item: dict, rng: np.random.Generator) -> dict:
+        """The same rotation and zoom (centre crop back) for input, target and hole; nearest for the hole."""
+        from scipy import ndimage
+
+        a = self.data.augment
+        angle = rng.uniform(-a.rotate_deg, a.rotate_deg) if rng.random() < a.rotate_p else 0.0
+        zoom = rng.uniform(1.1, a.zoom_max) if a.zoom_max > 1 and rng.random() < a.zoom_p else 1.0
+
+        def warp(x: np.ndarray, order: int) -> np.ndarray:
+            if angle:
+                x = ndimage.rotate(x, angle, axes=(1, 2), reshape=False, order=order, mode="nearest")
+            if zoom != 1.0:
+                big = ndimage.zoom(x, (1, zoom, zoom), order=order)
+                top, left = (big.shape[1] - x.shape[1]) // 2, (big.shape[2] - x.shape[2]) // 2
+                x = big[:, top:top + x.shape[1], left:left + x.shape[2]]
+            return x.astype(np.float32)
+
+        return {"input": warp(item["input"], 1), "target": warp(item["target"], 1), "hole": warp(item["hole"], 0),
+                "scale": item["scale"]}

@@ -1,0 +1,90 @@
+"""Sinogram denoising / inpainting (seed 003): neighbouring slices -> denoising U-Net -> clean slice.
+
+Batches hold wrap-padded ``(N, C, Wp, Lp)`` inputs; the loss and every metric see the output
+cropped back to ``(N, 1, W, L)``, so the padding never counts. Validation scores each fixed
+slice: PSNR, SSIM and NMSE against the clean target, the same for the input's centre slice
+(``base_*``), and when inpainting the same inside the bad-block mask alone (``*_hole``).
+"""
+from __future__ import annotations
+
+import json
+
+import torch
+from torch import nn
+
+from mrihpc.losses import WeightedLoss
+from mrihpc.metrics import image_scores
+from mrihpc.models.denoise_unet import build_denoise_unet
+from mrihpc.spec import JobSpec
+from mrihpc.task import StepContext, Task
+from mrihpc.workloads.sinogram.data import SinogramSlices, crop, file_max, list_cases, resolve_layout
+from mrihpc.workloads.sinogram.spec import WORKLOAD
+
+
+def case_scales(cases, data, layout, train_cases) -> list[float]:
+    """The one divisor per case shared by its input and target (see ``data.scale``). The input's
+    maximum is the noisy file's when denoising and the clean file's when inpainting (masking only
+    removes values)."""
+    source = lambda c: c.noisy if data.mode == "denoise" else c.clean  # noqa: E731
+    if isinstance(data.scale, float):
+        return [data.scale] * len(cases)
+    if data.scale == "dataset_max":
+        top = max(file_max(source(c), layout.dtype) for c in train_cases)
+        return [max(top, 1e-12)] * len(cases)
+    return [max(file_max(source(c), layout.dtype), 1e-12) for c in cases]
+
+
+class SinogramTask(Task):
+    workload = WORKLOAD
+
+    def __init__(self, spec: JobSpec, world):
+        super().__init__(spec, world)
+        self.loss = WeightedLoss(spec.loss, WORKLOAD.losses)
+        self.layout = resolve_layout(spec.data)
+        self.size = self.layout.shape[2:]
+        self.shown = None
+
+    def split(self, name: str) -> SinogramSlices:
+        d = self.spec.data
+        train_cases = list_cases(self.layout.dirs["train"], d)
+        cases = train_cases if name == "train" else list_cases(self.layout.dirs[name], d)
+        scales = case_scales(cases, d, self.layout, train_cases)
+        if name == "train" and self.point_dir is not None and self.world.is_main:
+            (self.point_dir / "scales.json").write_text(json.dumps(
+                {"scale": d.scale, "files": {str(c.clean): s for c, s in zip(cases, scales)}}, indent=1))
+        return SinogramSlices(cases, self.layout, d, name == "train", self.spec.train.seed, scales)
+
+    def datasets(self):
+        return self.split("train"), self.split("val")
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"model": build_denoise_unet(self.spec.model, self.spec.data.channels)}
+
+    def cropped(self, t: torch.Tensor) -> torch.Tensor:
+        return crop(t, self.size, self.spec.data.pad_multiple)
+
+    def train_step(self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext) -> dict[str, float]:
+        with ctx.autocast():
+            pred = nets["model"](batch["input"])
+        loss, parts = self.loss({"pred": self.cropped(pred.float())}, {"target": self.cropped(batch["target"])})
+        ctx.step(loss)
+        return {"loss": float(loss.detach()), **parts}
+
+    def evaluate(self, loader, nets) -> list[dict[str, float]]:
+        out, inpaint = [], self.spec.data.mode == "inpaint"
+        centre = self.spec.data.channels // 2
+        for batch in loader:
+            batch = {k: v.to(self.world.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            pred = self.cropped(nets["model"](batch["input"]).float())
+            gt, hole = self.cropped(batch["target"]), self.cropped(batch["hole"]) if inpaint else None
+            given = self.cropped(batch["input"][:, centre:centre + 1])
+            loss, _ = self.loss({"pred": pred}, {"target": gt})
+            for mine, base in zip(image_scores(gt, pred, hole), image_scores(gt, given, hole)):
+                out.append(mine | {f"base_{k}": v for k, v in base.items()} | {"loss": float(loss)})
+            if self.shown is None or len(out) == len(gt):
+                self.shown = {"input": given[0, 0].cpu(), "prediction": pred[0, 0].cpu(), "target": gt[0, 0].cpu(),
+                              "error": (pred[0, 0] - gt[0, 0]).abs().cpu()}
+        return out
+
+    def preview(self):
+        return self.shown
