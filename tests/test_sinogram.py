@@ -158,3 +158,14 @@ def test_inpainting_demo_fills_the_bad_blocks(tmp_path):
     assert final["val_psnr_hole"] >= final["val_base_psnr_hole"] + 10.0, final
     assert final["val_nmse_hole"] <= 0.2 * final["val_base_nmse_hole"], final
     assert final["val_ssim_hole"] >= final["val_base_ssim_hole"] + 0.2, final
+
+
+def test_the_dgx_spec_runs_in_docker_with_its_data_folders_and_mask_mounted(tmp_path):
+    from mrihpc import container
+    from mrihpc.specfile import load_spec
+
+    spec, _ = load_spec(REPO / "jobs" / "sino_inpaint.yaml")
+    assert spec.container.runtime == "docker" and spec.cluster.gpus_per_node == 1 and spec.cluster.mail_type == "END,FAIL"
+    mounted = {host for host, _, _ in container.mounts(spec, tmp_path)}
+    assert {"/badblock/data/DataTOF_Train", "/badblock/data/DataTOF_test", "/badblock/data/mask.npy"} <= mounted
+    assert spec.monitor.visdom is not None and spec.monitor.memory is not None  # as the seed watched it
