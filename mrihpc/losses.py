@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 from torch.nn import functional as F
 
+from mrihpc.gan import bce_logits
 from mrihpc.metrics import ssim_map
 
 
@@ -32,6 +33,12 @@ def ssim_loss(out: dict, batch: dict) -> torch.Tensor:
     data_range = target.amax(dim=(1, 2, 3)).repeat_interleave(c)
     flat = lambda t: t.reshape(n * c, 1, *t.shape[2:])  # noqa: E731
     return 1 - ssim_map(flat(pred), flat(target), data_range).mean()
+
+
+def adversarial(out: dict, batch: dict) -> torch.Tensor:
+    """The generator's adversarial term: BCE-with-logits of the discriminator's logits on the
+    fakes, ``out["d_fake"]`` ``(N, 1)``, against the real label."""
+    return bce_logits(out["d_fake"], real=True)
 
 
 def msssim_loss(out: dict, batch: dict) -> torch.Tensor:

@@ -294,11 +294,19 @@ class JobSpec(Section):
         return v
 
     def optim_for(self, name: str) -> OptimSpec:
-        """The settings of optimiser ``name``: its own, else the ones for all."""
-        return self.optim.get(name) or self.optim["all"]
+        """The settings of optimiser ``name``: its own, else its fallback's (the task's), else the ones for all."""
+        return self._for(self.optim, name)
 
     def schedule_for(self, name: str) -> ScheduleSpec:
-        return self.schedule.get(name) or self.schedule["all"]
+        return self._for(self.schedule, name)
+
+    def _for(self, table: dict, name: str) -> Any:
+        if name in table:
+            return table[name]
+        from mrihpc import workloads
+
+        fallback = workloads.get(self.task).optimizer_fallbacks.get(name)
+        return table[fallback] if fallback in table else table["all"]
 
 
 _SPEC_CLASSES: dict[str, type[JobSpec]] = {}

@@ -29,8 +29,8 @@ class StepContext(Protocol):
     def lr(self, optimizer: str = "main") -> float:
         """The named optimiser's current learning rate."""
 
-    def step(self, loss: torch.Tensor, optimizer: str = "main") -> None:
-        """Backward ``loss`` (scaled for fp16), clip, step the named optimiser and its schedule."""
+    def step(self, loss: torch.Tensor, optimizer: str | Sequence[str] = "main") -> None:
+        """Backward ``loss`` (scaled for fp16), clip, step the named optimiser(s) and schedule(s)."""
 
 
 class Task:

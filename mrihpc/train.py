@@ -14,7 +14,7 @@ import math
 import signal
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -127,18 +127,23 @@ class _Step:
     def lr(self, optimizer: str = "main") -> float:
         return self.t.lr(optimizer)
 
-    def step(self, loss: torch.Tensor, optimizer: str = "main") -> None:
+    def step(self, loss: torch.Tensor, optimizer: str | Sequence[str] = "main") -> None:
+        """One backward of ``loss``, then a step of each named optimiser (a CycleGAN's two generators
+        share one loss whose gradients reach both)."""
         t = self.t
-        opt = t.optimizers[optimizer]
-        opt.zero_grad(set_to_none=True)
+        names = [optimizer] if isinstance(optimizer, str) else list(optimizer)
+        for name in names:
+            t.optimizers[name].zero_grad(set_to_none=True)
         t.scaler.scale(loss).backward()
-        if t.spec.train.grad_clip:
-            t.scaler.unscale_(opt)
-            params = [p for g in opt.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, t.spec.train.grad_clip)
-        t.scaler.step(opt)
-        if t.spec.schedule_for(optimizer).interval == "step":
-            t.step_schedule(optimizer)
+        for name in names:
+            opt = t.optimizers[name]
+            if t.spec.train.grad_clip:
+                t.scaler.unscale_(opt)
+                params = [p for g in opt.param_groups for p in g["params"]]
+                torch.nn.utils.clip_grad_norm_(params, t.spec.train.grad_clip)
+            t.scaler.step(opt)
+            if t.spec.schedule_for(name).interval == "step":
+                t.step_schedule(name)
 
 
 class NonFiniteLoss(Exception):

@@ -18,6 +18,7 @@ WORKLOADS = {
     "segmentation": "mrihpc.workloads.segmentation.spec:WORKLOAD",
     "cine": "mrihpc.workloads.cine.spec:WORKLOAD",
     "sinogram": "mrihpc.workloads.sinogram.spec:WORKLOAD",
+    "knee_gan": "mrihpc.workloads.knee_gan.spec:WORKLOAD",
 }
 
 
@@ -57,6 +58,9 @@ class Workload:
     """"module:function" ``(spec) -> list[str]``: ``key.path: why`` problems across sections."""
     optimizers: tuple[str, ...] = ("main",)
     """Names of the task's optimisers (``optim:`` and ``schedule:`` may be keyed by them)."""
+    optimizer_fallbacks: dict[str, str] = field(default_factory=dict)
+    """optimiser -> the one whose settings it takes when ``optim:`` / ``schedule:`` name only that
+    (a CycleGAN's backward generator G_back takes G's)."""
     rejected_losses: dict[str, str] = field(default_factory=dict)
     """loss names refused with a reason (a seed's mistake a user may reach for)."""
     report_std: tuple[str, ...] = ()
@@ -95,9 +99,9 @@ class Workload:
             if unknown:
                 problems.append(f"{section}: {', '.join(unknown)} not an optimiser of task {self.name}; "
                                 f"allowed: all, {', '.join(self.optimizers)} (or one mapping for all)")
-            elif "all" not in keyed and set(self.optimizers) - set(keyed):
-                problems.append(f"{section}: no settings for {', '.join(sorted(set(self.optimizers) - set(keyed)))}; "
-                                "add them or an 'all' entry")
+            elif "all" not in keyed and (missing := [o for o in self.optimizers if o not in keyed
+                                                      and self.optimizer_fallbacks.get(o) not in keyed]):
+                problems.append(f"{section}: no settings for {', '.join(sorted(missing))}; add them or an 'all' entry")
         return problems
 
     def with_defaults(self, raw: dict) -> dict:

@@ -60,7 +60,11 @@ def panel(zf: np.ndarray, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
 def predict(paths: PointPaths, split: str = "val") -> list[Path]:
     """Write the predictions of ``split`` (val or test) under ``paths.predictions/split``; returns the files."""
     spec = load_point_spec(paths)
-    model = load_model(spec, paths)
+    return write_predictions(spec, load_model(spec, paths), paths, split)
+
+
+def write_predictions(spec, model: torch.nn.Module, paths: PointPaths, split: str) -> list[Path]:
+    """``model`` (zero-filled ``(1, 1, h, w)`` -> image) over the files of ``split``."""
     d = spec.data
     if split == "val":
         files = split_files(d)[1]

@@ -67,7 +67,8 @@ class ReconstructionTask(Task):
 
     def __init__(self, spec: JobSpec, world):
         super().__init__(spec, world)
-        self.loss = WeightedLoss(spec.loss, WORKLOAD.losses)
+        self.loss = WeightedLoss(spec.loss, self.workload.losses)
+        self.eval_loss = self.loss  # what val_loss reports
         self.shown: dict[str, torch.Tensor] | None = None
 
     def datasets(self):
@@ -102,7 +103,7 @@ class ReconstructionTask(Task):
             pred = nets["model"](x).float()
             mean = batch["mean"].to(x.device).view(-1, 1, 1, 1)
             std = batch["std"].to(x.device).view(-1, 1, 1, 1)
-            loss, _ = self.loss({"pred": pred}, {"target": target})
+            loss, _ = self.eval_loss({"pred": pred}, {"target": target})
             for i, fname in enumerate(batch["fname"]):
                 v = volumes.setdefault(fname, {"pred": [], "target": [], "zf": [], "loss": []})
                 v["pred"].append((pred[i, 0] * std[i, 0] + mean[i, 0]))

@@ -1,0 +1,1 @@
+"""Knee GAN (seed 000): the knee U-Net as generator against a conv-stack discriminator."""
