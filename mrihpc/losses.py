@@ -41,6 +41,18 @@ def adversarial(out: dict, batch: dict) -> torch.Tensor:
     return bce_logits(out["d_fake"], real=True)
 
 
+def cycle_l1(out: dict, batch: dict) -> torch.Tensor:
+    """CycleGAN's cycle consistency: L1 of ``out["cycle"]`` (the image mapped there and back)
+    against ``out["cycle_target"]`` (where it started)."""
+    return F.l1_loss(out["cycle"], out["cycle_target"])
+
+
+def identity_l1(out: dict, batch: dict) -> torch.Tensor:
+    """CycleGAN's identity term: L1 of ``out["identity"]`` (a generator fed its own output domain)
+    against ``out["identity_target"]`` (that input)."""
+    return F.l1_loss(out["identity"], out["identity_target"])
+
+
 def msssim_loss(out: dict, batch: dict) -> torch.Tensor:
     """1 - MS-SSIM (window 9, up to 5 scales, fewer on small images; data range 1: scaled data)."""
     from mrihpc.msssim import ms_ssim

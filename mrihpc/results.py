@@ -202,9 +202,11 @@ def results_report(run: RunPaths, manifest: dict, metric: str, sort: Optional[st
     higher = workload.direction(key) == "max"
     rows = sort_rows(rows, key, higher)
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    # the network's own scores first, then what it is measured against (zero-filled, baseline)
-    reference = [c for c in columns if c.startswith(("val_zf_", "val_base_"))]
-    columns = [c for c in columns if c not in reference] + reference
+    # the network's own scores first (validation, then training), then what it is measured
+    # against (zero-filled, baseline)
+    reference = [c for c in columns if c.startswith(("val_zf_", "val_base_", "val_train_base_"))]
+    train = [c for c in columns if c.startswith("val_train_") and c not in reference]
+    columns = [c for c in columns if c not in reference and c not in train] + train + reference
     if as_csv:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=columns)

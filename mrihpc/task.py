@@ -42,6 +42,9 @@ class Task:
     #: the point's folder when the runner knows it (a task may record e.g. its split there)
     point_dir: Optional[Path] = None
 
+    #: the epoch being trained and evaluated (set by the Trainer), e.g. to name per-epoch outputs
+    epoch: int = 0
+
     def __init__(self, spec: JobSpec, world: World):
         self.spec, self.world = spec, world
 

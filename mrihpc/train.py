@@ -264,6 +264,7 @@ class Trainer:
 
     def _epoch(self) -> dict:
         spec, epoch = self.spec, self.epoch
+        self.task.epoch = epoch
         self.sampler.set_epoch(epoch)
         if hasattr(self.train_set, "set_epoch"):
             self.train_set.set_epoch(epoch)

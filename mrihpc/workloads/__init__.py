@@ -19,6 +19,7 @@ WORKLOADS = {
     "cine": "mrihpc.workloads.cine.spec:WORKLOAD",
     "sinogram": "mrihpc.workloads.sinogram.spec:WORKLOAD",
     "knee_gan": "mrihpc.workloads.knee_gan.spec:WORKLOAD",
+    "synthesis": "mrihpc.workloads.synthesis.spec:WORKLOAD",
 }
 
 
@@ -70,12 +71,13 @@ class Workload:
 
     def direction(self, column: str) -> str:
         """"max" or "min" for a metric or a results column (val_dice_lv -> dice -> max)."""
-        name = column.removeprefix("best_").removeprefix("val_")
-        for prefix in ("zf_", "base_"):
-            name = name.removeprefix(prefix)
-        while name not in self.metrics and "_" in name:
-            name = name.rsplit("_", 1)[0]
-        return self.metrics.get(name, "max")
+        words = column.removeprefix("best_").removeprefix("val_").split("_")
+        # the longest run of words that names a metric: train_base_lab_mae -> mae, dice_lv -> dice
+        for n in range(len(words), 0, -1):
+            for i in range(len(words) - n + 1):
+                if "_".join(words[i:i + n]) in self.metrics:
+                    return self.metrics["_".join(words[i:i + n])]
+        return "max"
 
     def check_raw(self, raw: dict) -> list[str]:
         """Problems with the task-owned names of a spec dict, as ``key.path: why`` lines."""

@@ -1,0 +1,211 @@
+"""IXI T1 -> T2 synthesis (seed 002) in three modes: the generator alone, a conditional GAN and a
+CycleGAN (see spec.py). Images are ``(N, 1, H, W)`` in [-1, 1]; metrics are computed back in
+the files' units.
+
+Validation scores each test image: MAE, PSNR with peak = the target's data range, and SSIM
+(7 x 7 window, that data range); the identity baseline (T1 taken as the T2 prediction) as
+``base_*``; seed 002's own definitions as ``lab_*`` (per batch of 5 test images: PSNR with peak
+1, and a global SSIM over the batch with C1 = 0.01, C2 = 0.03 unsquared, sigma from torch.std),
+so its table (test SSIM 0.968 / 0.970 / 0.887) can be compared; and the same on the training
+subjects as ``train_*`` (lab batches of 40), so train and test sit side by side.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mrihpc.gan import discriminator_step_loss, unsynced
+from mrihpc.losses import WeightedLoss
+from mrihpc.metrics import ssim_map
+from mrihpc.models.discriminator import build_discriminator
+from mrihpc.models.pix2pix import Pix2PixUNet
+from mrihpc.task import StepContext, Task
+from mrihpc.workloads.synthesis.data import (PairedImages, from_unit, measured_range, pair_files, split_subjects,
+                                             write_split)
+from mrihpc.workloads.synthesis.spec import WORKLOAD
+
+LAB_BATCH = {"test": 5, "train": 40}  # the seed's loader batch sizes, over which its metrics were averaged
+
+
+def image_scores(gt: torch.Tensor, pred: torch.Tensor, data_range: float) -> list[dict[str, float]]:
+    """Per image of ``(N, 1, H, W)`` in the files' units: mae, psnr (peak = data_range), ssim."""
+    gt, pred = gt.double(), pred.double()
+    mae = (gt - pred).abs().mean(dim=(1, 2, 3))
+    psnr = 10 * torch.log10(data_range**2 / (gt - pred).pow(2).mean(dim=(1, 2, 3)).clamp_min(1e-20))
+    ssim = ssim_map(gt, pred, torch.full((gt.shape[0],), data_range, dtype=gt.dtype))
+    return [{"mae": float(a), "psnr": float(b), "ssim": float(c)} for a, b, c in zip(mae, psnr, ssim)]
+
+
+def lab_scores(gt: torch.Tensor, pred: torch.Tensor) -> dict[str, float]:
+    """Seed 002's metrics of one batch: MAE, PSNR with peak 1, and its global SSIM."""
+    gt, pred = gt.double(), pred.double()
+    mu_t, mu_g = gt.mean(), pred.mean()
+    cov = ((gt - mu_t) * (pred - mu_g)).mean()  # biased, as the seed
+    c1, c2 = 0.01, 0.03  # the seed's constants, not squared
+    ssim = (2 * mu_t * mu_g + c1) * (2 * cov + c2) / ((mu_t**2 + mu_g**2 + c1) * (gt.std() ** 2 + pred.std() ** 2 + c2))
+    mse = float((gt - pred).pow(2).mean())
+    return {"lab_mae": float((gt - pred).abs().mean()), "lab_psnr": -10 * math.log10(max(mse, 1e-20)), "lab_ssim": float(ssim)}
+
+
+class SynthesisTask(Task):
+    workload = WORKLOAD
+
+    def __init__(self, spec, world):
+        super().__init__(spec, world)
+        self.mode = spec.model.mode
+        self.loss = WeightedLoss(spec.loss, WORKLOAD.losses)
+        content = {k: w for k, w in spec.loss.items() if k in ("l1", "mse", "ssim")} or {"l1": 1.0}
+        self.eval_loss = WeightedLoss(content, WORKLOAD.losses)
+        self.shown = None
+
+    # ----------------------------------------------------------------- data
+    def sets(self) -> tuple[PairedImages, PairedImages]:
+        """(train, test) subjects; split.json (ids, incomplete subjects, ranges) in the point folder."""
+        d = self.spec.data
+        pairs, incomplete = pair_files(d)
+        split = split_subjects(list(pairs), d.test_fraction, d.split_seed)
+        main = self.world is None or self.world.is_main
+        if incomplete and main:
+            print(f"[mrihpc] {len(incomplete)} subject(s) without both {d.source} and {d.target}, skipped: "
+                  f"{', '.join(incomplete[:10])}{' ...' if len(incomplete) > 10 else ''}", flush=True)
+        train, test = PairedImages(split["train"], pairs, {}), PairedImages(split["test"], pairs, {})
+        ranges = ({"source": tuple(d.value_range), "target": tuple(d.value_range)} if d.value_range else
+                  {"source": measured_range(train.source), "target": measured_range(train.target)})
+        for part in (train, test):
+            part.ranges = ranges
+            if part.source.min() < ranges["source"][0] or part.target.max() > ranges["target"][1] and main:
+                print(f"[mrihpc] note: some values lie outside the range {ranges} mapped to [-1, 1]", flush=True)
+        if self.point_dir is not None and main:
+            write_split(self.point_dir / "split.json", split, incomplete, ranges)
+        return train, test
+
+    def datasets(self):
+        self.train_set, self.test_set = self.sets()
+        return self.train_set, self.test_set
+
+    # ----------------------------------------------------------------- networks
+    def _generator(self) -> nn.Module:
+        g = self.spec.model.G
+        return Pix2PixUNet(1, 1, tuple(g.widths), g.norm, "tanh")
+
+    def networks(self) -> dict[str, nn.Module]:
+        d = self.spec.model.D
+        nets = {"G": self._generator()}
+        if self.mode == "cgan":
+            nets["D"] = build_discriminator(d, 2)  # sees (image, T1)
+        elif self.mode == "cyclegan":
+            nets |= {"G_back": self._generator(), "D": build_discriminator(d, 1), "D_back": build_discriminator(d, 1)}
+        return nets
+
+    def optimizers(self, networks) -> dict[str, list[str]]:
+        return {name: [name] for name in networks}
+
+    # ----------------------------------------------------------------- training
+    def train_step(self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext) -> dict[str, float]:
+        a, b = batch["source"], batch["target"]
+        if self.mode == "generator":
+            with ctx.autocast():
+                fake = nets["G"](a)
+            loss, parts = self.loss({"pred": fake.float()}, {"target": b})
+            ctx.step(loss, "G")
+            return {"loss": float(loss.detach()), **parts}
+        if self.mode == "cgan":
+            return self._cgan_step(a, b, nets, ctx)
+        return self._cycle_step(a, b, nets, ctx)
+
+    def _cgan_step(self, a, b, nets, ctx) -> dict[str, float]:
+        """G first (adv + pixel terms), then D on 0.5 (real + the same fake, detached)."""
+        G, D = nets["G"], nets["D"]
+        with ctx.autocast():
+            fake = G(a)
+            with unsynced(D):  # D's gradients from G's step are discarded
+                d_fake = D(torch.cat([fake, a], dim=1))
+        loss, parts = self.loss({"pred": fake.float(), "d_fake": d_fake}, {"target": b})
+        ctx.step(loss, "G")
+        with ctx.autocast():
+            d_loss = discriminator_step_loss(D, torch.cat([b, a], dim=1), torch.cat([fake, a], dim=1))
+        ctx.step(d_loss, "D")
+        return {"loss": float(loss.detach()), "loss_D": float(d_loss.detach()), **parts}
+
+    def _cycle_step(self, a, b, nets, ctx) -> dict[str, float]:
+        """Both generators on one loss (adv + cycle (+ identity) per direction), then both discriminators."""
+        G, F, DB, DA = nets["G"], nets["G_back"], nets["D"], nets["D_back"]
+        identity = bool(self.spec.loss.get("identity"))
+        with ctx.autocast():
+            fake_b, fake_a = G(a), F(b)
+            with unsynced(DB, DA):
+                d_b, d_a = DB(fake_b), DA(fake_a)
+            out_ab = {"pred": fake_b.float(), "d_fake": d_b, "cycle": F(fake_b).float(), "cycle_target": a}
+            out_ba = {"pred": fake_a.float(), "d_fake": d_a, "cycle": G(fake_a).float(), "cycle_target": b}
+            if identity:
+                out_ab |= {"identity": G(b).float(), "identity_target": b}
+                out_ba |= {"identity": F(a).float(), "identity_target": a}
+        loss_ab, parts = self.loss(out_ab, {"target": b})
+        loss_ba, _ = self.loss(out_ba, {"target": a})
+        loss = loss_ab + loss_ba
+        ctx.step(loss, ("G", "G_back"))
+        with ctx.autocast():
+            d_loss = discriminator_step_loss(DB, b, fake_b) + discriminator_step_loss(DA, a, fake_a)
+        ctx.step(d_loss, ("D", "D_back"))
+        return {"loss": float(loss.detach()), "loss_D": float(d_loss.detach()), **parts}
+
+    # ----------------------------------------------------------------- evaluation
+    def _score(self, data: PairedImages, indices: list[int], G: nn.Module, split: str) -> list[dict[str, float]]:
+        """Per image (mae, psnr, ssim, base_*, loss) and per lab batch (lab_*), prefixed for train."""
+        rows, lab = [], LAB_BATCH[split]
+        rng_t, rng_s = data.ranges["target"], data.ranges["source"]
+        span = rng_t[1] - rng_t[0]
+        device = self.world.device if self.world is not None else torch.device("cpu")
+        for start in range(0, len(indices), lab):
+            idx = indices[start:start + lab]
+            items = [data[i] for i in idx]
+            a = torch.stack([it["source"] for it in items]).to(device)
+            b = torch.stack([it["target"] for it in items]).to(device)
+            fake = G(a).float()
+            loss, _ = self.eval_loss({"pred": fake}, {"target": b})
+            gt, pred = from_unit(b, rng_t).cpu(), from_unit(fake, rng_t).cpu()
+            base = from_unit(a, rng_s).cpu()
+            for mine, ident in zip(image_scores(gt, pred, span), image_scores(gt, base, span)):
+                rows.append(mine | {f"base_{k}": v for k, v in ident.items()} | {"loss": float(loss)})
+            rows.append(lab_scores(gt, pred) | {f"base_{k}": v for k, v in lab_scores(gt, base).items()})
+        return rows if split == "test" else [{f"train_{k}": v for k, v in r.items()} for r in rows]
+
+    def evaluate(self, loader, nets) -> list[dict[str, float]]:
+        G = nets["G"]
+        rank, size = (self.world.rank, self.world.size) if self.world is not None else (0, 1)
+        # test subjects of this rank: the loader's shard, scored in the seed's batches of 5
+        mine = [int(s) for batch in loader for s in batch["subject"]]
+        rows = self._score(self.test_set, mine, G, "test")
+        n_train = min(len(self.train_set), self.spec.data.train_scored or len(self.train_set))
+        rows += self._score(self.train_set, list(range(n_train))[rank::size], G, "train")
+        if rank == 0:
+            self.shown = self._grid(G)
+        return rows
+
+    def _grid(self, G: nn.Module) -> dict[str, torch.Tensor]:
+        """T1 | synthesised T2 | real T2 (rows) for the first ``data.samples`` test subjects (columns),
+        saved as samples/epoch-<E>.png in the point folder and shown live."""
+        n = min(self.spec.data.samples, len(self.test_set))
+        items = [self.test_set[i] for i in range(n)]
+        device = next(iter(G.parameters())).device
+        a = torch.stack([it["source"] for it in items]).to(device)
+        b = torch.stack([it["target"] for it in items])
+        fake = G(a).float().cpu()
+        rows = [torch.cat(list(t[:, 0]), dim=1) for t in (a.cpu(), fake, b)]
+        grid = torch.cat(rows, dim=0)  # (3 H, n W), all in [-1, 1]
+        if self.point_dir is not None:
+            from skimage.io import imsave
+
+            folder = Path(self.point_dir) / "samples"
+            folder.mkdir(exist_ok=True)
+            png = ((grid.clamp(-1, 1) + 1) / 2 * 255).round().to(torch.uint8).numpy()
+            imsave(folder / f"epoch-{self.epoch:03d}.png", np.ascontiguousarray(png), check_contrast=False)
+        return {"samples": (grid + 1) / 2, "input": (a[0, 0].cpu() + 1) / 2, "prediction": (fake[0, 0] + 1) / 2,
+                "target": (b[0, 0] + 1) / 2, "error": (fake[0, 0] - b[0, 0]).abs() / 2}
+
+    def preview(self):
+        return self.shown
