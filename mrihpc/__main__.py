@@ -233,6 +233,13 @@ def cmd_synth(args) -> int:
         out = generate_acdc(Path(args.out), args.train, args.val, args.test, args.size or 96, args.seed)
         print(f"wrote {args.train} train, {args.val} val and {args.test} test cardiac phantoms (PNG) under {out}")
         return 0
+    if args.kind == "ixi":
+        from mrihpc.workloads.synthesis.synth import generate as generate_ixi
+
+        out = generate_ixi(Path(args.out), args.subjects, args.incomplete, args.size or 64, args.seed)
+        print(f"wrote {args.subjects} subjects ('<id> - T1.pt' and '<id> - T2.pt') and {args.incomplete} "
+              f"with T1 only under {out}")
+        return 0
     if args.kind == "sinogram":
         from mrihpc.workloads.sinogram.synth import generate as generate_sino
 
@@ -393,9 +400,10 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("data", help="data utilities")
     data = s.add_subparsers(dest="data_verb", required=True)
     s = data.add_parser("synth", help="write synthetic volumes in a real layout")
-    s.add_argument("kind", choices=["knee", "acdc", "cine", "sinogram"],
+    s.add_argument("kind", choices=["knee", "acdc", "cine", "sinogram", "ixi"],
                    help="knee: fastMRI / coursework HDF5; acdc: PNG image / mask folders; cine: cine.npz [N, T, X, Y]; "
-                        "sinogram: raw uint16 [TOF, Slice, W, L] clean / noisy pairs and a bad-block mask.npy")
+                        "sinogram: raw uint16 [TOF, Slice, W, L] clean / noisy pairs and a bad-block mask.npy; "
+                        "ixi: '<id> - T1.pt' / '<id> - T2.pt' brain phantoms")
     s.add_argument("out")
     s.add_argument("--volumes", type=int, default=8)
     s.add_argument("--slices", type=int, default=16)
@@ -406,8 +414,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--train", type=int, default=60, help="acdc: training images; sinogram: training files")
     s.add_argument("--val", type=int, default=12, help="acdc: validation images; sinogram: validation files")
     s.add_argument("--test", type=int, default=8, help="acdc: test images (no masks); sinogram: test files")
-    s.add_argument("--size", type=int, help="acdc, cine: image side (default 96, 192); sinogram: radial bins L (64)")
+    s.add_argument("--size", type=int, help="acdc, cine, ixi: image side (default 96, 192, 64); sinogram: radial bins L (64)")
     s.add_argument("--tof", type=int, default=2, help="sinogram: TOF bins")
+    s.add_argument("--subjects", type=int, default=577, help="ixi: subjects with both contrasts")
+    s.add_argument("--incomplete", type=int, default=2, help="ixi: further subjects with T1 only")
     s.add_argument("--angles", type=int, default=50, help="sinogram: projection angles W")
     s.add_argument("--counts", type=float, default=100.0, help="sinogram: expected counts in the brightest bin")
     s.add_argument("--bad-blocks", type=int, default=3, help="sinogram: dead detector blocks in the mask")

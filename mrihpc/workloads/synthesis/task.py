@@ -51,6 +51,25 @@ def lab_scores(gt: torch.Tensor, pred: torch.Tensor) -> dict[str, float]:
     return {"lab_mae": float((gt - pred).abs().mean()), "lab_psnr": -10 * math.log10(max(mse, 1e-20)), "lab_ssim": float(ssim)}
 
 
+def sample_grid(G: nn.Module, data: PairedImages, n: int) -> torch.Tensor:
+    """``(3 H, n W)`` in [0, 1]: rows T1 | synthesised T2 | real T2, a column per subject (the
+    first ``n`` of ``data``, the same every epoch)."""
+    items = [data[i] for i in range(min(n, len(data)))]
+    device = next(iter(G.parameters())).device
+    a = torch.stack([it["source"] for it in items])
+    fake = G(a.to(device)).float().cpu()
+    b = torch.stack([it["target"] for it in items])
+    rows = [torch.cat(list(t[:, 0]), dim=1) for t in (a, fake, b)]
+    return ((torch.cat(rows, dim=0) + 1) / 2).clamp(0, 1)
+
+
+def save_png(image: torch.Tensor, path: Path) -> None:
+    """An ``(H, W)`` image in [0, 1] as an 8-bit PNG."""
+    from skimage.io import imsave
+
+    imsave(path, np.ascontiguousarray((image * 255).round().to(torch.uint8).numpy()), check_contrast=False)
+
+
 class SynthesisTask(Task):
     workload = WORKLOAD
 
@@ -187,25 +206,15 @@ class SynthesisTask(Task):
         return rows
 
     def _grid(self, G: nn.Module) -> dict[str, torch.Tensor]:
-        """T1 | synthesised T2 | real T2 (rows) for the first ``data.samples`` test subjects (columns),
-        saved as samples/epoch-<E>.png in the point folder and shown live."""
-        n = min(self.spec.data.samples, len(self.test_set))
-        items = [self.test_set[i] for i in range(n)]
-        device = next(iter(G.parameters())).device
-        a = torch.stack([it["source"] for it in items]).to(device)
-        b = torch.stack([it["target"] for it in items])
-        fake = G(a).float().cpu()
-        rows = [torch.cat(list(t[:, 0]), dim=1) for t in (a.cpu(), fake, b)]
-        grid = torch.cat(rows, dim=0)  # (3 H, n W), all in [-1, 1]
+        """The sample grid, saved as samples/epoch-<E>.png in the point folder, and live panels."""
+        grid = sample_grid(G, self.test_set, self.spec.data.samples)
         if self.point_dir is not None:
-            from skimage.io import imsave
-
             folder = Path(self.point_dir) / "samples"
             folder.mkdir(exist_ok=True)
-            png = ((grid.clamp(-1, 1) + 1) / 2 * 255).round().to(torch.uint8).numpy()
-            imsave(folder / f"epoch-{self.epoch:03d}.png", np.ascontiguousarray(png), check_contrast=False)
-        return {"samples": (grid + 1) / 2, "input": (a[0, 0].cpu() + 1) / 2, "prediction": (fake[0, 0] + 1) / 2,
-                "target": (b[0, 0] + 1) / 2, "error": (fake[0, 0] - b[0, 0]).abs() / 2}
+            save_png(grid, folder / f"epoch-{self.epoch:03d}.png")
+        h = grid.shape[0] // 3
+        t1, fake, t2 = grid[:h, :h], grid[h:2 * h, :h], grid[2 * h:, :h]
+        return {"samples": grid, "input": t1, "prediction": fake, "target": t2, "error": (fake - t2).abs()}
 
     def preview(self):
         return self.shown

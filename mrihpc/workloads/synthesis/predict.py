@@ -1,0 +1,52 @@
+"""Synthesis predictions: one synthesised T2 per test subject, in the input's own layout.
+
+``predictions/<split>/<id> - <target>.pt``: a float32 ``(H, W)`` tensor in the files' units (the
+same naming and shape as the IXI set), ``samples.png`` (T1 | synthesised | real, a column per
+subject, for the first ``data.samples``) and ``scores.json`` (per subject MAE / PSNR / SSIM, the
+identity baseline, and their means).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mrihpc import checkpoint
+from mrihpc.paths import PointPaths
+from mrihpc.specfile import load_point_spec
+from mrihpc.workloads.synthesis.data import from_unit
+from mrihpc.workloads.synthesis.task import SynthesisTask, image_scores, sample_grid, save_png
+
+
+@torch.no_grad()
+def predict(paths: PointPaths, split: str = "test") -> list[Path]:
+    """``split``: test (the held-out subjects; val means the same here: the seed has no third set)."""
+    spec = load_point_spec(paths)
+    task = SynthesisTask(spec, world=None)
+    train, test = task.sets()
+    data = train if split == "train" else test
+    G = task.networks()["G"]
+    G.load_state_dict(checkpoint.trained_nets(paths.best_checkpoint, paths.last_checkpoint)["G"])
+    G.eval()
+    out_dir = paths.predictions / split
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng_t, rng_s = data.ranges["target"], data.ranges["source"]
+    written, rows = [], {}
+    for start in range(0, len(data), 16):
+        items = [data[i] for i in range(start, min(start + 16, len(data)))]
+        fake = from_unit(G(torch.stack([it["source"] for it in items])), rng_t)
+        gt = from_unit(torch.stack([it["target"] for it in items]), rng_t)
+        base = from_unit(torch.stack([it["source"] for it in items]), rng_s)
+        span = rng_t[1] - rng_t[0]
+        for k, (mine, ident) in enumerate(zip(image_scores(gt, fake, span), image_scores(gt, base, span))):
+            subject = data.ids[start + k]
+            target = out_dir / f"{subject} - {spec.data.target}.pt"
+            torch.save(fake[k, 0].contiguous().clone(), target)
+            written.append(target)
+            rows[subject] = mine | {f"base_{n}": v for n, v in ident.items()}
+    save_png(sample_grid(G, data, spec.data.samples), out_dir / "samples.png")
+    means = {k: float(np.mean([r[k] for r in rows.values()])) for k in next(iter(rows.values()))}
+    (out_dir / "scores.json").write_text(json.dumps({"mean": means, "subjects": rows}, indent=1))
+    return written + [out_dir / "samples.png", out_dir / "scores.json"]
