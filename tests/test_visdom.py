@@ -210,3 +210,23 @@ def test_server_start_stop_binds_localhost_only(tmp_path, visdom_server, capsys)
     assert not server.answers(port)
     assert main(["visdom", "stop", "--port", str(port)]) == 2
     assert "no visdom server started by mrihpc" in capsys.readouterr().err
+
+
+def test_a_sample_grid_of_another_size_gets_its_own_window(tmp_path, visdom_server):
+    """Synthesis shows input | prediction | target | error (64 x 64) and a 3 x 5 sample grid: the
+    panels share one window, the grid gets its own (they cannot be stacked into one)."""
+    import torch
+
+    from mrihpc.monitors.visdom import VisdomMonitor
+    from mrihpc.paths import PointPaths
+
+    port = visdom_server["port"]
+    paths = PointPaths(tmp_path / "p0")
+    paths.root.mkdir()
+    monitor = VisdomMonitor(paths, "grid_env", 0, "p0", "ssim", "{}", f"http://127.0.0.1:{port}")
+    images = {k: torch.rand(64, 64) for k in ("input", "prediction", "target", "error")} | {"samples": torch.rand(192, 320)}
+    monitor.log({"kind": "images", "epoch": 0, "images": images}, 1)
+    monitor.close()
+    windows = _windows(port, "grid_env")
+    assert {"p0_images", "p0_image_samples"} <= set(windows)
+    assert windows["p0_image_samples"]["content"]["src"].startswith("data:image/png;base64,")

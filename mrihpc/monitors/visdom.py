@@ -111,15 +111,22 @@ class VisdomMonitor:
         self.sender.submit("save", {"data": [self.env]})  # envs persist on disk only when saved
 
     def _images(self, images: dict[str, torch.Tensor], epoch: int) -> None:
-        """``images``: name -> (H, W) tensor; each scaled to [0, 1] on its own."""
-        panels = []
-        for img in images.values():
+        """``images``: name -> (H, W) tensor; each scaled to [0, 1] on its own. Panels of the first
+        image's size share the ``images`` window; an image of another size (a sample grid) gets a
+        window of its own."""
+        scaled = {}
+        for name, img in images.items():
             img = img.detach().float().cpu()
             lo, hi = float(img.min()), float(img.max())
-            panels.append(((img - lo) / (hi - lo if hi > lo else 1.0))[None])
-        self.vis.images(torch.stack(panels), nrow=len(panels), padding=4, win=self.prefix + "images",
-                        opts={"title": f"{self.point_name}: {' | '.join(images)} (epoch {epoch + 1})",
-                              "caption": " | ".join(images)})
+            scaled[name] = ((img - lo) / (hi - lo if hi > lo else 1.0))[None]
+        size = next(iter(scaled.values())).shape
+        together = [n for n, t in scaled.items() if t.shape == size]
+        self.vis.images(torch.stack([scaled[n] for n in together]), nrow=len(together), padding=4, win=self.prefix + "images",
+                        opts={"title": f"{self.point_name}: {' | '.join(together)} (epoch {epoch + 1})",
+                              "caption": " | ".join(together)})
+        for name in [n for n in scaled if n not in together]:
+            self.vis.image(scaled[name], win=f"{self.prefix}image_{name}",
+                           opts={"title": f"{self.point_name}: {name} (epoch {epoch + 1})", "caption": name})
 
     # --- monitor interface ---------------------------------------------------------------
     def log(self, metrics: dict, step: int) -> None:
