@@ -63,8 +63,9 @@ def visdom_monitor(spec: JobSpec, run: RunPaths, index: int) -> VisdomMonitor:
     v = spec.monitor.visdom
     point = (read_json(run.manifest, {}) or {}).get("points", [])
     name = point[index]["name"] if index < len(point) else f"point {index}"
+    post = v.post if v.post is not None else os.environ.get("SUBMITIT_EXECUTOR") != "slurm"
     return VisdomMonitor(run.point(index), f"{spec.name}_{run.root.name}", index, name, spec.train.metric,
-                         run.point(index).config.read_text(), v.url, v.timeout_s, v.backoff_s, v.flush_every)
+                         run.point(index).config.read_text(), v.url, v.timeout_s, v.backoff_s, v.flush_every, post)
 
 
 def train_point(spec: JobSpec, run: RunPaths, index: int, world: World, signals: StopSignals) -> dict:

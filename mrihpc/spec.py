@@ -191,6 +191,11 @@ class VisdomSpec(Section):
     """After a failed call, send nothing for this long (doubling while it keeps failing)."""
     flush_every: int = Field(5, ge=1)
     """Logged steps per append to the loss and lr windows (appends slow as windows grow)."""
+    post: Optional[bool] = None
+    """Post each call from the points to the server. Every call is written to points/<i>/visdom.log
+    either way; the login node's follower (`mrihpc visdom start`) streams those files into its
+    server. Default: post with the local executor (the server is on this host), not under Slurm
+    (compute nodes may have no route to the login node)."""
 
     @property
     def url(self) -> str:

@@ -167,7 +167,7 @@ def test_foreign_keys_are_rejected_for_each_task(write_spec):
     assert "train.metric: 'ssim' is not a validation metric of task segmentation; allowed: dice, hd95, loss" in problems
     assert "optim: G not an optimiser of task segmentation" in problems
     assert _problems(write_spec, {k: v for k, v in SEG.items() if k != "task"})[0].endswith(
-        "task: required key is missing; allowed: reconstruction, segmentation, cine")
+        "task: required key is missing; allowed: reconstruction, segmentation, cine, sinogram, knee_gan, synthesis")
     only_model = _problems(write_spec, {**SEG, "model": {"preset": "acdc_small", "out_channels": 3}})
     assert len(only_model) == 1
     assert only_model[0].endswith("model.out_channels: 3, but data.classes names 4 classes; set model.out_channels: 4")

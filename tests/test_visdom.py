@@ -20,7 +20,7 @@ from visdom import Visdom
 from conftest import TINY, merge
 from mrihpc import launch
 from mrihpc.__main__ import main
-from mrihpc.live import assets, server
+from mrihpc.live import assets, credentials, server
 from mrihpc.live.transport import read_log
 from mrihpc.monitors.jsonl import read_metrics
 from mrihpc.paths import read_json
@@ -39,10 +39,11 @@ def free_port() -> int:
 
 @pytest.fixture
 def visdom_server(tmp_path):
-    """A real visdom server of ours on a free port; stopped afterwards."""
+    """A real visdom server of ours on a free port, login off (a private machine: these tests
+    look at plotting; test_follower.py runs the login); stopped afterwards."""
     assert not assets.missing(), "visdom page assets missing: tools/setup.sh --test installs them"
     port = free_port()
-    state = server.start(port, tmp_path / "envs")
+    state = server.start(port, tmp_path / "envs", login=False)
     yield state
     if server.running(port):
         server.stop(port)
@@ -61,8 +62,10 @@ def _run_dir(tmp_path, write_spec, spec: dict):
     return launch.write_run_directory(tmp_path / "runs", prepared, raw, str(path), points, "debug")
 
 
-def _windows(port: int, env: str) -> dict:
-    v = Visdom(port=port, use_incoming_socket=False, raise_exceptions=True)
+def _windows(port: int, env: str, login: bool = False) -> dict:
+    creds = credentials.load() if login else None  # a server with Visdom's login on wants them
+    v = Visdom(port=port, use_incoming_socket=False, raise_exceptions=True,
+               username=creds["username"] if creds else None, password=creds["password"] if creds else None)
     return json.loads(v.get_window_data(env=env))
 
 
@@ -90,8 +93,12 @@ def _check_point_windows(windows: dict, run, index: int, name: str) -> None:
     ssim = _traces(windows[p + "val_ssim"])
     assert ssim["model"][1] == pytest.approx([r["val_ssim"] for r in epochs])
     assert ssim["zero-filled"][1] == pytest.approx([r["val_zf_ssim"] for r in epochs])
-    assert _traces(windows[p + "memory"])["mem_host_peak_mib"][1] == pytest.approx(
+    assert _traces(windows[p + "memory_peaks"])["mem_host_peak_mib"][1] == pytest.approx(
         [r["mem_host_peak_mib"] for r in epochs])
+    samples = [line.split() for line in run.point(index).memory.read_text().splitlines() if line.startswith("MEM ")]
+    x, y = _traces(windows[p + "memory"])["host_rss_mib"]  # every sample of memory.dat, over time
+    assert len(x) >= len(epochs) and x == sorted(x) and x[0] == 0.0
+    assert y == pytest.approx([float(s[1]) for s in samples][:len(y)])
     assert windows[p + "images"]["content"]["src"].startswith("data:image/png;base64,")
     assert name in windows[p + "config"]["content"]
     compare = _traces(windows["compare_ssim"])
@@ -168,7 +175,7 @@ def test_server_killed_mid_run_then_replay_restores_every_window(tmp_path, write
     assert status["state"] == "done" and status["visdom"]["failed"] >= 1
     assert len([r for r in read_metrics(run.point(0).metrics) if r["kind"] == "epoch"]) == 3
 
-    fresh = server.start(port, tmp_path / "envs-2")
+    fresh = server.start(port, tmp_path / "envs-2", login=False)
     try:
         assert main(["visdom", "replay", str(run.root), "--port", str(port)]) == 0
         first = _windows(port, env)

@@ -1,8 +1,10 @@
 """A Visdom server bound to 127.0.0.1: start it detached, find it, stop exactly that one.
 
 Bound to 127.0.0.1 because visdom has no authentication by default: on every interface,
-anyone on the cluster could read (and write) the plots. Users reach it through
-``mrihpc tunnel``. Each server leaves a state file ``<cache>/visdom/<host>-<port>.json``
+anyone on the cluster could read (and write) the plots. 127.0.0.1 is still reachable by every
+user of the node, so Visdom's login is on by default, with the user's credentials
+(``credentials.py``); ``--no-login`` turns it off on a private machine. Users reach it
+through ``mrihpc tunnel``. Each server leaves a state file ``<cache>/visdom/<host>-<port>.json``
 (home folders are shared between nodes, so the host is part of the name).
 
 Run as ``python -m mrihpc.live.server --port P --env-path D``: the server itself, with
@@ -39,7 +41,7 @@ def default_env_path() -> Path:
 
 
 def answers(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
-    """True when a visdom server answers on host:port (its page renders)."""
+    """True when a visdom server answers on host:port (its page, or its login page, renders)."""
     try:
         return requests.get(f"http://{host}:{port}/", timeout=timeout).ok
     except requests.RequestException:
@@ -83,8 +85,10 @@ def running(port: int) -> dict | None:
     return None
 
 
-def start(port: int = 8097, env_path: Path | None = None, wait_s: float = 60.0) -> dict:
-    """Start a detached server; returns its state (pid, port, url, env_path, log)."""
+def start(port: int = 8097, env_path: Path | None = None, wait_s: float = 60.0, login: bool = True) -> dict:
+    """Start a detached server; returns its state (pid, port, url, env_path, log, credentials)."""
+    from mrihpc.live import credentials
+
     from mrihpc.live import assets
 
     if (state := running(port)) is not None:
@@ -100,9 +104,13 @@ def start(port: int = 8097, env_path: Path | None = None, wait_s: float = 60.0) 
     path = state_file(port)
     path.parent.mkdir(parents=True, exist_ok=True)
     log = path.with_suffix(".log")
+    if login:
+        credentials.ensure()
+        credentials.ensure_cookie_secret()
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "mrihpc.live.server", "--port", str(port),
-                                 "--env-path", str(env_path)], stdout=out, stderr=subprocess.STDOUT,
+                                 "--env-path", str(env_path)] + ([] if login else ["--no-login"]),
+                                stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)  # outlives this shell
     deadline = time.time() + wait_s
     while not answers(port):
@@ -113,7 +121,8 @@ def start(port: int = 8097, env_path: Path | None = None, wait_s: float = 60.0) 
             raise ServerError(f"the visdom server did not answer within {wait_s:.0f} s; see {log}")
         time.sleep(0.2)
     state = {"pid": proc.pid, "port": port, "host": socket.gethostname(), "url": f"http://127.0.0.1:{port}",
-             "env_path": str(env_path), "log": str(log), "started": time.time()}
+             "env_path": str(env_path), "log": str(log), "started": time.time(),
+             "login": login, "credentials": str(credentials.credentials_file()) if login else None}
     path.write_text(json.dumps(state))
     return state
 
@@ -133,19 +142,23 @@ def stop(port: int = 8097, wait_s: float = 10.0) -> dict:
     return state
 
 
-def _serve(port: int, env_path: str) -> None:
+def _serve(port: int, env_path: str, login: bool) -> None:
     import tornado.autoreload
     from visdom.server.run_server import start_server
 
+    from mrihpc.live import credentials
+
     tornado.autoreload.start = lambda *a, **k: None  # see the module docstring
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    user = credentials.server_credential(credentials.load()) if login else None
     # base_url "" as visdom's own main() passes it: the default "/" makes every route "//..."
-    start_server(port=port, base_url="", env_path=env_path.rstrip("/") + "/", bind_local=True)
+    start_server(port=port, base_url="", env_path=env_path.rstrip("/") + "/", bind_local=True, user_credential=user)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--env-path", required=True)
+    parser.add_argument("--no-login", action="store_true")
     a = parser.parse_args()
-    _serve(a.port, a.env_path)
+    _serve(a.port, a.env_path, not a.no_login)

@@ -21,7 +21,9 @@ from mrihpc.paths import read_jsonl
 
 
 class Transport:
-    """POSTs ``(endpoint, message)`` to a visdom server: short timeout, back-off after failure."""
+    """POSTs ``(endpoint, message)`` to a visdom server: short timeout, back-off after failure.
+    A server with Visdom's login on refuses a request without its cookie (HTTP 400): the
+    transport then logs in with the user's credentials file, once, and sends again."""
 
     def __init__(self, url: str, timeout_s: float = 2.0, backoff_s: float = 30.0, max_backoff_s: float = 300.0):
         self.url = url.rstrip("/")
@@ -39,6 +41,8 @@ class Transport:
             return False
         try:
             r = self.session.post(f"{self.url}/{endpoint}", data=json.dumps(msg), timeout=self.timeout)
+            if r.status_code == 400 and self._login():
+                r = self.session.post(f"{self.url}/{endpoint}", data=json.dumps(msg), timeout=self.timeout)
         except requests.RequestException as e:
             self.failed += 1
             self.last_error = f"{type(e).__name__}: {e}"
@@ -52,6 +56,15 @@ class Transport:
             return False
         self.sent += 1
         return True
+
+    def _login(self) -> bool:
+        """Log in with the user's credentials (if there are any and the cookie is not already set)."""
+        from mrihpc.live import credentials
+
+        creds = credentials.load()
+        if creds is None or "user_password" in self.session.cookies:
+            return False
+        return credentials.login(self.session, self.url, creds, self.timeout)
 
 
 class Sender:

@@ -2,14 +2,16 @@
 down, slow or hung never costs training time and nothing plotted is lost.
 
 Visdom's own client builds every message; it runs in offline mode, so it appends each call
-to ``points/<i>/visdom.log`` and never touches the network. The monitor then hands the
-message to a ``Sender`` thread (short timeout, back-off). ``mrihpc visdom replay`` rebuilds
-the windows from the logs.
+to ``points/<i>/visdom.log`` and never touches the network. With ``post`` the monitor also
+hands the message to a ``Sender`` thread (short timeout, back-off); without it (the default
+under Slurm) the login node's follower streams the log into its server
+(``mrihpc.live.follower``). ``mrihpc visdom replay`` rebuilds the windows from the logs.
 
 One env per sweep (``<name>_<sweep-id>``); windows of point i are ``p<i>_<what>``:
 loss (per logged step, appended in batches: appending costs more as a window grows),
 lr (per logged step, so warm restarts show), val_<metric> (per validation, the model and
-the zero-filled baseline), memory (host RSS and CUDA peaks per epoch, when profiled),
+the zero-filled baseline), memory (host RSS and CUDA memory sampled over time, read from
+memory.dat each epoch, when profiled), memory_peaks (their peaks per epoch),
 images (input | prediction | target | error, each validation) and config (the point's
 YAML). ``compare_<metric>`` holds one trace per point, each replaced whole every epoch
 (a short list), so replaying is idempotent there too.
@@ -44,14 +46,30 @@ class _LoggingVisdom(Visdom):
         return out
 
 
+def _first_stamp(path, fallback: float) -> float:
+    """The time of a memory.dat's first sample (the x origin of the memory window)."""
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if parts and parts[0] == "MEM" and len(parts) == 3:
+                return float(parts[2])
+    return fallback
+
+
 class VisdomMonitor:
     def __init__(self, paths: PointPaths, env: str, index: int, point_name: str, metric: str,
-                 config_text: str, url: str, timeout_s: float = 2.0, backoff_s: float = 30.0, flush_every: int = 5):
+                 config_text: str, url: str, timeout_s: float = 2.0, backoff_s: float = 30.0, flush_every: int = 5,
+                 post: bool = True):
         self.env, self.prefix, self.point_name, self.metric = env, f"p{index}_", point_name, metric
-        self.sender = Sender(Transport(url, timeout_s, backoff_s))
+        # post: False leaves the calls in visdom.log for the login node's follower
+        self.sender = Sender(Transport(url, timeout_s, backoff_s)) if post else None
         # windows made before (a resumed point): append to them instead of starting over
         self.created = {m.get("win") for e, m in read_log(paths.visdom_log) if e == "events"} - {None}
-        self.vis = _LoggingVisdom(env, str(paths.visdom_log), self.sender.submit)
+        self.vis = _LoggingVisdom(env, str(paths.visdom_log), self.sender.submit if post else lambda *call: None)
+        # memory samples already plotted (a resumed point's memory.dat keeps its earlier ones)
+        self.memory_file = paths.memory
+        self.memory_read = paths.memory.stat().st_size if self.prefix + "memory" in self.created and paths.memory.is_file() else 0
+        self.memory_t0: float | None = None
         self.history = [(r["epoch"], r[f"val_{metric}"]) for r in read_metrics(paths.metrics)
                         if r.get("kind") == "epoch" and f"val_{metric}" in r]
         self.steps: list[dict] = []
@@ -95,7 +113,8 @@ class VisdomMonitor:
                 self._lines(key, [epoch], traces, key[len("val_"):], "epoch")
         memory = {k: [record[k]] for k in sorted(record) if k.startswith("mem_")}
         if memory:
-            self._lines("memory", [epoch], memory, "memory (MiB)", "epoch")
+            self._lines("memory_peaks", [epoch], memory, "memory peaks per epoch (MiB)", "epoch")
+            self._memory_samples()
         if f"val_{self.metric}" in record:
             self.history.append((epoch, record[f"val_{self.metric}"]))
             win = f"compare_{self.metric}"
@@ -108,7 +127,8 @@ class VisdomMonitor:
                               opts={"title": f"{self.env}: {self.metric}", "showlegend": True, "xlabel": "epoch"})
                 self.created.add(win)
             self.vis.line(Y=ys, X=xs, win=win, name=self.point_name, update="replace")
-        self.sender.submit("save", {"data": [self.env]})  # envs persist on disk only when saved
+        if self.sender is not None:
+            self.sender.submit("save", {"data": [self.env]})  # envs persist on disk only when saved
 
     def _images(self, images: dict[str, torch.Tensor], epoch: int) -> None:
         """``images``: name -> (H, W) tensor; each scaled to [0, 1] on its own. Panels of the first
@@ -141,8 +161,37 @@ class VisdomMonitor:
         elif kind == "images":
             self._images(metrics["images"], metrics["epoch"])
 
+    def _memory_samples(self) -> None:
+        """Append memory.dat's new samples to the memory window: host RSS (and CUDA allocated) in MiB
+        against seconds since the first sample."""
+        try:
+            with open(self.memory_file, "rb") as f:
+                f.seek(self.memory_read)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        data = data[:data.rfind(b"\n") + 1]  # complete lines only; the rest next epoch
+        self.memory_read += len(data)
+        host, cuda = {}, {}
+        for line in data.decode().splitlines():
+            parts = line.split()
+            if parts and parts[0] == "MEM" and len(parts) == 3:
+                host[float(parts[2])] = float(parts[1])
+            elif parts and parts[0] == "CUDA" and len(parts) == 5:
+                cuda[float(parts[4])] = float(parts[1])
+        if not host:
+            return
+        stamps = sorted(host)
+        self.memory_t0 = self.memory_t0 if self.memory_t0 is not None else _first_stamp(self.memory_file, stamps[0])
+        traces = {"host_rss_mib": [host[t] for t in stamps]}
+        if cuda:
+            traces["cuda_allocated_mib"] = [cuda.get(t, float("nan")) for t in stamps]
+        self._lines("memory", [t - self.memory_t0 for t in stamps], traces, "memory (MiB, sampled)", "seconds")
+
     def stats(self) -> dict:
         """Calls sent, refused by the server, failed (timeout / no server), skipped in back-off, dropped."""
+        if self.sender is None:
+            return {"posted": False}
         t = self.sender.transport
         return {"sent": t.sent, "refused": t.refused, "failed": t.failed, "skipped": t.skipped,
                 "dropped": self.sender.dropped, "last_error": t.last_error}
@@ -151,9 +200,10 @@ class VisdomMonitor:
         try:
             self._flush_steps()
         finally:
-            self.sender.close()
+            if self.sender is not None:
+                self.sender.close()
         s = self.stats()
-        if s["failed"] or s["refused"] or s["skipped"] or s["dropped"]:
+        if self.sender is not None and s["failed"] or s["refused"] or s["skipped"] or s["dropped"]:
             print(f"[mrihpc] visdom: {s['sent']} calls sent, {s['failed']} failed, {s['refused']} refused, "
                   f"{s['skipped'] + s['dropped']} not sent (last error: {s['last_error']}); every call is in "
                   f"visdom.log: `mrihpc visdom replay RUN` rebuilds the plots", file=sys.stderr)
