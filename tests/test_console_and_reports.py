@@ -5,6 +5,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import TINY, merge
@@ -83,10 +84,13 @@ def test_profile_reports_peak_and_line_profile(write_spec, capsys):
     assert "3 steps on cpu" in out and "host RSS peak" in out
 
 
-def test_tunnel_through_the_login_node_to_the_compute_node_of_a_running_point(tmp_path, capsys):
-    """Status files as rank 0 writes them on its node (the Slurm run itself is in test_slurm)."""
+@pytest.mark.parametrize("post", [None, True])
+def test_tunnel_is_one_line_to_the_login_node_or_to_the_nodes_of_points_that_post(tmp_path, capsys, post):
+    """Status files as rank 0 writes them on its node (the Slurm runs themselves are in
+    test_slurm and test_follower). Under Slurm the points do not post by default: the login
+    node's follower brings their plots, so one forward to the login node shows them all."""
     run = RunPaths(tmp_path / "runs" / "tiny" / "20260101-000000-000")
-    spec = merge(TINY, monitor={"visdom": {"port": 8099}})
+    spec = merge(TINY, monitor={"visdom": {"port": 8099, "post": post}})
     for i, (state, host) in enumerate([("running", "node7"), ("done", "node8"), ("running", "node9")]):
         run.point(i).root.mkdir(parents=True)
         import yaml
@@ -96,9 +100,12 @@ def test_tunnel_through_the_login_node_to_the_compute_node_of_a_running_point(tm
                                      "points": [{"index": i, "name": f"p{i}"} for i in range(3)], "submissions": []})
     assert main(["tunnel", str(run.root), "--login", "dgx-login", "--local-port", "18099"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert [line for line in out if line.startswith("ssh")] == [
-        f"ssh -N -L 18099:localhost:8099 -J {_user()}@dgx-login {_user()}@node7",
-        f"ssh -N -L 18099:localhost:8099 -J {_user()}@dgx-login {_user()}@node9"]
+    if post is None:
+        assert [line for line in out if line.startswith("ssh")] == [f"ssh -N -L 18099:localhost:8099 {_user()}@dgx-login"]
+    else:  # posting from the nodes to a server on each node: a forward per node
+        assert [line for line in out if line.startswith("ssh")] == [
+            f"ssh -N -L 18099:localhost:8099 -J {_user()}@dgx-login {_user()}@node7",
+            f"ssh -N -L 18099:localhost:8099 -J {_user()}@dgx-login {_user()}@node9"]
     assert f"then open http://localhost:18099/env/tiny_{run.root.name}" in out
 
 

@@ -20,7 +20,7 @@ from mrihpc.__main__ import main
 from mrihpc.live import credentials, follower, server
 from mrihpc.live.transport import read_log
 from mrihpc.monitors.visdom import VisdomMonitor
-from mrihpc.paths import PointPaths, RunPaths, read_json
+from mrihpc.paths import RunPaths, read_json
 from test_slurm import SLURM_TINY, submit, wait_done
 from test_visdom import _check_point_windows, _windows, free_port
 
@@ -181,3 +181,16 @@ def _screenshot_with_login(url: str, png: Path, expected: int) -> None:
         assert count == expected, f"the page shows {count} windows, the server holds {expected}"
         png.parent.mkdir(parents=True, exist_ok=True)
         png.write_bytes(page.screenshot())
+
+
+def test_the_lag_benchmark_runs_at_a_tiny_size():
+    """benchmarks/visdom_follower_lag.py at 3 points for 2 s, so it cannot rot (the figures come from
+    its full run, never from an assertion on time here)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(Path(__file__).parent.parent / "benchmarks" / "visdom_follower_lag.py"),
+                          "--points", "3", "--seconds", "2"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["seen"] == result["written"] == 9 and {"median", "p95", "worst"} <= set(result["lag_s"])

@@ -78,12 +78,15 @@ def find_runs(roots: list[Path]) -> list[Path]:
 
 class Follower:
     def __init__(self, roots: list[Path], url: str, offsets_file: Path, server_state: Optional[Path] = None,
-                 rescan_s: float = 2.0):
+                 rescan_s: float = 1.0, save_s: float = 10.0):
         self.roots, self.offsets_file, self.server_state = [Path(r).resolve() for r in roots], offsets_file, server_state
         self.transport = Transport(url, timeout_s=5.0, backoff_s=1.0, max_backoff_s=10.0)
         self.rescan_s, self.last_scan, self.files = rescan_s, 0.0, []
         self.direct: dict[Path, bool] = {}
         self.posted, self.lag_s, self.max_lag_s = 0, None, 0.0
+        # saving an env writes all of it to disk, slower as it grows: at most every save_s (a
+        # restarted server is replayed anyway; the saves are for reading the envs later)
+        self.save_s, self.last_save, self.unsaved = save_s, time.monotonic(), set()
         saved = json.loads(offsets_file.read_text()) if offsets_file.is_file() else {}
         self.offsets: dict[str, dict] = saved.get("files", {})
         self.server_started = saved.get("server_started")
@@ -176,11 +179,17 @@ class Follower:
             self.lag_s = max(0.0, time.time() - mtime)
             self.max_lag_s = max(self.max_lag_s, self.lag_s)
         self._save()
-        envs.discard(None)
-        if envs:
-            self.transport.post("save", {"data": sorted(envs)})
+        self.unsaved |= envs - {None}
+        if time.monotonic() - self.last_save >= self.save_s:
+            self.save_envs()
         self.posted += posted
         return posted
+
+    def save_envs(self) -> None:
+        """Ask the server to write the envs changed since the last save to disk."""
+        if self.unsaved and self.transport.post("save", {"data": sorted(self.unsaved)}):
+            self.unsaved = set()
+        self.last_save = time.monotonic()
 
     def status(self) -> dict:
         return {"files": len(self.files), "posted": self.posted, "lag_s": self.lag_s, "max_lag_s": round(self.max_lag_s, 3),
@@ -272,6 +281,7 @@ def run(port: int, roots: list[Path], poll_s: float = 0.2) -> None:
             _write_json(status_file, follower.status() | {"time": time.time()})
             last_status = time.monotonic()
         time.sleep(poll_s)
+    follower.save_envs()
     _write_json(status_file, follower.status() | {"time": time.time(), "stopped": True})
     log.info("follower stopped (posted %d calls)", follower.posted)
 

@@ -1,12 +1,13 @@
 """The SSH line that brings a run's Visdom server to the user's laptop.
 
-Where the server is, from the run's spec (``monitor.visdom.server``) and executor:
-- on this (login) node: the server is bound to 127.0.0.1 here, so forward to ``localhost``
-  through the login node;
-- on the compute nodes running the points (a 127.0.0.1 server with the Slurm executor: each
-  point posts to its own node): the nodes come from the points' status (written by rank 0
-  on the node) and the forward ends on the node itself, jumping through the login node
-  (a 127.0.0.1-bound server cannot be reached from another host);
+Where the server is, from the run's spec (``monitor.visdom``) and executor:
+- on this (login) node, the usual case: the points write their visdom.log and the login
+  node's follower streams them into the server here (or the points post to it directly with
+  the local executor); the server is bound to 127.0.0.1, so ONE forward to ``localhost``
+  through the login node shows every point of every sweep;
+- on the compute nodes (``post: true`` under Slurm with a 127.0.0.1 server: each point posts
+  to its own node): the nodes come from the points' status and the forward ends on the node
+  itself, jumping through the login node;
 - on a named host: forward to that host through the login node.
 """
 from __future__ import annotations
@@ -15,7 +16,9 @@ import getpass
 import socket
 from urllib.parse import urlparse
 
+from mrihpc.live.follower import posts_directly, running
 from mrihpc.live.server import answers, port_taken
+from mrihpc.live.server import running as server_state
 from mrihpc.paths import RunPaths, read_json
 from mrihpc.spec import JobSpec, VisdomSpec
 
@@ -46,8 +49,9 @@ def tunnel(run: RunPaths, manifest: dict, spec: JobSpec, login: str | None = Non
     login = login or (socket.getfqdn() if not socket.getfqdn().startswith("localhost") else socket.gethostname())
     env = f"{spec.name}_{run.root.name}"
     here = host in LOCAL_NAMES | {socket.gethostname(), socket.getfqdn()}
+    followed = not posts_directly(run.root)
     lines = []
-    if here and manifest.get("executor") == "slurm":
+    if here and manifest.get("executor") == "slurm" and not followed:
         nodes = compute_nodes(run, manifest)
         if not nodes:
             warnings.append("no point is running, so no compute node serves plots now; "
@@ -63,8 +67,13 @@ def tunnel(run: RunPaths, manifest: dict, spec: JobSpec, login: str | None = Non
                                 "start one on another port (`mrihpc visdom start --port N`, and set monitor.visdom.port)")
             else:
                 warnings.append(f"no visdom server answers on port {port} here; `mrihpc visdom start --port {port}`")
+        elif here and followed and running(port) is None:
+            warnings.append(f"no follower streams the points' visdom.log into the server on port {port}; "
+                            f"`mrihpc visdom stop --port {port} && mrihpc visdom start --port {port} --runs {run.root.parent.parent}`")
     if lines:
         lines.append(f"then open http://localhost:{local}/env/{env}")
+        if here and (state := server_state(port)) is not None and state.get("login"):
+            lines.append(f"and log in with the username and password in {state['credentials']} (on the login node)")
         if local == port:
             lines.append(f"(if port {local} is taken on your laptop, add --local-port N and open that port instead)")
     return lines, warnings
