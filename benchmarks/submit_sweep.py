@@ -1,21 +1,24 @@
-"""Benchmark: submitting a 1,000-point sweep to the real test cluster.
+"""Benchmark: submitting a large sweep to the real test cluster, against bare submitit.
 
-Measures, in one run on the same cluster:
-  - dry-run: load + validate + expand 1,000 points + render the sbatch script;
-  - real submit: the same, plus the run directory and ONE sbatch (array) call, counted by
-    an ``sbatch`` shim on PATH that logs each call and runs the real one;
-  - reference: what users do by hand, one ``sbatch`` per point, timed for a sample of points
-    and scaled to 1,000.
-The array is submitted held (``--hold``) and cancelled at once, so nothing trains.
+For each ``--points`` N, in one run on the same cluster, as whole processes (interpreter start
+and imports included, as a user pays them):
+  - mrihpc: ``mrihpc submit`` of an N-point spec (load, validate, expand and validate every
+    point, write the run directory, one ``sbatch`` per array chunk);
+  - reference: a script of bare submitit, ``AutoExecutor.map_array`` of N trivial calls;
+  - ``mrihpc submit --dry-run`` (no run directory, no sbatch).
+Both arrays are submitted held and cancelled at once, so nothing runs. ``sbatch`` calls are
+counted by a shim on PATH; files and bytes written are counted in each one's folder.
 
-    python benchmarks/submit_sweep.py [--points 1000] [--cluster DIR] > result.json
+    python benchmarks/submit_sweep.py [--points 1000 10000] [--repeats 3] > result.json
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,6 +28,17 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+
+REFERENCE = '''
+import sys, submitit
+def trivial(i):
+    return i
+ex = submitit.AutoExecutor(folder=sys.argv[1], cluster="slurm")
+ex.update_parameters(timeout_min=10, slurm_array_parallelism=8, slurm_additional_parameters={"hold": True})
+n, chunk = int(sys.argv[2]), int(sys.argv[3])  # submitit does not split at MaxArraySize: by hand
+arrays = [ex.map_array(trivial, range(s, min(s + chunk, n)))[0].job_id.split("_")[0] for s in range(0, n, chunk)]
+print(" ".join(arrays))
+'''
 
 
 def cluster_env(directory: Path) -> dict:
@@ -41,8 +55,8 @@ def spec_for(points: int, folder: Path) -> Path:
     spec = yaml.safe_load((REPO / "jobs" / "quickstart.yaml").read_text())
     spec["name"] = "bench"
     spec["cluster"] = {"executor": "slurm", "time": "10:00", "array_parallelism": 8, "sbatch": {"hold": True}}
-    spec["sweep"] = {"grid": {"train.seed": list(range(points))}}
-    path = folder / "bench.yaml"
+    spec["sweep"] = {"grid": {"train.seed": list(range(points))}, "max_points": max(points, 10_000)}
+    path = folder / f"bench-{points}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
 
@@ -55,10 +69,60 @@ def timed(cmd: list[str], env: dict) -> tuple[float, str]:
     return time.perf_counter() - start, out.stdout
 
 
+def written(folder: Path) -> dict:
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    return {"files": len(files), "bytes": sum(p.stat().st_size for p in files)}
+
+
+def cancel(job_ids: list[str], env: dict) -> None:
+    if job_ids:
+        subprocess.run(["scancel", *job_ids], env=env, capture_output=True)
+
+
+def max_array_size(env: dict) -> int:
+    out = subprocess.run(["scontrol", "show", "config"], env=env, capture_output=True, text=True).stdout
+    return next(int(line.split("=")[1]) for line in out.splitlines() if line.startswith("MaxArraySize"))
+
+
+def one_size(points: int, repeats: int, work: Path, env: dict, calls: Path) -> dict:
+    max_array = max_array_size(env)
+    spec = spec_for(points, work)
+    mrihpc = [sys.executable, "-m", "mrihpc"]
+    ours, theirs, dry = [], [], []
+    for r in range(repeats):
+        runs = work / f"runs-{points}-{r}"
+        before = len(calls.read_text().splitlines()) if calls.is_file() else 0
+        seconds, out = timed(mrihpc + ["submit", str(spec), "--runs", str(runs)], env)
+        ours.append(seconds)
+        ours_sbatch = len(calls.read_text().splitlines()) - before
+        cancel([j for line in out.splitlines() if "submitted array job " in line
+                for j in line.split("submitted array job ")[1].split(" with")[0].split(", ")], env)
+        ours_written = written(runs)
+
+        folder = work / f"submitit-{points}-{r}"
+        script = work / "reference.py"
+        script.write_text(REFERENCE)
+        before = len(calls.read_text().splitlines())
+        seconds, out = timed([sys.executable, str(script), str(folder), str(points), str(max_array)], env)
+        theirs.append(seconds)
+        theirs_sbatch = len(calls.read_text().splitlines()) - before
+        cancel(out.split(), env)
+        theirs_written = written(folder)
+
+        seconds, _ = timed(mrihpc + ["submit", str(spec), "--dry-run", "--runs", str(work / "dry")], env)
+        dry.append(seconds)
+    mine, ref = statistics.median(ours), statistics.median(theirs)
+    return {"points": points, "mrihpc_submit_s": round(mine, 3), "submitit_map_array_s": round(ref, 3),
+            "ratio_to_submitit": round(mine / ref, 2), "mrihpc_dry_run_s": round(statistics.median(dry), 3),
+            "mrihpc_sbatch_calls": ours_sbatch, "submitit_sbatch_calls": theirs_sbatch,
+            "mrihpc_written": ours_written, "submitit_written": theirs_written,
+            "runs": {"mrihpc_s": [round(s, 3) for s in ours], "submitit_s": [round(s, 3) for s in theirs]}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--points", type=int, default=1000)
-    p.add_argument("--reference-sample", type=int, default=25)
+    p.add_argument("--points", type=int, nargs="+", default=[1000, 10_000])
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--cluster", default=os.environ.get("MRIHPC_TEST_CLUSTER", "/tmp/mrihpc-test-cluster"))
     args = p.parse_args()
     env = cluster_env(Path(args.cluster))
@@ -66,38 +130,18 @@ def main() -> None:
     shim = work / "bin"
     shim.mkdir()
     calls = work / "sbatch-calls.log"
+    calls.touch()
     (shim / "sbatch").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\nexec {shutil.which('sbatch')} \"$@\"\n")
     (shim / "sbatch").chmod(0o755)
     env = {**env, "PATH": f"{shim}:{env['PATH']}", "MRIHPC_CACHE": str(work / "cache")}
-    spec = spec_for(args.points, work)
-    mrihpc = [sys.executable, "-m", "mrihpc"]
-
     # the synthetic data is generated once per cache, not per submission: keep it out of the timing
-    subprocess.run(mrihpc + ["run", str(spec), "-o", "train.epochs=1", "-o", "train.steps_per_epoch=1",
-                             "--runs", str(work / "warm")], env=env, check=True, capture_output=True)
-    dry_s, _ = timed(mrihpc + ["submit", str(spec), "--dry-run", "--runs", str(work / "runs")], env)
-    submit_s, out = timed(mrihpc + ["submit", str(spec), "--runs", str(work / "runs")], env)
-    array = out.split("submitted array job ")[1].split()[0]
-    subprocess.run(["scancel", array], env=env)
-    sbatch_calls = len(calls.read_text().splitlines())
-
-    # reference: one sbatch per point, as by hand (held, then cancelled)
-    ids, start = [], time.perf_counter()
-    for i in range(args.reference_sample):
-        out = subprocess.run(["sbatch", "--hold", "--parsable", f"--output={work}/ref-%j.out", "--wrap", "true"],
-                             env=env, capture_output=True, text=True, check=True)
-        ids.append(out.stdout.strip().split(";")[0])
-    per_job = (time.perf_counter() - start) / args.reference_sample
-    subprocess.run(["scancel", *ids], env=env)
-
-    result = {
-        "benchmark": "submit_sweep", "points": args.points,
-        "dry_run_s": round(dry_s, 3), "submit_s": round(submit_s, 3), "sbatch_calls": sbatch_calls,
-        "reference_sbatch_per_point_s": round(per_job, 4),
-        "reference_one_sbatch_per_point_s": round(per_job * args.points, 3),
-        "speedup_vs_reference": round(per_job * args.points / submit_s, 2),
-    }
-    print(json.dumps(result, indent=2))
+    subprocess.run([sys.executable, "-m", "mrihpc", "run", str(spec_for(1, work)), "-o", "train.epochs=1",
+                    "-o", "train.steps_per_epoch=1", "--runs", str(work / "warm")], env=env, check=True, capture_output=True)
+    sizes = [one_size(n, args.repeats, work, env, calls) for n in args.points]
+    print(json.dumps({"benchmark": "submit_sweep", "sizes": sizes, "repeats": args.repeats,
+                      "targets": {"points": 1000, "submit_s": 0.5, "ratio_to_submitit": 4.0, "written_bytes": 2_000_000},
+                      "machine": f"{platform.node()} ({os.cpu_count()} cores), python {sys.version.split()[0]}"},
+                     indent=1))
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -12,6 +12,7 @@ against the reference.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -67,7 +68,8 @@ def main() -> None:
                     os.kill(state["pid"], signal.SIGSTOP)
                 start = time.perf_counter()
                 try:
-                    run_point(run.root, 0)
+                    with contextlib.redirect_stdout(sys.stderr):  # the training's console lines: stdout is the JSON
+                        run_point(run.root, 0)
                 finally:
                     times[case].append(time.perf_counter() - start)
                     if case == "hung":

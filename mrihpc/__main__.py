@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from mrihpc.data import DataError
-from mrihpc.live.server import ServerError
+from mrihpc.live import ServerError
 from mrihpc.paths import CheckpointError
 from mrihpc.results import RunError, open_run
 from mrihpc.specfile import SpecError
@@ -63,7 +63,8 @@ def cmd_submit(args) -> int:
                                 on_tick=progress.update if executor == "local" else None)
     progress.close()
     if executor == "slurm":
-        print(f"submitted array job {jobs[0].job_id.split('_')[0]} with {len(jobs)} tasks")
+        arrays = list(dict.fromkeys(j.job_id.split("_")[0] for j in jobs))  # one per MaxArraySize chunk
+        print(f"submitted array job {', '.join(arrays)} with {len(jobs)} tasks")
         print(f"next:\n  mrihpc status {run.root}\n  mrihpc logs {run.root} 0\n  mrihpc results {run.root}")
         return 0
     _, manifest = open_run(run.root)
@@ -163,7 +164,8 @@ def cmd_resubmit(args) -> int:
     print(f"resubmitting point(s) {', '.join(map(str, todo))} ({executor})")
     jobs = launch.submit_points(run, spec, todo, executor)
     if executor == "slurm":
-        print(f"submitted array job {jobs[0].job_id.split('_')[0]} with {len(jobs)} tasks")
+        arrays = list(dict.fromkeys(j.job_id.split("_")[0] for j in jobs))  # one per MaxArraySize chunk
+        print(f"submitted array job {', '.join(arrays)} with {len(jobs)} tasks")
     else:
         from mrihpc.results import status_report
 
@@ -211,9 +213,9 @@ def cmd_predict(args) -> int:
     from mrihpc import workloads
     from mrihpc.specfile import load_point_spec
 
-    run, _ = open_run(args.run)
+    run, manifest = open_run(args.run)
     paths = run.point(args.point)
-    if not paths.config.is_file():
+    if args.point not in [p["index"] for p in manifest["points"]]:
         raise RunError(f"{run.root}: no point {args.point}")
     predict = workloads.resolve(workloads.get(load_point_spec(paths).task).predict)
     for path in predict(paths, args.split):

@@ -1,7 +1,7 @@
 """The node-side callable: what submitit pickles, and all it pickles.
 
-``PointTask(run_dir, index)`` is a few hundred bytes; on the node it reads
-``points/<index>/config.yaml`` and hands it to the runner. On USR2 (time limit or
+``PointTask(run_dir, index)`` is a few hundred bytes; on the node the runner derives the
+point's spec (spec.yaml + its overrides in manifest.json, written to ``points/<index>/config.yaml``). On USR2 (time limit or
 preemption) the trainer writes ``last.pt`` at the next step boundary and then hands over to
 submitit, which calls ``checkpoint`` and requeues the same callable: it resumes from there.
 """

@@ -1,6 +1,7 @@
 """Validated points + cluster section -> a submitit executor -> ONE array per sweep.
 
-The pickled callable is ``PointTask(run_dir, index)`` (a few hundred bytes): the node reads
+The pickled callable is ``PointTask(run_dir, index)`` (a few hundred bytes): the node derives
+its point's spec from ``spec.yaml`` and the point's overrides in ``manifest.json`` and writes
 ``points/<i>/config.yaml`` itself. Slurm submission returns as soon as sbatch does; the local
 executor runs at most ``array_parallelism`` points at once and waits for them.
 """
@@ -139,7 +140,7 @@ def new_sweep_id() -> str:
 
 def write_run_directory(runs_dir: Path, spec: JobSpec, raw: dict, source: str,
                         points: Sequence[tuple[Point, JobSpec]], executor: str) -> RunPaths:
-    """Create runs/<name>/<sweep-id>/ with spec.yaml, manifest.json and every point's config."""
+    """Create runs/<name>/<sweep-id>/ with spec.yaml and manifest.json (every point's overrides)."""
     run = RunPaths.create(runs_dir, spec.name, new_sweep_id())
     try:
         _write_run_files(run, spec, raw, source, points, executor)
@@ -153,12 +154,11 @@ def write_run_directory(runs_dir: Path, spec: JobSpec, raw: dict, source: str,
 
 def _write_run_files(run: RunPaths, spec: JobSpec, raw: dict, source: str,
                      points: Sequence[tuple[Point, JobSpec]], executor: str) -> None:
+    # one spec and one manifest (every point's overrides and seed); a point's folder and its
+    # config.yaml are made on its node when it starts (10,000 points: two files, not 20,000)
     run.spec.write_text(dump_yaml(raw))
     container.write_enter_script(spec, run.root)
-    for point, point_spec in points:
-        p = run.point(point.index)
-        p.root.mkdir(parents=True)
-        p.config.write_text(dump_yaml(point_spec.model_dump(mode="json")))
+    run.root.joinpath("points").mkdir()
     atomic_write_json(run.manifest, {
         "name": spec.name, "sweep_id": run.root.name, "source": str(Path(source).resolve()),
         "created": dt.datetime.now().isoformat(timespec="seconds"), "user": getpass.getuser(),
@@ -283,9 +283,17 @@ def prepare_data(spec: JobSpec) -> None:
         workloads.resolve(hook)(spec)
 
 
-def points_table(points: Sequence[tuple[Point, JobSpec]]) -> str:
+def points_table(points: Sequence[tuple[Point, JobSpec]], head: int = 30, tail: int = 5) -> str:
+    """The points and their coordinates; a long sweep shows its first and last rows (the run's
+    manifest.json lists every point)."""
     from mrihpc.results import table
 
+    shown = list(points) if len(points) <= head + tail + 1 else [*points[:head], *points[-tail:]]
     rows = [{"point": p.index, "name": p.name, "seed": p.seed,
-             **{k: v for k, v in p.overrides.items() if k != "data.folds"}} for p, _ in points]
-    return table(rows, list(dict.fromkeys(k for r in rows for k in r)))
+             **{k: v for k, v in p.overrides.items() if k != "data.folds"}} for p, _ in shown]
+    text = table(rows, list(dict.fromkeys(k for r in rows for k in r)))
+    if len(shown) < len(points):
+        lines = text.splitlines()
+        lines.insert(head + 1, f"... {len(points) - head - tail:,} more points ...")
+        text = "\n".join(lines)
+    return text

@@ -3,6 +3,9 @@
     runs/<name>/<sweep-id>/
       spec.yaml  manifest.json  logs/
       points/<i>/config.yaml metrics.jsonl status.json memory.dat checkpoints/ predictions/
+
+spec.yaml and manifest.json (each point's overrides and seed) are written at submission;
+``points/<i>/`` and its config.yaml appear when the point starts on its node.
 """
 from __future__ import annotations
 

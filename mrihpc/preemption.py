@@ -33,9 +33,11 @@ class StopSignals:
     """Install with ``install()``; ``requested(world)`` is True on every rank once any rank
     received a signal (agreed by an all-reduce, so no rank waits alone in a collective)."""
 
-    def __init__(self) -> None:
+    def __init__(self, every: int = 1) -> None:
         self.signum: Optional[int] = None
         self.previous: dict[int, Any] = {}
+        self.every, self.calls, self.agreed = every, 0, False
+        self.pending: Optional[tuple[Any, torch.Tensor]] = None
 
     def install(self) -> "StopSignals":
         for sig in (checkpoint_signal(), signal.SIGTERM):
@@ -58,12 +60,22 @@ class StopSignals:
             "time limit or preemption warning" if self.signum == checkpoint_signal() else "preempted or requeued")
 
     def requested(self, world: World) -> bool:
-        flag = self.signum is not None
-        if world.distributed:
-            t = torch.tensor([int(flag)], device=world.device if world.device.type == "cuda" else "cpu")
-            torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
-            flag = bool(t.item())
-        return flag
+        """Called once per step on every rank. One process: the flag. Under DDP, every ``every``
+        steps: read the all-reduce started ``every`` steps ago (long finished, so reading it
+        costs no wait) and start the next one without waiting. Every rank reads the same agreed
+        value at the same step, so all stop together, at most 2 x ``every`` steps after a signal."""
+        if not world.distributed:
+            return self.signum is not None
+        self.calls += 1
+        if self.calls % self.every:
+            return self.agreed
+        if self.pending is not None:
+            work, flag = self.pending
+            work.wait()
+            self.agreed = bool(flag.item())
+        flag = torch.tensor([int(self.signum is not None)], device=world.device if world.device.type == "cuda" else "cpu")
+        self.pending = (torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX, async_op=True), flag)
+        return self.agreed
 
     def leave(self) -> None:
         """After the checkpoint: let submitit requeue this task (USR2), or just exit (SIGTERM:

@@ -24,8 +24,8 @@ from mrihpc.monitors.console import Console
 from mrihpc.monitors.jsonl import MetricsFile
 from mrihpc.monitors.memory import MemoryProfile
 from mrihpc.monitors.visdom import VisdomMonitor
-from mrihpc.paths import (PointPaths, RunPaths, overwrite_in_place, read_json, remove_stale_temp_files,
-                          update_json)
+from mrihpc.paths import (PointPaths, RunPaths, atomic_write_bytes, dump_yaml, overwrite_in_place, read_json,
+                          remove_stale_temp_files, update_json)
 from mrihpc.preemption import Interrupted, StopSignals
 from mrihpc import specfile
 from mrihpc.spec import JobSpec
@@ -92,6 +92,7 @@ def train_point(spec: JobSpec, run: RunPaths, index: int, world: World, signals:
         write_status(paths, world, state="running", epoch=record["epoch"] + 1, epochs=spec.train.epochs,
                      latest={k: v for k, v in record.items() if k.startswith(("val_", "mem_")) or k == "train_loss"})
 
+    signals.every = spec.train.stop_check_every
     try:
         trainer = Trainer(spec, task, world, paths.checkpoints, monitors, on_epoch, lambda: signals.requested(world))
         record = trainer.fit() | {"best": trainer.best}
@@ -103,6 +104,13 @@ def train_point(spec: JobSpec, run: RunPaths, index: int, world: World, signals:
         monitors.close()
         if live is not None:
             write_status(paths, world, visdom=live.stats())
+
+
+def materialise_config(paths: PointPaths) -> None:
+    """Write the point's concrete spec to its config.yaml (once: an edited one is kept), atomically,
+    so the other ranks never read half of it."""
+    if not paths.config.is_file():
+        atomic_write_bytes(paths.config, dump_yaml(specfile.point_raw(paths)).encode())
 
 
 def run_point(run_dir: Path, index: int) -> dict:
@@ -117,7 +125,9 @@ def run_point(run_dir: Path, index: int) -> dict:
         write_status(paths, world, state="failed", error=f"VersionMismatch: {e}", host=socket.gethostname())
         close_world()
         raise
+    paths.root.mkdir(parents=True, exist_ok=True)
     if world.is_main:  # only this point writes here, and it has not started writing
+        materialise_config(paths)
         stale = remove_stale_temp_files(paths.root)
         if stale:
             print(f"[mrihpc] removed {len(stale)} temporary file(s) left by a killed write", file=sys.stderr)

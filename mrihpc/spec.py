@@ -175,6 +175,14 @@ class TrainSpec(Section):
     """How often a point may be requeued after preemption or a time limit."""
     threads: Optional[int] = Field(None, ge=1)
     """torch intra-op threads per rank on CPU (default: torch's choice)."""
+    compile: bool = False
+    """torch.compile every network (after DDP wrapping); the first steps pay the compilation."""
+    channels_last: bool = False
+    """Networks and 4-D image batches in channels-last memory format (faster convolutions with
+    tensor cores under autocast)."""
+    stop_check_every: int = Field(10, ge=1)
+    """Under DDP, steps between the agreements on a stop signal: each starts a non-blocking
+    all-reduce whose result is read this many steps later, so no step waits on it."""
     sync_batchnorm: Optional[bool] = None
     """SyncBatchNorm under DDP on GPUs: batch statistics over all ranks, needed at a few samples per GPU
     (default: on when there are several ranks on GPUs and the model has batch norm)."""

@@ -183,9 +183,13 @@ class Trainer:
             params = [p for n in net_names for p in self.nets[n].parameters()]
             self.optimizers[name] = build_optimizer(spec.optim_for(name), params)
             self.schedules[name] = build_schedule(spec.schedule_for(name), self.optimizers[name], self.steps_per_epoch)
+        if train.channels_last:
+            self.nets = {k: v.to(memory_format=torch.channels_last) for k, v in self.nets.items()}
         if world.distributed:
             self.nets = {k: DistributedDataParallel(v) if any(p.requires_grad for p in v.parameters()) else v
                          for k, v in self.nets.items()}
+        if train.compile:  # last, around DDP, as torch recommends (DDP's buckets guide the graph breaks)
+            self.nets = {k: torch.compile(v) for k, v in self.nets.items()}
         cuda = world.device.type == "cuda"
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.precision) if cuda else None
         self.scaler = torch.amp.GradScaler(world.device.type, enabled=cuda and train.precision == "fp16")
@@ -201,6 +205,8 @@ class Trainer:
 
     # ----------------------------------------------------------------- state
     def _raw(self, net: nn.Module) -> nn.Module:
+        """The network itself, under torch.compile's and DDP's wrappers (what checkpoints hold)."""
+        net = getattr(net, "_orig_mod", net)
         return net.module if isinstance(net, DistributedDataParallel) else net
 
     def state(self, rng_ranks: list) -> dict:
@@ -275,7 +281,7 @@ class Trainer:
         for i, batch in enumerate(Workers(self.train_loader), start=self.batch):
             if i >= self.steps_per_epoch:
                 break
-            batch = {k: v.to(self.world.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            batch = {k: self._to_device(v) for k, v in batch.items()}
             logged = self.task.train_step(batch, self.nets, ctx)
             self.scaler.update()  # once per iteration, after every optimiser of the step has stepped
             self.step, self.batch = self.step + 1, i + 1
@@ -305,6 +311,14 @@ class Trainer:
                 self.monitors.log({"kind": "images", "epoch": epoch, "images": images}, self.step)
             self.monitors.log(record, self.step)
         return record
+
+    def _to_device(self, value: Any) -> Any:
+        if not torch.is_tensor(value):
+            return value
+        value = value.to(self.world.device, non_blocking=True)
+        if self.spec.train.channels_last and value.dim() == 4 and value.is_floating_point():
+            value = value.contiguous(memory_format=torch.channels_last)
+        return value
 
     def _check_finite(self, loss: float, epoch: int) -> None:
         """Count non-finite losses in a row (over all ranks, so they stop together); past

@@ -67,6 +67,8 @@ SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=5,bf_interval=1,batch_sched_delay=0
 JobRequeue=1
 MaxArraySize=1001
+# cancelled arrays stay MinJobAge seconds: the 10,000-point submission benchmark needs room
+MaxJobCount=200000
 KillWait=10
 # a node whose slurmd stops answering is DOWN within ~15 s (fault tests: NODE_FAIL)
 SlurmdTimeout=10

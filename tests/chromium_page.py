@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
 import re
+import signal
 import subprocess
 import tempfile
 import time
@@ -18,11 +20,12 @@ import websocket
 
 class ChromiumPage:
     def __init__(self, chromium: str, size: str = "1600,1400"):
-        self.profile = tempfile.TemporaryDirectory()
+        self.profile = tempfile.TemporaryDirectory(ignore_cleanup_errors=True)
         self.proc = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                                       f"--window-size={size}", "--remote-debugging-port=0",
                                       f"--user-data-dir={self.profile.name}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)  # its helper processes share the group
         port = None
         deadline = time.time() + 30
         while port is None and time.time() < deadline:
@@ -87,7 +90,10 @@ class ChromiumPage:
     def __exit__(self, *exc) -> None:
         try:
             self.ws.close()
-        finally:
-            self.proc.kill()
+        finally:  # the whole group: chromium's helpers would go on writing into the profile
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             self.proc.wait()
             self.profile.cleanup()

@@ -96,6 +96,7 @@ def test_tunnel_is_one_line_to_the_login_node_or_to_the_nodes_of_points_that_pos
         import yaml
         run.point(i).config.write_text(yaml.safe_dump(spec))
         atomic_write_json(run.point(i).status, {"state": state, "host": host})
+    run.spec.write_text(yaml.safe_dump(spec))
     atomic_write_json(run.manifest, {"name": "tiny", "sweep_id": run.root.name, "executor": "slurm",
                                      "points": [{"index": i, "name": f"p{i}"} for i in range(3)], "submissions": []})
     assert main(["tunnel", str(run.root), "--login", "dgx-login", "--local-port", "18099"]) == 0

@@ -64,3 +64,31 @@ def test_no_sweep_is_one_point_named_after_the_spec():
 
 def test_value_formatting():
     assert [format_value(v) for v in (3e-4, 1e-3, 0.08, 8, [4, 8], 1.0)] == ["3e-4", "1e-3", "0.08", "8", "4+8", "1"]
+
+
+def test_points_validated_section_by_section_equal_whole_validation():
+    """expand_and_validate re-validates only the sections a point's overrides touch; for every
+    shipped sweep each point's spec equals validating the point's whole spec."""
+    from conftest import REPO
+    from mrihpc.specfile import load_spec, validate_dict
+    from mrihpc.sweep import point_config
+
+    for path in sorted((REPO / "jobs").glob("*.yaml")):
+        spec, raw = load_spec(path)
+        fast = expand_and_validate(spec, raw, str(path))
+        whole = [validate_dict(point_config(raw, p), str(path)) for p in expand(spec, str(path))]
+        assert [s.model_dump() for _, s in fast] == [s.model_dump() for s in whole], path
+
+
+def test_point_seeds_are_numpys_seed_sequence_without_numpy():
+    import random
+
+    import numpy as np
+
+    from mrihpc.seeding import seed_sequence_word
+
+    rng = random.Random(0)
+    for _ in range(5000):
+        entropy = [rng.getrandbits(rng.choice([1, 16, 32, 40])), rng.randrange(100_000)]
+        assert seed_sequence_word(entropy) == int(np.random.SeedSequence(entropy).generate_state(1)[0])
+    assert point_seed(0, 0) == int(np.random.SeedSequence([0, 0]).generate_state(1)[0] & 0x7FFFFFFF)

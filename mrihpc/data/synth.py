@@ -11,13 +11,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import h5py
 import numpy as np
-import torch
 
 from mrihpc.data.cache import cached_dataset
-from mrihpc.data.masks import RandomMask, seed_from_name
-from mrihpc.data.transforms import apply_mask, center_crop, fft2c
 
 HEADER = """<?xml version="1.0" encoding="utf-8"?>
 <ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">
@@ -82,6 +78,13 @@ def phantom_volume(rng: np.random.Generator, slices: int, fov: tuple[int, int], 
 def write_volume(path: Path, rng: np.random.Generator, slices: int, shape: tuple[int, int],
                  recon: tuple[int, int], layout: str, split: str) -> None:
     """One HDF5 file in ``layout`` for ``split`` (train / val / test)."""
+    # here, not at the top: submitting with the data already cached never imports torch
+    import h5py
+    import torch
+
+    from mrihpc.data.masks import RandomMask, seed_from_name
+    from mrihpc.data.transforms import apply_mask, center_crop, fft2c
+
     images = phantom_volume(rng, slices, shape, (recon[0], min(recon[1], shape[1])))
     kspace = fft2c(torch.from_numpy(images))
     noise = (rng.standard_normal(kspace.shape) + 1j * rng.standard_normal(kspace.shape)) * 0.002

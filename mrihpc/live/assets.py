@@ -14,8 +14,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-import visdom
-from visdom.utils.shared_utils import get_visdom_path
+import importlib.metadata
+import importlib.util
 
 # package@version -> {path inside the package: destination under static/}
 FILES = {
@@ -47,7 +47,8 @@ MATHJAX_PARTS = ("MathJax.js", "config/", "extensions/", "jax/", "localization/e
 
 
 def static_dir() -> Path:
-    return Path(get_visdom_path("static"))
+    # found without importing visdom, whose __init__ imports torch (the login node must not)
+    return Path(importlib.util.find_spec("visdom").submodule_search_locations[0]) / "static"
 
 
 def expected() -> list[Path]:
@@ -106,7 +107,7 @@ def install(tarballs: Path | None = None) -> int:
             copied += _extract(_tarball(package, folder), table.get, static)
         mathjax = lambda p: f"{MATHJAX_DEST}/{p}" if p.startswith(MATHJAX_PARTS) else None  # noqa: E731
         copied += _extract(_tarball(MATHJAX, folder), mathjax, static)
-    (static / "version.built").write_text(visdom.__version__)
+    (static / "version.built").write_text(importlib.metadata.version("visdom"))
     if missing():
         raise RuntimeError(f"assets still missing after install: {', '.join(map(str, missing()))}")
     return copied

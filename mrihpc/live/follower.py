@@ -53,8 +53,8 @@ def posts_directly(run: Path) -> bool:
     resolved as the node resolves it: default on except under Slurm)."""
     import yaml
 
-    try:
-        spec = yaml.safe_load((run / "points" / "0" / "config.yaml").read_text()) or {}
+    try:  # the run's spec (a point's own config.yaml exists only once it has started)
+        spec = yaml.safe_load((run / "spec.yaml").read_text()) or {}
         manifest = json.loads((run / "manifest.json").read_text())
     except (OSError, ValueError):
         return False

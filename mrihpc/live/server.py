@@ -26,10 +26,7 @@ from pathlib import Path
 import requests
 
 from mrihpc.data.cache import cache_root
-
-
-class ServerError(RuntimeError):
-    pass
+from mrihpc.live import ServerError  # noqa: F401 - raised here, caught by the CLI
 
 
 def state_file(port: int, host: str | None = None) -> Path:

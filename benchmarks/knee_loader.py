@@ -1,0 +1,144 @@
+"""Benchmark: the knee training pipeline's slices/s against a fastMRI-style reference, on the same
+files, with 0 and N DataLoader workers; and the loader's host RSS over 10 and 100 volumes.
+
+Reference (fastMRI's SliceDataset + UnetDataTransform, written out in NumPy): every item opens
+the HDF5 file, parses its ISMRMRD header (XML) for the encoding and reconstruction sizes, reads
+the slice, draws a random column mask, applies it and inverts with NumPy's centred FFT, crops,
+takes the magnitude, normalises by instance statistics and reads the target. Ours: the
+``reconstruction`` task's dataset (files opened once per worker, headers indexed once and cached,
+torch's FFT). Both iterate the same slices in the same order, one epoch after a warm-up epoch;
+persistent workers for both when N > 0.
+
+RSS: the peak resident memory of the process and its workers (memory_profiler) over one epoch
+of our loader at 10 and 100 synthetic volumes (smaller slices); target: difference < 100 MB.
+
+    python benchmarks/knee_loader.py [--volumes 8] [--workers 0 2] > result.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+NS = {"m": "http://www.ismrm.org/ISMRMRD"}
+
+
+class FastMRIStyle(Dataset):
+    """What fastMRI's scripts do per item, in NumPy (see the module docstring)."""
+
+    def __init__(self, files: list[Path], skip: int, acceleration: int = 4, center_fraction: float = 0.08, seed: int = 0):
+        self.items = []
+        for path in files:
+            with h5py.File(path, "r") as f:
+                self.items += [(path, s) for s in range(skip, f["kspace"].shape[0])]
+        self.acceleration, self.center_fraction, self.seed = acceleration, center_fraction, seed
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        path, s = self.items[i]
+        with h5py.File(path, "r") as f:
+            header = ET.fromstring(f["ismrmrd_header"][()])
+            enc = header.find("m:encoding/m:encodedSpace/m:matrixSize", NS)
+            rec = header.find("m:encoding/m:reconSpace/m:matrixSize", NS)
+            recon = (int(rec.find("m:x", NS).text), int(rec.find("m:y", NS).text))
+            _ = (int(enc.find("m:x", NS).text), int(enc.find("m:y", NS).text))
+            kspace = f["kspace"][s]
+            target = f["reconstruction_esc"][s] if "reconstruction_esc" in f else None
+        cols = kspace.shape[-1]
+        rng = np.random.default_rng([self.seed, i])
+        low = int(round(cols * self.center_fraction))
+        prob = (cols / self.acceleration - low) / (cols - low)
+        mask = rng.uniform(size=cols) < prob
+        pad = (cols - low + 1) // 2
+        mask[pad:pad + low] = True
+        masked = kspace * mask[None, :]
+        image = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(masked, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+        h, w = recon[1], recon[0]
+        top, left = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
+        image = np.abs(image[top:top + h, left:left + w]).astype(np.float32)
+        mean, std = image.mean(), image.std() + 1e-11
+        image = (image - mean) / std
+        target = np.zeros_like(image) if target is None else ((target - mean) / std).astype(np.float32)
+        return {"input": torch.from_numpy(image)[None], "target": torch.from_numpy(target)[None]}
+
+
+def slices_per_s(dataset, workers: int, batch: int) -> float:
+    loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers,
+                        persistent_workers=workers > 0)
+    for _ in loader:  # warm-up epoch: worker start, page cache, our header index
+        pass
+    start = time.perf_counter()
+    n = sum(b["input"].shape[0] for b in loader)
+    return n / (time.perf_counter() - start)
+
+
+def ours(root: Path, skip: int, volumes: int | None = None):
+    from mrihpc.distributed import World
+    from mrihpc.specfile import validate_dict
+    from mrihpc.workloads.knee.task import ReconstructionTask
+
+    spec = validate_dict({"name": "bench", "task": "reconstruction",
+                          "data": {"format": "fastmri", "root": str(root), "skip_slices": skip,
+                                   "mask": {"kind": "random", "accelerations": [4], "center_fractions": [0.08]},
+                                   "normalize": "instance", "max_volumes": volumes}}, "bench")
+    return ReconstructionTask(spec, World()).datasets()[0]
+
+
+def rss_peak_mib(dataset, workers: int) -> float:
+    from memory_profiler import memory_usage
+
+    def epoch():
+        for _ in DataLoader(dataset, batch_size=1, num_workers=workers):
+            pass
+    return max(memory_usage((epoch, (), {}), interval=0.05, include_children=True, multiprocess=False))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--volumes", type=int, default=8)
+    p.add_argument("--slices", type=int, default=16)
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--rss-volumes", type=int, nargs=2, default=[10, 100])
+    args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="mrihpc-bench-loader-"))
+    os.environ.setdefault("MRIHPC_CACHE", str(work / "cache"))
+    from mrihpc.data.synth import generate
+
+    root = generate(work / "knee", args.volumes, args.slices, (640, 368), (320, 320), "fastmri", 0)
+    files = sorted((root / "train").glob("*.h5"))
+    skip = 0
+    speed = {}
+    for w in args.workers:
+        mine, ref = slices_per_s(ours(root, skip), w, args.batch), slices_per_s(FastMRIStyle(files, skip), w, args.batch)
+        speed[str(w)] = {"ours_slices_per_s": round(mine, 1), "fastmri_style_slices_per_s": round(ref, 1),
+                         "ratio": round(mine / ref, 2)}
+    rss = {}
+    if args.rss_volumes:
+        big = generate(work / "rss", int(max(args.rss_volumes) * 1.3) + 2, 8, (256, 160), (128, 128), "fastmri", 1)
+        for n in args.rss_volumes:
+            rss[str(n)] = round(rss_peak_mib(ours(big, 0, n), 2), 1)
+    print(json.dumps({
+        "benchmark": "knee_loader", "files": len(files), "slices_per_file": args.slices, "kspace": [640, 368],
+        "crop": [320, 320], "batch": args.batch, "speed": speed, "target_ratio": 2.0,
+        "rss_peak_mib": rss, "rss_growth_mib": round(rss[str(max(args.rss_volumes))] - rss[str(min(args.rss_volumes))], 1) if rss else None,
+        "target_rss_growth_mib": 100,
+        "machine": f"{platform.node()} ({os.cpu_count()} cores), python {sys.version.split()[0]}, torch {torch.__version__}",
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Every benchmark runs once at a tiny size, so none rots. The figures come from full runs
+(benchmarks/run_all.sh, JSON under benchmarks/results/); nothing here asserts a time.
+(benchmarks/faults.py and visdom_follower_lag.py run in test_faults.py and test_follower.py.)"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+TINY_RUNS = {
+    "login_verbs": ["--repeats", "1"],
+    "metrics_speed": ["--repeats", "1", "--shape", "3", "32", "32"],
+    "knee_loader": ["--volumes", "2", "--slices", "3", "--workers", "0", "1", "--rss-volumes", "2", "3"],
+    "train_step": ["--steps", "1", "--warmup", "1", "--batch", "2", "--size", "32", "--configs", "fp32", "channels_last"],
+    "ddp_scaling": ["--ranks", "2", "--steps", "2", "--warmup", "1", "--batch", "1"],
+    "visdom_hung_server": ["--epochs", "1", "--repeats", "1"],
+    "cine_loader_rss": ["--cases", "7", "9", "--frames", "6", "--size", "32"],
+}
+
+
+def _run(name: str, args: list[str], timeout: float = 600) -> dict:
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), *args],
+                         capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("name", list(TINY_RUNS))
+def test_benchmark_runs_at_a_tiny_size(name):
+    result = _run(name, TINY_RUNS[name])
+    assert result.get("benchmark", name) == name or name in ("cine_loader_rss", "visdom_hung_server")
+    if name == "metrics_speed":
+        assert result["max_abs_diff_cpu"] < 1e-4  # equal to scikit-image; its speed is the full run's
+    if name == "knee_loader":
+        assert set(result["speed"]) == {"0", "1"} and set(result["rss_peak_mib"]) == {"2", "3"}
+    if name == "login_verbs":
+        assert len(result["verbs"]) == 9
+
+
+@pytest.mark.slurm
+def test_submit_benchmark_runs_at_a_tiny_size(slurm_cluster):
+    result = _run("submit_sweep", ["--points", "20", "--repeats", "1"])
+    size = result["sizes"][0]
+    assert size["points"] == 20 and size["mrihpc_sbatch_calls"] == 1 == size["submitit_sbatch_calls"]
+
+
+def test_compile_and_channels_last_train_through_the_trainer(tmp_path):
+    """train.compile and train.channels_last are applied by the Trainer: a run with both trains,
+    and its checkpoint holds the plain network's keys (no compile wrapper prefix)."""
+    from conftest import TINY, merge
+    from mrihpc import checkpoint
+    from mrihpc.__main__ import main
+
+    spec = merge(TINY, train={**TINY["train"], "epochs": 1, "steps_per_epoch": 2, "compile": True, "channels_last": True},
+                 sweep={})
+    path = tmp_path / "spec.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["run", str(path), "--point", "0", "--runs", str(tmp_path / "runs")]) == 0
+    last = checkpoint.load(next((tmp_path / "runs").rglob("last.pt")))
+    assert not any(k.startswith("_orig_mod") for k in last["nets"]["model"])
