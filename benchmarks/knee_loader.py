@@ -111,7 +111,7 @@ def main() -> None:
     p.add_argument("--volumes", type=int, default=8)
     p.add_argument("--slices", type=int, default=16)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=int, default=4, help="slices per batch, as training reads them")
     p.add_argument("--rss-volumes", type=int, nargs=2, default=[10, 100])
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mrihpc-bench-loader-"))

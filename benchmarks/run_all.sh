@@ -17,7 +17,7 @@ run() {  # name, then the script's arguments
 run login_verbs --repeats 5
 run submit_sweep --points 1000 10000 --repeats 3
 run metrics_speed --repeats 5
-run knee_loader --volumes 8 --slices 16 --workers 0 2
+run knee_loader --volumes 16 --slices 16 --workers 0 2
 if "$py" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
   run train_step --steps 20 --warmup 5
 else  # the CPU figures are a smoke test: few steps

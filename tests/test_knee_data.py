@@ -162,3 +162,16 @@ def test_index_cache_is_reused_and_refreshed(tmp_path):
     files[0].write_bytes(b"corrupted")  # size and mtime change: the file is scanned again
     with pytest.raises(DataError, match=str(files[0])):
         index_volumes(files, "fastmri", cache)
+
+
+@pytest.mark.parametrize("shape,crop", [((640, 368), (320, 320)), ((641, 367), (320, 321)), ((96, 80), (64, 64))])
+def test_zero_filled_from_the_sampled_columns_equals_the_full_transform(shape, crop):
+    import torch
+
+    from mrihpc.data.transforms import apply_mask, zero_filled, zero_filled_columns
+
+    g = torch.Generator().manual_seed(0)
+    kspace = torch.randn(*shape, dtype=torch.complex64, generator=g)
+    mask = torch.rand(shape[1], generator=g) < 0.3
+    full = zero_filled(apply_mask(kspace, mask), crop)
+    assert torch.allclose(zero_filled_columns(kspace, mask, crop), full, atol=1e-5 * float(full.max()))

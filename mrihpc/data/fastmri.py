@@ -173,7 +173,7 @@ class VolumeReader:
 
     def kspace(self, volume: Volume, key: str, index: int) -> np.ndarray:
         """One slice of k-space, complex64 ``(H, W)``."""
-        return self._file(volume.path)[key][index].astype(np.complex64)
+        return self._file(volume.path)[key][index].astype(np.complex64, copy=False)
 
     def target(self, volume: Volume, index: int) -> Optional[np.ndarray]:
         """The reference image of one slice, float32 ``(h, w)``, or None when the file has none."""

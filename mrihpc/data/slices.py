@@ -16,7 +16,8 @@ from torch.utils.data import Dataset
 
 from mrihpc.data.fastmri import Volume, VolumeReader
 from mrihpc.data.masks import MaskFunc, seed_from_name
-from mrihpc.data.transforms import apply_mask, center_crop, complex_abs, ifft2c, normalize_instance, normalize_max
+from mrihpc.data.transforms import (center_crop, complex_abs, ifft2c, normalize_instance, normalize_max,
+                                   zero_filled_columns)
 
 
 class KSpaceSlices(Dataset):
@@ -61,8 +62,9 @@ class KSpaceSlices(Dataset):
             left, right = volume.padding  # never "sample" the zero-padded columns
             mask[:max(left, 0)] = False
             mask[right:] = False
-            kspace = apply_mask(kspace, mask)
-        image = complex_abs(center_crop(ifft2c(kspace), crop))
+            image = zero_filled_columns(kspace, mask, crop)  # = |crop(ifft2c(masked))|, less FFT work
+        else:  # test files: undersampled already
+            image = complex_abs(center_crop(ifft2c(kspace), crop))
         image, mean, std = self.normalize(image)
         target = self.reader.target(volume, s)
         if target is None and self.kspace_key == "kspace":  # nc2019 training files: fully sampled k-space

@@ -46,6 +46,29 @@ def zero_filled(masked_kspace: torch.Tensor, crop: tuple[int, int]) -> torch.Ten
     return complex_abs(center_crop(ifft2c(masked_kspace), crop))
 
 
+def _ifftc(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Centred orthonormal inverse FFT along one axis."""
+    return torch.fft.fftshift(torch.fft.ifft(torch.fft.ifftshift(x, dim=dim), dim=dim, norm="ortho"), dim=dim)
+
+
+def zero_filled_columns(kspace: torch.Tensor, mask: torch.Tensor, crop: tuple[int, int]) -> torch.Tensor:
+    """``zero_filled(apply_mask(kspace, mask), crop)`` for k-space ``(..., H, W)`` and a column
+    mask bool ``(W,)``, with a fraction of the FFT work: the 2-D transform is separable, so the
+    inverse FFT along H runs on the sampled columns only (the others are zero) and its result is
+    cropped to h rows before the inverse FFT along W. At 4x on 640 x 368 k-space with a 320 x 320
+    crop that is a third of the FFT work of the full transform; the result is the same."""
+    h, w = crop
+    H, W = kspace.shape[-2:]
+    if not (0 < h <= H and 0 < w <= W):
+        raise ValueError(f"crop {crop} does not fit an image of {(H, W)}")
+    cols = mask.nonzero().squeeze(1)
+    top, left = (H - h) // 2, (W - w) // 2
+    sampled = _ifftc(kspace[..., cols], dim=-2)[..., top:top + h, :]
+    rows = kspace.new_zeros((*kspace.shape[:-2], h, W))
+    rows[..., cols] = sampled
+    return _ifftc(rows, dim=-1)[..., left:left + w].abs()
+
+
 def normalize_max(image: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, float, float]:
     """Seed 000's scaling: divide by the zero-filled image's max. Returns (image, mean=0, std=max)."""
     scale = max(float(image.max()), eps)
