@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mrihpc.models.refiner import BasicBlock  # the ResNet basic block (conv-BN-ReLU-conv-BN + identity)
 from mrihpc.models.unet import OUT_ACTIVATIONS, _act, _norm
 
 
@@ -51,19 +52,6 @@ class UpBlock(nn.Module):
         else:  # nearest or area: F.interpolate to the skip's size
             x = F.interpolate(x, size=skip.shape[-2:], mode=self.mode)
         return self.convs(torch.cat([x, skip], dim=1))
-
-
-class BasicBlock(nn.Module):
-    """ResNet basic block: conv-BN-ReLU-conv-BN plus identity, then ReLU. ``(N, C, H, W)`` kept."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
-                                  nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(x + self.body(x))
 
 
 class DenoiseUNet(nn.Module):
