@@ -69,7 +69,9 @@ def steps_per_s(rank: int, size: int, per_rank_batch: int, steps: int, warmup: i
         if check is not None:
             signals.requested(world)
     sync()
-    return steps / (time.perf_counter() - start)
+    rate = steps / (time.perf_counter() - start)
+    signals.settle()  # no all-reduce left in flight when the process group goes
+    return rate
 
 
 def _rank(rank: int, size: int, port: int, args, check, out: str) -> None:

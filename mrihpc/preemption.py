@@ -77,6 +77,13 @@ class StopSignals:
         self.pending = (torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX, async_op=True), flag)
         return self.agreed
 
+    def settle(self) -> None:
+        """Wait for the all-reduce still in flight (every rank started it at the same step, so it
+        completes): a process group destroyed with one outstanding aborts the process."""
+        if self.pending is not None:
+            self.pending[0].wait()
+            self.pending = None
+
     def leave(self) -> None:
         """After the checkpoint: let submitit requeue this task (USR2), or just exit (SIGTERM:
         Slurm requeues it). Never returns."""

@@ -96,6 +96,7 @@ def train_point(spec: JobSpec, run: RunPaths, index: int, world: World, signals:
     try:
         trainer = Trainer(spec, task, world, paths.checkpoints, monitors, on_epoch, lambda: signals.requested(world))
         record = trainer.fit() | {"best": trainer.best}
+        signals.settle()  # the last stop-signal all-reduce, before any other collective or teardown
         # DDP keeps replicas equal; record each rank's digest so that is checked, not assumed
         digests = all_gather(trainer.weights_digest(), world)
         write_status(paths, world, rank_weights_sha1=digests)
@@ -141,6 +142,7 @@ def run_point(run_dir: Path, index: int) -> dict:
     except Interrupted as e:
         # SIGTERM may be a preemption, a requeue or a scancel: Slurm's accounting tells which
         write_status(paths, world, state="interrupted", reason=f"{signals.reason}; {e}")
+        signals.settle()
         close_world()
         signals.leave()
     except BaseException as e:
