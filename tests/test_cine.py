@@ -91,11 +91,3 @@ def test_demo_beats_zero_filled_and_writes_the_seeds_outputs(tmp_path, capsys):
     text = (out / "output.txt").read_text().splitlines()
     assert text[0].startswith("Epoch [1/12], Train Loss: ") and ", Val Loss: " in text[0]
     assert text[-3].startswith("loss: mean = ") and text[-2].startswith("PSNR: mean = ") and text[-1].startswith("SSIM: mean = ")
-
-
-def test_loader_rss_benchmark_runs_at_a_tiny_size():
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "cine_loader_rss.py"), "--cases", "7", "14",
-                          "--frames", "6", "--size", "32"], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout)
-    assert set(result["runs"]) == {"7", "14"} and result["ours_growth_mib"] < 150
