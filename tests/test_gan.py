@@ -1,12 +1,11 @@
 """The GAN steps (seeds 000 and 002) under DDP: every network of a knee GAN, a cGAN and a CycleGAN
 step ends with identical weights on 2 gloo ranks, equal to a 1-process run on the same global
 batch; the discriminator is run unsynced in the generator's step, which DDP accepts (no unused-
-parameter error, no hang). Also: the discriminators emit logits, kl_div is refused with its
-reason, and the fp16 scaler steps once per iteration of a 2-optimiser step (GPU only)."""
+parameter error, no hang). Also: the discriminators emit logits, and kl_div is refused with its
+reason. (The fp16 scaler of a 2-optimiser step is checked in test_gpu.py.)"""
 from __future__ import annotations
 
 import copy
-import socket
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 
 from conftest import merge
+from test_visdom import free_port
 from mrihpc import workloads
 from mrihpc.distributed import World
 from mrihpc.specfile import validate_dict
@@ -70,7 +70,7 @@ def _rank(rank: int, raw: dict, port: int, folder: str) -> None:
 def test_every_network_of_a_gan_step_trains_identically_under_ddp(mode, tmp_path):
     raw = SPECS[mode]
     single = _train(raw, World(), tmp_path / "single")
-    mp.spawn(_rank, args=(raw, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_rank, args=(raw, free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     names = {"knee_gan": {"G", "D"}, "cgan": {"G", "D"}, "cyclegan": {"G", "G_back", "D", "D_back"}}[mode]
     assert set(single) == names == set(ranks[0]) == set(ranks[1])
@@ -82,12 +82,6 @@ def test_every_network_of_a_gan_step_trains_identically_under_ddp(mode, tmp_path
             assert gap <= 1e-5, f"{net}.{key}: DDP differs from 1 process by {gap}"
         moved = [k for k, v in single[net].items() if v.is_floating_point() and not torch.equal(v, initial[net][k])]
         assert moved, f"{net} did not train"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _initial(raw: dict) -> dict:
@@ -123,15 +117,3 @@ def test_the_discriminators_emit_logits_over_the_whole_image():
         d.head.weight.zero_()
         d.head.bias.fill_(5.0)
     assert float(d(torch.rand(1, 2, 64, 64)).detach()) == 5.0
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_fp16_gan_step_updates_the_scaler_once_per_iteration(tmp_path):
-    raw = merge(SPECS["cgan"], train={**TRAIN, "precision": "fp16", "steps_per_epoch": 6})
-    spec = validate_dict(raw, "gpu")
-    world = World(device=torch.device("cuda", 0))
-    trainer = Trainer(spec, workloads.resolve(workloads.get(spec.task).task)(spec, world), world, tmp_path, Quiet())
-    trainer.fit()
-    # two optimisers step per iteration; the growth tracker counts iterations, so 6 (or 0 after a backoff)
-    assert trainer.scaler.is_enabled() and trainer.scaler._get_growth_tracker() in (6, 0)

@@ -92,3 +92,15 @@ def test_cuda_memory_reaches_memory_dat(tmp_path):
     lines = [line for line in (tmp_path / "memory.dat").read_text().splitlines() if line.startswith("CUDA ")]
     assert lines and max(float(line.split()[3]) for line in lines) > 0
     assert os.path.getsize(tmp_path / "memory.dat") > 0
+
+
+def test_fp16_gan_step_updates_the_scaler_once_per_iteration(tmp_path):
+    from test_gan import SPECS, TRAIN
+
+    from mrihpc import workloads
+
+    spec = validate_dict(merge(SPECS["cgan"], train={**TRAIN, "precision": "fp16", "steps_per_epoch": 6}), "gpu")
+    trainer = Trainer(spec, workloads.resolve(workloads.get(spec.task).task)(spec, CUDA), CUDA, tmp_path, Quiet())
+    trainer.fit()
+    # two optimisers step per iteration; the growth tracker counts iterations, so 6 (or 0 after a backoff)
+    assert trainer.scaler.is_enabled() and trainer.scaler._get_growth_tracker() in (6, 0)

@@ -237,17 +237,12 @@ def running(port: int) -> dict | None:
 
 def stop(port: int, wait_s: float = 10.0) -> dict | None:
     """SIGTERM the follower (it finishes its batch and saves its offsets), SIGKILL after ``wait_s``."""
-    from mrihpc.live.server import _alive
+    from mrihpc.live.server import terminate
 
     state = running(port)
     if state is None:
         return None
-    os.kill(state["pid"], signal.SIGTERM)
-    deadline = time.time() + wait_s
-    while _alive(state["pid"]) and time.time() < deadline:
-        time.sleep(0.05)
-    if _alive(state["pid"]):
-        os.kill(state["pid"], signal.SIGKILL)
+    terminate(state["pid"], wait_s)
     state_path(port, "follower.json").unlink(missing_ok=True)
     return state
 

@@ -129,14 +129,20 @@ def stop(port: int = 8097, wait_s: float = 10.0) -> dict:
     state = running(port)
     if state is None:
         raise ServerError(f"no visdom server started by mrihpc runs on {socket.gethostname()} port {port}")
-    os.killpg(state["pid"], signal.SIGTERM)
-    deadline = time.time() + wait_s
-    while _alive(state["pid"]) and time.time() < deadline:
-        time.sleep(0.1)
-    if _alive(state["pid"]):
-        os.killpg(state["pid"], signal.SIGKILL)
+    terminate(state["pid"], wait_s, group=True)
     state_file(port).unlink(missing_ok=True)
     return state
+
+
+def terminate(pid: int, wait_s: float, group: bool = False) -> None:
+    """SIGTERM ``pid`` (its process group with ``group``), SIGKILL if still alive after ``wait_s``."""
+    kill = os.killpg if group else os.kill
+    kill(pid, signal.SIGTERM)
+    deadline = time.time() + wait_s
+    while _alive(pid) and time.time() < deadline:
+        time.sleep(0.05)
+    if _alive(pid):
+        kill(pid, signal.SIGKILL)
 
 
 def _serve(port: int, env_path: str, login: bool) -> None:

@@ -120,16 +120,16 @@ def check_folders(data) -> list[str]:
     return problems
 
 
-def read_slices(path: Path, shape, dtype: str, tof: int, slices: list[int]) -> np.ndarray:
-    """``(len(slices), W, L)`` float32 of TOF bin ``tof``: one ``pread`` per slice."""
+def read_planes(path: Path, shape, dtype: str, planes: list[tuple[int, int]]) -> np.ndarray:
+    """``(len(planes), W, L)`` float32 of the (TOF bin, slice) planes: one open, one ``pread`` each."""
     _, n_slices, w, length = shape
     size = w * length * np.dtype(dtype).itemsize
-    out = np.empty((len(slices), w, length), np.float32)
+    out = np.empty((len(planes), w, length), np.float32)
     with open(path, "rb") as f:
-        for i, s in enumerate(slices):
-            data = os.pread(f.fileno(), size, (tof * n_slices + s) * size)
+        for i, (t, s) in enumerate(planes):
+            data = os.pread(f.fileno(), size, (t * n_slices + s) * size)
             if len(data) != size:
-                raise DataError(f"{path}: short read at TOF {tof} slice {s}: the file is smaller than data.shape says")
+                raise DataError(f"{path}: short read at TOF {t} slice {s}: the file is smaller than data.shape says")
             out[i] = np.frombuffer(data, dtype=dtype).reshape(w, length)
     return out
 
@@ -220,8 +220,8 @@ class SinogramSlices:
         else:
             picks = [(t, slc) for t in neighbours(tof, d.channels, shape[0])]
         source = c.noisy if d.mode == "denoise" else c.clean
-        stack = np.concatenate([read_slices(source, shape, dtype, t, [s]) for t, s in picks])
-        target = read_slices(c.clean, shape, dtype, tof, [slc])
+        stack = read_planes(source, shape, dtype, picks)
+        target = read_planes(c.clean, shape, dtype, [(tof, slc)])
         hole = np.zeros_like(target)
         if self.mask is not None:
             stack *= np.stack([self.mask[s] for _, s in picks])

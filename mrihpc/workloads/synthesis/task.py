@@ -96,7 +96,9 @@ class SynthesisTask(Task):
                   {"source": measured_range(train.source), "target": measured_range(train.target)})
         for part in (train, test):
             part.ranges = ranges
-            if part.source.min() < ranges["source"][0] or part.target.max() > ranges["target"][1] and main:
+            outside = any(float(t.min()) < ranges[k][0] or float(t.max()) > ranges[k][1]
+                          for k, t in (("source", part.source), ("target", part.target)))
+            if outside and main:
                 print(f"[mrihpc] note: some values lie outside the range {ranges} mapped to [-1, 1]", flush=True)
         if self.point_dir is not None and main:
             write_split(self.point_dir / "split.json", split, incomplete, ranges)
