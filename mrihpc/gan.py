@@ -39,6 +39,7 @@ def unsynced(*nets: nn.Module) -> Iterator[None]:
     """Forward passes whose gradients stay local to this rank (DDP ``no_sync``); plain modules pass."""
     with contextlib.ExitStack() as stack:
         for net in nets:
+            net = getattr(net, "_orig_mod", net)  # under train.compile, DDP is inside the compiled wrapper
             if isinstance(net, DistributedDataParallel):
                 stack.enter_context(net.no_sync())
         yield
