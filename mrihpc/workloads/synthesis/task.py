@@ -198,9 +198,9 @@ class SynthesisTask(Task):
     def evaluate(self, loader, nets) -> list[dict[str, float]]:
         G = nets["G"]
         rank, size = (self.world.rank, self.world.size) if self.world is not None else (0, 1)
-        # test subjects of this rank: the loader's shard, scored in the seed's batches of 5
-        mine = [int(s) for batch in loader for s in batch["subject"]]
-        rows = self._score(self.test_set, mine, G, "test")
+        # this rank's test subjects, dealt as the Trainer's VolumeShard deals them (one subject a
+        # volume); read from memory here and scored in the seed's batches of 5, not as the loader batches
+        rows = self._score(self.test_set, list(range(len(self.test_set)))[rank::size], G, "test")
         n_train = min(len(self.train_set), self.spec.data.train_scored or len(self.train_set))
         rows += self._score(self.train_set, list(range(n_train))[rank::size], G, "train")
         if rank == 0:
