@@ -84,6 +84,9 @@ def _rank(rank: int, size: int, port: int, args, check, out: str) -> None:
         rate = steps_per_s(rank, size, args.batch, args.steps, args.warmup, check)
         if rank == 0:
             Path(out).write_text(json.dumps(rate))
+        # both ranks past their last collective before either closes its sockets: a gloo peer
+        # that sees the connection go while it still tears down aborts (seen once in CI, SIGABRT)
+        torch_dist.barrier()
     finally:
         torch_dist.destroy_process_group()
 

@@ -18,7 +18,7 @@ import torch
 
 from mrihpc import workloads
 from mrihpc.container import VersionMismatch, check_version
-from mrihpc.distributed import World, all_gather, close_world, init_world
+from mrihpc.distributed import World, all_gather, barrier, close_world, init_world
 from mrihpc.monitors import Monitors
 from mrihpc.monitors.console import Console
 from mrihpc.monitors.jsonl import MetricsFile
@@ -139,6 +139,7 @@ def run_point(run_dir: Path, index: int) -> dict:
                  attempts=int(previous.get("attempts", 0)) + 1)
     try:
         record = train_point(load_point_spec(paths), run, index, world, signals)
+        barrier(world)  # every rank past its last collective before any closes its gloo/NCCL sockets
     except Interrupted as e:
         # SIGTERM may be a preemption, a requeue or a scancel: Slurm's accounting tells which
         write_status(paths, world, state="interrupted", reason=f"{signals.reason}; {e}")

@@ -62,6 +62,7 @@ def _rank(rank: int, raw: dict, port: int, folder: str) -> None:
     try:
         weights = _train(raw, World(rank=rank, size=2), Path(folder) / "ck")
         torch.save(weights, f"{folder}/rank{rank}.pt")
+        torch_dist.barrier()  # neither rank closes its sockets while the other still tears down
     finally:
         torch_dist.destroy_process_group()
 
