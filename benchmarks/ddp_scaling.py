@@ -59,7 +59,7 @@ def steps_per_s(rank: int, size: int, per_rank_batch: int, steps: int, warmup: i
     trainer = Trainer(spec, ReconstructionTask(spec, world), world, Path(tempfile.mkdtemp()), Quiet())
     ctx = trainer.step_context()
     signals = StopSignals(every=check or 1)
-    batches = [{k: trainer._to_device(v) for k, v in b.items()} for _, b in zip(range(4), trainer.train_loader)]
+    batches = [trainer.device_batch(b) for _, b in zip(range(4), trainer.train_loader)]
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     for i in range(warmup + steps):
         if i == warmup:

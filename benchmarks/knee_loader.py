@@ -5,9 +5,15 @@ Reference (fastMRI's SliceDataset + UnetDataTransform, written out in NumPy): ev
 the HDF5 file, parses its ISMRMRD header (XML) for the encoding and reconstruction sizes, reads
 the slice, draws a random column mask, applies it and inverts with NumPy's centred FFT, crops,
 takes the magnitude, normalises by instance statistics and reads the target. Ours: the
-``reconstruction`` task's dataset (files opened once per worker, headers indexed once and cached,
-torch's FFT). Both iterate the same slices in the same order, one epoch after a warm-up epoch;
-persistent workers for both when N > 0.
+``reconstruction`` task's dataset (files and datasets opened once per worker, headers indexed once
+and cached, the inverse FFT along H on the sampled columns only, no shift copies). Both iterate the
+same slices in the same order, one epoch after a warm-up epoch; persistent workers for both when N > 0.
+
+``data.transform_on: device``: the workers only read k-space and draw masks; the masking, inverse
+FFT, crop and normalisation run batched on the training device (a GPU when there is one, else this
+CPU). Reported per worker count: the loader alone, and the loader with the batched transform; next
+to them the training step's slices/s (the fastMRI U-Net at this size, batch ``--batch``, on the
+same device: bf16 on a GPU), so "is the loader the bottleneck" is one ratio.
 
 RSS: the peak resident memory of the process and its workers (memory_profiler) over one epoch
 of our loader at 10 and 100 synthetic volumes (smaller slices); target: difference < 100 MB.
@@ -75,17 +81,39 @@ class FastMRIStyle(Dataset):
         return {"input": torch.from_numpy(image)[None], "target": torch.from_numpy(target)[None]}
 
 
-def slices_per_s(dataset, workers: int, batch: int) -> float:
+def slices_per_s(dataset, workers: int, batch: int, collate=None) -> float:
     loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers,
-                        persistent_workers=workers > 0)
+                        persistent_workers=workers > 0, collate_fn=collate or getattr(dataset, "collate", None))
     for _ in loader:  # warm-up epoch: worker start, page cache, our header index
         pass
     start = time.perf_counter()
-    n = sum(b["input"].shape[0] for b in loader)
+    n = sum(len(b["target"]) for b in loader)
     return n / (time.perf_counter() - start)
 
 
-def ours(root: Path, skip: int, volumes: int | None = None):
+def with_transform(dataset, workers: int, batch: int, device) -> float:
+    """data.transform_on: device: the raw loader, each batch moved to ``device`` and finished there."""
+    from mrihpc.data.slices import collate_raw, finish_batch
+    from mrihpc.task import to_device
+
+    loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers, collate_fn=collate_raw,
+                        persistent_workers=workers > 0, pin_memory=device.type == "cuda")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def epoch() -> int:
+        n = 0
+        for b in loader:
+            done = finish_batch({k: to_device(v, device) for k, v in b.items()}, "instance")
+            n += done["input"].shape[0]
+        sync()
+        return n
+    epoch()
+    start = time.perf_counter()
+    n = epoch()
+    return n / (time.perf_counter() - start)
+
+
+def ours(root: Path, skip: int, volumes: int | None = None, transform_on: str = "host"):
     from mrihpc.distributed import World
     from mrihpc.specfile import validate_dict
     from mrihpc.workloads.knee.task import ReconstructionTask
@@ -93,7 +121,8 @@ def ours(root: Path, skip: int, volumes: int | None = None):
     spec = validate_dict({"name": "bench", "task": "reconstruction",
                           "data": {"format": "fastmri", "root": str(root), "skip_slices": skip,
                                    "mask": {"kind": "random", "accelerations": [4], "center_fractions": [0.08]},
-                                   "normalize": "instance", "max_volumes": volumes}}, "bench")
+                                   "normalize": "instance", "max_volumes": volumes, "transform_on": transform_on}},
+                         "bench")
     return ReconstructionTask(spec, World()).datasets()[0]
 
 
@@ -113,6 +142,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     p.add_argument("--batch", type=int, default=4, help="slices per batch, as training reads them")
     p.add_argument("--rss-volumes", type=int, nargs=2, default=[10, 100])
+    p.add_argument("--step-steps", type=int, default=2, help="training steps timed for the step rate (0: skip)")
+    p.add_argument("--step-size", type=int, default=320, help="image side of the timed training step")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mrihpc-bench-loader-"))
     os.environ.setdefault("MRIHPC_CACHE", str(work / "cache"))
@@ -121,11 +152,26 @@ def main() -> None:
     root = generate(work / "knee", args.volumes, args.slices, (640, 368), (320, 320), "fastmri", 0)
     files = sorted((root / "train").glob("*.h5"))
     skip = 0
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     speed = {}
     for w in args.workers:
         mine, ref = slices_per_s(ours(root, skip), w, args.batch), slices_per_s(FastMRIStyle(files, skip), w, args.batch)
+        raw = ours(root, skip, transform_on="device")
+        alone = slices_per_s(raw, w, args.batch)
         speed[str(w)] = {"ours_slices_per_s": round(mine, 1), "fastmri_style_slices_per_s": round(ref, 1),
-                         "ratio": round(mine / ref, 2)}
+                         "ratio": round(mine / ref, 2),
+                         "transform_on_device": {"loader_alone_slices_per_s": round(alone, 1),
+                                                 "with_batched_transform_slices_per_s":
+                                                     round(with_transform(raw, w, args.batch, device), 1)}}
+    step = None
+    if args.step_steps:
+        from train_step import CONFIGS, measure  # benchmarks/ is the script's folder
+
+        config = "bf16+channels_last+compile" if device.type == "cuda" else "fp32"
+        step = {"config": config, "image": [args.step_size] * 2, **measure(CONFIGS[config], args.step_steps, args.batch, args.step_size, 1)}
+        for w in speed.values():
+            w["transform_on_device"]["loader_alone_over_step"] = round(
+                w["transform_on_device"]["loader_alone_slices_per_s"] / step["slices_per_s"], 2)
     rss = {}
     if args.rss_volumes:
         big = generate(work / "rss", int(max(args.rss_volumes) * 1.3) + 2, 8, (256, 160), (128, 128), "fastmri", 1)
@@ -133,7 +179,8 @@ def main() -> None:
             rss[str(n)] = round(rss_peak_mib(ours(big, 0, n), 2), 1)
     print(json.dumps({
         "benchmark": "knee_loader", "files": len(files), "slices_per_file": args.slices, "kspace": [640, 368],
-        "crop": [320, 320], "batch": args.batch, "speed": speed, "target_ratio": 2.0,
+        "crop": [320, 320], "batch": args.batch, "device": str(device), "speed": speed, "target_ratio": 2.0,
+        "train_step": step,
         "rss_peak_mib": rss, "rss_growth_mib": round(rss[str(max(args.rss_volumes))] - rss[str(min(args.rss_volumes))], 1) if rss else None,
         "target_rss_growth_mib": 100,
         "machine": f"{platform.node()} ({os.cpu_count()} cores), python {sys.version.split()[0]}, torch {torch.__version__}",

@@ -53,7 +53,7 @@ def measure(options: dict, steps: int, batch: int, size: int, warmup: int) -> di
     world = World(device=device)
     spec = validate_dict(spec_for(options, batch, size), "bench")
     trainer = Trainer(spec, ReconstructionTask(spec, world), world, Path(tempfile.mkdtemp()), Quiet())
-    batch_data = {k: trainer._to_device(v) for k, v in next(iter(trainer.train_loader)).items()}
+    batch_data = trainer.device_batch(next(iter(trainer.train_loader)))
     ctx = trainer.step_context()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     start = time.perf_counter()

@@ -60,6 +60,11 @@ class Task:
         """Optimiser name -> the networks it updates. Default: one optimiser for all."""
         return {"main": list(networks)}
 
+    def on_device(self, batch: dict) -> dict:
+        """The batch once on the training device, before ``train_step`` (and, by the task's own
+        call, ``evaluate``) sees it: where a workload runs batched transforms on the GPU."""
+        return batch
+
     def train_step(self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext) -> dict[str, float]:
         """Update the networks on one batch; return scalars to log (at least ``loss``)."""
         raise NotImplementedError
@@ -72,3 +77,12 @@ class Task:
         """Images from the last ``evaluate`` for live plots: name -> (H, W), e.g. input,
         prediction, target, error. None: nothing to show."""
         return None
+
+
+def to_device(value: Any, device: torch.device) -> Any:
+    """Tensors (also inside lists and tuples) moved to ``device``; anything else as it is."""
+    if torch.is_tensor(value):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, (list, tuple)) and any(torch.is_tensor(v) for v in value):
+        return type(value)(to_device(v, device) for v in value)
+    return value

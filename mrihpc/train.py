@@ -26,7 +26,7 @@ from mrihpc.distributed import World, all_gather, all_reduce_mean, barrier
 from mrihpc.optim import build_optimizer, build_schedule
 from mrihpc.preemption import Interrupted
 from mrihpc.spec import JobSpec
-from mrihpc.task import StepContext, Task
+from mrihpc.task import StepContext, Task, to_device
 
 
 #: what Slurm sends every process of a step: TERM (preemption, requeue, scancel), USR2 (before the
@@ -167,10 +167,11 @@ class Trainer:
         # resumed inside an epoch would see other dropout masks than the uninterrupted one
         loader_args = dict(num_workers=train.workers, pin_memory=world.device.type == "cuda", worker_init_fn=leave_signals_to_parent,
                            persistent_workers=False, generator=torch.Generator().manual_seed(train.seed))
-        self.train_loader = DataLoader(self.train_set, batch_size=train.batch_size // world.size,
-                                       sampler=self.sampler, drop_last=True, **loader_args)
+        self.train_loader = DataLoader(self.train_set, batch_size=train.batch_size // world.size, sampler=self.sampler,
+                                       drop_last=True, collate_fn=getattr(self.train_set, "collate", None), **loader_args)
         self.val_loader = DataLoader(self.val_set, batch_size=max(1, train.batch_size // world.size),
-                                     sampler=VolumeShard(self.val_set.volumes_index(), world), **loader_args)
+                                     sampler=VolumeShard(self.val_set.volumes_index(), world),
+                                     collate_fn=getattr(self.val_set, "collate", None), **loader_args)
         if len(self.train_loader) == 0:
             raise ValueError(f"no full batch: {len(self.train_set)} training samples over {world.size} ranks, "
                              f"batch size {train.batch_size}")
@@ -281,7 +282,7 @@ class Trainer:
         for i, batch in enumerate(Workers(self.train_loader), start=self.batch):
             if i >= self.steps_per_epoch:
                 break
-            batch = {k: self._to_device(v) for k, v in batch.items()}
+            batch = self.device_batch(batch)
             logged = self.task.train_step(batch, self.nets, ctx)
             self.scaler.update()  # once per iteration, after every optimiser of the step has stepped
             self.step, self.batch = self.step + 1, i + 1
@@ -312,13 +313,14 @@ class Trainer:
             self.monitors.log(record, self.step)
         return record
 
-    def _to_device(self, value: Any) -> Any:
-        if not torch.is_tensor(value):
-            return value
-        value = value.to(self.world.device, non_blocking=True)
-        if self.spec.train.channels_last and value.dim() == 4 and value.is_floating_point():
-            value = value.contiguous(memory_format=torch.channels_last)
-        return value
+    def device_batch(self, batch: dict) -> dict:
+        """A loader's batch on the training device, through the task's ``on_device``, with 4-D
+        float tensors in channels_last when asked."""
+        batch = self.task.on_device({k: to_device(v, self.world.device) for k, v in batch.items()})
+        if self.spec.train.channels_last:
+            batch = {k: v.contiguous(memory_format=torch.channels_last)
+                     if torch.is_tensor(v) and v.dim() == 4 and v.is_floating_point() else v for k, v in batch.items()}
+        return batch
 
     def _check_finite(self, loss: float, epoch: int) -> None:
         """Count non-finite losses in a row (over all ranks, so they stop together); past

@@ -14,7 +14,7 @@ from conftest import REPO
 TINY_RUNS = {
     "login_verbs": ["--repeats", "1"],
     "metrics_speed": ["--repeats", "1", "--shape", "3", "32", "32"],
-    "knee_loader": ["--volumes", "2", "--slices", "3", "--workers", "0", "1", "--rss-volumes", "2", "3"],
+    "knee_loader": ["--volumes", "2", "--slices", "3", "--workers", "0", "1", "--rss-volumes", "2", "3", "--step-steps", "1", "--step-size", "32"],
     "train_step": ["--steps", "1", "--warmup", "1", "--batch", "2", "--size", "32", "--configs", "fp32", "channels_last"],
     "ddp_scaling": ["--ranks", "2", "--steps", "2", "--warmup", "1", "--batch", "1"],
     "visdom_hung_server": ["--epochs", "1", "--repeats", "1"],
@@ -37,6 +37,7 @@ def test_benchmark_runs_at_a_tiny_size(name):
         assert result["max_abs_diff_cpu"] < 1e-4  # equal to scikit-image; its speed is the full run's
     if name == "knee_loader":
         assert set(result["speed"]) == {"0", "1"} and set(result["rss_peak_mib"]) == {"2", "3"}
+        assert all(w["transform_on_device"]["loader_alone_over_step"] > 0 for w in result["speed"].values())
     if name == "login_verbs":
         assert len(result["verbs"]) == 9
 

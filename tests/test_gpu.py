@@ -104,3 +104,23 @@ def test_fp16_gan_step_updates_the_scaler_once_per_iteration(tmp_path):
     trainer.fit()
     # two optimisers step per iteration; the growth tracker counts iterations, so 6 (or 0 after a backoff)
     assert trainer.scaler.is_enabled() and trainer.scaler._get_growth_tracker() in (6, 0)
+
+
+def test_the_device_transform_on_cuda_equals_the_host_path():
+    """data.transform_on: device on a GPU: cuFFT's batched zero-filled inputs against the host's
+    per-slice ones (PocketFFT), on the same raw k-space and masks."""
+    from mrihpc.data.masks import RandomMask
+    from mrihpc.data.slices import KSpaceSlices, collate_raw, finish_batch
+    from mrihpc.task import to_device
+    from mrihpc.workloads.knee.task import split_files, volumes_of
+
+    job = validate_dict(merge(TINY, data={**TINY["data"], "normalize": "instance"}), "gpu")
+    train_files, _ = split_files(job.data)
+    volumes = volumes_of(train_files, job.data)
+    args = (volumes, RandomMask([4], [0.08]), (64, 64), "instance", 0, True, 0)
+    host, raw = KSpaceSlices(*args), KSpaceSlices(*args, raw=True)
+    picks = list(range(0, len(host), max(1, len(host) // 8)))
+    batch = {k: to_device(v, CUDA.device) for k, v in collate_raw([raw[i] for i in picks]).items()}
+    done = finish_batch(batch, "instance")
+    want = torch.stack([host[i]["input"] for i in picks])
+    assert torch.allclose(done["input"].cpu(), want, atol=1e-4)

@@ -175,3 +175,48 @@ def test_zero_filled_from_the_sampled_columns_equals_the_full_transform(shape, c
     mask = torch.rand(shape[1], generator=g) < 0.3
     full = zero_filled(apply_mask(kspace, mask), crop)
     assert torch.allclose(zero_filled_columns(kspace, mask, crop), full, atol=1e-5 * float(full.max()))
+
+
+def _two_widths(tmp_path, recon=((32, 32), (32, 32))) -> list:
+    """Two fastMRI-layout volumes whose k-space widths differ (as fastMRI's 368 / 372), in one folder."""
+    for i, (width, rec) in enumerate(zip((40, 44), recon)):
+        generate(tmp_path / f"w{i}", 2, 4, (64, width), rec, "fastmri", i)
+    files = sorted(tmp_path.glob("w*/train/*.h5"))
+    return [scan_volume(f, "fastmri") for f in files]
+
+
+@pytest.mark.parametrize("normalize", ["zero_filled_max", "instance"])
+@pytest.mark.parametrize("train", [True, False])
+def test_the_device_transform_equals_the_host_path_across_kspace_widths(tmp_path, normalize, train):
+    """data.transform_on: device: workers hand out raw k-space and masks, one batch mixes two
+    k-space widths, and finish_batch gives what the per-slice host path gives."""
+    from mrihpc.data.slices import collate_raw, finish_batch
+
+    volumes = _two_widths(tmp_path)
+    assert len({v.kspace_shape for v in volumes}) == 2
+    args = (volumes, RandomMask([4, 8], [0.08, 0.04]), None, normalize, 0, train, 7)
+    host, raw = KSpaceSlices(*args), KSpaceSlices(*args, raw=True)
+    host.set_epoch(3), raw.set_epoch(3)
+    picks = [0, len(host) - 1, 1, len(host) - 2]  # first and last volume alternate: two widths in one batch
+    batch = collate_raw([raw[i] for i in picks])
+    assert [tuple(k.shape[-1:]) for k in batch["kspace"]] == [(40,), (44,)] or \
+        [tuple(k.shape[-1:]) for k in batch["kspace"]] == [(44,), (40,)]
+    done = finish_batch(batch, normalize)
+    expected = [host[i] for i in picks]
+    for key in ("input", "target", "mean", "std"):
+        want = torch.stack([torch.as_tensor(e[key], dtype=torch.float32) for e in expected])
+        assert done[key].shape == want.shape, key
+        assert torch.allclose(done[key], want, rtol=1e-4, atol=1e-5 * float(want.abs().max())), key
+    assert done["fname"] == [e["fname"] for e in expected]
+    assert done["acceleration"] == [e["acceleration"] for e in expected]
+
+
+def test_the_device_transform_refuses_a_batch_of_two_image_sizes(tmp_path):
+    from mrihpc.data.slices import collate_raw
+
+    volumes = _two_widths(tmp_path, recon=((32, 32), (32, 40)))
+    ds = KSpaceSlices(volumes, RandomMask([4], [0.08]), None, "instance", 0, True, 0, raw=True)
+    with pytest.raises(DataError, match="set data.crop"):
+        collate_raw([ds[0], ds[len(ds) - 1]])
+    cropped = KSpaceSlices(volumes, RandomMask([4], [0.08]), (32, 32), "instance", 0, True, 0, raw=True)
+    assert collate_raw([cropped[0], cropped[len(cropped) - 1]])["target"].shape == (2, 32, 32)

@@ -150,3 +150,18 @@ def test_predictions_for_coursework_test_layout(tmp_path):
     with h5py.File(files[0]) as f:
         assert sorted(f.keys()) == ["reconstruction_4af", "reconstruction_8af"]
         assert f["reconstruction_8af"].shape == (10, 64, 64)
+
+
+def test_transform_on_device_trains_as_the_host_path(tmp_path):
+    """The same point with data.transform_on host and device (its workers only read k-space; the
+    batched transform runs in the training process, here on the CPU): the same losses and scores."""
+    finals = {}
+    for where, workers in (("host", 0), ("device", 1)):
+        spec = merge(TINY, data={**TINY["data"], "transform_on": where}, train={**TINY["train"], "workers": workers})
+        run = _point(tmp_path / where, spec)
+        finals[where] = run_point(run.root, 0)
+    host, device = finals["host"], finals["device"]
+    for key in ("val_zf_ssim", "val_zf_psnr", "val_zf_nmse"):  # the inputs themselves: equal
+        assert abs(host[key] - device[key]) <= 1e-5 * abs(host[key]), (key, host[key], device[key])
+    for key in ("train_loss", "val_loss", "val_ssim", "val_psnr"):  # float rounding, grown by 28 Adam steps
+        assert abs(host[key] - device[key]) <= 1e-2 * abs(host[key]), (key, host[key], device[key])

@@ -158,28 +158,41 @@ def split_folds(files: Sequence[Path], folds: int, fold: int) -> tuple[list[Path
 
 
 class VolumeReader:
-    """Reads single slices; opens each file once per process (h5py handles do not survive fork)."""
+    """Reads single slices; opens each file once per process (h5py handles do not survive fork)
+    and keeps its datasets (looking one up by name costs as much as reading a 320 x 320 slice)."""
 
     def __init__(self) -> None:
         self._files: dict[str, h5py.File] = {}
+        self._datasets: dict[tuple[str, str], h5py.Dataset] = {}
         self._pid = os.getpid()
 
-    def _file(self, path: str) -> h5py.File:
+    def _dataset(self, path: str, key: str) -> h5py.Dataset:
         if self._pid != os.getpid():  # inherited from the parent: reopen in this worker
-            self._files, self._pid = {}, os.getpid()
-        if path not in self._files:
-            self._files[path] = h5py.File(path, "r")
-        return self._files[path]
+            self._files, self._datasets, self._pid = {}, {}, os.getpid()
+        ds = self._datasets.get((path, key))
+        if ds is None:
+            if path not in self._files:
+                self._files[path] = h5py.File(path, "r")
+            ds = self._datasets[(path, key)] = self._files[path][key]
+        return ds
+
+    def _read(self, path: str, key: str, index: int, dtype) -> np.ndarray:
+        ds = self._dataset(path, key)
+        if ds.dtype != dtype:  # e.g. complex128 k-space: converted by the read
+            return ds[index].astype(dtype)
+        out = np.empty(ds.shape[1:], dtype)
+        ds.read_direct(out, np.s_[index])
+        return out
 
     def kspace(self, volume: Volume, key: str, index: int) -> np.ndarray:
         """One slice of k-space, complex64 ``(H, W)``."""
-        return self._file(volume.path)[key][index].astype(np.complex64, copy=False)
+        return self._read(volume.path, key, index, np.complex64)
 
     def target(self, volume: Volume, index: int) -> Optional[np.ndarray]:
         """The reference image of one slice, float32 ``(h, w)``, or None when the file has none."""
         if volume.target_key is None:
             return None
-        return self._file(volume.path)[volume.target_key][index].astype(np.float32)
+        return self._read(volume.path, volume.target_key, index, np.float32)
 
     def __getstate__(self) -> dict:
-        return {"_files": {}, "_pid": -1}
+        return {"_files": {}, "_datasets": {}, "_pid": -1}

@@ -5,6 +5,11 @@ centre-cropped to ``(h, w)`` -> normalised. The mask RNG is seeded per sample: i
 from (seed, epoch, index), so masks are fresh every epoch yet identical after a resume and
 independent of the number of workers; in validation from the file name, so each volume
 keeps one fixed mask.
+
+With ``raw=True`` (``data.transform_on: device``) a sample stops after the read and the mask
+draw: the masking, inverse FFT, crop and normalisation run batched on the training device
+(``finish_batch``), so the loader's workers only read. k-space widths differ between fastMRI
+volumes (368, 372, ...), so ``collate_raw`` stacks the k-space of each width separately.
 """
 from __future__ import annotations
 
@@ -14,21 +19,30 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mrihpc.data import DataError
 from mrihpc.data.fastmri import Volume, VolumeReader
 from mrihpc.data.masks import MaskFunc, seed_from_name
-from mrihpc.data.transforms import (center_crop, complex_abs, ifft2c, normalize_instance, normalize_max,
-                                   zero_filled_columns)
+from mrihpc.data.transforms import (center_crop, complex_abs, ifft2c, normalize_batch, normalize_instance,
+                                   normalize_max, zero_filled_batch, zero_filled_columns)
+
+RAW_KEYS = ("kspace", "mask", "group")
 
 
 class KSpaceSlices(Dataset):
     """Sample dict: ``input`` and ``target`` ``(1, h, w)`` float32, ``mean`` / ``std`` (undo the
-    normalisation), ``fname``, ``slice``, ``acceleration``."""
+    normalisation), ``fname``, ``slice``, ``acceleration``. Raw: ``kspace`` complex64 ``(H, W)``,
+    ``mask`` bool ``(W,)``, ``target`` ``(h, w)`` unnormalised, ``fname``, ``slice``, ``acceleration``."""
 
     def __init__(self, volumes: Sequence[Volume], mask: Optional[MaskFunc], crop: Optional[tuple[int, int]],
-                 normalize: str, skip_slices: int, train: bool, seed: int, kspace_key: str = "kspace"):
+                 normalize: str, skip_slices: int, train: bool, seed: int, kspace_key: str = "kspace",
+                 raw: bool = False):
+        if raw and mask is None:
+            raise ValueError("raw samples need a mask (undersampled test files are reconstructed on the host)")
         self.volumes, self.mask, self.crop = list(volumes), mask, crop
+        self.normalize_kind = normalize
         self.normalize = normalize_max if normalize == "zero_filled_max" else normalize_instance
-        self.train, self.seed, self.epoch, self.kspace_key = train, seed, 0, kspace_key
+        self.train, self.seed, self.epoch, self.kspace_key, self.raw = train, seed, 0, kspace_key, raw
+        self.collate = collate_raw if raw else collate_slices  # the Trainer's DataLoader takes it
         self.reader = VolumeReader()
         self.index = [(v, s) for v, vol in enumerate(self.volumes)
                       for s in range(min(skip_slices, vol.num_slices - 1), vol.num_slices)]
@@ -51,27 +65,89 @@ class KSpaceSlices(Dataset):
             return np.random.default_rng([self.seed & 0xFFFFFFFF, self.epoch, i])
         return np.random.default_rng(seed_from_name(volume.name))
 
+    def _mask(self, i: int, volume: Volume, width: int) -> tuple[torch.Tensor, int]:
+        mask, acceleration = self.mask(width, self._rng(i, volume))
+        left, right = volume.padding  # never "sample" the zero-padded columns
+        mask[:max(left, 0)] = False
+        mask[right:] = False
+        return mask, acceleration
+
+    def _target(self, volume: Volume, s: int, crop: tuple[int, int]) -> Optional[torch.Tensor]:
+        """The reference image ``(h, w)``, unnormalised; None for undersampled test files."""
+        target = self.reader.target(volume, s)
+        if target is not None:
+            return center_crop(torch.from_numpy(target), crop)
+        if self.kspace_key == "kspace":  # nc2019 training files: the fully sampled k-space's image
+            return complex_abs(center_crop(ifft2c(torch.from_numpy(self.reader.kspace(volume, "kspace", s))), crop))
+        return None
+
     def __getitem__(self, i: int) -> dict:
         v, s = self.index[i]
         volume = self.volumes[v]
         crop = self.crop or volume.recon_shape
         kspace = torch.from_numpy(self.reader.kspace(volume, self.kspace_key, s))
+        about = {"fname": volume.name, "slice": s}
+        if self.raw:
+            mask, acceleration = self._mask(i, volume, kspace.shape[-1])
+            return {"kspace": kspace, "mask": mask, "target": self._target(volume, s, crop), **about,
+                    "acceleration": acceleration}
         acceleration = 0
         if self.mask is not None:
-            mask, acceleration = self.mask(kspace.shape[-1], self._rng(i, volume))
-            left, right = volume.padding  # never "sample" the zero-padded columns
-            mask[:max(left, 0)] = False
-            mask[right:] = False
+            mask, acceleration = self._mask(i, volume, kspace.shape[-1])
             image = zero_filled_columns(kspace, mask, crop)  # = |crop(ifft2c(masked))|, less FFT work
         else:  # test files: undersampled already
             image = complex_abs(center_crop(ifft2c(kspace), crop))
         image, mean, std = self.normalize(image)
-        target = self.reader.target(volume, s)
-        if target is None and self.kspace_key == "kspace":  # nc2019 training files: fully sampled k-space
-            full = torch.from_numpy(self.reader.kspace(volume, "kspace", s))
-            target = complex_abs(center_crop(ifft2c(full), crop)).numpy()
-        target_t = torch.zeros_like(image) if target is None else (center_crop(torch.from_numpy(target), crop) - mean) / std
-        return {"input": image.unsqueeze(0).float(), "target": target_t.unsqueeze(0).float(),
-                "mean": torch.tensor(mean, dtype=torch.float32), "std": torch.tensor(std, dtype=torch.float32),
-                "fname": volume.name, "slice": s, "acceleration": acceleration}
+        target = self._target(volume, s, crop)
+        target = torch.zeros_like(image) if target is None else (target - mean) / std
+        return {"input": image.unsqueeze(0).float(), "target": target.unsqueeze(0).float(),
+                "mean": mean, "std": std, **about, "acceleration": acceleration}
 
+
+# Why lists: every tensor leaves a DataLoader worker through a shared-memory file of its own, so
+# four one-number-per-slice tensors per batch cost more than the two images (measured: 1/7 of the
+# loader's rate at 2 workers); lists are pickled inline. ``numbers_on`` makes the tensors.
+PER_SLICE = ("mean", "std", "fname", "slice", "acceleration")
+
+
+def collate_slices(samples: list[dict]) -> dict:
+    """Host samples -> a batch: ``input`` / ``target`` ``(N, 1, h, w)``, the per-slice values as lists."""
+    batch = {k: torch.stack([s[k] for s in samples]) for k in ("input", "target")}
+    return batch | {k: [s[k] for s in samples] for k in PER_SLICE if k in samples[0]}
+
+
+def numbers_on(batch: dict, device: torch.device) -> dict:
+    """``mean`` / ``std`` lists -> float32 tensors ``(N,)`` on ``device`` (the rest unchanged)."""
+    return batch | {k: torch.tensor(batch[k], dtype=torch.float32, device=device)
+                    for k in ("mean", "std") if isinstance(batch.get(k), list)}
+
+
+def collate_raw(samples: list[dict]) -> dict:
+    """Raw samples -> a batch: ``kspace`` / ``mask`` lists with one stacked ``(n, H, W)`` /
+    ``(n, W)`` tensor per k-space shape, ``group`` the batch positions of each; the rest as usual."""
+    crops = {tuple(s["target"].shape) for s in samples}
+    if len(crops) > 1:
+        raise DataError(f"data.transform_on: device batches slices of one image size; this batch has "
+                        f"{sorted(crops)} from {sorted({s['fname'] for s in samples})}: set data.crop")
+    groups: dict[tuple, list[int]] = {}
+    for j, s in enumerate(samples):
+        groups.setdefault(tuple(s["kspace"].shape), []).append(j)
+    batch = {"target": torch.stack([s["target"] for s in samples])}
+    batch |= {k: [s[k] for s in samples] for k in PER_SLICE if k in samples[0]}
+    batch["kspace"] = [torch.stack([samples[j]["kspace"] for j in idx]) for idx in groups.values()]
+    batch["mask"] = [torch.stack([samples[j]["mask"] for j in idx]) for idx in groups.values()]
+    batch["group"] = [torch.tensor(idx) for idx in groups.values()]
+    return batch
+
+
+def finish_batch(batch: dict, normalize: str) -> dict:
+    """A raw batch, on its device -> the batch the host path gives: ``input`` / ``target``
+    ``(N, 1, h, w)``, ``mean`` / ``std`` ``(N,)``. One batched zero-filled transform per k-space shape."""
+    target = batch["target"].float()
+    image = torch.empty_like(target)
+    for kspace, mask, where in zip(batch["kspace"], batch["mask"], batch["group"]):
+        image[where.to(image.device)] = zero_filled_batch(kspace, mask, tuple(target.shape[-2:]))
+    image, mean, std = normalize_batch(image, normalize)
+    target = (target - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
+    rest = {k: v for k, v in batch.items() if k not in RAW_KEYS}
+    return {**rest, "input": image.unsqueeze(1), "target": target.unsqueeze(1), "mean": mean, "std": std}

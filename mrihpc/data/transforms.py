@@ -5,6 +5,7 @@ complex dtype (no trailing real/imag axis).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -23,7 +24,11 @@ def ifft2c(kspace: torch.Tensor) -> torch.Tensor:
 
 
 def complex_abs(x: torch.Tensor) -> torch.Tensor:
-    """Magnitude of a complex ``(..., H, W)`` tensor -> real ``(..., H, W)``."""
+    """Magnitude of a complex ``(..., H, W)`` tensor -> real ``(..., H, W)``. On the CPU without
+    autograd through NumPy, whose vectorised complex abs is ~8x torch's there (0.04 vs 0.34 ms
+    for 320 x 320); the same values."""
+    if x.device.type == "cpu" and not x.requires_grad:
+        return torch.from_numpy(np.abs(x.numpy()))
     return x.abs()
 
 
@@ -46,9 +51,21 @@ def zero_filled(masked_kspace: torch.Tensor, crop: tuple[int, int]) -> torch.Ten
     return complex_abs(center_crop(ifft2c(masked_kspace), crop))
 
 
-def _ifftc(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """Centred orthonormal inverse FFT along one axis."""
-    return torch.fft.fftshift(torch.fft.ifft(torch.fft.ifftshift(x, dim=dim), dim=dim, norm="ortho"), dim=dim)
+def centred_crop_index(n: int, size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Where the centred crop of ``size`` of a centred transform of length ``n`` lies in the plain
+    (unshifted) transform: ``fftshift(y)[top + j] = y[(top + j - n // 2) % n]``, top = (n - size) // 2."""
+    top = (n - size) // 2
+    return (torch.arange(top, top + size, device=device) - n // 2) % n
+
+
+# Why no shifts below: shifting a transform's input circularly multiplies its output by a
+# unit-modulus phase, which the magnitude drops; shifting its output is an index remap, folded into
+# the crop (centred_crop_index). So |crop(ifft2c(k))| = |crop'(ifft2(k))| with no shift copies.
+
+def _check_crop(crop: tuple[int, int], shape) -> None:
+    h, w = crop
+    if not (0 < h <= shape[-2] and 0 < w <= shape[-1]):
+        raise ValueError(f"crop {tuple(crop)} does not fit an image of {tuple(shape[-2:])}")
 
 
 def zero_filled_columns(kspace: torch.Tensor, mask: torch.Tensor, crop: tuple[int, int]) -> torch.Tensor:
@@ -57,16 +74,26 @@ def zero_filled_columns(kspace: torch.Tensor, mask: torch.Tensor, crop: tuple[in
     inverse FFT along H runs on the sampled columns only (the others are zero) and its result is
     cropped to h rows before the inverse FFT along W. At 4x on 640 x 368 k-space with a 320 x 320
     crop that is a third of the FFT work of the full transform; the result is the same."""
-    h, w = crop
-    H, W = kspace.shape[-2:]
-    if not (0 < h <= H and 0 < w <= W):
-        raise ValueError(f"crop {crop} does not fit an image of {(H, W)}")
+    (h, w), (H, W) = crop, kspace.shape[-2:]
+    _check_crop(crop, kspace.shape)
     cols = mask.nonzero().squeeze(1)
-    top, left = (H - h) // 2, (W - w) // 2
-    sampled = _ifftc(kspace[..., cols], dim=-2)[..., top:top + h, :]
+    sampled = torch.fft.ifft(kspace[..., cols], dim=-2, norm="ortho")
     rows = kspace.new_zeros((*kspace.shape[:-2], h, W))
-    rows[..., cols] = sampled
-    return _ifftc(rows, dim=-1)[..., left:left + w].abs()
+    rows[..., cols] = sampled.index_select(-2, centred_crop_index(H, h, kspace.device))
+    image = torch.fft.ifft(rows, dim=-1, norm="ortho").index_select(-1, centred_crop_index(W, w, kspace.device))
+    return complex_abs(image)
+
+
+def zero_filled_batch(kspace: torch.Tensor, mask: torch.Tensor, crop: tuple[int, int]) -> torch.Tensor:
+    """``zero_filled_columns`` for a batch with a mask per slice: k-space complex ``(N, H, W)``,
+    mask bool ``(N, W)`` -> ``(N, h, w)``. Every column goes through the first inverse FFT (the
+    masks differ); its output is still cropped to h rows before the second."""
+    (h, w), (H, W) = crop, kspace.shape[-2:]
+    _check_crop(crop, kspace.shape)
+    masked = kspace * mask.unsqueeze(-2).to(kspace.real.dtype)
+    rows = torch.fft.ifft(masked, dim=-2, norm="ortho").index_select(-2, centred_crop_index(H, h, kspace.device))
+    image = torch.fft.ifft(rows, dim=-1, norm="ortho").index_select(-1, centred_crop_index(W, w, kspace.device))
+    return complex_abs(image)
 
 
 def normalize_max(image: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, float, float]:
@@ -79,3 +106,15 @@ def normalize_instance(image: torch.Tensor, eps: float = 1e-11) -> tuple[torch.T
     """fastMRI's instance norm: (x - mean) / std. Returns (image, mean, std)."""
     mean, std = float(image.mean()), float(image.std())
     return (image - mean) / (std + eps), mean, std + eps
+
+
+def normalize_batch(image: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``normalize_max`` / ``normalize_instance`` per slice of ``(N, h, w)``; returns (image,
+    mean ``(N,)``, std ``(N,)``) with the same eps as the per-slice functions."""
+    flat = image.flatten(1)
+    if kind == "zero_filled_max":
+        std = flat.amax(dim=1).clamp_min(1e-6)
+        mean = torch.zeros_like(std)
+    else:
+        mean, std = flat.mean(dim=1), flat.std(dim=1) + 1e-11
+    return (image - mean.view(-1, 1, 1)) / std.view(-1, 1, 1), mean, std

@@ -17,13 +17,13 @@ from mrihpc import registry
 from mrihpc.data import DataError
 from mrihpc.data.fastmri import index_volumes, list_files, split_folds
 from mrihpc.data.masks import build_mask
-from mrihpc.data.slices import KSpaceSlices
+from mrihpc.data.slices import KSpaceSlices, finish_batch, numbers_on
 from mrihpc.data.cache import cache_root
 from mrihpc.data.synth import ensure_synthetic
 from mrihpc.losses import WeightedLoss
 from mrihpc.metrics import volume_metrics
 from mrihpc.spec import JobSpec
-from mrihpc.task import StepContext, Task
+from mrihpc.task import StepContext, Task, to_device
 from mrihpc.workloads.knee.spec import WORKLOAD, DataSpec
 
 DEFAULT_HOLDOUT_FOLDS = 5  # no val/ folder and no folds: hold out one fifth of train/ (one volume at least)
@@ -76,7 +76,8 @@ class ReconstructionTask(Task):
         train_files, val_files = split_files(d)
         mask = build_mask(d.mask.kind, d.mask.accelerations, d.mask.center_fractions)
         make = lambda files, train: KSpaceSlices(volumes_of(files, d), mask, crop_of(d), d.normalize,  # noqa: E731
-                                                 d.skip_slices, train, self.spec.train.seed)
+                                                 d.skip_slices, train, self.spec.train.seed,
+                                                 raw=d.transform_on == "device")
         train, val = make(train_files, True), make(val_files, False)
         for name, ds in (("train", train), ("validation", val)):
             missing = [v.name for v in ds.volumes if "kspace" not in v.kspace_keys]
@@ -86,6 +87,12 @@ class ReconstructionTask(Task):
 
     def networks(self) -> dict[str, nn.Module]:
         return {"model": registry.resolve(registry.MODELS, self.spec.model.name)(self.spec.model)}
+
+    def on_device(self, batch: dict) -> dict:
+        """data.transform_on: device: the zero-filled inputs are made here, batched, from raw k-space."""
+        if "kspace" in batch:
+            return finish_batch(batch, self.spec.data.normalize)
+        return numbers_on(batch, batch["input"].device)
 
     def train_step(self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext) -> dict[str, float]:
         with ctx.autocast():
@@ -98,11 +105,10 @@ class ReconstructionTask(Task):
         """Per volume: fastMRI metrics of the prediction and of the zero-filled input, and the loss."""
         volumes: dict[str, dict[str, list]] = {}
         for batch in loader:
-            x = batch["input"].to(self.world.device)
-            target = batch["target"].to(self.world.device)
+            batch = self.on_device({k: to_device(v, self.world.device) for k, v in batch.items()})
+            x, target = batch["input"], batch["target"]
             pred = nets["model"](x).float()
-            mean = batch["mean"].to(x.device).view(-1, 1, 1, 1)
-            std = batch["std"].to(x.device).view(-1, 1, 1, 1)
+            mean, std = batch["mean"].view(-1, 1, 1, 1), batch["std"].view(-1, 1, 1, 1)
             loss, _ = self.eval_loss({"pred": pred}, {"target": target})
             for i, fname in enumerate(batch["fname"]):
                 v = volumes.setdefault(fname, {"pred": [], "target": [], "zf": [], "loss": []})
