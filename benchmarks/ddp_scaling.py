@@ -18,9 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +25,8 @@ from pathlib import Path
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
+
+from common import free_port, machine  # benchmarks/: the script's own folder
 
 CHECKS = {"pipelined": 10, "every_step": 1, "none": None}
 
@@ -91,11 +90,6 @@ def _rank(rank: int, size: int, port: int, args, check, out: str) -> None:
         torch_dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def main() -> None:
     p = argparse.ArgumentParser()
@@ -120,7 +114,7 @@ def main() -> None:
         "scaling_efficiency": round(multi["pipelined"] / single, 3),
         "stop_check_cost_fraction": {k: round(1 - multi[k] / none, 4) for k in ("pipelined", "every_step")},
         "target_stop_check_cost": 0.01, "target_efficiency_8_gpus": 0.9,
-        "machine": f"{platform.node()} ({os.cpu_count()} cores), python {sys.version.split()[0]}, torch {torch.__version__}",
+        "machine": machine(),
     }, indent=1))
 
 

@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
@@ -36,6 +34,8 @@ import h5py
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from common import machine  # benchmarks/: the script's own folder
 
 NS = {"m": "http://www.ismrm.org/ISMRMRD"}
 
@@ -183,7 +183,7 @@ def main() -> None:
         "train_step": step,
         "rss_peak_mib": rss, "rss_growth_mib": round(rss[str(max(args.rss_volumes))] - rss[str(min(args.rss_volumes))], 1) if rss else None,
         "target_rss_growth_mib": 100,
-        "machine": f"{platform.node()} ({os.cpu_count()} cores), python {sys.version.split()[0]}, torch {torch.__version__}",
+        "machine": machine(),
     }, indent=1))
 
 

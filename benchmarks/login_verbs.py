@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import machine  # benchmarks/: the script's own folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,7 +69,7 @@ def main() -> None:
     print(json.dumps({"benchmark": "login_verbs", "repeats": args.repeats, "target_s": 0.3,
                       "python_startup_s": round(startup, 3), "import_torch_s": round(torch_s, 3), "verbs": results,
                       "slowest_verb_s": max(v["median_s"] for v in results.values()),
-                      "machine": f"{platform.node()} ({os.cpu_count()} cores), python {sys.version.split()[0]}"},
+                      "machine": machine()},
                      indent=1))
 
 

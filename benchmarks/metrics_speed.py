@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import sys
 import time
 
 import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from common import machine  # benchmarks/: the script's own folder
 
 
 def reference(gt: np.ndarray, pred: np.ndarray) -> dict:
@@ -67,8 +66,7 @@ def main() -> None:
         gpu_s, gpu = timed(on_gpu, args.repeats)
         result |= {"torch_gpu_s": round(gpu_s, 5), "speedup_gpu": round(ref_s / gpu_s, 1),
                    "max_abs_diff_gpu": max(abs(gpu[k] - ref[k]) for k in ref)}
-    result["machine"] = (f"{platform.node()} ({os.cpu_count()} cores), python {sys.version.split()[0]}, "
-                         f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    result["machine"] = f"{machine()} ({torch.get_num_threads()} threads)"
     print(json.dumps(result, indent=1))
 
 

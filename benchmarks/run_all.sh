@@ -27,5 +27,5 @@ run ddp_scaling --ranks 2 --steps 20
 run visdom_follower_lag --points 100 --seconds 20
 run visdom_hung_server --epochs 2 --repeats 2
 run cine_loader_rss
-run faults --kills 20
+run faults --kills 20 --slurm
 echo "all benchmarks done" >&2

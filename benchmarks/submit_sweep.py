@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -26,6 +25,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from common import machine  # benchmarks/: the script's own folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,7 +141,7 @@ def main() -> None:
     sizes = [one_size(n, args.repeats, work, env, calls) for n in args.points]
     print(json.dumps({"benchmark": "submit_sweep", "sizes": sizes, "repeats": args.repeats,
                       "targets": {"points": 1000, "submit_s": 0.5, "ratio_to_submitit": 4.0, "written_bytes": 2_000_000},
-                      "machine": f"{platform.node()} ({os.cpu_count()} cores), python {sys.version.split()[0]}"},
+                      "machine": machine()},
                      indent=1))
     shutil.rmtree(work, ignore_errors=True)
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import machine  # benchmarks/: the script's own folder
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"fp32": {}, "bf16": {"precision": "bf16"}, "channels_last": {"channels_last": True},
@@ -102,8 +102,7 @@ def main() -> None:
                       "image": [args.size, args.size], "batch": args.batch, "steps": args.steps,
                       "device": torch.cuda.get_device_name() if cuda else f"cpu ({torch.get_num_threads()} threads)",
                       "configs": results, "target_mfu_h100": 0.35,
-                      "machine": f"{platform.node()} ({os.cpu_count()} cores), python {sys.version.split()[0]}, "
-                                 f"torch {torch.__version__}"}, indent=1))
+                      "machine": machine()}, indent=1))
 
 
 if __name__ == "__main__":

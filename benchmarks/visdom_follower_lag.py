@@ -16,20 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import socket
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from common import free_port, machine  # benchmarks/: the script's own folder
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def summary(lags: list[float]) -> dict:
@@ -112,7 +106,7 @@ def main() -> None:
         "lag_s": follow_lag, "direct_post_s": direct_lag,
         "median_ratio_to_direct": round(follow_lag["median"] / max(direct_lag["median"], 1e-9), 1),
         "target_worst_s": 2.0, "meets_target": follow_lag["worst"] <= 2.0,
-        "machine": f"{platform.node()} ({os.cpu_count()} cores, {platform.machine()}), python {sys.version.split()[0]}",
+        "machine": machine(),
     }, indent=1))
 
 

@@ -4,6 +4,7 @@ with predictions that read back in the input's layout."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,8 @@ from mrihpc.models.denoise_unet import DenoiseUNet
 from mrihpc.msssim import WEIGHTS, ms_ssim
 from mrihpc.optim import DecayRestarts
 from mrihpc.paths import RunPaths, read_jsonl
-from mrihpc.workloads.sinogram.data import crop, wrap_pad
+from mrihpc.specfile import load_point_spec
+from mrihpc.workloads.sinogram.data import crop, resolve_layout, wrap_pad
 from mrihpc.workloads.sinogram.synth import generate
 
 SHAPE = [2, 8, 50, 64]
@@ -149,6 +151,24 @@ def test_denoising_demo_beats_the_noisy_input_and_predicts_in_the_input_layout(t
     clean = np.fromfile(inputs.replace("_noisy.raw", "_clean.raw"), dtype=np.uint16).reshape(SHAPE).astype(np.float64)
     noisy = np.fromfile(inputs, dtype=np.uint16).reshape(SHAPE).astype(np.float64)
     assert ((pred - clean) ** 2).mean() < 0.6 * ((noisy - clean) ** 2).mean()  # in counts, read back
+
+    # a new acquisition: a test folder holding a noisy file without a clean partner is predicted,
+    # listed without scores; the same counts as its paired twin give the same prediction
+    new = tmp_path / "new"
+    new.mkdir()
+    for name in ("case000_clean.raw", "case000_noisy.raw"):
+        (new / name).write_bytes(Path(inputs).with_name(name).read_bytes())
+    (new / "scan900_noisy.raw").write_bytes(Path(inputs).read_bytes())
+    config = yaml.safe_load(run.point(0).config.read_text())
+    layout = resolve_layout(load_point_spec(run.point(0)).data)
+    config["data"] = {k: v for k, v in config["data"].items() if k != "synthetic"} | {
+        "train_dir": str(layout.dirs["train"]), "val_dir": str(layout.dirs["val"]), "test_dir": str(new),
+        "shape": SHAPE, "dtype": "uint16"}
+    run.point(0).config.write_text(yaml.safe_dump(config))
+    assert main(["predict", str(run.root), "--point", "0", "--split", "test"]) == 0
+    files = {f["prediction"]: f for f in json.loads((out / "predictions.json").read_text())["files"]}
+    assert files["scan900_pred.raw"]["scores"] == {} and files["case000_pred.raw"]["scores"]["psnr"] > 0
+    assert (out / "scan900_pred.raw").read_bytes() == (out / "case000_pred.raw").read_bytes()
 
 
 def test_inpainting_demo_fills_the_bad_blocks(tmp_path):

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from mrihpc.data import DataError
 from mrihpc.data.fastmri import Volume, VolumeReader
@@ -110,9 +110,15 @@ class KSpaceSlices(Dataset):
 PER_SLICE = ("mean", "std", "fname", "slice", "acceleration")
 
 
+def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack``; in a worker, straight into shared memory (default_collate's way), which
+    saves the copy that sending a private tensor to the main process would make."""
+    return default_collate(tensors)
+
+
 def collate_slices(samples: list[dict]) -> dict:
     """Host samples -> a batch: ``input`` / ``target`` ``(N, 1, h, w)``, the per-slice values as lists."""
-    batch = {k: torch.stack([s[k] for s in samples]) for k in ("input", "target")}
+    batch = {k: stack([s[k] for s in samples]) for k in ("input", "target")}
     return batch | {k: [s[k] for s in samples] for k in PER_SLICE if k in samples[0]}
 
 
@@ -132,10 +138,10 @@ def collate_raw(samples: list[dict]) -> dict:
     groups: dict[tuple, list[int]] = {}
     for j, s in enumerate(samples):
         groups.setdefault(tuple(s["kspace"].shape), []).append(j)
-    batch = {"target": torch.stack([s["target"] for s in samples])}
+    batch = {"target": stack([s["target"] for s in samples])}
     batch |= {k: [s[k] for s in samples] for k in PER_SLICE if k in samples[0]}
-    batch["kspace"] = [torch.stack([samples[j]["kspace"] for j in idx]) for idx in groups.values()]
-    batch["mask"] = [torch.stack([samples[j]["mask"] for j in idx]) for idx in groups.values()]
+    batch["kspace"] = [stack([samples[j]["kspace"] for j in idx]) for idx in groups.values()]
+    batch["mask"] = [stack([samples[j]["mask"] for j in idx]) for idx in groups.values()]
     batch["group"] = [torch.tensor(idx) for idx in groups.values()]
     return batch
 

@@ -33,7 +33,8 @@ class Layout:
 @dataclass(frozen=True)
 class Case:
     stem: str
-    clean: Path
+    clean: Optional[Path]
+    """None for a new acquisition in a test folder: predicted, not scored."""
     noisy: Optional[Path]
 
 
@@ -50,12 +51,20 @@ def resolve_layout(data) -> Layout:
     return Layout(dirs, tuple(data.shape), data.dtype, Path(data.mask_file) if data.mask_file else None)
 
 
-def list_cases(folder: Path, data) -> list[Case]:
+def list_cases(folder: Path, data, unpaired: bool = False) -> list[Case]:
     """The clean files of ``folder`` (sorted) with their noisy partners; DataError lists every
-    clean file without its partner when denoising."""
+    clean file without its partner when denoising. ``unpaired`` (the folder predicted, when
+    denoising): noisy files without a clean one are cases too, predicted but not scored."""
     cleans = sorted(p for p in folder.glob(f"*{data.clean_suffix}") if p.is_file())
-    if not cleans:
-        raise DataError(f"{folder}: no *{data.clean_suffix} files (data.clean_suffix)")
+    extra = []
+    if unpaired and data.mode == "denoise":
+        stems = {p.name[: -len(data.clean_suffix)] for p in cleans}
+        extra = [Case(p.name[: -len(data.noisy_suffix)], None, p)
+                 for p in sorted(folder.glob(f"*{data.noisy_suffix}")) if p.is_file()
+                 and p.name[: -len(data.noisy_suffix)] not in stems]
+    if not cleans and not extra:
+        also = f" or *{data.noisy_suffix} (data.noisy_suffix)" if unpaired and data.mode == "denoise" else ""
+        raise DataError(f"{folder}: no *{data.clean_suffix} files (data.clean_suffix){also}")
     cases, missing = [], []
     for clean in cleans:
         stem = clean.name[: -len(data.clean_suffix)]
@@ -65,7 +74,7 @@ def list_cases(folder: Path, data) -> list[Case]:
         cases.append(Case(stem, clean, noisy if data.mode == "denoise" else None))
     if missing:
         raise DataError("\n".join(missing))
-    return cases
+    return sorted(cases + extra, key=lambda c: c.stem)
 
 
 def expected_bytes(shape, dtype: str) -> int:
@@ -103,7 +112,7 @@ def check_folders(data) -> list[str]:
             problems.append(f"{key}: {folder} is not a folder")
             continue
         try:
-            cases = list_cases(folder, data)
+            cases = list_cases(folder, data, unpaired=split == "test")
         except DataError as e:
             problems += [f"{key}: {line}" for line in str(e).splitlines()]
             continue
@@ -221,13 +230,15 @@ class SinogramSlices:
             picks = [(t, slc) for t in neighbours(tof, d.channels, shape[0])]
         source = c.noisy if d.mode == "denoise" else c.clean
         stack = read_planes(source, shape, dtype, picks)
-        target = read_planes(c.clean, shape, dtype, [(tof, slc)])
-        hole = np.zeros_like(target)
+        hole = np.zeros((1, *shape[2:]), np.float32)
         if self.mask is not None:
             stack *= np.stack([self.mask[s] for _, s in picks])
             hole = 1 - self.mask[slc][None]
         scale = self.scales[case]
-        return {"input": stack / scale, "target": target / scale, "hole": hole.astype(np.float32), "scale": np.float32(scale)}
+        item = {"input": stack / scale, "hole": hole.astype(np.float32), "scale": np.float32(scale)}
+        if c.clean is not None:  # an unpaired test case has no target
+            item["target"] = read_planes(c.clean, shape, dtype, [(tof, slc)]) / scale
+        return item
 
     def __getitem__(self, i: int) -> dict:
         item = self.sample(*self.where(i))

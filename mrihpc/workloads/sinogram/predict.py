@@ -4,7 +4,8 @@
 (cropped back from the padding, multiplied by the case's scale), in the input's dtype (uint16,
 rounded and clipped to 0..65535) or float32 (``data.output_dtype``). ``predictions.json`` lists
 the files, their shape, dtype and scale, and each file's PSNR / SSIM / NMSE over its slices
-against the clean file, with the input's scores as the baseline.
+against the clean file, with the input's scores as the baseline. A noisy file of the test folder
+without a clean partner (a new acquisition) is predicted and listed without scores.
 """
 from __future__ import annotations
 
@@ -51,10 +52,11 @@ def predict(paths: PointPaths, split: str = "test") -> list[Path]:
                 items = [data.sample(index, t, s) for t, s in where[start:start + BATCH]]
                 x = torch.from_numpy(np.stack([np.ascontiguousarray(wrap_pad(i["input"], spec.data.pad_multiple)) for i in items]))
                 pred = task.cropped(model(x).float())[:, 0]  # (B, W, L), scaled
-                gt = torch.from_numpy(np.stack([i["target"][0] for i in items]))
-                given = torch.from_numpy(np.stack([i["input"][centre] for i in items]))
-                mine += image_scores(gt[:, None], pred[:, None])
-                base += image_scores(gt[:, None], given[:, None])
+                if case.clean is not None:
+                    gt = torch.from_numpy(np.stack([i["target"][0] for i in items]))
+                    given = torch.from_numpy(np.stack([i["input"][centre] for i in items]))
+                    mine += image_scores(gt[:, None], pred[:, None])
+                    base += image_scores(gt[:, None], given[:, None])
                 counts = pred.numpy() * data.scales[index]
                 if dtype == "uint16":
                     counts = np.clip(np.rint(counts), 0, 65535)

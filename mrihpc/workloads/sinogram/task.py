@@ -47,7 +47,7 @@ class SinogramTask(Task):
     def split(self, name: str) -> SinogramSlices:
         d = self.spec.data
         train_cases = list_cases(self.layout.dirs["train"], d)
-        cases = train_cases if name == "train" else list_cases(self.layout.dirs[name], d)
+        cases = train_cases if name == "train" else list_cases(self.layout.dirs[name], d, unpaired=name == "test")
         scales = case_scales(cases, d, self.layout, train_cases)
         if name == "train" and self.point_dir is not None and self.world.is_main:
             (self.point_dir / "scales.json").write_text(json.dumps(

@@ -17,7 +17,7 @@ from mrihpc import checkpoint
 from mrihpc.paths import PointPaths
 from mrihpc.specfile import load_point_spec
 from mrihpc.workloads.synthesis.data import from_unit
-from mrihpc.workloads.synthesis.task import SynthesisTask, image_scores, sample_grid, save_png
+from mrihpc.workloads.synthesis.task import SynthesisTask, synthesis_scores, sample_grid, save_png
 
 
 @torch.no_grad()
@@ -40,7 +40,7 @@ def predict(paths: PointPaths, split: str = "test") -> list[Path]:
         gt = from_unit(torch.stack([it["target"] for it in items]), rng_t)
         base = from_unit(torch.stack([it["source"] for it in items]), rng_s)
         span = rng_t[1] - rng_t[0]
-        for k, (mine, ident) in enumerate(zip(image_scores(gt, fake, span), image_scores(gt, base, span))):
+        for k, (mine, ident) in enumerate(zip(synthesis_scores(gt, fake, span), synthesis_scores(gt, base, span))):
             subject = data.ids[start + k]
             target = out_dir / f"{subject} - {spec.data.target}.pt"
             torch.save(fake[k, 0].contiguous().clone(), target)

@@ -31,7 +31,7 @@ from mrihpc.workloads.synthesis.spec import WORKLOAD
 LAB_BATCH = {"test": 5, "train": 40}  # the seed's loader batch sizes, over which its metrics were averaged
 
 
-def image_scores(gt: torch.Tensor, pred: torch.Tensor, data_range: float) -> list[dict[str, float]]:
+def synthesis_scores(gt: torch.Tensor, pred: torch.Tensor, data_range: float) -> list[dict[str, float]]:
     """Per image of ``(N, 1, H, W)`` in the files' units: mae, psnr (peak = data_range), ssim."""
     gt, pred = gt.double(), pred.double()
     mae = (gt - pred).abs().mean(dim=(1, 2, 3))
@@ -190,7 +190,7 @@ class SynthesisTask(Task):
             loss, _ = self.eval_loss({"pred": fake}, {"target": b})
             gt, pred = from_unit(b, rng_t).cpu(), from_unit(fake, rng_t).cpu()
             base = from_unit(a, rng_s).cpu()
-            for mine, ident in zip(image_scores(gt, pred, span), image_scores(gt, base, span)):
+            for mine, ident in zip(synthesis_scores(gt, pred, span), synthesis_scores(gt, base, span)):
                 rows.append(mine | {f"base_{k}": v for k, v in ident.items()} | {"loss": float(loss)})
             rows.append(lab_scores(gt, pred) | {f"base_{k}": v for k, v in lab_scores(gt, base).items()})
         return rows if split == "test" else [{f"train_{k}": v for k, v in r.items()} for r in rows]
