@@ -48,6 +48,23 @@ def _fake_run(root: Path, points: int = 1) -> RunPaths:
     return run
 
 
+def test_a_point_that_posts_itself_is_not_followed_twice(tmp_path):
+    """monitor.visdom.post set per point by a sweep (in the manifest's overrides): the follower
+    skips only that point's log; without the override the run's spec and executor decide."""
+    run = _fake_run(tmp_path, points=3)
+    (run.root / "spec.yaml").write_text("name: exp\ntask: reconstruction\nmonitor: {visdom: {port: 1}}\n")
+    manifest = json.loads(run.manifest.read_text())
+    manifest["points"][1]["overrides"] = {"monitor.visdom.post": True}
+    run.manifest.write_text(json.dumps(manifest))
+    for i in range(3):
+        run.point(i).visdom_log.write_text("")
+    assert follower.posting_points(run.root) == {"1"}  # Slurm: the others leave it to the follower
+    watcher = follower.Follower([tmp_path], "http://127.0.0.1:1", tmp_path / "offsets.json")
+    assert [f.parent.name for f in watcher.scan()] == ["0", "2"]
+    run.manifest.write_text(json.dumps({**manifest, "executor": "local"}))
+    assert follower.posting_points(run.root) == {"0", "1", "2"}  # local runs post by default
+
+
 def _log_steps(monitor: VisdomMonitor, first: int, last: int) -> None:
     for step in range(first, last):
         monitor.log({"kind": "step", "epoch": 0, "batch": step, "batches": 100, "loss": 1.0 / step, "lr": 0.1}, step)

@@ -116,10 +116,11 @@ def test_knee_gan_demo_beats_zero_filled_and_predicts_hdf5(tmp_path):
     assert main(["submit", str(REPO / "jobs" / "knee_gan_demo.yaml"), "--runs", str(runs)]) == 0
     run = RunPaths(next((runs / "knee-gan-demo").iterdir()))
     final = _final(run)
-    # a GAN on 2 CPU threads is not bit-reproducible run to run (SSIM 0.79-0.82, PSNR 20.6-21.2 dB
-    # seen), so the margins are the ones every run clears
+    # a GAN on 2 CPU threads is not bit-reproducible run to run; with the learning rate on one cosine
+    # to 0 its last epoch has settled (SSIM 0.82-0.83, PSNR 22.1-22.2 dB seen, zero-filled 0.547 /
+    # 19.3 dB; at a constant rate one CI run's last epoch fell to 0.76 / 19.4 dB from 0.82 / 21.8)
     assert final["val_ssim"] >= final["val_zf_ssim"] + 0.15, final
-    assert final["val_psnr"] >= final["val_zf_psnr"] + 0.5, final
+    assert final["val_psnr"] >= final["val_zf_psnr"] + 1.0, final
     assert main(["predict", str(run.root), "--point", "0", "--split", "val"]) == 0
     files = sorted((run.point(0).predictions / "val").glob("*.h5"))
     assert files

@@ -32,11 +32,16 @@ def complex_abs(x: torch.Tensor) -> torch.Tensor:
     return x.abs()
 
 
+def _check_crop(crop: tuple[int, int], shape) -> None:
+    h, w = crop
+    if not (0 < h <= shape[-2] and 0 < w <= shape[-1]):
+        raise ValueError(f"crop {tuple(crop)} does not fit an image of {tuple(shape[-2:])}")
+
+
 def center_crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """Centre crop the last two axes of ``(..., H, W)`` to ``shape`` (fastMRI's offsets)."""
+    _check_crop(shape, x.shape)
     h, w = shape
-    if not (0 < h <= x.shape[-2] and 0 < w <= x.shape[-1]):
-        raise ValueError(f"crop {shape} does not fit an image of {tuple(x.shape[-2:])}")
     top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
     return x[..., top:top + h, left:left + w]
 
@@ -61,12 +66,6 @@ def centred_crop_index(n: int, size: int, device: torch.device | str = "cpu") ->
 # Why no shifts below: shifting a transform's input circularly multiplies its output by a
 # unit-modulus phase, which the magnitude drops; shifting its output is an index remap, folded into
 # the crop (centred_crop_index). So |crop(ifft2c(k))| = |crop'(ifft2(k))| with no shift copies.
-
-def _check_crop(crop: tuple[int, int], shape) -> None:
-    h, w = crop
-    if not (0 < h <= shape[-2] and 0 < w <= shape[-1]):
-        raise ValueError(f"crop {tuple(crop)} does not fit an image of {tuple(shape[-2:])}")
-
 
 def zero_filled_columns(kspace: torch.Tensor, mask: torch.Tensor, crop: tuple[int, int]) -> torch.Tensor:
     """``zero_filled(apply_mask(kspace, mask), crop)`` for k-space ``(..., H, W)`` and a column

@@ -16,7 +16,7 @@ Exactly once, across restarts of either side:
 Replaying a file is idempotent: each window's first call in a log creates (replaces) it and the
 later ones append, so a replay rebuilds the window rather than doubling it.
 
-Runs whose points post directly (``monitor.visdom.post``) are skipped: their calls arrive
+Points that post directly (``monitor.visdom.post``) are skipped: their calls arrive
 already. Run as ``python -m mrihpc.live.follower --port P [--runs DIR ...]``.
 """
 from __future__ import annotations
@@ -48,19 +48,21 @@ def _write_json(path: Path, value: dict) -> None:
     os.replace(tmp, path)
 
 
-def posts_directly(run: Path) -> bool:
-    """Whether a run's points post to the server themselves (its spec's ``monitor.visdom.post``,
-    resolved as the node resolves it: default on except under Slurm)."""
+def posting_points(run: Path) -> set[str]:
+    """The point folders (names under ``points/``) whose points post to the server themselves:
+    ``monitor.visdom.post`` as the node resolves it, from the run's spec and each point's
+    overrides in the manifest (a sweep may set it per point); default on except under Slurm."""
     import yaml
 
-    try:  # the run's spec (a point's own config.yaml exists only once it has started)
+    try:  # the run's spec and manifest (a point's own config.yaml exists only once it has started)
         spec = yaml.safe_load((run / "spec.yaml").read_text()) or {}
         manifest = json.loads((run / "manifest.json").read_text())
     except (OSError, ValueError):
-        return False
-    visdom = (spec.get("monitor") or {}).get("visdom") or {}
-    post = visdom.get("post")
-    return bool(post) if post is not None else manifest.get("executor") != "slurm"
+        return set()
+    post = ((spec.get("monitor") or {}).get("visdom") or {}).get("post")
+    default = bool(post) if post is not None else manifest.get("executor") != "slurm"
+    return {str(p["index"]) for p in manifest.get("points", [])
+            if bool((p.get("overrides") or {}).get("monitor.visdom.post", default))}
 
 
 def find_runs(roots: list[Path]) -> list[Path]:
@@ -82,7 +84,7 @@ class Follower:
         self.roots, self.offsets_file, self.server_state = [Path(r).resolve() for r in roots], offsets_file, server_state
         self.transport = Transport(url, timeout_s=5.0, backoff_s=1.0, max_backoff_s=10.0)
         self.rescan_s, self.last_scan, self.files = rescan_s, 0.0, []
-        self.direct: dict[Path, bool] = {}
+        self.direct: dict[Path, set[str]] = {}  # run -> its point folders that post themselves
         self.posted, self.lag_s, self.max_lag_s = 0, None, 0.0
         # saving an env writes all of it to disk, slower as it grows: at most every save_s (a
         # restarted server is replayed anyway; the saves are for reading the envs later)
@@ -119,11 +121,10 @@ class Follower:
         files = []
         for run in find_runs(self.roots):
             if run not in self.direct:
-                self.direct[run] = posts_directly(run)
+                self.direct[run] = posting_points(run)
                 if self.direct[run]:
-                    log.info("%s: its points post directly; not followed", run)
-            if not self.direct[run]:
-                files += sorted((run / "points").glob("*/visdom.log"))
+                    log.info("%s: points %s post directly; not followed", run, ", ".join(sorted(self.direct[run], key=int)))
+            files += sorted(f for f in (run / "points").glob("*/visdom.log") if f.parent.name not in self.direct[run])
         new = set(files) - set(self.files)
         for path in sorted(new):
             log.info("following %s", path)

@@ -16,7 +16,7 @@ import getpass
 import socket
 from urllib.parse import urlparse
 
-from mrihpc.live.follower import posts_directly, running
+from mrihpc.live.follower import posting_points, running
 from mrihpc.live.server import answers, port_taken
 from mrihpc.live.server import running as server_state
 from mrihpc.paths import RunPaths, read_json
@@ -49,7 +49,7 @@ def tunnel(run: RunPaths, manifest: dict, spec: JobSpec, login: str | None = Non
     login = login or (socket.getfqdn() if not socket.getfqdn().startswith("localhost") else socket.gethostname())
     env = f"{spec.name}_{run.root.name}"
     here = host in LOCAL_NAMES | {socket.gethostname(), socket.getfqdn()}
-    followed = not posts_directly(run.root)
+    followed = len(posting_points(run.root)) < len(manifest.get("points", []))  # some point leaves it to a follower
     lines = []
     if here and manifest.get("executor") == "slurm" and not followed:
         nodes = compute_nodes(run, manifest)
