@@ -83,15 +83,18 @@ def zero_filled_columns(kspace: torch.Tensor, mask: torch.Tensor, crop: tuple[in
     return complex_abs(image)
 
 
-def zero_filled_batch(kspace: torch.Tensor, mask: torch.Tensor, crop: tuple[int, int]) -> torch.Tensor:
-    """``zero_filled_columns`` for a batch with a mask per slice: k-space complex ``(N, H, W)``,
-    mask bool ``(N, W)`` -> ``(N, h, w)``. Every column goes through the first inverse FFT (the
-    masks differ); its output is still cropped to h rows before the second."""
-    (h, w), (H, W) = crop, kspace.shape[-2:]
-    _check_crop(crop, kspace.shape)
-    masked = kspace * mask.unsqueeze(-2).to(kspace.real.dtype)
-    rows = torch.fft.ifft(masked, dim=-2, norm="ortho").index_select(-2, centred_crop_index(H, h, kspace.device))
-    image = torch.fft.ifft(rows, dim=-1, norm="ortho").index_select(-1, centred_crop_index(W, w, kspace.device))
+def zero_filled_batch(columns: torch.Tensor, where: torch.Tensor, width: int, crop: tuple[int, int]) -> torch.Tensor:
+    """``zero_filled_columns`` for a batch, each slice with its own mask, from the sampled columns
+    alone: columns complex ``(N, H, C)`` at column indices ``where`` ``(N, C)`` of k-space ``width``
+    wide (a slice with fewer than C sampled columns is padded with zero columns at index ``width``)
+    -> ``(N, h, w)``. The inverse FFT along H runs on the C columns; its h cropped rows are scattered
+    into the full width for the inverse FFT along W."""
+    (h, w), (n, H, _) = crop, columns.shape
+    _check_crop(crop, (H, width))
+    rows = torch.fft.ifft(columns, dim=-2, norm="ortho").index_select(-2, centred_crop_index(H, h, columns.device))
+    full = rows.new_zeros((n, h, width + 1))  # the padding lands in the extra column, dropped below
+    full.scatter_(-1, where.unsqueeze(-2).expand(-1, h, -1), rows)
+    image = torch.fft.ifft(full[..., :width], dim=-1, norm="ortho").index_select(-1, centred_crop_index(width, w, columns.device))
     return complex_abs(image)
 
 
