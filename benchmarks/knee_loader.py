@@ -15,6 +15,9 @@ CPU). Reported per worker count: the loader alone, and the loader with the batch
 to them the training step's slices/s (the fastMRI U-Net at this size, batch ``--batch``, on the
 same device: bf16 on a GPU), so "is the loader the bottleneck" is one ratio.
 
+Epoch start (N > 0): seconds from a second epoch's start to its first batch, with persistent
+workers (as the Trainer runs them) and with workers re-forked every epoch (as it did before).
+
 RSS: the peak resident memory of the process and its workers (memory_profiler) over one epoch
 of our loader at 10 and 100 synthetic volumes (smaller slices); target: difference < 100 MB.
 
@@ -91,6 +94,18 @@ def slices_per_s(dataset, workers: int, batch: int, collate=None) -> float:
     return n / (time.perf_counter() - start)
 
 
+def second_epoch_first_batch_s(dataset, workers: int, batch: int, persistent: bool) -> float:
+    """Seconds from starting the second epoch to its first batch: what re-forking the workers
+    (and re-opening their files) costs every epoch without persistent workers."""
+    loader = DataLoader(dataset, batch_size=batch, num_workers=workers, persistent_workers=persistent,
+                        collate_fn=getattr(dataset, "collate", None))
+    for _ in loader:
+        pass
+    start = time.perf_counter()
+    next(iter(loader))
+    return time.perf_counter() - start
+
+
 def with_transform(dataset, workers: int, batch: int, device) -> float:
     """data.transform_on: device: the raw loader, each batch moved to ``device`` and finished there."""
     from mrihpc.data.slices import collate_raw, finish_batch
@@ -163,6 +178,10 @@ def main() -> None:
                          "transform_on_device": {"loader_alone_slices_per_s": round(alone, 1),
                                                  "with_batched_transform_slices_per_s":
                                                      round(with_transform(raw, w, args.batch, device), 1)}}
+        if w:  # what the Trainer's persistent workers save at each epoch's start
+            speed[str(w)]["epoch_start_s"] = {
+                mode: round(second_epoch_first_batch_s(ours(root, skip), w, args.batch, mode == "persistent_workers"), 3)
+                for mode in ("persistent_workers", "re_forked")}
     step = None
     if args.step_steps:
         from train_step import CONFIGS, measure  # benchmarks/ is the script's folder

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mrihpc import checkpoint, workloads
 from mrihpc.distributed import World, all_gather, all_reduce_mean, barrier
@@ -75,9 +75,31 @@ def use_sync_batchnorm(setting: Optional[bool], world: World, nets: dict[str, nn
     return bool(wanted and has_bn and world.distributed)
 
 
-class ShuffledShard(Sampler[int]):
+class EpochIndexed(Dataset):
+    """The training set as workers that live across epochs see it: each index arrives with its
+    epoch, ``(epoch, i)`` (``ShuffledShard`` yields them), and the worker's copy of the dataset gets
+    ``set_epoch`` when the epoch changes; a ``set_epoch`` in the training process would not reach
+    persistent workers, and the per-epoch draws (masks, crops) would repeat."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset, self.epoch = dataset, None
+        self.collate = getattr(dataset, "collate", None)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, i = key
+        if epoch != self.epoch and hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        self.epoch = epoch
+        return self.dataset[i]
+
+
+class ShuffledShard(Sampler[tuple[int, int]]):
     """A permutation seeded by (seed, epoch), padded to a multiple of the world size and dealt
-    to ranks like DistributedSampler; on one process it is a seeded shuffle."""
+    to ranks like DistributedSampler; on one process it is a seeded shuffle. Yields
+    ``(epoch, index)`` for ``EpochIndexed``."""
 
     def __init__(self, size: int, seed: int, world: World, shuffle: bool = True):
         self.size, self.seed, self.world, self.shuffle, self.epoch = size, seed, world, shuffle, 0
@@ -92,11 +114,11 @@ class ShuffledShard(Sampler[int]):
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
         return torch.randperm(self.size, generator=g).tolist()
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         order = self._order()
         total = math.ceil(self.size / self.world.size) * self.world.size
         order += order[: total - len(order)]
-        return iter(order[self.world.rank::self.world.size][self.skip:])
+        return ((self.epoch, i) for i in order[self.world.rank::self.world.size][self.skip:])
 
     def __len__(self) -> int:
         return math.ceil(self.size / self.world.size) - self.skip
@@ -165,10 +187,12 @@ class Trainer:
         self.sampler = ShuffledShard(len(self.train_set), train.seed, world)
         # own generator: creating a loader iterator must not draw from the global RNG, or a run
         # resumed inside an epoch would see other dropout masks than the uninterrupted one
+        # persistent workers: started once, not re-forked (and their files re-opened) every epoch
         loader_args = dict(num_workers=train.workers, pin_memory=world.device.type == "cuda", worker_init_fn=leave_signals_to_parent,
-                           persistent_workers=False, generator=torch.Generator().manual_seed(train.seed))
-        self.train_loader = DataLoader(self.train_set, batch_size=train.batch_size // world.size, sampler=self.sampler,
-                                       drop_last=True, collate_fn=getattr(self.train_set, "collate", None), **loader_args)
+                           persistent_workers=train.workers > 0, generator=torch.Generator().manual_seed(train.seed))
+        self.train_loader = DataLoader(EpochIndexed(self.train_set), batch_size=train.batch_size // world.size,
+                                       sampler=self.sampler, drop_last=True, collate_fn=getattr(self.train_set, "collate", None),
+                                       **loader_args)
         self.val_loader = DataLoader(self.val_set, batch_size=max(1, train.batch_size // world.size),
                                      sampler=VolumeShard(self.val_set.volumes_index(), world),
                                      collate_fn=getattr(self.val_set, "collate", None), **loader_args)
@@ -272,9 +296,7 @@ class Trainer:
     def _epoch(self) -> dict:
         spec, epoch = self.spec, self.epoch
         self.task.epoch = epoch
-        self.sampler.set_epoch(epoch)
-        if hasattr(self.train_set, "set_epoch"):
-            self.train_set.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)  # the dataset's set_epoch follows in whichever process reads it (EpochIndexed)
         for net in self.nets.values():
             net.train()
         ctx, losses, start = _Step(self), self.epoch_losses, time.time()

@@ -38,6 +38,7 @@ def test_benchmark_runs_at_a_tiny_size(name):
     if name == "knee_loader":
         assert set(result["speed"]) == {"0", "1"} and set(result["rss_peak_mib"]) == {"2", "3"}
         assert all(w["transform_on_device"]["loader_alone_over_step"] > 0 for w in result["speed"].values())
+        assert set(result["speed"]["1"]["epoch_start_s"]) == {"persistent_workers", "re_forked"}
     if name == "login_verbs":
         assert len(result["verbs"]) == 9
 

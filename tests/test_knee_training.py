@@ -117,6 +117,51 @@ def test_stop_inside_an_epoch_resumes_from_that_step(tmp_path):
         assert torch.equal(value, resumed[key]), key
 
 
+class EpochEcho(torch.utils.data.Dataset):
+    """Each item is the epoch its process's copy of the dataset was last told."""
+
+    epoch = -1
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return 12
+
+    def __getitem__(self, i):
+        return self.epoch
+
+
+def test_persistent_workers_see_every_epoch():
+    """The Trainer's loaders keep their workers across epochs; the epoch travels with each index
+    (EpochIndexed), so workers forked in epoch 0 draw epoch 2's masks in epoch 2."""
+    from torch.utils.data import DataLoader
+
+    from mrihpc.train import EpochIndexed, ShuffledShard
+
+    sampler = ShuffledShard(12, 0, World())
+    loader = DataLoader(EpochIndexed(EpochEcho()), batch_size=3, sampler=sampler, num_workers=2, persistent_workers=True)
+    pids = set()
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        seen = torch.cat(list(loader)).tolist()
+        assert seen == [epoch] * 12
+        pids.add(tuple(w.pid for w in loader._iterator._workers))
+    assert len(pids) == 1  # the same two workers all along
+
+
+def test_two_persistent_workers_train_as_no_workers_across_a_stop_and_resume(tmp_path):
+    """2 workers (persistent, stopped inside epoch 2 and resumed) end with the weights of an
+    uninterrupted run without workers: same samples, same masks, epoch by epoch."""
+    spec = merge(TINY, model={**TINY["model"], "dropout": 0.1})
+    straight, lrs = _train(spec, tmp_path / "a", 3)
+    workers = merge(spec, train={**spec["train"], "workers": 2})
+    _train(workers, tmp_path / "b", 3, stop_after=len(lrs) // 3 + 2)
+    resumed, _ = _train(workers, tmp_path / "b", 3)
+    for key, value in straight.items():
+        assert torch.equal(value, resumed[key]), key
+
+
 def test_memory_profile_is_read_by_mprof_and_peak_reaches_status(tmp_path):
     from mprof import read_mprofile_file
 
