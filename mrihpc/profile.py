@@ -40,7 +40,7 @@ def profile_steps(spec: JobSpec, steps: int, interval_s: float = 0.1) -> dict:
         try:
             while done < steps:
                 for batch in trainer.train_loader:
-                    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                    batch = trainer.device_batch(batch)  # as the Trainer does: the task's on_device, channels_last
                     start = time.perf_counter()
                     train_step(task, batch, trainer.nets, ctx)
                     times.append(time.perf_counter() - start)

@@ -83,7 +83,6 @@ class EpochIndexed(Dataset):
 
     def __init__(self, dataset: Dataset):
         self.dataset, self.epoch = dataset, None
-        self.collate = getattr(dataset, "collate", None)
 
     def __len__(self) -> int:
         return len(self.dataset)

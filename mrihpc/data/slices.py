@@ -42,7 +42,6 @@ class KSpaceSlices(Dataset):
         if raw and mask is None:
             raise ValueError("raw samples need a mask (undersampled test files are reconstructed on the host)")
         self.volumes, self.mask, self.crop = list(volumes), mask, crop
-        self.normalize_kind = normalize
         self.normalize = normalize_max if normalize == "zero_filled_max" else normalize_instance
         self.train, self.seed, self.epoch, self.kspace_key, self.raw = train, seed, 0, kspace_key, raw
         self.collate = collate_raw if raw else collate_slices  # the Trainer's DataLoader takes it

@@ -20,7 +20,7 @@ from mrihpc.metrics import ssim_gaussian_3d
 from mrihpc.models.refiner import ResidualRefiner
 from mrihpc.models.unet import build_unet
 from mrihpc.spec import JobSpec
-from mrihpc.task import StepContext, Task
+from mrihpc.task import StepContext, Task, to_device
 from mrihpc.workloads.cine.data import CineCases, meta, source_array, split_cases
 from mrihpc.workloads.cine.spec import WORKLOAD
 
@@ -103,7 +103,7 @@ class CineTask(Task):
     def evaluate(self, loader, nets) -> list[dict[str, float]]:
         out = []
         for batch in loader:
-            batch = {k: v.to(self.world.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            batch = {k: to_device(v, self.world.device) for k, v in batch.items()}
             pred = nets["model"](batch["input"], batch["kspace"], batch["mask"]).float()
             zf = torch.sqrt(batch["input"][:, 0] ** 2 + batch["input"][:, 1] ** 2)
             gt = batch["target"]

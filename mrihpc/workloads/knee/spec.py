@@ -82,7 +82,8 @@ class DataSpec(Section):
     """zero_filled_max divides by the zero-filled image's max (seed 000); instance uses its mean / std (fastMRI)."""
     transform_on: Literal["host", "device"] = "host"
     """Where masking, inverse FFT, crop and normalisation run: host (in the DataLoader workers, per
-    slice) or device (batched on the training GPU; the workers only read k-space and draw masks).
+    slice) or device (batched on the training GPU; the workers only read k-space, draw masks and
+    pass on the sampled columns).
     device when the loader cannot keep up with the GPU; the results are the same."""
     max_volumes: Optional[int] = Field(None, ge=1)
     """Use at most this many volumes per split (quick experiments)."""

@@ -16,7 +16,7 @@ from mrihpc.losses import WeightedLoss
 from mrihpc.metrics import image_scores
 from mrihpc.models.denoise_unet import build_denoise_unet
 from mrihpc.spec import JobSpec
-from mrihpc.task import StepContext, Task
+from mrihpc.task import StepContext, Task, to_device
 from mrihpc.workloads.sinogram.data import SinogramSlices, crop, file_max, list_cases, resolve_layout
 from mrihpc.workloads.sinogram.spec import WORKLOAD
 
@@ -74,7 +74,7 @@ class SinogramTask(Task):
         out, inpaint = [], self.spec.data.mode == "inpaint"
         centre = self.spec.data.channels // 2
         for batch in loader:
-            batch = {k: v.to(self.world.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            batch = {k: to_device(v, self.world.device) for k, v in batch.items()}
             pred = self.cropped(nets["model"](batch["input"]).float())
             gt, hole = self.cropped(batch["target"]), self.cropped(batch["hole"]) if inpaint else None
             given = self.cropped(batch["input"][:, centre:centre + 1])
