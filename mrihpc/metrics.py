@@ -17,34 +17,61 @@ from torch.nn import functional as F
 def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: torch.Tensor, win_size: int = 7,
              k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
     """SSIM per image. x, y ``(N, 1, H, W)``; data_range ``(N,)`` -> ``(N,)``."""
-    return ssim_pixels(x, y, data_range, win_size, k1, k2).mean(dim=(1, 2, 3))
+    return torch.cat([ssim_pixels(x[i], y[i], data_range[i], win_size, k1, k2).mean(dim=(1, 2, 3))
+                      for i in _chunks(x)])
+
+
+def _chunks(t: torch.Tensor) -> list[slice]:
+    """Slices of the first axis to compute on at once: on the CPU one image, so that its dozen
+    intermediate maps stay in cache (2.5x faster than the whole stack); elsewhere all of them."""
+    step = 1 if t.device.type == "cpu" else max(t.shape[0], 1)
+    return [slice(i, i + step) for i in range(0, t.shape[0], step)]
 
 
 def ssim_pixels(x: torch.Tensor, y: torch.Tensor, data_range: torch.Tensor, win_size: int = 7,
                 k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
     """The SSIM map: ``(N, 1, H - win + 1, W - win + 1)`` (valid windows, as skimage's interior).
-    The five local means come from one stride-1 average pooling of the stacked moments: exact,
-    and ten times faster than a convolution with a box kernel (no convolution kernel for float64)."""
-    moments = F.avg_pool2d(torch.cat([x, y, x * x, y * y, x * y], dim=1), win_size, stride=1)
-    ux, uy, uxx, uyy, uxy = moments.split(1, dim=1)
-    cov_norm = win_size**2 / (win_size**2 - 1)
-    vx = cov_norm * (uxx - ux * ux)
-    vy = cov_norm * (uyy - uy * uy)
-    vxy = cov_norm * (uxy - ux * uy)
+    The five local means come from one box filter over the stacked moments; with the sample
+    covariance factor ``n = w^2 / (w^2 - 1)``, ``a = ux uy`` and ``b = ux^2 + uy^2``:
+    SSIM = (2a + c1) (2n (uxy - a) + c2) / ((b + c1) (n (uxx + uyy - b) + c2))."""
+    ux, uy, uxx, uyy, uxy = _box_mean(torch.cat([x, y, x * x, y * y, x * y], dim=1), win_size).split(1, dim=1)
+    n = win_size**2 / (win_size**2 - 1)
     r = data_range.view(-1, 1, 1, 1)
     c1, c2 = (k1 * r) ** 2, (k2 * r) ** 2
-    return ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
+    a, b = ux * uy, ux * ux + uy * uy
+    return (2 * a + c1) * (2 * n * (uxy - a) + c2) / ((b + c1) * (n * (uxx + uyy - b) + c2))
+
+
+def _box_mean(m: torch.Tensor, w: int) -> torch.Tensor:
+    """Mean over every valid ``w x w`` window of ``(..., H, W)`` -> ``(..., H - w + 1, W - w + 1)``.
+
+    In float64 (the metrics) from running sums along each axis, differenced ``w`` apart: two
+    passes whatever ``w``, and the sums' rounding (1e-16 of a row's total) stays far below the
+    1e-4 we promise; 2.5x faster than pooling on the CPU. Anything else (the float32 SSIM loss)
+    pools directly, where a running sum's rounding would grow with the row.
+    """
+    if m.dtype != torch.float64:
+        return F.avg_pool2d(m, w, stride=1)
+    for axis in (-2, -1):
+        c = m.cumsum(axis)
+        m = torch.cat([c.narrow(axis, w - 1, 1), c.narrow(axis, w, c.shape[axis] - w) -
+                       c.narrow(axis, 0, c.shape[axis] - w)], dim=axis)
+    return m / (w * w)
 
 
 def volume_metrics(gt: torch.Tensor, pred: torch.Tensor) -> dict[str, float]:
-    """NMSE, PSNR and SSIM of one volume. gt, pred ``(slices, H, W)`` in the same (original) scale."""
-    gt, pred = gt.double(), pred.double()
-    maxval = gt.max()
-    err = (gt - pred).pow(2)
-    nmse = err.sum() / gt.pow(2).sum().clamp_min(1e-20)
-    psnr = 10 * torch.log10(maxval**2 / err.mean().clamp_min(1e-20))
-    ssim = ssim_map(gt.unsqueeze(1), pred.unsqueeze(1), maxval.expand(gt.shape[0])).mean()
-    return {"nmse": float(nmse), "psnr": float(psnr), "ssim": float(ssim)}
+    """NMSE, PSNR and SSIM of one volume. gt, pred ``(slices, H, W)`` in the same (original) scale.
+    Computed chunk by chunk (see ``_chunks``), each converted to float64 as it comes."""
+    maxval = gt.max().double()
+    err = energy = ssim = torch.zeros((), dtype=torch.float64, device=gt.device)
+    for part in _chunks(gt):
+        g, p = gt[part].double().unsqueeze(1), pred[part].double().unsqueeze(1)
+        err = err + (g - p).pow(2).sum()
+        energy = energy + g.pow(2).sum()
+        ssim = ssim + ssim_pixels(g, p, maxval.expand(g.shape[0])).mean(dim=(1, 2, 3)).sum()
+    nmse = err / energy.clamp_min(1e-20)
+    psnr = 10 * torch.log10(maxval**2 / (err / gt.numel()).clamp_min(1e-20))
+    return {"nmse": float(nmse), "psnr": float(psnr), "ssim": float(ssim / gt.shape[0])}
 
 
 def image_scores(gt: torch.Tensor, pred: torch.Tensor, region: torch.Tensor | None = None) -> list[dict[str, float]]:
