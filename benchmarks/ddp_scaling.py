@@ -45,10 +45,10 @@ def spec_for(batch: int) -> dict:
 
 
 def steps_per_s(rank: int, size: int, per_rank_batch: int, steps: int, warmup: int, check: int | None) -> float:
-    from mrihpc.distributed import World
-    from mrihpc.preemption import StopSignals
+    from mrihpc.node.distributed import World
+    from mrihpc.node.preemption import StopSignals
+    from mrihpc.node.train import Trainer
     from mrihpc.specfile import validate_dict
-    from mrihpc.train import Trainer
     from mrihpc.workloads.knee.task import ReconstructionTask
 
     cuda = torch.cuda.is_available() and torch.cuda.device_count() >= size

@@ -44,7 +44,7 @@ TINY = {
     "train": {"epochs": 6, "batch_size": 2, "workers": 0, "precision": "fp32", "threads": 1},
     "cluster": {"executor": "local", "time": "10:00", "array_parallelism": 2},
 }
-ATTEMPT = "import sys; from mrihpc.runner import run_point; run_point(sys.argv[1], int(sys.argv[2]))"
+ATTEMPT = "import sys; from mrihpc.node.runner import run_point; run_point(sys.argv[1], int(sys.argv[2]))"
 
 
 def mrihpc(*args: str, env=None) -> subprocess.CompletedProcess:
@@ -56,7 +56,7 @@ def new_run(folder: Path, spec: dict, runs: Path, env=None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
-    code = ("import sys; from pathlib import Path; from mrihpc import launch; "
+    code = ("import sys; from pathlib import Path; from mrihpc.login import launch; "
             "spec, raw, points, _ = launch.prepare(sys.argv[1]); launch.prepare_data(spec); "
             "print(launch.write_run_directory(Path(sys.argv[2]), spec, raw, sys.argv[1], points, 'debug').root)")
     out = subprocess.run([sys.executable, "-c", code, str(path), str(runs)], capture_output=True, text=True, env=env, check=True)
@@ -65,7 +65,7 @@ def new_run(folder: Path, spec: dict, runs: Path, env=None) -> Path:
 
 def position(last: Path):
     """(epoch, batch) in last.pt; None without one; "corrupt" when it does not load."""
-    from mrihpc import checkpoint
+    from mrihpc.node import checkpoint
 
     try:
         state = checkpoint.load(last)
@@ -75,7 +75,7 @@ def position(last: Path):
 
 
 def weights(last: Path) -> dict:
-    from mrihpc import checkpoint
+    from mrihpc.node import checkpoint
 
     return checkpoint.load(last)["nets"]["model"]
 

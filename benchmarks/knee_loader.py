@@ -109,7 +109,7 @@ def second_epoch_first_batch_s(dataset, workers: int, batch: int, persistent: bo
 def with_transform(dataset, workers: int, batch: int, device) -> float:
     """data.transform_on: device: the raw loader, each batch moved to ``device`` and finished there."""
     from mrihpc.data.slices import collate_raw, finish_batch
-    from mrihpc.task import to_device
+    from mrihpc.node.task import to_device
 
     loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers, collate_fn=collate_raw,
                         persistent_workers=workers > 0, pin_memory=device.type == "cuda")
@@ -129,7 +129,7 @@ def with_transform(dataset, workers: int, batch: int, device) -> float:
 
 
 def ours(root: Path, skip: int, volumes: int | None = None, transform_on: str = "host"):
-    from mrihpc.distributed import World
+    from mrihpc.node.distributed import World
     from mrihpc.specfile import validate_dict
     from mrihpc.workloads.knee.task import ReconstructionTask
 

@@ -44,9 +44,9 @@ def spec_for(options: dict, batch: int, size: int) -> dict:
 def measure(options: dict, steps: int, batch: int, size: int, warmup: int) -> dict:
     import torch
 
-    from mrihpc.distributed import World
+    from mrihpc.node.distributed import World
+    from mrihpc.node.train import Trainer
     from mrihpc.specfile import validate_dict
-    from mrihpc.train import Trainer
     from mrihpc.workloads.knee.task import ReconstructionTask
 
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")

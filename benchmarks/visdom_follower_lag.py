@@ -43,8 +43,8 @@ def main() -> None:
     os.environ["MRIHPC_CACHE"] = str(work / "cache")
     from visdom import Visdom
 
-    from mrihpc.live import follower, server
-    from mrihpc.live.transport import Transport
+    from mrihpc.login.live import follower, server
+    from mrihpc.visdom_transport import Transport
 
     port = free_port()
     server.start(port, work / "envs")

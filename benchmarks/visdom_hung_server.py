@@ -37,10 +37,10 @@ def main() -> None:
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mrihpc-bench-visdom-"))
     os.environ.setdefault("MRIHPC_CACHE", str(work / "cache"))
-    from mrihpc import launch
-    from mrihpc.live import server
+    from mrihpc.login import launch
+    from mrihpc.login.live import server
+    from mrihpc.node.runner import run_point
     from mrihpc.paths import read_json
-    from mrihpc.runner import run_point
 
     base = yaml.safe_load((REPO / "jobs" / "quickstart.yaml").read_text())
     base["train"] = {**base["train"], "epochs": args.epochs}

@@ -57,7 +57,7 @@ class ChromiumPage:
         """Log in as Visdom's login form does, and hand the browser the cookie it returns."""
         import requests
 
-        from mrihpc.live import credentials
+        from mrihpc import visdom_credentials as credentials
 
         session = requests.Session()
         base = url.split("/env/")[0]

@@ -1,5 +1,5 @@
 """How Slurm's states read: PREEMPTED and REQUEUED are not done; failures are picked up."""
-from mrihpc.accounting import FAILED_STATES, _expand, normalise
+from mrihpc.login.accounting import FAILED_STATES, _expand, normalise
 
 
 def test_state_classification():

@@ -7,10 +7,10 @@ import math
 import pytest
 
 from conftest import TINY, merge
-from mrihpc.__main__ import main
-from mrihpc.launch import _mem
+from mrihpc.login.cli import main
+from mrihpc.login.launch import _mem
+from mrihpc.login.results import sort_rows
 from mrihpc.paths import RunPaths, read_json
-from mrihpc.results import sort_rows
 
 
 def _err(capsys, *args) -> str:

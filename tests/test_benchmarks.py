@@ -54,8 +54,8 @@ def test_compile_and_channels_last_train_through_the_trainer(tmp_path):
     """train.compile and train.channels_last are applied by the Trainer: a run with both trains,
     and its checkpoint holds the plain network's keys (no compile wrapper prefix)."""
     from conftest import TINY, merge
-    from mrihpc import checkpoint
-    from mrihpc.__main__ import main
+    from mrihpc.login.cli import main
+    from mrihpc.node import checkpoint
 
     spec = merge(TINY, train={**TINY["train"], "epochs": 1, "steps_per_epoch": 2, "compile": True, "channels_last": True},
                  sweep={})

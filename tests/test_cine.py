@@ -13,7 +13,7 @@ import torch
 from skimage.metrics import structural_similarity
 
 from conftest import REPO
-from mrihpc.__main__ import main
+from mrihpc.login.cli import main
 from mrihpc.metrics import ssim_gaussian_3d
 from mrihpc.paths import RunPaths, read_jsonl
 from mrihpc.workloads.cine.data import _convert, cartesian_mask, split_cases

@@ -9,10 +9,9 @@ import pytest
 from PIL import Image
 
 from conftest import TINY, merge
-from mrihpc.__main__ import main
-from mrihpc.monitors.console import Console
-from mrihpc.monitors.jsonl import read_metrics
-from mrihpc.paths import RunPaths, atomic_write_json, read_json
+from mrihpc.login.cli import main
+from mrihpc.node.monitors.console import Console
+from mrihpc.paths import RunPaths, atomic_write_json, read_json, read_jsonl
 from mrihpc.progress import SweepProgress, last_record, point_fraction
 
 
@@ -62,12 +61,12 @@ def test_results_plot_draws_every_point(tmp_path, write_spec, capsys):
     spec = merge(TINY, sweep={"grid": {"optim.lr": [2e-3, 1e-3]}})
     assert main(["submit", str(write_spec(spec)), "--runs", str(tmp_path / "runs")]) == 0
     run = RunPaths(next((tmp_path / "runs" / "tiny").iterdir()))
-    from mrihpc.plots import plot_curves
+    from mrihpc.login.plots import plot_curves
 
     manifest = read_json(run.manifest)
     drawn = plot_curves(run, manifest, "ssim", tmp_path / "curves.png")
     for p in manifest["points"]:
-        records = read_metrics(run.point(p["index"]).metrics)
+        records = read_jsonl(run.point(p["index"]).metrics)
         assert drawn["training loss"][p["name"]] == sum(r["kind"] == "step" for r in records)
         assert drawn["validation ssim"][p["name"]] == sum(r["kind"] == "epoch" for r in records) == 2
     capsys.readouterr()

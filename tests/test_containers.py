@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from conftest import REPO, TINY, merge, scoped_env
-from mrihpc import checkpoint
-from mrihpc.__main__ import main
-from mrihpc.container import VersionMismatch
-from mrihpc.launch import dry_run_text, prepare
+from mrihpc.login.cli import main
+from mrihpc.login.launch import dry_run_text, prepare
+from mrihpc.node import checkpoint
+from mrihpc.node.runner import VersionMismatch
 from mrihpc.paths import RunPaths, atomic_write_json, read_json
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -100,8 +100,8 @@ def test_container_validation_errors(write_spec, capsys, monkeypatch, container,
 
 
 def test_version_mismatch_stops_with_a_clear_message(tmp_path, write_spec):
-    from mrihpc import launch
-    from mrihpc.runner import run_point
+    from mrihpc.login import launch
+    from mrihpc.node.runner import run_point
 
     path = write_spec(TINY)
     spec, raw, points, _ = launch.prepare(str(path), [])

@@ -16,10 +16,11 @@ import pytest
 import requests
 
 from conftest import TINY, merge
-from mrihpc.__main__ import main
-from mrihpc.live import credentials, follower, server
-from mrihpc.live.transport import read_log
-from mrihpc.monitors.visdom import VisdomMonitor
+from mrihpc.login.cli import main
+from mrihpc import visdom_credentials as credentials
+from mrihpc.login.live import follower, server
+from mrihpc.visdom_transport import read_log
+from mrihpc.node.monitors.visdom import VisdomMonitor
 from mrihpc.paths import RunPaths, read_json
 from test_slurm import SLURM_TINY, submit, wait_done
 from test_visdom import _check_point_windows, _windows, free_port

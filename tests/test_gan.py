@@ -16,9 +16,9 @@ import torch.multiprocessing as mp
 from conftest import merge
 from test_visdom import free_port
 from mrihpc import workloads
-from mrihpc.distributed import World
+from mrihpc.node.distributed import World
 from mrihpc.specfile import validate_dict
-from mrihpc.train import Trainer
+from mrihpc.node.train import Trainer
 
 SGD = {"name": "sgd", "lr": 0.01}
 TRAIN = {"epochs": 1, "batch_size": 4, "workers": 0, "precision": "fp32", "seed": 0, "threads": 1, "steps_per_epoch": 3}
@@ -94,7 +94,7 @@ def _initial(raw: dict) -> dict:
 
 
 def test_kl_div_is_refused_as_an_adversarial_loss_with_the_reason(write_spec, capsys):
-    from mrihpc.__main__ import main
+    from mrihpc.login.cli import main
 
     for task in ("knee_gan", "synthesis"):
         raw = merge(SPECS["knee_gan" if task == "knee_gan" else "cgan"], loss={"kl_div": 1.0, "l1": 1.0})

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from conftest import TINY, merge
-from mrihpc import checkpoint
-from mrihpc.distributed import World, check_distinct_gpus
-from mrihpc.monitors.memory import MemoryProfile
-from mrihpc.preemption import Interrupted
+from mrihpc.node import checkpoint
+from mrihpc.node.distributed import World, check_distinct_gpus
+from mrihpc.node.monitors.memory import MemoryProfile
+from mrihpc.node.preemption import Interrupted
 from mrihpc.specfile import validate_dict
-from mrihpc.train import Trainer
+from mrihpc.node.train import Trainer
 from mrihpc.workloads.knee.task import ReconstructionTask
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -111,7 +111,7 @@ def test_the_device_transform_on_cuda_equals_the_host_path():
     per-slice ones (PocketFFT), on the same raw k-space and masks."""
     from mrihpc.data.masks import RandomMask
     from mrihpc.data.slices import KSpaceSlices, collate_raw, finish_batch
-    from mrihpc.task import to_device
+    from mrihpc.node.task import to_device
     from mrihpc.workloads.knee.task import split_files, volumes_of
 
     job = validate_dict(merge(TINY, data={**TINY["data"], "normalize": "instance"}), "gpu")

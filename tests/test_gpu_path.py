@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from conftest import REPO
-from mrihpc import checkpoint
-from mrihpc.distributed import World, rendezvous
-from mrihpc.train import use_sync_batchnorm
+from mrihpc.node import checkpoint
+from mrihpc.node.distributed import World, rendezvous
+from mrihpc.node.train import use_sync_batchnorm
 
 
 def _draws() -> tuple:
@@ -100,7 +100,7 @@ def test_predict_refuses_a_crafted_checkpoint_with_a_message(tmp_path, capsys):
 
     import yaml
 
-    from mrihpc.__main__ import main
+    from mrihpc.login.cli import main
     from mrihpc.paths import RunPaths
 
     run = RunPaths(tmp_path / "run")
@@ -134,7 +134,7 @@ def test_dataloader_workers_leave_the_steps_signals_to_the_training_process():
 
     from torch.utils.data import DataLoader
 
-    from mrihpc.train import Workers, leave_signals_to_parent
+    from mrihpc.node.train import Workers, leave_signals_to_parent
 
     loader = DataLoader(_Slow(), batch_size=2, num_workers=2, worker_init_fn=leave_signals_to_parent)
     it = iter(Workers(loader))

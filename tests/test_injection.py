@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from conftest import TINY, merge, scoped_env
-from mrihpc import container
-from mrihpc.launch import prepare, sbatch_script
+from mrihpc.login import container
+from mrihpc.login.launch import prepare, sbatch_script
 from mrihpc.specfile import SpecError
 
 INERT = Path(__file__).parent / "standins" / "inert"

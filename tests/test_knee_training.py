@@ -10,17 +10,17 @@ import torch
 import yaml
 
 from conftest import TINY, merge
-from mrihpc.distributed import World
+from mrihpc.node.distributed import World
 from mrihpc.models.unet import build_unet
-from mrihpc.monitors.jsonl import read_metrics
+from mrihpc.paths import read_jsonl
 from mrihpc.paths import RunPaths
 from mrihpc.workloads.knee.predict import predict
-from mrihpc.preemption import Interrupted
-from mrihpc.runner import run_point
+from mrihpc.node.preemption import Interrupted
+from mrihpc.node.runner import run_point
 from mrihpc.spec import ModelSpec
 from mrihpc.specfile import validate_dict
 from mrihpc.workloads.knee.task import ReconstructionTask
-from mrihpc.train import Trainer
+from mrihpc.node.train import Trainer
 
 
 def test_unet_presets():
@@ -49,7 +49,7 @@ def test_training_beats_zero_filled(tmp_path, acc, fraction):
     assert final["val_ssim"] > final["val_zf_ssim"] + 0.03, final
     assert final["val_psnr"] > final["val_zf_psnr"] + 0.5, final
     assert (run.point(0).checkpoints / "best.pt").is_file() and (run.point(0).checkpoints / "last.pt").is_file()
-    epochs = [r for r in read_metrics(run.point(0).metrics) if r["kind"] == "epoch"]
+    epochs = [r for r in read_jsonl(run.point(0).metrics) if r["kind"] == "epoch"]
     assert [r["epoch"] for r in epochs] == list(range(6))
 
 
@@ -124,7 +124,7 @@ def test_persistent_workers_see_every_epoch():
     (EpochIndexed), so workers forked in epoch 0 draw epoch 2's masks in epoch 2."""
     from torch.utils.data import DataLoader
 
-    from mrihpc.train import EpochIndexed, ShuffledShard
+    from mrihpc.node.train import EpochIndexed, ShuffledShard
 
     sampler = ShuffledShard(12, 0, World())
     loader = DataLoader(EpochIndexed(EpochEcho()), batch_size=3, sampler=sampler, num_workers=2, persistent_workers=True)
@@ -159,7 +159,7 @@ def test_memory_profile_is_read_by_mprof_and_peak_reaches_status(tmp_path):
     assert profile["timestamp"] == sorted(profile["timestamp"])
     peak = json.loads(run.point(0).status.read_text())["latest"]["mem_host_peak_mib"]
     assert abs(peak - max(profile["mem_usage"])) < 50
-    epochs = [r for r in read_metrics(run.point(0).metrics) if r["kind"] == "epoch"]
+    epochs = [r for r in read_jsonl(run.point(0).metrics) if r["kind"] == "epoch"]
     assert all(r["mem_host_peak_mib"] > 0 for r in epochs)
 
 

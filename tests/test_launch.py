@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 from conftest import REPO
-from mrihpc.entry import PointTask
-from mrihpc.launch import max_array_size, prepare, sbatch_script, slurm_parameters
+from mrihpc.login.launch import max_array_size, prepare, sbatch_script, slurm_parameters
+from mrihpc.node.entry import PointTask
 
 GOLDEN = Path(__file__).parent / "golden" / "knee_unet.sbatch"
 
@@ -30,7 +30,7 @@ def test_golden_sbatch_script_from_shipped_spec():
 
 
 def test_dry_run_prints_points_and_script(capsys):
-    from mrihpc.__main__ import main
+    from mrihpc.login.cli import main
 
     assert main(["submit", str(REPO / "jobs" / "knee_unet.yaml"), "--dry-run", "--runs", "/tmp/never"]) == 0
     out = capsys.readouterr().out

@@ -8,7 +8,7 @@ import json
 import yaml
 
 from conftest import TINY, merge
-from mrihpc.__main__ import main
+from mrihpc.login.cli import main
 from mrihpc.paths import RunPaths
 
 FOUR_POINTS = {"points": [{"optim.lr": 1e-3}, {"optim.lr": 2e-3}, {"optim.lr": 3e-3},

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO, TINY, merge
 
-PROBE = ("import sys; from mrihpc.__main__ import main; code = main(sys.argv[1:]); "
+PROBE = ("import sys; from mrihpc.login.cli import main; code = main(sys.argv[1:]); "
          "heavy = sorted(m for m in ('torch', 'monai') if m in sys.modules); "
          "print('HEAVY', heavy); sys.exit(code)")
 
@@ -63,3 +63,29 @@ def test_a_real_submission_leaves_torch_out(slurm_cluster, run_dir, tmp_path):
     assert _verb("submit", str(spec), "--runs", str(tmp_path / "runs")) == "HEAVY []"
     manifest = json.loads(next((tmp_path / "runs" / "tiny").iterdir()).joinpath("manifest.json").read_text())
     subprocess.run(["scancel", manifest["submissions"][0]["array_id"]], check=True)
+
+
+def _imports(path) -> set[str]:
+    """Every mrihpc module a file imports, at any depth of its code (lazy imports included)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mrihpc"):
+            found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("mrihpc")}
+    return found
+
+
+def test_imports_flow_one_way():
+    """node/ never imports login/; the shared modules (spec, paths, data, models, losses, metrics)
+    import neither side, so each side can be read, and changed, without the other."""
+    package = REPO / "mrihpc"
+    shared = [p for p in package.rglob("*.py") if p.relative_to(package).parts[0] not in ("login", "node", "workloads")
+              and p.name != "__main__.py"]
+    assert len(shared) > 15 and (package / "spec.py") in shared
+    for path in package.joinpath("node").rglob("*.py"):
+        assert not {m for m in _imports(path) if m.startswith("mrihpc.login")}, path
+    for path in shared:
+        assert not {m for m in _imports(path) if m.startswith(("mrihpc.login", "mrihpc.node"))}, path

@@ -12,7 +12,7 @@ import torch
 from skimage.io import imread, imsave
 
 from conftest import REPO
-from mrihpc.__main__ import main
+from mrihpc.login.cli import main
 from mrihpc.metrics import segmentation_scores
 from mrihpc.models.unet import build_unet
 from mrihpc.paths import read_jsonl
@@ -191,7 +191,7 @@ def test_overrides_sweeps_and_per_optimiser_settings_reach_segmentation_keys(wri
     assert spec.data.augment.rotate_deg == 12 and spec.data.normalize == "instance" and spec.optim_for("main").lr == 3e-4
     keyed, _ = load_spec(write_spec({**SEG, "optim": {"main": {"name": "sgd", "lr": 0.1, "momentum": 0.9}}}), ["optim.main.lr=0.2"])
     assert keyed.optim_for("main").name == "sgd" and keyed.optim_for("main").lr == 0.2
-    from mrihpc.launch import prepare
+    from mrihpc.login.launch import prepare
 
     _, _, points, _ = prepare(str(write_spec({**SEG, "sweep": {"grid": {"data.normalize": ["unit", "none"],
                                                                           "loss": [{"ce": 1.0}, {"dice": 1.0, "ce": 0.5}]}}})))

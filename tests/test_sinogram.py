@@ -13,11 +13,11 @@ import torch
 import yaml
 
 from conftest import REPO
-from mrihpc.__main__ import main
-from mrihpc.checkpoint import load
+from mrihpc.login.cli import main
 from mrihpc.models.denoise_unet import DenoiseUNet
 from mrihpc.msssim import WEIGHTS, ms_ssim
-from mrihpc.optim import DecayRestarts
+from mrihpc.node.checkpoint import load
+from mrihpc.node.optim import DecayRestarts
 from mrihpc.paths import RunPaths, read_jsonl
 from mrihpc.specfile import load_point_spec
 from mrihpc.workloads.sinogram.data import crop, resolve_layout, wrap_pad
@@ -181,7 +181,7 @@ def test_inpainting_demo_fills_the_bad_blocks(tmp_path):
 
 
 def test_the_dgx_spec_runs_in_docker_with_its_data_folders_and_mask_mounted(tmp_path):
-    from mrihpc import container
+    from mrihpc.login import container
     from mrihpc.specfile import load_spec
 
     spec, _ = load_spec(REPO / "jobs" / "sino_inpaint.yaml")

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from conftest import REPO, TINY, merge
-from mrihpc.__main__ import main
-from mrihpc import checkpoint
-from mrihpc.accounting import sacct
+from mrihpc.login.cli import main
+from mrihpc.node import checkpoint
+from mrihpc.login.accounting import sacct
 from mrihpc.data.synth import generate
 from mrihpc.paths import RunPaths, read_json
 

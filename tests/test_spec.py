@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import REPO, TINY, merge
-from mrihpc.__main__ import main
+from mrihpc.login.cli import main
 from mrihpc.spec import slurm_time_minutes
 from mrihpc.specfile import SpecError, load_spec
 

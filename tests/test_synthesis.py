@@ -14,8 +14,8 @@ import torch
 import yaml
 
 from conftest import REPO
-from mrihpc.__main__ import main
 from mrihpc.data import DataError
+from mrihpc.login.cli import main
 from mrihpc.models.discriminator import ConvDiscriminator
 from mrihpc.models.pix2pix import Pix2PixUNet
 from mrihpc.paths import RunPaths, read_jsonl

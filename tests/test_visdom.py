@@ -18,13 +18,13 @@ from PIL import Image
 from visdom import Visdom
 
 from conftest import TINY, merge
-from mrihpc import launch
-from mrihpc.__main__ import main
-from mrihpc.live import assets, credentials, server
-from mrihpc.live.transport import read_log
-from mrihpc.monitors.jsonl import read_metrics
-from mrihpc.paths import read_json
-from mrihpc.runner import run_point
+from mrihpc import visdom_credentials as credentials
+from mrihpc.login import launch
+from mrihpc.login.cli import main
+from mrihpc.login.live import assets, server
+from mrihpc.node.runner import run_point
+from mrihpc.paths import read_json, read_jsonl
+from mrihpc.visdom_transport import read_log
 
 VISDOM_TINY = merge(TINY, monitor={"visdom": {"port": 0, "timeout_s": 1.0, "backoff_s": 30.0, "flush_every": 2},
                                    "memory": {"interval_s": 0.2}},
@@ -81,7 +81,7 @@ def _content(windows: dict) -> dict:
 
 
 def _check_point_windows(windows: dict, run, index: int, name: str) -> None:
-    records = read_metrics(run.point(index).metrics)
+    records = read_jsonl(run.point(index).metrics)
     steps = [r for r in records if r["kind"] == "step"]
     epochs = [r for r in records if r["kind"] == "epoch"]
     p = f"p{index}_"
@@ -163,7 +163,7 @@ def test_server_killed_mid_run_then_replay_restores_every_window(tmp_path, write
     env = f"tiny_{run.root.name}"
 
     def kill_after_first_epoch():
-        while not any(r["kind"] == "epoch" for r in read_metrics(run.point(0).metrics)):
+        while not any(r["kind"] == "epoch" for r in read_jsonl(run.point(0).metrics)):
             time.sleep(0.05)
         os.kill(visdom_server["pid"], signal.SIGKILL)
 
@@ -173,7 +173,7 @@ def test_server_killed_mid_run_then_replay_restores_every_window(tmp_path, write
     killer.join()
     status = read_json(run.point(0).status)
     assert status["state"] == "done" and status["visdom"]["failed"] >= 1
-    assert len([r for r in read_metrics(run.point(0).metrics) if r["kind"] == "epoch"]) == 3
+    assert len([r for r in read_jsonl(run.point(0).metrics) if r["kind"] == "epoch"]) == 3
 
     fresh = server.start(port, tmp_path / "envs-2", login=False)
     try:
@@ -224,7 +224,7 @@ def test_a_sample_grid_of_another_size_gets_its_own_window(tmp_path, visdom_serv
     panels share one window, the grid gets its own (they cannot be stacked into one)."""
     import torch
 
-    from mrihpc.monitors.visdom import VisdomMonitor
+    from mrihpc.node.monitors.visdom import VisdomMonitor
     from mrihpc.paths import PointPaths
 
     port = visdom_server["port"]

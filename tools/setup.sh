@@ -26,7 +26,7 @@ if [[ "${1:-}" == "--test" ]]; then
 else
   "${pip[@]}" -e .
 fi
-if ! .venv/bin/python -c "from mrihpc.live import assets; raise SystemExit(bool(assets.missing()))"; then
+if ! .venv/bin/python -c "from mrihpc.login.live import assets; raise SystemExit(bool(assets.missing()))"; then
   if command -v npm >/dev/null; then
     .venv/bin/mrihpc visdom assets
   else

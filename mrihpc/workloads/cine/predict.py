@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from skimage.io import imsave
 
-from mrihpc import checkpoint
+from mrihpc.node import checkpoint
 from mrihpc.paths import PointPaths, read_jsonl
 from mrihpc.specfile import load_point_spec
 from mrihpc.workloads.cine.data import CineCases

@@ -19,8 +19,8 @@ from mrihpc.losses import WeightedLoss
 from mrihpc.metrics import ssim_gaussian_3d
 from mrihpc.models.refiner import ResidualRefiner
 from mrihpc.models.unet import build_unet
+from mrihpc.node.task import StepContext, Task, to_device
 from mrihpc.spec import JobSpec
-from mrihpc.task import StepContext, Task, to_device
 from mrihpc.workloads.cine.data import CineCases, meta, source_array, split_cases
 from mrihpc.workloads.cine.spec import WORKLOAD
 

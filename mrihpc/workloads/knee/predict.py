@@ -14,11 +14,12 @@ import numpy as np
 import torch
 from skimage.io import imsave
 
-from mrihpc import checkpoint, registry
+from mrihpc import registry
 from mrihpc.data import DataError
 from mrihpc.data.fastmri import list_files
 from mrihpc.data.masks import build_mask
 from mrihpc.data.slices import KSpaceSlices
+from mrihpc.node import checkpoint
 from mrihpc.paths import PointPaths
 from mrihpc.specfile import load_point_spec
 from mrihpc.workloads.knee.task import crop_of, data_root, split_files, volumes_of

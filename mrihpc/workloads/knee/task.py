@@ -23,7 +23,7 @@ from mrihpc.data.synth import ensure_synthetic
 from mrihpc.losses import WeightedLoss
 from mrihpc.metrics import volume_metrics
 from mrihpc.spec import JobSpec
-from mrihpc.task import StepContext, Task, to_device
+from mrihpc.node.task import StepContext, Task, to_device
 from mrihpc.workloads.knee.spec import WORKLOAD, DataSpec
 
 DEFAULT_HOLDOUT_FOLDS = 5  # no val/ folder and no folds: hold out one fifth of train/ (one volume at least)

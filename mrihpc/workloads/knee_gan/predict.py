@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mrihpc import checkpoint
 from mrihpc.models.unet import build_unet
+from mrihpc.node import checkpoint
 from mrihpc.paths import PointPaths
 from mrihpc.specfile import load_point_spec
 from mrihpc.workloads.knee.predict import write_predictions

@@ -10,7 +10,7 @@ from mrihpc.losses import WeightedLoss
 from mrihpc.gan import discriminator_step_loss, magnitude, unsynced
 from mrihpc.models.discriminator import build_discriminator
 from mrihpc.models.unet import build_unet
-from mrihpc.task import StepContext
+from mrihpc.node.task import StepContext
 from mrihpc.workloads.knee.task import ReconstructionTask
 from mrihpc.workloads.knee_gan.spec import WORKLOAD
 

@@ -14,7 +14,8 @@ import torch
 from skimage.color import label2rgb
 from skimage.io import imsave
 
-from mrihpc import checkpoint, registry
+from mrihpc import registry
+from mrihpc.node import checkpoint
 from mrihpc.paths import PointPaths
 from mrihpc.specfile import load_point_spec
 from mrihpc.workloads.segmentation.data import MASK_SUFFIX, PngSegmentation, root_of, scan

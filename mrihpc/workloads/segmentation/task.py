@@ -13,8 +13,8 @@ from torch import nn
 from mrihpc import registry
 from mrihpc.losses import WeightedLoss
 from mrihpc.metrics import segmentation_scores
+from mrihpc.node.task import StepContext, Task
 from mrihpc.spec import JobSpec
-from mrihpc.task import StepContext, Task
 from mrihpc.workloads.segmentation.data import PngSegmentation, root_of, scan
 from mrihpc.workloads.segmentation.spec import WORKLOAD
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mrihpc import checkpoint
 from mrihpc.metrics import image_scores
+from mrihpc.node import checkpoint
 from mrihpc.paths import PointPaths
 from mrihpc.specfile import load_point_spec
 from mrihpc.workloads.sinogram.data import wrap_pad

@@ -15,8 +15,8 @@ from torch import nn
 from mrihpc.losses import WeightedLoss
 from mrihpc.metrics import image_scores
 from mrihpc.models.denoise_unet import build_denoise_unet
+from mrihpc.node.task import StepContext, Task, to_device
 from mrihpc.spec import JobSpec
-from mrihpc.task import StepContext, Task, to_device
 from mrihpc.workloads.sinogram.data import SinogramSlices, crop, file_max, list_cases, resolve_layout
 from mrihpc.workloads.sinogram.spec import WORKLOAD
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mrihpc import checkpoint
+from mrihpc.node import checkpoint
 from mrihpc.paths import PointPaths
 from mrihpc.specfile import load_point_spec
 from mrihpc.workloads.synthesis.data import from_unit

@@ -23,7 +23,7 @@ from mrihpc.losses import WeightedLoss
 from mrihpc.metrics import ssim_map
 from mrihpc.models.discriminator import build_discriminator
 from mrihpc.models.pix2pix import Pix2PixUNet
-from mrihpc.task import StepContext, Task
+from mrihpc.node.task import StepContext, Task
 from mrihpc.workloads.synthesis.data import (PairedImages, from_unit, measured_range, pair_files, split_subjects,
                                              write_split)
 from mrihpc.workloads.synthesis.spec import WORKLOAD

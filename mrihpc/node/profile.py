@@ -17,11 +17,11 @@ import torch
 from memory_profiler import LineProfiler, show_results
 
 from mrihpc import workloads
-from mrihpc.distributed import World
-from mrihpc.monitors import Monitors
-from mrihpc.monitors.memory import MIB, MemoryProfile
+from mrihpc.node.distributed import World
+from mrihpc.node.monitors import Monitors
+from mrihpc.node.monitors.memory import MIB, MemoryProfile
+from mrihpc.node.train import Trainer
 from mrihpc.spec import JobSpec
-from mrihpc.train import Trainer
 
 
 def profile_steps(spec: JobSpec, steps: int, interval_s: float = 0.1) -> dict:

@@ -8,8 +8,8 @@ executor runs at most ``array_parallelism`` points at once and waits for them.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import getpass
+import math
 import re
 import shutil
 import subprocess
@@ -22,8 +22,9 @@ import submitit
 from submitit.slurm.slurm import SlurmExecutor
 
 import mrihpc
-from mrihpc import container, workloads
-from mrihpc.entry import PointTask
+from mrihpc import workloads
+from mrihpc.login import container
+from mrihpc.node.entry import PointTask
 from mrihpc.paths import RunPaths, atomic_write_json, dump_yaml, update_json
 from mrihpc.spec import ClusterSpec, JobSpec, slurm_time_minutes
 from mrihpc.sweep import Point
@@ -40,7 +41,7 @@ def resolve_executor(name: str) -> str:
 
 def slurm_parameters(spec: JobSpec, run_root: Path) -> dict[str, Any]:
     """The cluster section as submitit SlurmExecutor parameters (sbatch flags); the container's
-    srun arguments and setup lines (see ``mrihpc.container``)."""
+    srun arguments and setup lines (see ``mrihpc.login.container``)."""
     c = spec.cluster
     # exactly one GPU per task: --gpu-bind=closest would give a task every GPU of its NUMA domain,
     # and two ranks could then pick the same one
@@ -146,7 +147,7 @@ def write_run_directory(runs_dir: Path, spec: JobSpec, raw: dict, source: str,
         _write_run_files(run, spec, raw, source, points, executor)
     except OSError as e:  # a full disk, a quota: no half-made run directory that status would misread
         shutil.rmtree(run.root, ignore_errors=True)
-        from mrihpc.results import RunError
+        from mrihpc.login.results import RunError
 
         raise RunError(f"{run.root}: could not write the run directory ({e.strerror or e}); nothing was submitted") from None
     return run
@@ -265,7 +266,7 @@ def prepare(source: str, overrides: Sequence[str] = (), executor: Optional[str] 
     if spec.container.runtime == "pyxis" and executor_name != "slurm":
         problems.append(f"{source}: container.runtime: pyxis is a plugin of srun: it needs cluster.executor slurm")
     if executor_name == "slurm" and check_paths:  # a real submit: ask the cluster once
-        from mrihpc import cluster_check
+        from mrihpc.login import cluster_check
 
         found, notes = cluster_check.check(spec, source, len(points))
         problems += found
@@ -286,7 +287,7 @@ def prepare_data(spec: JobSpec) -> None:
 def points_table(points: Sequence[tuple[Point, JobSpec]], head: int = 30, tail: int = 5) -> str:
     """The points and their coordinates; a long sweep shows its first and last rows (the run's
     manifest.json lists every point)."""
-    from mrihpc.results import table
+    from mrihpc.login.results import table
 
     shown = list(points) if len(points) <= head + tail + 1 else [*points[:head], *points[-tail:]]
     rows = [{"point": p.index, "name": p.name, "seed": p.seed,

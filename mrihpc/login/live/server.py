@@ -7,7 +7,7 @@ user of the node, so Visdom's login is on by default, with the user's credential
 through ``mrihpc tunnel``. Each server leaves a state file ``<cache>/visdom/<host>-<port>.json``
 (home folders are shared between nodes, so the host is part of the name).
 
-Run as ``python -m mrihpc.live.server --port P --env-path D``: the server itself, with
+Run as ``python -m mrihpc.login.live.server --port P --env-path D``: the server itself, with
 the assets checked first and Tornado's autoreload off (visdom forces debug mode, which
 restarts the server whenever an imported file changes, e.g. during a ``pip install``).
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 import requests
 
 from mrihpc.data.cache import cache_root
-from mrihpc.live import ServerError  # noqa: F401 - raised here, caught by the CLI
+from mrihpc.login.live import ServerError  # noqa: F401 - raised here, caught by the CLI
 
 
 def state_file(port: int, host: str | None = None) -> Path:
@@ -84,9 +84,8 @@ def running(port: int) -> dict | None:
 
 def start(port: int = 8097, env_path: Path | None = None, wait_s: float = 60.0, login: bool = True) -> dict:
     """Start a detached server; returns its state (pid, port, url, env_path, log, credentials)."""
-    from mrihpc.live import credentials
-
-    from mrihpc.live import assets
+    from mrihpc import visdom_credentials as credentials
+    from mrihpc.login.live import assets
 
     if (state := running(port)) is not None:
         raise ServerError(f"a visdom server of yours already runs on port {port} (pid {state['pid']}); "
@@ -105,7 +104,7 @@ def start(port: int = 8097, env_path: Path | None = None, wait_s: float = 60.0, 
         credentials.ensure()
         credentials.ensure_cookie_secret()
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "mrihpc.live.server", "--port", str(port),
+        proc = subprocess.Popen([sys.executable, "-m", "mrihpc.login.live.server", "--port", str(port),
                                  "--env-path", str(env_path)] + ([] if login else ["--no-login"]),
                                 stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)  # outlives this shell
@@ -149,7 +148,7 @@ def _serve(port: int, env_path: str, login: bool) -> None:
     import tornado.autoreload
     from visdom.server.run_server import start_server
 
-    from mrihpc.live import credentials
+    from mrihpc import visdom_credentials as credentials
 
     tornado.autoreload.start = lambda *a, **k: None  # see the module docstring
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

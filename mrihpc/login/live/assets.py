@@ -8,14 +8,13 @@ at the exact versions visdom's own ``build.py`` pins.
 """
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import shutil
 import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
-
-import importlib.metadata
-import importlib.util
 
 # package@version -> {path inside the package: destination under static/}
 FILES = {

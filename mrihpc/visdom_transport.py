@@ -59,7 +59,7 @@ class Transport:
 
     def _login(self) -> bool:
         """Log in with the user's credentials (if there are any and the cookie is not already set)."""
-        from mrihpc.live import credentials
+        from mrihpc import visdom_credentials as credentials
 
         creds = credentials.load()
         if creds is None or "user_password" in self.session.cookies:

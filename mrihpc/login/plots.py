@@ -10,8 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: login nodes have no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from mrihpc.monitors.jsonl import read_metrics  # noqa: E402
-from mrihpc.paths import RunPaths  # noqa: E402
+from mrihpc.paths import RunPaths, read_jsonl  # noqa: E402
 
 
 def plot_curves(run: RunPaths, manifest: dict, metric: str, out: Path) -> dict[str, dict[str, int]]:
@@ -21,7 +20,7 @@ def plot_curves(run: RunPaths, manifest: dict, metric: str, out: Path) -> dict[s
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), constrained_layout=True)
     drawn: dict[str, dict[str, int]] = {title: {} for title in panels}
     for p in manifest["points"]:
-        records = read_metrics(run.point(p["index"]).metrics)
+        records = read_jsonl(run.point(p["index"]).metrics)
         for ax, (title, (kind, xkey, ykey)) in zip(axes, panels.items()):
             rows = [r for r in records if r.get("kind") == kind and ykey in r]
             if not rows:

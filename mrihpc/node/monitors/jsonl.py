@@ -5,8 +5,6 @@ import json
 import time
 from pathlib import Path
 
-from mrihpc.paths import read_jsonl
-
 
 class MetricsFile:
     def __init__(self, path: Path):
@@ -21,7 +19,3 @@ class MetricsFile:
     def close(self) -> None:
         self.file.close()
 
-
-def read_metrics(path: Path) -> list[dict]:
-    """All records of a metrics.jsonl; a torn last line (a job killed mid-write) is ignored."""
-    return read_jsonl(path)

@@ -5,7 +5,7 @@ Visdom's own client builds every message; it runs in offline mode, so it appends
 to ``points/<i>/visdom.log`` and never touches the network. With ``post`` the monitor also
 hands the message to a ``Sender`` thread (short timeout, back-off); without it (the default
 under Slurm) the login node's follower streams the log into its server
-(``mrihpc.live.follower``). ``mrihpc visdom replay`` rebuilds the windows from the logs.
+(``mrihpc.login.live.follower``). ``mrihpc visdom replay`` rebuilds the windows from the logs.
 
 One env per sweep (``<name>_<sweep-id>``); windows of point i are ``p<i>_<what>``:
 loss (per logged step, appended in batches: appending costs more as a window grows),
@@ -25,9 +25,8 @@ import numpy as np
 import torch
 from visdom import Visdom
 
-from mrihpc.live.transport import Sender, Transport, read_log
-from mrihpc.monitors.jsonl import read_metrics
-from mrihpc.paths import PointPaths
+from mrihpc.paths import PointPaths, read_jsonl
+from mrihpc.visdom_transport import Sender, Transport, read_log
 
 STEP_META = {"kind", "epoch", "batch", "batches", "lr"}
 
@@ -70,7 +69,7 @@ class VisdomMonitor:
         self.memory_file = paths.memory
         self.memory_read = paths.memory.stat().st_size if self.prefix + "memory" in self.created and paths.memory.is_file() else 0
         self.memory_t0: float | None = None
-        self.history = [(r["epoch"], r[f"val_{metric}"]) for r in read_metrics(paths.metrics)
+        self.history = [(r["epoch"], r[f"val_{metric}"]) for r in read_jsonl(paths.metrics)
                         if r.get("kind") == "epoch" and f"val_{metric}" in r]
         self.steps: list[dict] = []
         self.flush_every = flush_every

@@ -25,7 +25,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from mrihpc import workloads
@@ -281,19 +280,3 @@ def _srun_has_pyxis() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return "--container-image" in out.stdout
-
-
-def check_version(manifest: dict) -> None:
-    """At node start: the mrihpc here (inside the image) must be the one that submitted."""
-    import mrihpc
-
-    submitted = manifest.get("mrihpc_version")
-    if submitted and submitted != mrihpc.__version__:
-        raise VersionMismatch(
-            f"mrihpc {mrihpc.__version__} runs here ({sys.executable}), but the run was submitted with mrihpc "
-            f"{submitted}: install the same version in the image (docker/README.md) or submit from a matching "
-            "environment")
-
-
-class VersionMismatch(RuntimeError):
-    pass

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from mrihpc.distributed import World
+from mrihpc.node.distributed import World
 from mrihpc.spec import JobSpec
 from mrihpc.workloads import Workload
 

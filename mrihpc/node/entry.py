@@ -20,7 +20,7 @@ class PointTask(Checkpointable):
         self.index = int(index)
 
     def __call__(self) -> dict:
-        from mrihpc.runner import run_point  # heavy imports (torch) only on the node
+        from mrihpc.node.runner import run_point  # heavy imports (torch) only on the node
 
         return run_point(Path(self.run_dir), self.index)
 

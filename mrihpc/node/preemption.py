@@ -16,7 +16,7 @@ from typing import Any, Optional
 import torch
 import torch.distributed as torch_dist
 
-from mrihpc.distributed import World
+from mrihpc.node.distributed import World
 
 
 class Interrupted(Exception):

@@ -21,13 +21,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mrihpc import checkpoint, workloads
-from mrihpc.distributed import World, all_gather, all_reduce_mean, barrier
-from mrihpc.optim import build_optimizer, build_schedule
-from mrihpc.preemption import Interrupted
+from mrihpc import workloads
+from mrihpc.node import checkpoint
+from mrihpc.node.distributed import World, all_gather, all_reduce_mean, barrier
+from mrihpc.node.optim import build_optimizer, build_schedule
+from mrihpc.node.preemption import Interrupted
+from mrihpc.node.task import StepContext, Task, to_device
 from mrihpc.spec import JobSpec
-from mrihpc.task import StepContext, Task, to_device
-
 
 #: what Slurm sends every process of a step: TERM (preemption, requeue, scancel), USR2 (before the
 #: time limit), INT

@@ -12,7 +12,6 @@ from mrihpc import registry
 from mrihpc.spec import OptimSpec, ScheduleSpec
 
 
-
 def build_optimizer(spec: OptimSpec, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     cls = registry.resolve(registry.OPTIMIZERS, spec.name)
     kwargs = {"lr": spec.lr, "weight_decay": spec.weight_decay}

@@ -17,7 +17,7 @@ Replaying a file is idempotent: each window's first call in a log creates (repla
 later ones append, so a replay rebuilds the window rather than doubling it.
 
 Points that post directly (``monitor.visdom.post``) are skipped: their calls arrive
-already. Run as ``python -m mrihpc.live.follower --port P [--runs DIR ...]``.
+already. Run as ``python -m mrihpc.login.live.follower --port P [--runs DIR ...]``.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Optional
 
 from mrihpc.data.cache import cache_root
-from mrihpc.live.transport import Transport
+from mrihpc.visdom_transport import Transport
 
 log = logging.getLogger("mrihpc.follower")
 
@@ -208,7 +208,7 @@ def start(port: int, roots: list[Path], wait_s: float = 10.0) -> dict:
     log_file = state_path(port, "follower.log")
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "mrihpc.live.follower", "--port", str(port), "--runs",
+        proc = subprocess.Popen([sys.executable, "-m", "mrihpc.login.live.follower", "--port", str(port), "--runs",
                                  *map(str, roots)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     state = {"pid": proc.pid, "port": port, "runs": [str(r) for r in roots], "log": str(log_file),
@@ -227,7 +227,7 @@ def start(port: int, roots: list[Path], wait_s: float = 10.0) -> dict:
 
 def running(port: int) -> dict | None:
     """The state of this user's follower for ``port`` on this host, or None."""
-    from mrihpc.live.server import _alive
+    from mrihpc.login.live.server import _alive
 
     try:
         state = json.loads(state_path(port, "follower.json").read_text())
@@ -238,7 +238,7 @@ def running(port: int) -> dict | None:
 
 def stop(port: int, wait_s: float = 10.0) -> dict | None:
     """SIGTERM the follower (it finishes its batch and saves its offsets), SIGKILL after ``wait_s``."""
-    from mrihpc.live.server import terminate
+    from mrihpc.login.live.server import terminate
 
     state = running(port)
     if state is None:
@@ -262,7 +262,7 @@ def status(port: int) -> dict | None:
 
 def run(port: int, roots: list[Path], poll_s: float = 0.2) -> None:
     """The follower process: poll until SIGTERM, writing its status beside the server's state."""
-    from mrihpc.live import server
+    from mrihpc.login.live import server
 
     logging.basicConfig(filename=state_path(port, "follower.log"), level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")

@@ -16,20 +16,27 @@ from pathlib import Path
 
 import torch
 
-from mrihpc import workloads
-from mrihpc.container import VersionMismatch, check_version
-from mrihpc.distributed import World, all_gather, barrier, close_world, init_world
-from mrihpc.monitors import Monitors
-from mrihpc.monitors.console import Console
-from mrihpc.monitors.jsonl import MetricsFile
-from mrihpc.monitors.memory import MemoryProfile
-from mrihpc.monitors.visdom import VisdomMonitor
-from mrihpc.paths import (PointPaths, RunPaths, atomic_write_bytes, dump_yaml, overwrite_in_place, read_json,
-                          remove_stale_temp_files, update_json)
-from mrihpc.preemption import Interrupted, StopSignals
-from mrihpc import specfile
+from mrihpc import specfile, workloads
+from mrihpc.node.distributed import World, all_gather, barrier, close_world, init_world
+from mrihpc.node.monitors import Monitors
+from mrihpc.node.monitors.console import Console
+from mrihpc.node.monitors.jsonl import MetricsFile
+from mrihpc.node.monitors.memory import MemoryProfile
+from mrihpc.node.monitors.visdom import VisdomMonitor
+from mrihpc.node.preemption import Interrupted, StopSignals
+from mrihpc.node.train import Trainer
+from mrihpc.paths import (
+    PointPaths,
+    RunPaths,
+    atomic_write_bytes,
+    dump_yaml,
+    overwrite_in_place,
+    read_json,
+    remove_stale_temp_files,
+    update_json,
+)
 from mrihpc.spec import JobSpec
-from mrihpc.train import Trainer
+
 
 def write_status(paths: PointPaths, world: World, **fields) -> None:
     if not world.is_main:
@@ -155,3 +162,19 @@ def run_point(run_dir: Path, index: int) -> dict:
         close_world()
     write_status(paths, world, state="done", final=record)
     return record
+
+
+def check_version(manifest: dict) -> None:
+    """At node start: the mrihpc here (inside the image) must be the one that submitted."""
+    import mrihpc
+
+    submitted = manifest.get("mrihpc_version")
+    if submitted and submitted != mrihpc.__version__:
+        raise VersionMismatch(
+            f"mrihpc {mrihpc.__version__} runs here ({sys.executable}), but the run was submitted with mrihpc "
+            f"{submitted}: install the same version in the image (docker/README.md) or submit from a matching "
+            "environment")
+
+
+class VersionMismatch(RuntimeError):
+    pass

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from mrihpc import accounting, workloads
-from mrihpc.monitors.jsonl import read_metrics
-from mrihpc.paths import RunPaths, read_json
+from mrihpc import workloads
+from mrihpc.login import accounting
+from mrihpc.paths import RunPaths, read_json, read_jsonl
 
 
 class RunError(Exception):
@@ -176,7 +176,7 @@ def results_rows(run: RunPaths, manifest: dict, metric: str, workload: Optional[
     rows = []
     for point in manifest["points"]:
         i = point["index"]
-        epochs = [r for r in read_metrics(run.point(i).metrics) if r.get("kind") == "epoch" and f"val_{metric}" in r]
+        epochs = [r for r in read_jsonl(run.point(i).metrics) if r.get("kind") == "epoch" and f"val_{metric}" in r]
         final = epochs[-1] if epochs else {}
         values = [r[f"val_{metric}"] for r in epochs if math.isfinite(r[f"val_{metric}"])]
         best = (max(values) if higher else min(values)) if values else None

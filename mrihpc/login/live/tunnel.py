@@ -16,9 +16,9 @@ import getpass
 import socket
 from urllib.parse import urlparse
 
-from mrihpc.live.follower import posting_points, running
-from mrihpc.live.server import answers, port_taken
-from mrihpc.live.server import running as server_state
+from mrihpc.login.live.follower import posting_points, running
+from mrihpc.login.live.server import answers, port_taken
+from mrihpc.login.live.server import running as server_state
 from mrihpc.paths import RunPaths, read_json
 from mrihpc.spec import JobSpec, VisdomSpec
 
