@@ -1,0 +1,81 @@
+"""One point in this process: ``run``, ``profile`` and ``predict`` (these import torch, when called)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mrihpc.login.results import RunError, open_run
+from mrihpc.login.verbs import OVERRIDE, RUNS_DIR
+from mrihpc.specfile import SpecError
+
+
+def add_verbs(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("run", help="run one point in this process (development)")
+    s.add_argument("spec")
+    s.add_argument("-o", "--override", **OVERRIDE)
+    s.add_argument("--point", type=int, default=0)
+    s.add_argument("--runs", default=RUNS_DIR)
+    s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("profile", help="a few training steps of one point: peak memory and a line-by-line profile")
+    s.add_argument("spec")
+    s.add_argument("-o", "--override", **OVERRIDE)
+    s.add_argument("--point", type=int, default=0)
+    s.add_argument("--steps", type=int, default=5)
+    s.set_defaults(fn=cmd_profile)
+
+    s = sub.add_parser("predict", help="write a point's predictions in its workload's format (HDF5, PNG masks) and panels")
+    s.add_argument("run")
+    s.add_argument("--point", type=int, required=True)
+    s.add_argument("--split", choices=["val", "test"], default="val")
+    s.set_defaults(fn=cmd_predict)
+
+
+def _one_point(args):
+    """The spec of ``args.spec``, its raw dict and points, checked to have ``args.point``;
+    synthetic data generated."""
+    from mrihpc.login import launch
+
+    spec, raw, points, _ = launch.prepare(args.spec, args.override)
+    if not 0 <= args.point < len(points):
+        raise SpecError([f"{args.spec}: --point {args.point}: the sweep has points 0-{len(points) - 1}"])
+    launch.prepare_data(spec)
+    return spec, raw, points
+
+
+def cmd_run(args) -> int:
+    from mrihpc.login import launch
+    from mrihpc.node.runner import run_point
+
+    spec, raw, points = _one_point(args)
+    run = launch.write_run_directory(Path(args.runs), spec, raw, args.spec, points, "debug")
+    print(f"run directory: {run.root}\npoint {args.point}: {points[args.point][0].name}")
+    run_point(run.root, args.point)
+    return 0
+
+
+def cmd_profile(args) -> int:
+    from mrihpc.node.profile import profile_steps
+
+    _, _, points = _one_point(args)
+    point, point_spec = points[args.point]
+    out = profile_steps(point_spec, args.steps)
+    print(out["profile"])
+    cuda = f", CUDA peak {out['cuda_peak_mib']} MiB" if "cuda_peak_mib" in out else ""
+    print(f"{point.name}: {out['steps']} steps on {out['device']}, median {out['step_s_median'] * 1000:.0f} ms/step, "
+          f"host RSS peak {out['host_peak_mib']} MiB{cuda}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from mrihpc import workloads
+    from mrihpc.specfile import load_point_spec
+
+    run, manifest = open_run(args.run)
+    paths = run.point(args.point)
+    if args.point not in [p["index"] for p in manifest["points"]]:
+        raise RunError(f"{run.root}: no point {args.point}")
+    predict = workloads.resolve(workloads.get(load_point_spec(paths).task).predict)
+    for path in predict(paths, args.split):
+        print(path)
+    return 0
