@@ -56,16 +56,21 @@ def zero_filled(masked_kspace: torch.Tensor, crop: tuple[int, int]) -> torch.Ten
     return complex_abs(center_crop(ifft2c(masked_kspace), crop))
 
 
-def centred_crop_index(n: int, size: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Where the centred crop of ``size`` of a centred transform of length ``n`` lies in the plain
-    (unshifted) transform: ``fftshift(y)[top + j] = y[(top + j - n // 2) % n]``, top = (n - size) // 2."""
-    top = (n - size) // 2
-    return (torch.arange(top, top + size, device=device) - n // 2) % n
+def centred_crop_unshifted(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    """The centred crop of ``size`` along ``dim`` of a centred transform, taken from the plain
+    (unshifted) transform ``x``: ``fftshift(y)[top + j] = y[(top + j - n // 2) % n]`` with
+    top = (n - size) // 2, i.e. at most two contiguous blocks of ``x`` (views, or one copy)."""
+    n = x.shape[dim]
+    start = ((n - size) // 2 - n // 2) % n
+    head = min(size, n - start)
+    if head == size:
+        return x.narrow(dim, start, size)
+    return torch.cat([x.narrow(dim, start, head), x.narrow(dim, 0, size - head)], dim=dim)
 
 
 # Why no shifts below: shifting a transform's input circularly multiplies its output by a
 # unit-modulus phase, which the magnitude drops; shifting its output is an index remap, folded into
-# the crop (centred_crop_index). So |crop(ifft2c(k))| = |crop'(ifft2(k))| with no shift copies.
+# the crop (centred_crop_unshifted). So |crop(ifft2c(k))| = |crop'(ifft2(k))| with no shift copies.
 
 def zero_filled_columns(kspace: torch.Tensor, mask: torch.Tensor, crop: tuple[int, int]) -> torch.Tensor:
     """``zero_filled(apply_mask(kspace, mask), crop)`` for k-space ``(..., H, W)`` and a column
@@ -76,11 +81,11 @@ def zero_filled_columns(kspace: torch.Tensor, mask: torch.Tensor, crop: tuple[in
     (h, w), (H, W) = crop, kspace.shape[-2:]
     _check_crop(crop, kspace.shape)
     cols = mask.nonzero().squeeze(1)
-    sampled = torch.fft.ifft(kspace[..., cols], dim=-2, norm="ortho")
+    sampled = torch.fft.ifft(kspace.index_select(-1, cols), dim=-2, norm="ortho")
     rows = kspace.new_zeros((*kspace.shape[:-2], h, W))
-    rows[..., cols] = sampled.index_select(-2, centred_crop_index(H, h, kspace.device))
-    image = torch.fft.ifft(rows, dim=-1, norm="ortho").index_select(-1, centred_crop_index(W, w, kspace.device))
-    return complex_abs(image)
+    rows[..., cols] = centred_crop_unshifted(sampled, h, -2)
+    # the magnitude before the crop: |.| of contiguous rows is cheaper than gathering complex columns
+    return centred_crop_unshifted(complex_abs(torch.fft.ifft(rows, dim=-1, norm="ortho")), w, -1)
 
 
 def zero_filled_batch(columns: torch.Tensor, where: torch.Tensor, width: int, crop: tuple[int, int]) -> torch.Tensor:
@@ -91,11 +96,10 @@ def zero_filled_batch(columns: torch.Tensor, where: torch.Tensor, width: int, cr
     into the full width for the inverse FFT along W."""
     (h, w), (n, H, _) = crop, columns.shape
     _check_crop(crop, (H, width))
-    rows = torch.fft.ifft(columns, dim=-2, norm="ortho").index_select(-2, centred_crop_index(H, h, columns.device))
+    rows = centred_crop_unshifted(torch.fft.ifft(columns, dim=-2, norm="ortho"), h, -2)
     full = rows.new_zeros((n, h, width + 1))  # the padding lands in the extra column, dropped below
     full.scatter_(-1, where.unsqueeze(-2).expand(-1, h, -1), rows)
-    image = torch.fft.ifft(full[..., :width], dim=-1, norm="ortho").index_select(-1, centred_crop_index(width, w, columns.device))
-    return complex_abs(image)
+    return centred_crop_unshifted(complex_abs(torch.fft.ifft(full[..., :width], dim=-1, norm="ortho")), w, -1)
 
 
 def normalize_max(image: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, float, float]:
