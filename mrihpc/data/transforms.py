@@ -78,7 +78,7 @@ def zero_filled_columns(kspace: torch.Tensor, mask: torch.Tensor, crop: tuple[in
     inverse FFT along H runs on the sampled columns only (the others are zero) and its result is
     cropped to h rows before the inverse FFT along W. At 4x on 640 x 368 k-space with a 320 x 320
     crop that is a third of the FFT work of the full transform; the result is the same."""
-    (h, w), (H, W) = crop, kspace.shape[-2:]
+    (h, w), W = crop, kspace.shape[-1]
     _check_crop(crop, kspace.shape)
     cols = mask.nonzero().squeeze(1)
     sampled = torch.fft.ifft(kspace.index_select(-1, cols), dim=-2, norm="ortho")
