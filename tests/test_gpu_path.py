@@ -134,7 +134,7 @@ def test_dataloader_workers_leave_the_steps_signals_to_the_training_process():
 
     from torch.utils.data import DataLoader
 
-    from mrihpc.node.train import Workers, leave_signals_to_parent
+    from mrihpc.node.loading import Workers, leave_signals_to_parent
 
     loader = DataLoader(_Slow(), batch_size=2, num_workers=2, worker_init_fn=leave_signals_to_parent)
     it = iter(Workers(loader))

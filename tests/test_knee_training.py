@@ -124,7 +124,7 @@ def test_persistent_workers_see_every_epoch():
     (EpochIndexed), so workers forked in epoch 0 draw epoch 2's masks in epoch 2."""
     from torch.utils.data import DataLoader
 
-    from mrihpc.node.train import EpochIndexed, ShuffledShard
+    from mrihpc.node.loading import EpochIndexed, ShuffledShard
 
     sampler = ShuffledShard(12, 0, World())
     loader = DataLoader(EpochIndexed(EpochEcho()), batch_size=3, sampler=sampler, num_workers=2, persistent_workers=True)

@@ -198,7 +198,7 @@ class SynthesisTask(Task):
     def evaluate(self, loader, nets) -> list[dict[str, float]]:
         G = nets["G"]
         rank, size = (self.world.rank, self.world.size) if self.world is not None else (0, 1)
-        # this rank's test subjects, dealt as the Trainer's VolumeShard deals them (one subject a
+        # this rank's test subjects, dealt as the Trainer's VolumeShard (node.loading) deals them (one subject a
         # volume); read from memory here and scored in the seed's batches of 5, not as the loader batches
         rows = self._score(self.test_set, list(range(len(self.test_set)))[rank::size], G, "test")
         n_train = min(len(self.train_set), self.spec.data.train_scored or len(self.train_set))
