@@ -25,7 +25,14 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"fp32": {}, "bf16": {"precision": "bf16"}, "channels_last": {"channels_last": True},
            "compile": {"compile": True}, "channels_last+compile": {"channels_last": True, "compile": True},
            "bf16+channels_last+compile": {"precision": "bf16", "channels_last": True, "compile": True}}
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense tensor-core bf16, SXM parts
+# dense tensor-core bf16 peaks from NVIDIA's data sheets, most specific name first: an H100 PCIe
+# card peaks lower than the SXM part, and dividing by the SXM figure would understate its MFU
+PEAK_BF16 = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
+
+
+def peak_bf16(name: str) -> float | None:
+    """The dense bf16 peak of a device named like ``torch.cuda.get_device_name()``, or None."""
+    return next((v for k, v in PEAK_BF16 if k in name), None)
 
 
 class Quiet:
@@ -72,7 +79,7 @@ def measure(options: dict, steps: int, batch: int, size: int, warmup: int) -> di
 
         with FlopCounterMode(display=False) as counter:
             trainer.task.train_step(batch_data, trainer.nets, ctx)
-        peak = next((v for k, v in PEAK_BF16.items() if k in torch.cuda.get_device_name()), None)
+        peak = peak_bf16(torch.cuda.get_device_name())
         flops = counter.get_total_flops()
         out |= {"flops_per_step": flops, "achieved_tflops": round(flops / step_s / 1e12, 1)}
         if peak:

@@ -66,3 +66,16 @@ def test_compile_and_channels_last_train_through_the_trainer(tmp_path):
     assert main(["run", str(path), "--point", "0", "--runs", str(tmp_path / "runs")]) == 0
     last = checkpoint.load(next((tmp_path / "runs").rglob("last.pt")))
     assert not any(k.startswith("_orig_mod") for k in last["nets"]["model"])
+
+
+def test_mfu_divides_by_the_peak_of_the_exact_part():
+    """An H100 PCIe card peaks at 756 dense bf16 TFLOPs, the SXM part at 989: the more specific
+    name must win, or the PCIe card's MFU is understated by a quarter."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from train_step import peak_bf16
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    assert peak_bf16("NVIDIA H100 PCIe") == 756e12 and peak_bf16("NVIDIA H100 NVL") == 835e12
+    assert peak_bf16("NVIDIA H100 80GB HBM3") == 989e12 and peak_bf16("NVIDIA A100-SXM4-80GB") == 312e12
+    assert peak_bf16("Tesla V100-SXM2-32GB") is None  # no bf16 tensor cores: no MFU reported
