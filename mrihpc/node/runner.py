@@ -25,16 +25,8 @@ from mrihpc.node.monitors.memory import MemoryProfile
 from mrihpc.node.monitors.visdom import VisdomMonitor
 from mrihpc.node.preemption import Interrupted, StopSignals
 from mrihpc.node.train import Trainer
-from mrihpc.paths import (
-    PointPaths,
-    RunPaths,
-    atomic_write_bytes,
-    dump_yaml,
-    overwrite_in_place,
-    read_json,
-    remove_stale_temp_files,
-    update_json,
-)
+from mrihpc.paths import (PointPaths, RunPaths, atomic_write_bytes, dump_yaml, overwrite_in_place, read_json,
+                          remove_stale_temp_files, update_json)
 from mrihpc.spec import JobSpec
 
 

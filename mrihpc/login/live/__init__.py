@@ -1,6 +1,6 @@
-"""Live plots in Visdom: offline page assets, a local server with its login, the follower that
-streams the points' call logs into it, a transport that never stalls training, replay of the
-per-point call logs, and the SSH tunnel line."""
+"""Live plots in Visdom on the login node: offline page assets, a local server with its login,
+the follower that streams the points' call logs into it, and the SSH tunnel line. The transport
+both sides post with (and replay) is ``mrihpc.visdom_transport``."""
 
 
 class ServerError(RuntimeError):
