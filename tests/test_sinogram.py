@@ -26,8 +26,12 @@ from mrihpc.workloads.sinogram.synth import generate
 SHAPE = [2, 8, 50, 64]
 
 
-def _final(run: RunPaths, point: int = 0) -> dict:
-    return [r for r in read_jsonl(run.point(point).metrics) if r.get("kind") == "epoch"][-1]
+def _best(run: RunPaths, point: int = 0) -> dict:
+    """The epoch record of best.pt, the checkpoint ``predict`` uses. Not the last epoch's: at demo
+    scale (16 steps an epoch, Adam at 2e-3) the output's global intensity wanders by a few per cent
+    from epoch to epoch (measured 0.94 to 0.99 of the target's mean), which moves validation PSNR
+    by up to 8 dB between neighbouring epochs; which epoch ends low depends on the torch build."""
+    return [r for r in read_jsonl(run.point(point).metrics) if r.get("kind") == "epoch" and r.get("best")][-1]
 
 
 def test_seed_unet_has_its_used_parameters_and_the_seeds_registered_count():
@@ -130,10 +134,10 @@ def test_denoising_demo_beats_the_noisy_input_and_predicts_in_the_input_layout(t
     runs = tmp_path / "runs"
     assert main(["submit", str(REPO / "jobs" / "sino_denoise_demo.yaml"), "--runs", str(runs)]) == 0
     run = RunPaths(next((runs / "sino-denoise-demo").iterdir()))
-    final = _final(run)
-    assert final["val_psnr"] >= final["val_base_psnr"] + 3.0, final
-    assert final["val_ssim"] >= final["val_base_ssim"] + 0.05, final
-    assert final["val_nmse"] <= 0.5 * final["val_base_nmse"], final
+    best = _best(run)
+    assert best["val_psnr"] >= best["val_base_psnr"] + 3.0, best
+    assert best["val_ssim"] >= best["val_base_ssim"] + 0.05, best
+    assert best["val_nmse"] <= 0.5 * best["val_base_nmse"], best
     # decay_restarts (L = 4 epochs): Adam's state was cleared at epoch 4, so it counts 2 epochs of steps
     state = load(run.point(0).checkpoints / "last.pt")
     steps = [int(s["step"]) for s in state["optimizers"]["main"]["state"].values()]
@@ -174,10 +178,10 @@ def test_denoising_demo_beats_the_noisy_input_and_predicts_in_the_input_layout(t
 def test_inpainting_demo_fills_the_bad_blocks(tmp_path):
     runs = tmp_path / "runs"
     assert main(["submit", str(REPO / "jobs" / "sino_inpaint_demo.yaml"), "--runs", str(runs)]) == 0
-    final = _final(RunPaths(next((runs / "sino-inpaint-demo").iterdir())))
-    assert final["val_psnr_hole"] >= final["val_base_psnr_hole"] + 10.0, final
-    assert final["val_nmse_hole"] <= 0.2 * final["val_base_nmse_hole"], final
-    assert final["val_ssim_hole"] >= final["val_base_ssim_hole"] + 0.2, final
+    best = _best(RunPaths(next((runs / "sino-inpaint-demo").iterdir())))
+    assert best["val_psnr_hole"] >= best["val_base_psnr_hole"] + 10.0, best
+    assert best["val_nmse_hole"] <= 0.2 * best["val_base_nmse_hole"], best
+    assert best["val_ssim_hole"] >= best["val_base_ssim_hole"] + 0.2, best
 
 
 def test_the_dgx_spec_runs_in_docker_with_its_data_folders_and_mask_mounted(tmp_path):
