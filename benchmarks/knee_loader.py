@@ -6,8 +6,11 @@ the HDF5 file, parses its ISMRMRD header (XML) for the encoding and reconstructi
 the slice, draws a random column mask, applies it and inverts with NumPy's centred FFT, crops,
 takes the magnitude, normalises by instance statistics and reads the target. Ours: the
 ``reconstruction`` task's dataset (files and datasets opened once per worker, headers indexed once
-and cached, the inverse FFT along H on the sampled columns only, no shift copies). Both iterate the
-same slices in the same order, one epoch after a warm-up epoch; persistent workers for both when N > 0.
+and cached, the inverse FFT along H on the sampled columns only, no shift copies), read through the
+Trainer's loader (``rank_loader``: its workers stack each batch's images into shared memory
+allocated once, ``BatchSlots``, where the reference's DataLoader makes a new shared-memory file per
+tensor per batch). Both iterate the same slices in the same order, one epoch after a warm-up epoch;
+persistent workers for both when N > 0.
 
 ``data.transform_on: device``: the workers only read k-space and draw masks; the masking, inverse
 FFT, crop and normalisation run batched on the training device (a GPU when there is one, else this
@@ -36,7 +39,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from common import machine  # benchmarks/: the script's own folder
 
@@ -84,14 +87,26 @@ class FastMRIStyle(Dataset):
         return {"input": torch.from_numpy(image)[None], "target": torch.from_numpy(target)[None]}
 
 
-def slices_per_s(dataset, workers: int, batch: int, collate=None) -> float:
-    loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers,
-                        persistent_workers=workers > 0, collate_fn=collate or getattr(dataset, "collate", None))
+def slices_per_s(dataset, workers: int, batch: int, trainers: bool = False, epochs: int = 3) -> float:
+    """The median over ``epochs`` epochs of the slices/s, after a warm-up epoch (one epoch of a
+    few hundred slices on a shared 2-core VM varies by +-20 %). ``trainers``: through the Trainer's loader
+    (``rank_loader``: persistent workers, fixed-shape batches through ``BatchSlots``), else a
+    plain persistent DataLoader with the dataset's collate."""
+    if trainers:
+        from mrihpc.node.loading import rank_loader
+
+        loader = rank_loader(dataset, SequentialSampler(dataset), batch, False, workers, False, 0)
+    else:
+        loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers,
+                            persistent_workers=workers > 0, collate_fn=getattr(dataset, "collate", None))
     for _ in loader:  # warm-up epoch: worker start, page cache, our header index
         pass
-    start = time.perf_counter()
-    n = sum(len(b["target"]) for b in loader)
-    return n / (time.perf_counter() - start)
+    rates = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        n = sum(len(b["target"]) for b in loader)
+        rates.append(n / (time.perf_counter() - start))
+    return sorted(rates)[len(rates) // 2]
 
 
 def second_epoch_first_batch_s(dataset, workers: int, batch: int, persistent: bool) -> float:
@@ -144,8 +159,10 @@ def ours(root: Path, skip: int, volumes: int | None = None, transform_on: str = 
 def rss_peak_mib(dataset, workers: int) -> float:
     from memory_profiler import memory_usage
 
+    from mrihpc.node.loading import rank_loader
+
     def epoch():
-        for _ in DataLoader(dataset, batch_size=1, num_workers=workers):
+        for _ in rank_loader(dataset, SequentialSampler(dataset), 1, False, workers, False, 0):
             pass
     return max(memory_usage((epoch, (), {}), interval=0.05, include_children=True, multiprocess=False))
 
@@ -170,7 +187,7 @@ def main() -> None:
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     speed = {}
     for w in args.workers:
-        mine, ref = slices_per_s(ours(root, skip), w, args.batch), slices_per_s(FastMRIStyle(files, skip), w, args.batch)
+        mine, ref = slices_per_s(ours(root, skip), w, args.batch, True), slices_per_s(FastMRIStyle(files, skip), w, args.batch)
         raw = ours(root, skip, transform_on="device")
         alone = slices_per_s(raw, w, args.batch)
         speed[str(w)] = {"ours_slices_per_s": round(mine, 1), "fastmri_style_slices_per_s": round(ref, 1),

@@ -137,7 +137,7 @@ def test_dataloader_workers_leave_the_steps_signals_to_the_training_process():
     from mrihpc.node.loading import Workers, leave_signals_to_parent
 
     loader = DataLoader(_Slow(), batch_size=2, num_workers=2, worker_init_fn=leave_signals_to_parent)
-    it = iter(Workers(loader))
+    it = iter(Workers(loader, batch_size=2))
     pids = [w.pid for w in it._workers]
     for pid in pids:
         os.kill(pid, signal.SIGTERM)

@@ -55,6 +55,15 @@ class KSpaceSlices(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def slot_shapes(self) -> Optional[dict[str, tuple[tuple[int, ...], torch.dtype]]]:
+        """``input`` / ``target`` ``(1, h, w)`` float32 when every slice has one crop (workers then send
+        them through ``BatchSlots``); None for raw samples and for volumes of several sizes."""
+        crops = {self.crop or v.recon_shape for v in self.volumes}
+        if self.raw or len(crops) != 1:
+            return None
+        shape = (1, *next(iter(crops)))
+        return {"input": (shape, torch.float32), "target": (shape, torch.float32)}
+
     def volumes_index(self) -> list[list[int]]:
         """Sample indices of each volume, in slice order."""
         groups: dict[int, list[int]] = {}
@@ -120,8 +129,9 @@ def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 
 def collate_slices(samples: list[dict]) -> dict:
-    """Host samples -> a batch: ``input`` / ``target`` ``(N, 1, h, w)``, the per-slice values as lists."""
-    batch = {k: stack([s[k] for s in samples]) for k in ("input", "target")}
+    """Host samples -> a batch: ``input`` / ``target`` ``(N, 1, h, w)`` (those the samples still hold:
+    ``BatchSlots`` stacks them itself), the per-slice values as lists."""
+    batch = {k: stack([s[k] for s in samples]) for k in ("input", "target") if k in samples[0]}
     return batch | {k: [s[k] for s in samples] for k in PER_SLICE if k in samples[0]}
 
 

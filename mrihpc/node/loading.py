@@ -1,17 +1,18 @@
 """How a rank reads its data: the training order as a function of (seed, epoch), dealt to
-ranks; validation by whole volumes; DataLoader workers that live across epochs and leave the
-step's signals to the training process.
+ranks; validation by whole volumes; DataLoader workers that live across epochs, leave the
+step's signals to the training process and send fixed-shape batches through ``BatchSlots``.
 """
 from __future__ import annotations
 
 import math
 import signal
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from mrihpc.node.distributed import World
+from mrihpc.node.slots import BatchSlots, IntoSlots, SlottedBatches
 
 #: what Slurm sends every process of a step: TERM (preemption, requeue, scancel), USR2 (before the
 #: time limit), INT
@@ -29,23 +30,44 @@ def leave_signals_to_parent(worker_id: int) -> None:
 
 
 class Workers:
-    """A DataLoader whose worker processes are forked with the step's signals blocked; the
-    training process gets its own signals once the workers exist."""
+    """A DataLoader whose worker processes are forked with the step's signals blocked (the
+    training process gets its own signals once the workers exist), its batches copied out of
+    their ``BatchSlots`` when it has them. ``batch_size``: samples per full batch."""
 
-    def __init__(self, loader: DataLoader):
-        self.loader = loader
+    def __init__(self, loader: DataLoader, batch_size: int, slots: Optional[BatchSlots] = None, pin: bool = False):
+        self.loader, self.batch_size, self.slots, self.pin = loader, batch_size, slots, pin
 
     def __iter__(self):
         if not self.loader.num_workers:
             return iter(self.loader)
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STEP_SIGNALS)
         try:
-            return iter(self.loader)
+            batches = iter(self.loader)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        return batches if self.slots is None else (self.slots.take(b, self.pin) for b in batches)
 
     def __len__(self) -> int:
         return len(self.loader)
+
+
+def rank_loader(dataset: Dataset, sampler: Sampler, batch_size: int, drop_last: bool, workers: int, pin: bool,
+                seed: int, keyed: Optional[Dataset] = None) -> Workers:
+    """This rank's batches of ``dataset`` in ``sampler``'s order, read by ``workers`` processes that
+    live across epochs (not re-forked, their files not re-opened, every epoch). ``keyed``: the
+    dataset as the sampler's keys address it (``EpochIndexed(dataset)``), when not ``dataset``
+    itself. The loader draws its workers' seeds from its own generator (seeded by ``seed``):
+    creating an iterator must not draw from the global RNG, or a run resumed inside an epoch would
+    see other dropout masks than the uninterrupted one."""
+    source, collate = keyed or dataset, getattr(dataset, "collate", None)
+    batches: Sampler = BatchSampler(sampler, batch_size, drop_last)
+    slots = BatchSlots.for_loader(dataset, batch_size, workers, collate=collate)
+    if slots is not None:
+        source, batches, collate = IntoSlots(source), SlottedBatches(batches, slots.count), slots.collate
+    loader = DataLoader(source, batch_sampler=batches, collate_fn=collate, num_workers=workers, pin_memory=pin,
+                        worker_init_fn=leave_signals_to_parent if workers else None, persistent_workers=workers > 0,
+                        generator=torch.Generator().manual_seed(seed))
+    return Workers(loader, batch_size, slots, pin)
 
 
 class EpochIndexed(Dataset):

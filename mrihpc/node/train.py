@@ -18,12 +18,11 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 
 from mrihpc import workloads
 from mrihpc.node import checkpoint
 from mrihpc.node.distributed import World, all_gather, all_reduce_mean, barrier
-from mrihpc.node.loading import EpochIndexed, ShuffledShard, VolumeShard, Workers, leave_signals_to_parent
+from mrihpc.node.loading import EpochIndexed, ShuffledShard, VolumeShard, rank_loader
 from mrihpc.node.optim import build_optimizer, build_schedule
 from mrihpc.node.preemption import Interrupted
 from mrihpc.node.task import StepContext, Task, to_device
@@ -88,17 +87,11 @@ class Trainer:
         self.train_set, self.val_set = task.datasets()
         self.nets = {k: v.to(world.device) for k, v in task.networks().items()}
         self.sampler = ShuffledShard(len(self.train_set), train.seed, world)
-        # own generator: creating a loader iterator must not draw from the global RNG, or a run
-        # resumed inside an epoch would see other dropout masks than the uninterrupted one
-        # persistent workers: started once, not re-forked (and their files re-opened) every epoch
-        loader_args = dict(num_workers=train.workers, pin_memory=world.device.type == "cuda", worker_init_fn=leave_signals_to_parent,
-                           persistent_workers=train.workers > 0, generator=torch.Generator().manual_seed(train.seed))
-        self.train_loader = DataLoader(EpochIndexed(self.train_set), batch_size=train.batch_size // world.size,
-                                       sampler=self.sampler, drop_last=True, collate_fn=getattr(self.train_set, "collate", None),
-                                       **loader_args)
-        self.val_loader = DataLoader(self.val_set, batch_size=max(1, train.batch_size // world.size),
-                                     sampler=VolumeShard(self.val_set.volumes_index(), world),
-                                     collate_fn=getattr(self.val_set, "collate", None), **loader_args)
+        rank_batch, pin = train.batch_size // world.size, world.device.type == "cuda"
+        self.train_loader = rank_loader(self.train_set, self.sampler, rank_batch, True, train.workers, pin, train.seed,
+                                        keyed=EpochIndexed(self.train_set))
+        self.val_loader = rank_loader(self.val_set, VolumeShard(self.val_set.volumes_index(), world), max(1, rank_batch),
+                                      False, train.workers, pin, train.seed)
         if len(self.train_loader) == 0:
             raise ValueError(f"no full batch: {len(self.train_set)} training samples over {world.size} ranks, "
                              f"batch size {train.batch_size}")
@@ -204,7 +197,7 @@ class Trainer:
             net.train()
         ctx, losses, start = _Step(self), self.epoch_losses, time.time()
         self.sampler.skip = self.batch * self.train_loader.batch_size  # resuming inside this epoch
-        for i, batch in enumerate(Workers(self.train_loader), start=self.batch):
+        for i, batch in enumerate(self.train_loader, start=self.batch):
             if i >= self.steps_per_epoch:
                 break
             batch = self.device_batch(batch)
@@ -279,7 +272,7 @@ class Trainer:
         """Mean over all validation volumes (gathered from every rank) of each metric, as val_*."""
         for net in self.nets.values():
             net.eval()
-        mine = self.task.evaluate(Workers(self.val_loader), self.nets)  # in fp32: metrics never see bf16 outputs
+        mine = self.task.evaluate(self.val_loader, self.nets)  # in fp32: metrics never see bf16 outputs
         volumes = [v for rank in all_gather(mine, self.world) for v in rank]
         keys = sorted({k for v in volumes for k in v})
         out = {f"val_{k}": float(sum(v[k] for v in volumes if k in v) / sum(1 for v in volumes if k in v))
