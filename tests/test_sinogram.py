@@ -175,13 +175,41 @@ def test_denoising_demo_beats_the_noisy_input_and_predicts_in_the_input_layout(t
     assert (out / "scan900_pred.raw").read_bytes() == (out / "case000_pred.raw").read_bytes()
 
 
-def test_inpainting_demo_fills_the_bad_blocks(tmp_path):
+def test_inpainting_demo_fills_the_bad_blocks_and_scores_only_files_with_truth_there(tmp_path):
     runs = tmp_path / "runs"
     assert main(["submit", str(REPO / "jobs" / "sino_inpaint_demo.yaml"), "--runs", str(runs)]) == 0
-    best = _best(RunPaths(next((runs / "sino-inpaint-demo").iterdir())))
+    run = RunPaths(next((runs / "sino-inpaint-demo").iterdir()))
+    best = _best(run)
     assert best["val_psnr_hole"] >= best["val_base_psnr_hole"] + 10.0, best
     assert best["val_nmse_hole"] <= 0.2 * best["val_base_nmse_hole"], best
     assert best["val_ssim_hole"] >= best["val_base_ssim_hole"] + 0.2, best
+
+    # predictions score the filled-in blocks too; a file acquired with the dead blocks (its own
+    # values there are zero) has no truth to score the filling against, so it is listed unscored
+    layout = resolve_layout(load_point_spec(run.point(0)).data)
+    clean_file = next(layout.dirs["test"].glob("*_clean.raw"))
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "case000_clean.raw").write_bytes(clean_file.read_bytes())
+    clean = np.fromfile(clean_file, dtype=np.uint16).reshape(SHAPE)
+    mask = np.broadcast_to(np.load(layout.mask_file), SHAPE[1:])  # 1 measured, 0 in the dead blocks
+    assert 0 < (mask == 0).sum() < mask.size
+    (clean * mask[None].astype(np.uint16)).astype(np.uint16).tofile(new / "scan900_clean.raw")
+    config = yaml.safe_load(run.point(0).config.read_text())
+    config["data"] = {k: v for k, v in config["data"].items() if k != "synthetic"} | {
+        "train_dir": str(layout.dirs["train"]), "val_dir": str(layout.dirs["val"]), "test_dir": str(new),
+        "mask_file": str(layout.mask_file), "shape": SHAPE, "dtype": "uint16"}
+    run.point(0).config.write_text(yaml.safe_dump(config))
+    assert main(["predict", str(run.root), "--point", "0", "--split", "test"]) == 0
+    out = run.point(0).predictions / "test"
+    files = {f["prediction"]: f for f in json.loads((out / "predictions.json").read_text())["files"]}
+    paired = files["case000_pred.raw"]
+    assert paired["scores"]["psnr_hole"] >= paired["input_scores"]["psnr_hole"] + 10.0, paired
+    assert "unscored" not in paired
+    gapped = files["scan900_pred.raw"]
+    assert gapped["scores"] == {} and gapped["input_scores"] == {} and "bad blocks are all zero" in gapped["unscored"]
+    # the inputs were the same (masking the gapped file again changes nothing), so the predictions are
+    assert (out / "scan900_pred.raw").read_bytes() == (out / "case000_pred.raw").read_bytes()
 
 
 def test_the_dgx_spec_runs_in_docker_with_its_data_folders_and_mask_mounted(tmp_path):
