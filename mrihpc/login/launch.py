@@ -16,18 +16,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
-
-import submitit
-from submitit.slurm.slurm import SlurmExecutor
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import mrihpc
 from mrihpc import workloads
 from mrihpc.login import container
-from mrihpc.node.entry import PointTask
 from mrihpc.paths import RunPaths, atomic_write_json, dump_yaml, update_json
 from mrihpc.spec import ClusterSpec, JobSpec, slurm_time_minutes
 from mrihpc.sweep import Point
+
+if TYPE_CHECKING:  # submitit (and asyncio under it) is imported where a job is made, not by validate
+    import submitit
 
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's own default MaxArraySize
 
@@ -67,17 +66,21 @@ def _mem(gb: Optional[float]) -> Optional[str]:
     return f"{int(gb)}GB" if gb == int(gb) else f"{math.ceil(gb * 1024)}MB"  # never rounds down to 0
 
 
-class _ScriptOnlySlurmExecutor(SlurmExecutor):
+def _script_only_executor(logs: Path, python: str):
     """submitit's own SlurmExecutor, allowed to exist where srun does not, to render scripts."""
+    from submitit.slurm.slurm import SlurmExecutor
 
-    @classmethod
-    def affinity(cls) -> int:
-        return 1
+    class ScriptOnly(SlurmExecutor):
+        @classmethod
+        def affinity(cls) -> int:
+            return 1
+
+    return ScriptOnly(folder=logs, python=python)
 
 
 def sbatch_script(spec: JobSpec, logs: Path, num_points: int) -> str:
     """The exact sbatch script submitit submits for an array of ``num_points`` tasks."""
-    ex = _ScriptOnlySlurmExecutor(folder=logs, python=container.python_command(spec, logs.parent))
+    ex = _script_only_executor(logs, container.python_command(spec, logs.parent))
     ex.update_parameters(**slurm_parameters(spec, logs.parent))
     if num_points > 1:
         ex.parameters["map_count"] = num_points
@@ -108,6 +111,9 @@ def max_array_size(cluster: ClusterSpec) -> int:
 
 
 def make_executor(spec: JobSpec, executor: str, logs: Path) -> submitit.Executor:
+    import submitit
+    from submitit.slurm.slurm import SlurmExecutor
+
     if executor == "slurm":
         ex = SlurmExecutor(folder=logs, max_num_timeout=spec.train.max_requeues,
                            python=container.python_command(spec, logs.parent))
@@ -182,6 +188,8 @@ def submit_points(run: RunPaths, spec: JobSpec, indices: Sequence[int], executor
                   on_start=None, on_tick=None) -> list[submitit.Job]:
     """Queue ``indices`` of the run; slurm: one array per MaxArraySize chunk, returns at once;
     local / debug: runs them (at most array_parallelism at a time) and returns when all ended."""
+    from mrihpc.node.entry import PointTask  # submitit's Checkpointable: imported to submit, not to validate
+
     ex = make_executor(spec, executor, run.logs)
     tasks = [PointTask(str(run.root), i) for i in indices]
     stamp = dt.datetime.now().isoformat(timespec="seconds")
