@@ -16,15 +16,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from mrihpc import workloads
+from mrihpc.errors import SpecError
 from mrihpc.spec import JobSpec, job_spec_class
-
-
-class SpecError(Exception):
-    """One or more problems in a spec; ``problems`` holds one line each."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 # libyaml's safe loader when PyYAML has it: a 10,000-value sweep list parses ten times faster

@@ -50,6 +50,37 @@ def test_run_directory_verbs_leave_torch_out(run_dir, verb):
     assert _verb(*args) == "HEAVY []"
 
 
+@pytest.mark.parametrize("verb", [["status"], ["results"], ["logs", "0"], ["cancel"]], ids=lambda v: v[0])
+def test_reading_a_run_builds_no_spec_models(run_dir, verb):
+    """status, results, logs and cancel read the manifest, config.yaml and metrics as plain JSON /
+    YAML: no pydantic (building the spec models costs 0.13 s on two cores), no submitit."""
+    probe = PROBE.replace("('torch', 'monai')", "('torch', 'monai', 'pydantic', 'submitit')")
+    out = subprocess.run([sys.executable, "-c", probe, verb[0], str(run_dir), *verb[1:]], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode in (0, 1), out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+def test_results_of_a_run_made_before_the_manifest_named_its_metric(run_dir, tmp_path):
+    """An older run's manifest has no task, metric or directions, and its point may not have
+    started: results derive them from spec.yaml and the point's overrides, to the same table."""
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    assert manifest["task"] == "reconstruction" and manifest["metric"] == "ssim"
+    assert manifest["metric_directions"]["nmse"] == "min"
+    for key in ("task", "metric", "metric_directions"):
+        del manifest[key]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    (old / "points" / "0" / "config.yaml").unlink()
+    table = lambda run: subprocess.run([sys.executable, "-m", "mrihpc", "results", str(run), "--sort", "val_nmse"],  # noqa: E731
+                                       capture_output=True, text=True, check=True).stdout
+    assert table(old) == table(run_dir) and "best_ssim" in table(old)
+
+
 @pytest.mark.slurm
 def test_a_real_submission_leaves_torch_out(slurm_cluster, run_dir, tmp_path):
     """With the synthetic data cached (run_dir made it), submitting to Slurm imports no torch:

@@ -12,7 +12,7 @@ from mrihpc.login.live import ServerError
 from mrihpc.login.results import RunError
 from mrihpc.login.verbs import data, live, local, report, sweep
 from mrihpc.paths import CheckpointError
-from mrihpc.specfile import SpecError
+from mrihpc.errors import SpecError
 
 
 def parser() -> argparse.ArgumentParser:

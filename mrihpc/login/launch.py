@@ -171,6 +171,8 @@ def _write_run_files(run: RunPaths, spec: JobSpec, raw: dict, source: str,
         "created": dt.datetime.now().isoformat(timespec="seconds"), "user": getpass.getuser(),
         "git_rev": git_revision(Path(source).resolve().parent), "mrihpc_version": mrihpc.__version__,
         "python": sys.executable, "executor": executor,
+        # what status and results rank by, readable without the spec models
+        "task": spec.task, "metric": points[0][1].train.metric, "metric_directions": workloads.get(spec.task).metrics,
         "points": [p.to_json() for p, _ in points], "submissions": [],
     })
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import yaml
+
 from mrihpc import workloads
 from mrihpc.login import accounting
 from mrihpc.paths import RunPaths, read_json, read_jsonl
@@ -158,21 +160,36 @@ def status_report(run: RunPaths, manifest: dict, metric: str) -> str:
 
 
 def run_metric(run: RunPaths) -> tuple[str, str]:
-    """(train.metric, task) of a run, from its first point's config."""
-    from mrihpc.specfile import load_point_spec
-
+    """(train.metric, task) of a run: from its first point's config.yaml once that point started
+    (a user's edit there counts), else from the manifest. Plain YAML / JSON reads: status and
+    results must not import pydantic and build the spec models (0.13 s) to learn two names.
+    Runs made before the manifest held them derive the point's spec."""
     try:
+        config = run.point(0).config
+        if config.is_file():
+            raw = yaml.safe_load(config.read_text())
+            return raw["train"]["metric"], raw["task"]
+        manifest = read_json(run.manifest) or {}
+        if "metric" in manifest:
+            return manifest["metric"], manifest["task"]
+        from mrihpc.specfile import load_point_spec
+
         spec = load_point_spec(run.point(0))
         return spec.train.metric, spec.task
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return "ssim", "reconstruction"
 
 
-def results_rows(run: RunPaths, manifest: dict, metric: str, workload: Optional[workloads.Workload] = None) -> list[dict]:
+def metric_directions(run: RunPaths, manifest: dict) -> dict[str, str]:
+    """The run's task's ``{metric: "max" | "min"}``: from the manifest (no spec models imported),
+    or, for runs made before it held them, from the task's registration."""
+    return manifest.get("metric_directions") or workloads.get(run_metric(run)[1]).metrics
+
+
+def results_rows(run: RunPaths, manifest: dict, metric: str) -> list[dict]:
     """Per point: coordinates, state, final validation metrics and the best value of ``metric``."""
     views = {v.index: v for v in point_views(run, manifest)[0]}
-    workload = workload or workloads.get(run_metric(run)[1])
-    higher = workload.direction(metric) == "max"
+    higher = workloads.metric_direction(metric_directions(run, manifest), metric) == "max"
     rows = []
     for point in manifest["points"]:
         i = point["index"]
@@ -196,10 +213,9 @@ def sort_rows(rows: list[dict], key: str, higher_is_better: bool) -> list[dict]:
 
 
 def results_report(run: RunPaths, manifest: dict, metric: str, sort: Optional[str] = None, as_csv: bool = False) -> str:
-    workload = workloads.get(run_metric(run)[1])  # the run's task: its metrics' directions
-    rows = results_rows(run, manifest, metric, workload)
+    rows = results_rows(run, manifest, metric)
     key = sort or f"best_{metric}"
-    higher = workload.direction(key) == "max"
+    higher = workloads.metric_direction(metric_directions(run, manifest), key) == "max"
     rows = sort_rows(rows, key, higher)
     columns = list(dict.fromkeys(k for r in rows for k in r))
     # the network's own scores first (validation, then training), then what it is measured

@@ -71,13 +71,7 @@ class Workload:
 
     def direction(self, column: str) -> str:
         """"max" or "min" for a metric or a results column (val_dice_lv -> dice -> max)."""
-        words = column.removeprefix("best_").removeprefix("val_").split("_")
-        # the longest run of words that names a metric: train_base_lab_mae -> mae, dice_lv -> dice
-        for n in range(len(words), 0, -1):
-            for i in range(len(words) - n + 1):
-                if "_".join(words[i:i + n]) in self.metrics:
-                    return self.metrics["_".join(words[i:i + n])]
-        return "max"
+        return metric_direction(self.metrics, column)
 
     def check_raw(self, raw: dict) -> list[str]:
         """Problems with the task-owned names of a spec dict, as ``key.path: why`` lines."""
@@ -115,6 +109,17 @@ class Workload:
         if train is None or isinstance(train, dict) and train.get("metric") is None:
             out["train"] = {**(train or {}), "metric": self.default_metric}
         return out
+
+
+def metric_direction(metrics: dict[str, str], column: str) -> str:
+    """"max" or "min" for a metric or a results column, given a task's ``{metric: direction}``."""
+    words = column.removeprefix("best_").removeprefix("val_").split("_")
+    # the longest run of words that names a metric: train_base_lab_mae -> mae, dice_lv -> dice
+    for n in range(len(words), 0, -1):
+        for i in range(len(words) - n + 1):
+            if "_".join(words[i:i + n]) in metrics:
+                return metrics["_".join(words[i:i + n])]
+    return "max"
 
 
 def _keyed(value: Any, section: str) -> Optional[dict]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mrihpc.login.results import open_run
 from mrihpc.login.verbs import OVERRIDE, RUNS_DIR
-from mrihpc.specfile import SpecError
+from mrihpc.errors import SpecError
 
 
 def add_verbs(sub: argparse._SubParsersAction) -> None:
