@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every benchmark this machine can run, at full size, each writing benchmarks/results/<name>.json
-# (about 12 minutes on a 2-core machine; GPU parts run when a GPU is there).
+# (about 13 minutes on a 2-core machine; GPU parts run when a GPU is there).
 #   bash benchmarks/run_all.sh            (from the repository root, after tools/setup.sh --test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
