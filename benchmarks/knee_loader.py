@@ -187,7 +187,7 @@ def main() -> None:
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     speed = {}
     for w in args.workers:
-        mine, ref = slices_per_s(ours(root, skip), w, args.batch, True), slices_per_s(FastMRIStyle(files, skip), w, args.batch)
+        mine, ref = slices_per_s(ours(root, skip), w, args.batch, trainers=True), slices_per_s(FastMRIStyle(files, skip), w, args.batch)
         raw = ours(root, skip, transform_on="device")
         alone = slices_per_s(raw, w, args.batch)
         speed[str(w)] = {"ours_slices_per_s": round(mine, 1), "fastmri_style_slices_per_s": round(ref, 1),

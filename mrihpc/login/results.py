@@ -186,10 +186,11 @@ def metric_directions(run: RunPaths, manifest: dict) -> dict[str, str]:
     return manifest.get("metric_directions") or workloads.get(run_metric(run)[1]).metrics
 
 
-def results_rows(run: RunPaths, manifest: dict, metric: str) -> list[dict]:
-    """Per point: coordinates, state, final validation metrics and the best value of ``metric``."""
+def results_rows(run: RunPaths, manifest: dict, metric: str, directions: Optional[dict[str, str]] = None) -> list[dict]:
+    """Per point: coordinates, state, final validation metrics and the best value of ``metric``
+    (``directions``: the task's ``{metric: "max" | "min"}``, else read from the run)."""
     views = {v.index: v for v in point_views(run, manifest)[0]}
-    higher = workloads.metric_direction(metric_directions(run, manifest), metric) == "max"
+    higher = workloads.metric_direction(directions or metric_directions(run, manifest), metric) == "max"
     rows = []
     for point in manifest["points"]:
         i = point["index"]
@@ -213,9 +214,10 @@ def sort_rows(rows: list[dict], key: str, higher_is_better: bool) -> list[dict]:
 
 
 def results_report(run: RunPaths, manifest: dict, metric: str, sort: Optional[str] = None, as_csv: bool = False) -> str:
-    rows = results_rows(run, manifest, metric)
+    directions = metric_directions(run, manifest)  # once: an older run derives them from its spec
+    rows = results_rows(run, manifest, metric, directions)
     key = sort or f"best_{metric}"
-    higher = workloads.metric_direction(metric_directions(run, manifest), key) == "max"
+    higher = workloads.metric_direction(directions, key) == "max"
     rows = sort_rows(rows, key, higher)
     columns = list(dict.fromkeys(k for r in rows for k in r))
     # the network's own scores first (validation, then training), then what it is measured
