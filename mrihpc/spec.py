@@ -2,7 +2,7 @@
 
 pydantic (not dataclasses) because it gives, for free, what we would otherwise hand-write:
 every problem in one pass with its key path (``loc``), unknown keys rejected
-(``extra="forbid"``), range checks, and the field docstrings as descriptions.
+(``extra="forbid"``) and range checks.
 Loading YAML, ``extends:``, ``-o`` overrides and the error format live in ``specfile.py``.
 """
 from __future__ import annotations

@@ -113,6 +113,22 @@ def test_tunnel_is_one_line_to_the_login_node_or_to_the_nodes_of_points_that_pos
     assert f"then open http://localhost:18099/env/tiny_{run.root.name}" in out
 
 
+def test_tunnel_of_a_run_whose_first_point_has_not_started(tmp_path, capsys):
+    """No config.yaml yet: the server comes from the run's spec and point 0's overrides."""
+    import yaml
+
+    run = RunPaths(tmp_path / "runs" / "tiny" / "20260101-000000-000")
+    run.root.mkdir(parents=True)
+    run.spec.write_text(yaml.safe_dump(merge(TINY, monitor={"visdom": {"port": 8099}})))
+    atomic_write_json(run.manifest, {"name": "tiny", "sweep_id": run.root.name, "executor": "slurm", "submissions": [],
+                                     "points": [{"index": 0, "name": "p0", "seed": 0,
+                                                 "overrides": {"monitor.visdom.port": 8123}}]})
+    assert not run.point(0).config.exists()
+    assert main(["tunnel", str(run.root), "--login", "dgx-login"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if line.startswith("ssh")] == [f"ssh -N -L 8123:localhost:8123 {_user()}@dgx-login"]
+
+
 def _user() -> str:
     import getpass
     return getpass.getuser()

@@ -50,10 +50,12 @@ def test_run_directory_verbs_leave_torch_out(run_dir, verb):
     assert _verb(*args) == "HEAVY []"
 
 
-@pytest.mark.parametrize("verb", [["status"], ["results"], ["logs", "0"], ["cancel"]], ids=lambda v: v[0])
+@pytest.mark.parametrize("verb", [["status"], ["results"], ["logs", "0"], ["cancel"], ["tunnel"],
+                                  ["resubmit", "--failed"]], ids=lambda v: v[0])
 def test_reading_a_run_builds_no_spec_models(run_dir, verb):
-    """status, results, logs and cancel read the manifest, config.yaml and metrics as plain JSON /
-    YAML: no pydantic (building the spec models costs 0.13 s on two cores), no submitit."""
+    """status, results, logs, cancel and tunnel read the manifest, config.yaml and metrics as plain
+    JSON / YAML: no pydantic (building the spec models costs 0.13 s on two cores), no submitit;
+    resubmit imports them only when a point is to be submitted (none is here)."""
     probe = PROBE.replace("('torch', 'monai')", "('torch', 'monai', 'pydantic', 'submitit')")
     out = subprocess.run([sys.executable, "-c", probe, verb[0], str(run_dir), *verb[1:]], capture_output=True,
                          text=True, timeout=120)

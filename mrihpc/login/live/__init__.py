@@ -6,3 +6,7 @@ both sides post with (and replay) is ``mrihpc.visdom_transport``."""
 class ServerError(RuntimeError):
     """The local Visdom server cannot be started, found or stopped; the message says why.
     (Here, not in server.py, so the CLI can catch it without importing requests.)"""
+
+
+#: the port of a Visdom server when neither the spec nor --port names one (visdom's own default)
+DEFAULT_PORT = 8097

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Optional
 
 from mrihpc.data.cache import cache_root
-from mrihpc.visdom_transport import Transport
 
 log = logging.getLogger("mrihpc.follower")
 
@@ -81,6 +80,8 @@ def find_runs(roots: list[Path]) -> list[Path]:
 class Follower:
     def __init__(self, roots: list[Path], url: str, offsets_file: Path, server_state: Optional[Path] = None,
                  rescan_s: float = 1.0, save_s: float = 10.0):
+        from mrihpc.visdom_transport import Transport  # here: tunnel and status read this module without requests
+
         self.roots, self.offsets_file, self.server_state = [Path(r).resolve() for r in roots], offsets_file, server_state
         self.transport = Transport(url, timeout_s=5.0, backoff_s=1.0, max_backoff_s=10.0)
         self.rescan_s, self.last_scan, self.files = rescan_s, 0.0, []

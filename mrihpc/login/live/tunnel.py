@@ -16,11 +16,13 @@ import getpass
 import socket
 from urllib.parse import urlparse
 
+import yaml
+
+from mrihpc.login.live import DEFAULT_PORT
 from mrihpc.login.live.follower import posting_points, running
 from mrihpc.login.live.server import answers, port_taken
 from mrihpc.login.live.server import running as server_state
 from mrihpc.paths import RunPaths, read_json
-from mrihpc.spec import JobSpec, VisdomSpec
 
 LOCAL_NAMES = {"localhost", "127.0.0.1", "::1"}
 
@@ -35,19 +37,39 @@ def compute_nodes(run: RunPaths, manifest: dict) -> list[str]:
     return hosts
 
 
-def tunnel(run: RunPaths, manifest: dict, spec: JobSpec, login: str | None = None,
-           local_port: int | None = None) -> tuple[list[str], list[str]]:
-    """(lines to print, warnings)."""
-    warnings = []
-    visdom = spec.monitor.visdom
+def point_config(run: RunPaths) -> dict:
+    """Point 0's whole spec as a plain dict, every default filled in: its config.yaml once it has
+    started (read as YAML: building the spec models would cost this verb 0.13 s), else derived
+    from the run's spec and the point's overrides."""
+    config = run.point(0).config
+    if config.is_file():
+        return yaml.safe_load(config.read_text())
+    from mrihpc.specfile import point_raw
+
+    return point_raw(run.point(0))
+
+
+def visdom_address(config: dict) -> tuple[str | None, int]:
+    """(host, port) of ``monitor.visdom`` in a point's spec dict; None, DEFAULT_PORT when absent."""
+    visdom = (config.get("monitor") or {}).get("visdom")
     if visdom is None:
-        warnings.append("this run's spec has no monitor.visdom: nothing is plotted live (showing port 8097)")
-        visdom = VisdomSpec()
-    host, port = urlparse(visdom.url).hostname, visdom.port
+        return None, DEFAULT_PORT
+    server = str(visdom.get("server", "127.0.0.1"))  # a user may have cut keys from config.yaml
+    return urlparse(server if "://" in server else f"http://{server}").hostname, visdom.get("port", DEFAULT_PORT)
+
+
+def tunnel(run: RunPaths, manifest: dict, config: dict, login: str | None = None,
+           local_port: int | None = None) -> tuple[list[str], list[str]]:
+    """(lines to print, warnings), for the run's point spec ``config`` (``point_config``)."""
+    warnings = []
+    host, port = visdom_address(config)
+    if host is None:
+        warnings.append(f"this run's spec has no monitor.visdom: nothing is plotted live (showing port {port})")
+        host = "127.0.0.1"
     local = local_port or port
     user = getpass.getuser()
     login = login or (socket.getfqdn() if not socket.getfqdn().startswith("localhost") else socket.gethostname())
-    env = f"{spec.name}_{run.root.name}"
+    env = f"{config['name']}_{run.root.name}"
     here = host in LOCAL_NAMES | {socket.gethostname(), socket.getfqdn()}
     followed = len(posting_points(run.root)) < len(manifest.get("points", []))  # some point leaves it to a follower
     lines = []

@@ -6,6 +6,7 @@ import socket
 import sys
 from pathlib import Path
 
+from mrihpc.login.live import DEFAULT_PORT
 from mrihpc.login.results import RunError, open_run
 
 
@@ -14,22 +15,22 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     vis = s.add_subparsers(dest="visdom_verb", required=True)
     s = vis.add_parser("start", help="start a server bound to 127.0.0.1 and the follower that streams the "
                                      "points' visdom.log into it (both detached)")
-    s.add_argument("--port", type=int, default=8097)
+    s.add_argument("--port", type=int, default=DEFAULT_PORT)
     s.add_argument("--env-path", type=Path, help="where envs are saved (default <cache>/visdom/envs)")
     s.add_argument("--runs", type=Path, nargs="+", default=[Path("runs")],
                    help="runs folders, experiment folders or run directories to follow (default ./runs)")
     s.add_argument("--no-login", action="store_true", help="Visdom's login off (a private machine only)")
     s.add_argument("--no-follow", action="store_true", help="the server alone")
     s = vis.add_parser("stop", help="stop the server and follower you started on this host and port")
-    s.add_argument("--port", type=int, default=8097)
+    s.add_argument("--port", type=int, default=DEFAULT_PORT)
     s = vis.add_parser("status", help="what runs: server, login, follower, the runs it follows, its lag")
-    s.add_argument("--port", type=int, default=8097)
+    s.add_argument("--port", type=int, default=DEFAULT_PORT)
     s = vis.add_parser("assets", help="install the page's JS/CSS/MathJax from npm packages (for offline use)")
     s.add_argument("--tarballs", type=Path, help="folder of `npm pack` tarballs (missing ones are fetched into it)")
     s = vis.add_parser("replay", help="rebuild every window of a run from its points' visdom.log")
     s.add_argument("run")
     s.add_argument("--server", help="server URL with port (default http://127.0.0.1:PORT)")
-    s.add_argument("--port", type=int, default=8097)
+    s.add_argument("--port", type=int, default=DEFAULT_PORT)
     for s in vis.choices.values():
         s.set_defaults(fn=cmd_visdom)
 
@@ -81,7 +82,6 @@ def cmd_visdom(args) -> int:
     elif args.visdom_verb == "assets":
         print(f"installed {assets.install(args.tarballs)} files into {assets.static_dir()}")
     elif args.visdom_verb == "replay":
-        from mrihpc.spec import VisdomSpec
         from mrihpc.visdom_transport import replay
 
         run, manifest = open_run(args.run)
@@ -89,7 +89,7 @@ def cmd_visdom(args) -> int:
         logs = [log for log in logs if log.is_file()]
         if not logs:
             raise RunError(f"{run.root}: no point has a visdom.log (was monitor.visdom set?)")
-        url = args.server or VisdomSpec(port=args.port).url
+        url = args.server or f"http://127.0.0.1:{args.port}"
         try:
             done = replay(logs, url)
         except ConnectionError as e:
@@ -100,11 +100,10 @@ def cmd_visdom(args) -> int:
 
 
 def cmd_tunnel(args) -> int:
-    from mrihpc.login.live.tunnel import tunnel
-    from mrihpc.specfile import load_point_spec
+    from mrihpc.login.live.tunnel import point_config, tunnel
 
     run, manifest = open_run(args.run)
-    lines, warnings = tunnel(run, manifest, load_point_spec(run.point(0)), args.login, args.local_port)
+    lines, warnings = tunnel(run, manifest, point_config(run), args.login, args.local_port)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     print("\n".join(lines))

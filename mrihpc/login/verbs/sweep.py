@@ -117,11 +117,9 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_resubmit(args) -> int:
-    from mrihpc.login import launch
     from mrihpc.login.accounting import FAILED_STATES
     from mrihpc.login.results import point_views
     from mrihpc.paths import update_json
-    from mrihpc.specfile import load_point_spec
 
     run, manifest = open_run(args.run)
     views, _ = point_views(run, manifest)
@@ -129,6 +127,9 @@ def cmd_resubmit(args) -> int:
     if not todo:
         print("nothing to resubmit: no failed, cancelled or timed-out points")
         return 0
+    from mrihpc.login import launch  # the spec models and submitit: only when there is something to submit
+    from mrihpc.specfile import load_point_spec
+
     for i in todo:  # the point resumes from its last.pt, if it has one
         status = run.point(i).status
         update_json(status, lambda s: {**(s or {}), "state": "pending", "error": None})
