@@ -10,6 +10,7 @@ from typing import Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from mrihpc import registry
+from mrihpc.data.cache import dataset_folder
 from mrihpc.spec import ModelSpec, Section, _registered
 from mrihpc.workloads import Workload
 
@@ -117,10 +118,11 @@ def check_data(spec, source: str) -> list[str]:
 
 def prepare_data(spec) -> None:
     """Generate the synthetic dataset once on the submitting host, so array tasks only read it."""
-    if spec.data.synthetic is not None:
+    params = spec.data.synthetic.model_dump() if spec.data.synthetic is not None else None
+    if params is not None and not dataset_folder(spec.data.format, params).is_dir():
         from mrihpc.data.synth import ensure_synthetic
 
-        ensure_synthetic(spec.data.synthetic.model_dump(), spec.data.format)
+        ensure_synthetic(params, spec.data.format)
 
 
 WORKLOAD = Workload(

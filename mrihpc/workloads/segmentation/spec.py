@@ -9,6 +9,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
+from mrihpc.data.cache import dataset_folder
 from mrihpc.spec import ModelSpec, Section
 from mrihpc.workloads import Workload
 
@@ -99,7 +100,7 @@ def check_data(spec, source: str) -> list[str]:
 
 
 def prepare_data(spec) -> None:
-    if spec.data.synthetic is not None:
+    if spec.data.synthetic is not None and not dataset_folder("acdc", spec.data.synthetic.model_dump()).is_dir():
         from mrihpc.workloads.segmentation.synth import ensure_synthetic
 
         ensure_synthetic(spec.data.synthetic)

@@ -72,5 +72,5 @@ def generate(out: Path, train: int = 60, val: int = 12, test: int = 8, size: int
 
 def ensure_synthetic(params) -> Path:
     """The cached synthetic set for a SyntheticSpec, generated once."""
-    p = params.model_dump()
+    p = params.model_dump()  # prepare_data looks for the folder under the same kind and params
     return cached_dataset("acdc", p, lambda out: generate(out, p["train"], p["val"], p["test"], p["size"], p["seed"]))
