@@ -12,7 +12,8 @@ allocated once, ``BatchSlots``, where the reference's DataLoader makes a new sha
 tensor per batch). Both iterate the same slices in the same order, one epoch after a warm-up epoch;
 persistent workers for both when N > 0.
 
-``data.transform_on: device``: the workers only read k-space and draw masks; the masking, inverse
+``data.transform_on: device``: the workers only read k-space and draw masks (the targets go through
+``BatchSlots``, the sampled columns, whose number varies, the DataLoader's way); the masking, inverse
 FFT, crop and normalisation run batched on the training device (a GPU when there is one, else this
 CPU). Reported per worker count: the loader alone, and the loader with the batched transform; next
 to them the training step's slices/s (the fastMRI U-Net at this size, batch ``--batch``, on the
@@ -122,12 +123,12 @@ def second_epoch_first_batch_s(dataset, workers: int, batch: int, persistent: bo
 
 
 def with_transform(dataset, workers: int, batch: int, device) -> float:
-    """data.transform_on: device: the raw loader, each batch moved to ``device`` and finished there."""
-    from mrihpc.data.slices import collate_raw, finish_batch
+    """data.transform_on: device: the Trainer's raw loader, each batch moved to ``device`` and finished there."""
+    from mrihpc.data.slices import finish_batch
+    from mrihpc.node.loading import rank_loader
     from mrihpc.node.task import to_device
 
-    loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers, collate_fn=collate_raw,
-                        persistent_workers=workers > 0, pin_memory=device.type == "cuda")
+    loader = rank_loader(dataset, SequentialSampler(dataset), batch, False, workers, device.type == "cuda", 0)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def epoch() -> int:
@@ -189,7 +190,7 @@ def main() -> None:
     for w in args.workers:
         mine, ref = slices_per_s(ours(root, skip), w, args.batch, trainers=True), slices_per_s(FastMRIStyle(files, skip), w, args.batch)
         raw = ours(root, skip, transform_on="device")
-        alone = slices_per_s(raw, w, args.batch)
+        alone = slices_per_s(raw, w, args.batch, trainers=True)
         speed[str(w)] = {"ours_slices_per_s": round(mine, 1), "fastmri_style_slices_per_s": round(ref, 1),
                          "ratio": round(mine / ref, 2),
                          "transform_on_device": {"loader_alone_slices_per_s": round(alone, 1),

@@ -56,13 +56,16 @@ class KSpaceSlices(Dataset):
         return len(self.index)
 
     def slot_shapes(self) -> Optional[dict[str, tuple[tuple[int, ...], torch.dtype]]]:
-        """``input`` / ``target`` ``(1, h, w)`` float32 when every slice has one crop (workers then send
-        them through ``BatchSlots``); None for raw samples and for volumes of several sizes."""
+        """When every slice has one crop (workers then send these through ``BatchSlots``): ``input`` /
+        ``target`` ``(1, h, w)`` float32; raw samples, ``target`` ``(h, w)`` only (the number of sampled
+        columns varies, so their k-space goes the DataLoader's way). None for volumes of several sizes."""
         crops = {self.crop or v.recon_shape for v in self.volumes}
-        if self.raw or len(crops) != 1:
+        if len(crops) != 1:
             return None
-        shape = (1, *next(iter(crops)))
-        return {"input": (shape, torch.float32), "target": (shape, torch.float32)}
+        crop = next(iter(crops))
+        if self.raw:
+            return {"target": (crop, torch.float32)}
+        return {"input": ((1, *crop), torch.float32), "target": ((1, *crop), torch.float32)}
 
     def volumes_index(self) -> list[list[int]]:
         """Sample indices of each volume, in slice order."""
@@ -157,15 +160,18 @@ def _padded(samples: list[dict], size: int) -> tuple[torch.Tensor, torch.Tensor]
 def collate_raw(samples: list[dict]) -> dict:
     """Raw samples -> a batch: ``kspace`` / ``columns`` / ``width`` / ``group``, one entry per
     k-space shape: its slices' sampled columns ``(n, H, C)``, their indices ``(n, C)``, W, and the
-    slices' positions in the batch; ``target`` ``(N, h, w)``; the per-slice values as lists."""
-    crops = {tuple(s["target"].shape) for s in samples}
-    if len(crops) > 1:
-        raise DataError(f"data.transform_on: device batches slices of one image size; this batch has "
-                        f"{sorted(crops)} from {sorted({s['fname'] for s in samples})}: set data.crop")
+    slices' positions in the batch; ``target`` ``(N, h, w)`` (unless ``BatchSlots`` holds it); the
+    per-slice values as lists."""
+    batch = {}
+    if "target" in samples[0]:
+        crops = {tuple(s["target"].shape) for s in samples}
+        if len(crops) > 1:
+            raise DataError(f"data.transform_on: device batches slices of one image size; this batch has "
+                            f"{sorted(crops)} from {sorted({s['fname'] for s in samples})}: set data.crop")
+        batch["target"] = stack([s["target"] for s in samples])
     groups: dict[tuple, list[int]] = {}
     for j, s in enumerate(samples):
         groups.setdefault((s["kspace"].shape[0], s["width"]), []).append(j)
-    batch = {"target": stack([s["target"] for s in samples])}
     batch |= {k: [s[k] for s in samples] for k in PER_SLICE if k in samples[0]}
     batch["kspace"], batch["columns"], batch["width"], batch["group"] = [], [], [], []
     for (_, width), idx in groups.items():

@@ -16,7 +16,8 @@ over, so ``prefetch_factor * workers + 2`` slots are never written while they ar
 
 A dataset opts in with ``slot_shapes()``: each key whose tensor (or NumPy array) has one shape in
 every sample, ``{key: (shape, dtype)}`` per sample, or None (shapes vary: the DataLoader's own path
-is taken). The knee reconstruction slices do; the other workloads' samples are a fraction of their
+is taken). The knee reconstruction slices do (with ``data.transform_on: device``, their targets;
+the sampled k-space columns vary in number); the other workloads' samples are a fraction of their
 size and take the DataLoader's path.
 """
 from __future__ import annotations
