@@ -50,20 +50,27 @@ def _fake_run(root: Path, points: int = 1) -> RunPaths:
 
 
 def test_a_point_that_posts_itself_is_not_followed_twice(tmp_path):
-    """monitor.visdom.post set per point by a sweep (in the manifest's overrides): the follower
-    skips only that point's log; without the override the run's spec and executor decide."""
-    run = _fake_run(tmp_path, points=3)
+    """monitor.visdom.post set per point by a sweep (in the manifest's overrides) or by a user's edit
+    of a point's config.yaml: the follower skips only those points' logs. A started point's
+    config.yaml decides (the node reads it); without one the manifest does, and without an override
+    the run's spec and executor."""
+    run = _fake_run(tmp_path, points=4)
     (run.root / "spec.yaml").write_text("name: exp\ntask: reconstruction\nmonitor: {visdom: {port: 1}}\n")
     manifest = json.loads(run.manifest.read_text())
-    manifest["points"][1]["overrides"] = {"monitor.visdom.post": True}
+    for i in (1, 3):
+        manifest["points"][i]["overrides"] = {"monitor.visdom.post": True}
     run.manifest.write_text(json.dumps(manifest))
-    for i in range(3):
+    posting = "name: exp\ntask: reconstruction\nmonitor: {visdom: {port: 1, post: true}}\n"
+    run.point(1).config.write_text(posting)  # as the node writes it, the override applied
+    run.point(2).config.write_text(posting)  # a user's edit
+    run.point(3).config.unlink()  # a point of an older run
+    for i in range(4):
         run.point(i).visdom_log.write_text("")
-    assert follower.posting_points(run.root) == {"1"}  # Slurm: the others leave it to the follower
+    assert follower.posting_points(run.root) == {"1", "3"}  # Slurm: the others leave it to the follower
     watcher = follower.Follower([tmp_path], "http://127.0.0.1:1", tmp_path / "offsets.json")
-    assert [f.parent.name for f in watcher.scan()] == ["0", "2"]
+    assert [f.parent.name for f in watcher.scan()] == ["0"]
     run.manifest.write_text(json.dumps({**manifest, "executor": "local"}))
-    assert follower.posting_points(run.root) == {"0", "1", "2"}  # local runs post by default
+    assert follower.posting_points(run.root) == {"0", "1", "2", "3"}  # local runs post by default
 
 
 def _log_steps(monitor: VisdomMonitor, first: int, last: int) -> None:

@@ -64,6 +64,19 @@ def posting_points(run: Path) -> set[str]:
             if bool((p.get("overrides") or {}).get("monitor.visdom.post", default))}
 
 
+def point_posts(point: Path, executor: str | None) -> bool | None:
+    """``monitor.visdom.post`` as the node resolved it from the point's own config.yaml (written as the
+    point starts, so a user's edit there counts); None when there is no readable config.yaml."""
+    import yaml
+
+    try:
+        config = yaml.load((point / "config.yaml").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        post = config["monitor"]["visdom"].get("post")
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return None
+    return bool(post) if post is not None else executor != "slurm"
+
+
 def find_runs(roots: list[Path]) -> list[Path]:
     """Run folders (holding manifest.json) given directly, or one or two levels under a root
     (``runs/<name>/<id>``, ``runs/<name>``)."""
@@ -77,6 +90,13 @@ def find_runs(roots: list[Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
+def _executor(run: Path) -> str | None:
+    try:
+        return json.loads((run / "manifest.json").read_text()).get("executor")
+    except (OSError, ValueError):
+        return None
+
+
 class Follower:
     def __init__(self, roots: list[Path], url: str, offsets_file: Path, server_state: Optional[Path] = None,
                  rescan_s: float = 1.0, save_s: float = 10.0):
@@ -85,7 +105,8 @@ class Follower:
         self.roots, self.offsets_file, self.server_state = [Path(r).resolve() for r in roots], offsets_file, server_state
         self.transport = Transport(url, timeout_s=5.0, backoff_s=1.0, max_backoff_s=10.0)
         self.rescan_s, self.last_scan, self.files = rescan_s, 0.0, []
-        self.direct: dict[Path, set[str]] = {}  # run -> its point folders that post themselves
+        self.direct: dict[Path, set[str]] = {}  # run -> its point folders that post themselves (manifest)
+        self.skipped: dict[Path, bool] = {}  # visdom.log -> its point posts itself (decided as the log appears)
         self.posted, self.lag_s, self.max_lag_s = 0, None, 0.0
         # saving an env writes all of it to disk, slower as it grows: at most every save_s (a
         # restarted server is replayed anyway; the saves are for reading the envs later)
@@ -125,7 +146,12 @@ class Follower:
                 self.direct[run] = posting_points(run)
                 if self.direct[run]:
                     log.info("%s: points %s post directly; not followed", run, ", ".join(sorted(self.direct[run], key=int)))
-            files += sorted(f for f in (run / "points").glob("*/visdom.log") if f.parent.name not in self.direct[run])
+            for log_file in sorted((run / "points").glob("*/visdom.log")):
+                if log_file not in self.skipped:  # its point has started: its config.yaml has the last word
+                    posts = point_posts(log_file.parent, _executor(run))
+                    self.skipped[log_file] = log_file.parent.name in self.direct[run] if posts is None else posts
+                if not self.skipped[log_file]:
+                    files.append(log_file)
         new = set(files) - set(self.files)
         for path in sorted(new):
             log.info("following %s", path)
