@@ -98,6 +98,38 @@ def test_sweep_larger_than_max_array_size_is_split(slurm_cluster, tmp_path, writ
     assert submissions[0]["array_id"] != submissions[1]["array_id"]
 
 
+def test_an_array_sbatch_refuses_is_named_recorded_and_resubmitted(slurm_cluster, tmp_path, write_spec, capsys,
+                                                                  monkeypatch):
+    """Three points at max_array_size 2: the first array is queued, sbatch refuses the second (a
+    stand-in on PATH passes the first call to the real sbatch and fails the second the way a QOS
+    limit does; a real limit would also hold up the other tests). One error names the points left
+    out and the array queued; the manifest records that array; `resubmit --failed` queues the rest."""
+    import shutil
+
+    calls, shim = tmp_path / "calls", tmp_path / "bin"
+    shim.mkdir()
+    (shim / "sbatch").write_text(
+        f'#!/bin/sh\necho call >> {calls}\n'
+        f'if [ "$(wc -l < {calls})" -eq 2 ]; then\n'
+        '  echo "sbatch: error: QOSMaxSubmitJobPerUserLimit" >&2; exit 1\nfi\n'
+        f'exec {shutil.which("sbatch")} "$@"\n')
+    (shim / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
+    spec = write_spec(merge(SLURM_TINY, train={**TINY["train"], "epochs": 1},
+                            cluster={**SLURM_TINY["cluster"], "max_array_size": 2},
+                            sweep={"grid": {"optim.lr": [1e-3, 2e-3, 3e-3]}}))
+    assert main(["submit", str(spec), "--runs", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    run = RunPaths(sorted((tmp_path / "runs").glob("*/*"))[-1])
+    submissions = read_json(run.manifest)["submissions"]
+    assert [sorted(s["jobs"]) for s in submissions] == [["0", "1"]]
+    assert "sbatch refused the array of points 2-2" in err and "QOSMaxSubmitJobPerUserLimit" in err
+    assert f"array(s) {submissions[0]['array_id']} queued before it" in err
+    assert main(["resubmit", str(run.root), "--failed"]) == 0
+    assert "resubmitting point(s) 2 (slurm)" in capsys.readouterr().out
+    wait_done(run)
+
+
 def _weights(run: RunPaths) -> dict:
     return checkpoint.load(run.point(0).last_checkpoint)["nets"]["model"]
 

@@ -177,8 +177,8 @@ def _write_run_files(run: RunPaths, spec: JobSpec, raw: dict, source: str,
     })
 
 
-def _record(run: RunPaths, submission: dict) -> None:
-    update_json(run.manifest, lambda manifest: {**manifest, "submissions": manifest["submissions"] + [submission]})
+def _record(run: RunPaths, *submissions: dict) -> None:
+    update_json(run.manifest, lambda manifest: {**manifest, "submissions": manifest["submissions"] + list(submissions)})
 
 
 def _job_record(job: submitit.Job) -> dict:
@@ -190,23 +190,41 @@ def submit_points(run: RunPaths, spec: JobSpec, indices: Sequence[int], executor
                   on_start=None, on_tick=None) -> list[submitit.Job]:
     """Queue ``indices`` of the run; slurm: one array per MaxArraySize chunk, returns at once;
     local / debug: runs them (at most array_parallelism at a time) and returns when all ended."""
+    from submitit.core.utils import FailedJobError
+
     from mrihpc.node.entry import PointTask  # submitit's Checkpointable: imported to submit, not to validate
 
     ex = make_executor(spec, executor, run.logs)
     tasks = [PointTask(str(run.root), i) for i in indices]
     stamp = dt.datetime.now().isoformat(timespec="seconds")
     if executor == "slurm":
-        jobs = []
+        jobs, arrays = [], []
         chunk = max_array_size(spec.cluster)
-        for start in range(0, len(tasks), chunk):
-            part = tasks[start:start + chunk]
-            with ex.batch():
-                new = [ex.submit(t) for t in part]
-            jobs += new
-            _record(run, {"time": stamp, "executor": executor, "array_id": new[0].job_id.split("_")[0],
-                          "jobs": {str(t.index): _job_record(j) for t, j in zip(part, new)}})
+        try:
+            for start in range(0, len(tasks), chunk):
+                part = tasks[start:start + chunk]
+                try:
+                    with ex.batch():
+                        new = [ex.submit(t) for t in part]
+                except FailedJobError as e:  # a QOS or association limit, a controller that went away
+                    raise _refused(run, part, arrays, e) from None
+                jobs += new
+                arrays.append({"time": stamp, "executor": executor, "array_id": new[0].job_id.split("_")[0],
+                               "jobs": {str(t.index): _job_record(j) for t, j in zip(part, new)}})
+        finally:  # one manifest rewrite for all arrays (10,000 points: 0.15 s, not 1.5 s for ten), even
+            if arrays:  # when a later sbatch fails: what was queued is recorded
+                _record(run, *arrays)
         return jobs
     return _run_here(run, ex, tasks, spec.cluster.array_parallelism, executor, stamp, on_start, on_tick)
+
+
+def _refused(run: RunPaths, part: list, arrays: list[dict], error: Exception):
+    from mrihpc.login.results import RunError
+
+    queued = f"array(s) {', '.join(a['array_id'] for a in arrays)} queued before it" if arrays else "nothing queued"
+    return RunError(f"{run.root}: sbatch refused the array of points {part[0].index}-{part[-1].index} "
+                    f"({str(error).strip() or type(error).__name__}); {queued}. Once the cause is fixed, "
+                    f"`mrihpc resubmit {run.root} --failed` queues the points left out")
 
 
 def _run_here(run, ex, tasks, parallelism, executor, stamp, on_start, on_tick) -> list[submitit.Job]:

@@ -123,9 +123,13 @@ def cmd_resubmit(args) -> int:
 
     run, manifest = open_run(args.run)
     views, _ = point_views(run, manifest)
-    todo = [v.index for v in views if v.state in FAILED_STATES + ("interrupted",)] if args.failed else args.points
+    # under Slurm, "not submitted" is a point whose array sbatch refused (a limit) or whose submit was
+    # interrupted; a local sweep's points are "not submitted" until their turn comes, so not those
+    left_out = ("not submitted",) if manifest.get("executor") == "slurm" else ()
+    todo = ([v.index for v in views if v.state in FAILED_STATES + ("interrupted",) + left_out] if args.failed
+            else args.points)
     if not todo:
-        print("nothing to resubmit: no failed, cancelled or timed-out points")
+        print("nothing to resubmit: no failed, cancelled, timed-out or unsubmitted points")
         return 0
     from mrihpc.login import launch  # the spec models and submitit: only when there is something to submit
     from mrihpc.specfile import load_point_spec
