@@ -127,6 +127,10 @@ def test_tunnel_of_a_run_whose_first_point_has_not_started(tmp_path, capsys):
     assert main(["tunnel", str(run.root), "--login", "dgx-login"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert [line for line in out if line.startswith("ssh")] == [f"ssh -N -L 8123:localhost:8123 {_user()}@dgx-login"]
+    run.point(0).root.mkdir(parents=True)
+    run.point(0).config.write_text("name: tiny\nmonitor: {visdom: [\n")  # a user's edit gone wrong
+    assert main(["tunnel", str(run.root)]) == 2
+    assert f"{run.point(0).config}: not valid YAML" in capsys.readouterr().err
 
 
 def _user() -> str:

@@ -22,6 +22,7 @@ from mrihpc.login.live import DEFAULT_PORT
 from mrihpc.login.live.follower import posting_points, running
 from mrihpc.login.live.server import answers, port_taken
 from mrihpc.login.live.server import running as server_state
+from mrihpc.login.results import RunError
 from mrihpc.paths import RunPaths, read_json
 
 LOCAL_NAMES = {"localhost", "127.0.0.1", "::1"}
@@ -43,7 +44,13 @@ def point_config(run: RunPaths) -> dict:
     from the run's spec and the point's overrides."""
     config = run.point(0).config
     if config.is_file():
-        return yaml.safe_load(config.read_text())
+        try:
+            raw = yaml.safe_load(config.read_text())
+        except yaml.YAMLError as e:
+            raise RunError(f"{config}: not valid YAML ({e})") from None
+        if not isinstance(raw, dict) or "name" not in raw:
+            raise RunError(f"{config}: not a point's spec (a mapping with name, task, ...)")
+        return raw
     from mrihpc.specfile import point_raw
 
     return point_raw(run.point(0))
