@@ -131,6 +131,7 @@ def test_tunnel_of_a_run_whose_first_point_has_not_started(tmp_path, capsys):
     run.point(0).config.write_text("name: tiny\nmonitor: {visdom: [\n")  # a user's edit gone wrong
     assert main(["tunnel", str(run.root)]) == 2
     assert f"{run.point(0).config}: not valid YAML" in capsys.readouterr().err
+    assert main(["status", str(run.root)]) == 0  # status still answers, from the manifest
 
 
 def _user() -> str:

@@ -43,23 +43,16 @@ def test_validate_and_dry_run_leave_torch_out():
     assert _verb("submit", str(REPO / "jobs" / "acdc_unet.yaml"), "--dry-run") == "HEAVY []"
 
 
-@pytest.mark.parametrize("verb", [["status"], ["results"], ["logs", "0"], ["tunnel"], ["resubmit", "--failed"]],
-                         ids=lambda v: v[0])
-def test_run_directory_verbs_leave_torch_out(run_dir, verb):
-    args = [verb[0], str(run_dir), *verb[1:]]
-    assert _verb(*args) == "HEAVY []"
-
-
 @pytest.mark.parametrize("verb", [["status"], ["results"], ["logs", "0"], ["cancel"], ["tunnel"],
                                   ["resubmit", "--failed"]], ids=lambda v: v[0])
 def test_reading_a_run_builds_no_spec_models(run_dir, verb):
     """status, results, logs, cancel and tunnel read the manifest, config.yaml and metrics as plain
-    JSON / YAML: no pydantic (building the spec models costs 0.13 s on two cores), no submitit;
-    resubmit imports them only when a point is to be submitted (none is here)."""
+    JSON / YAML: no torch, no pydantic (building the spec models costs 0.13 s on two cores), no
+    submitit; resubmit imports them only when a point is to be submitted (none is here)."""
     probe = PROBE.replace("('torch', 'monai')", "('torch', 'monai', 'pydantic', 'submitit')")
     out = subprocess.run([sys.executable, "-c", probe, verb[0], str(run_dir), *verb[1:]], capture_output=True,
                          text=True, timeout=120)
-    assert out.returncode in (0, 1), out.stderr
+    assert out.returncode in ((0, 1) if verb[0] == "cancel" else (0,)), out.stderr  # nothing left to cancel: 1
     assert out.stdout.strip().splitlines()[-1] == "HEAVY []"
 
 

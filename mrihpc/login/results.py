@@ -159,16 +159,34 @@ def status_report(run: RunPaths, manifest: dict, metric: str) -> str:
     return f"{table(rows, list(rows[0]))}\n{summary} (Slurm state from {source})"
 
 
-def run_metric(run: RunPaths) -> tuple[str, str]:
-    """(train.metric, task) of a run: from its first point's config.yaml once that point started
-    (a user's edit there counts), else from the manifest. Plain YAML / JSON reads: status and
-    results must not import pydantic and build the spec models (0.13 s) to learn two names.
-    Runs made before the manifest held them derive the point's spec."""
+def started_config(run: RunPaths) -> Optional[dict]:
+    """Point 0's whole spec, every default filled in, from its config.yaml once it has started (a
+    user's edit there counts), as plain YAML: the verbs that read a run must not import pydantic
+    and build the spec models (0.13 s) to learn a few names. None before it started; RunError
+    naming the file when an edit left it unreadable."""
+    config = run.point(0).config
+    if not config.is_file():
+        return None
     try:
-        config = run.point(0).config
-        if config.is_file():
-            raw = yaml.safe_load(config.read_text())
-            return raw["train"]["metric"], raw["task"]
+        raw = yaml.safe_load(config.read_text())
+    except yaml.YAMLError as e:
+        raise RunError(f"{config}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict) or "name" not in raw:
+        raise RunError(f"{config}: not a point's spec (a mapping with name, task, ...)")
+    return raw
+
+
+def run_metric(run: RunPaths) -> tuple[str, str]:
+    """(train.metric, task) of a run: from its first point's config.yaml once that point started,
+    else (or when an edit spoiled it) from the manifest. Runs made before the manifest held them
+    derive the point's spec."""
+    try:
+        try:
+            raw = started_config(run)
+            if raw is not None:
+                return raw["train"]["metric"], raw["task"]
+        except (RunError, KeyError, TypeError):
+            pass  # the node will report the spoiled file when the point runs; the manifest knows the names
         manifest = read_json(run.manifest) or {}
         if "metric" in manifest:
             return manifest["metric"], manifest["task"]
@@ -176,7 +194,7 @@ def run_metric(run: RunPaths) -> tuple[str, str]:
 
         spec = load_point_spec(run.point(0))
         return spec.train.metric, spec.task
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
         return "ssim", "reconstruction"
 
 

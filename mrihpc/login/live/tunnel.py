@@ -16,13 +16,11 @@ import getpass
 import socket
 from urllib.parse import urlparse
 
-import yaml
-
 from mrihpc.login.live import DEFAULT_PORT
 from mrihpc.login.live.follower import posting_points, running
 from mrihpc.login.live.server import answers, port_taken
 from mrihpc.login.live.server import running as server_state
-from mrihpc.login.results import RunError
+from mrihpc.login.results import started_config
 from mrihpc.paths import RunPaths, read_json
 
 LOCAL_NAMES = {"localhost", "127.0.0.1", "::1"}
@@ -40,16 +38,9 @@ def compute_nodes(run: RunPaths, manifest: dict) -> list[str]:
 
 def point_config(run: RunPaths) -> dict:
     """Point 0's whole spec as a plain dict, every default filled in: its config.yaml once it has
-    started (read as YAML: building the spec models would cost this verb 0.13 s), else derived
-    from the run's spec and the point's overrides."""
-    config = run.point(0).config
-    if config.is_file():
-        try:
-            raw = yaml.safe_load(config.read_text())
-        except yaml.YAMLError as e:
-            raise RunError(f"{config}: not valid YAML ({e})") from None
-        if not isinstance(raw, dict) or "name" not in raw:
-            raise RunError(f"{config}: not a point's spec (a mapping with name, task, ...)")
+    started, else derived from the run's spec and the point's overrides."""
+    raw = started_config(run)
+    if raw is not None:
         return raw
     from mrihpc.specfile import point_raw
 
