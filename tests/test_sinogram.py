@@ -26,12 +26,14 @@ from mrihpc.workloads.sinogram.synth import generate
 SHAPE = [2, 8, 50, 64]
 
 
+def _epochs(run: RunPaths, point: int = 0) -> list[dict]:
+    """The point's epoch records, in order."""
+    return [r for r in read_jsonl(run.point(point).metrics) if r.get("kind") == "epoch"]
+
+
 def _best(run: RunPaths, point: int = 0) -> dict:
-    """The epoch record of best.pt, the checkpoint ``predict`` uses. Not the last epoch's: at demo
-    scale (16 steps an epoch, Adam at 2e-3) the output's global intensity wanders by a few per cent
-    from epoch to epoch (measured 0.94 to 0.99 of the target's mean), which moves validation PSNR
-    by up to 8 dB between neighbouring epochs; which epoch ends low depends on the torch build."""
-    return [r for r in read_jsonl(run.point(point).metrics) if r.get("kind") == "epoch" and r.get("best")][-1]
+    """The epoch record of best.pt, the checkpoint ``predict`` uses."""
+    return [r for r in _epochs(run, point) if r.get("best")][-1]
 
 
 def test_seed_unet_has_its_used_parameters_and_the_seeds_registered_count():
@@ -45,6 +47,18 @@ def test_seed_unet_has_its_used_parameters_and_the_seeds_registered_count():
     assert out.shape == (2, 1, 52, 64) and (out >= 0).all()  # Softplus: non-negative counts
     with pytest.raises(ValueError, match="multiples of 4"):
         DenoiseUNet(width=8)(torch.rand(1, 5, 50, 64))
+
+
+def test_residual_unet_starts_as_the_identity_on_the_centre_slice_and_learns_a_correction():
+    torch.manual_seed(0)
+    net = DenoiseUNet(width=8, residual=True, out_activation="none")
+    x = torch.rand(2, 5, 52, 64)
+    assert torch.equal(net(x), x[:, 2:3])
+    loss = (net(x) - 0.5 * x[:, 2:3]).abs().mean()
+    loss.backward()
+    assert net.head[-1].weight.grad.abs().sum() > 0  # the zeroed conv still gets gradient
+    plain = DenoiseUNet(width=8)
+    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in plain.parameters())
 
 
 @pytest.mark.parametrize("size,multiple", [((50, 64), 4), ((50, 520), 16), ((50, 520), 64), ((13, 7), 4)])
@@ -134,10 +148,13 @@ def test_denoising_demo_beats_the_noisy_input_and_predicts_in_the_input_layout(t
     runs = tmp_path / "runs"
     assert main(["submit", str(REPO / "jobs" / "sino_denoise_demo.yaml"), "--runs", str(runs)]) == 0
     run = RunPaths(next((runs / "sino-denoise-demo").iterdir()))
-    best = _best(run)
-    assert best["val_psnr"] >= best["val_base_psnr"] + 3.0, best
-    assert best["val_ssim"] >= best["val_base_ssim"] + 0.05, best
-    assert best["val_nmse"] <= 0.5 * best["val_base_nmse"], best
+    # best.pt (what predict uses) AND the final model: each of the last three epochs beats the
+    # noisy input by 3 dB. Measured on the 2-core EPYC with oneDNN capped at SSE41 / AVX2 /
+    # AVX512 and 1 or 2 threads: last three epochs 30.1-33.6 dB against the input's 24.91
+    for record in [_best(run), *_epochs(run)[-3:]]:
+        assert record["val_psnr"] >= record["val_base_psnr"] + 3.0, record
+        assert record["val_ssim"] >= record["val_base_ssim"] + 0.05, record
+        assert record["val_nmse"] <= 0.5 * record["val_base_nmse"], record
     # decay_restarts (L = 4 epochs): Adam's state was cleared at epoch 4, so it counts 2 epochs of steps
     state = load(run.point(0).checkpoints / "last.pt")
     steps = [int(s["step"]) for s in state["optimizers"]["main"]["state"].values()]

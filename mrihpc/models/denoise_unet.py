@@ -56,8 +56,10 @@ class UpBlock(nn.Module):
 
 class DenoiseUNet(nn.Module):
     def __init__(self, in_channels: int = 5, width: int = 64, norm: str = "batch", upsample: str = "transpose",
-                 decoder_norm: bool = False, res_blocks: int = 0, out_activation: str = "softplus"):
+                 decoder_norm: bool = False, res_blocks: int = 0, out_activation: str = "softplus",
+                 residual: bool = False):
         super().__init__()
+        self.residual = residual
         w = width
         dec = norm if decoder_norm else "none"
         self.down1 = DownBlock(in_channels, w, False, norm)
@@ -70,6 +72,9 @@ class DenoiseUNet(nn.Module):
         self.head = nn.Sequential(nn.Conv2d(w, w, 3, padding=1, bias=False), nn.ReLU(inplace=True),
                                   nn.Conv2d(w, 1, 3, padding=1))
         self.out = OUT_ACTIVATIONS[out_activation]()
+        if residual:  # start as the identity on the centre channel: the first output is the input
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_channels, H, W)`` with H, W multiples of 4 -> ``(N, 1, H, W)``."""
@@ -79,10 +84,14 @@ class DenoiseUNet(nn.Module):
         s2 = self.down2(s1)
         y = self.bottom(self.down3(s2))
         y = self.up3(self.up2(y, s2), s1)
-        return self.out(self.head(self.res(y)))
+        y = self.head(self.res(y))
+        if self.residual:  # a correction of the centre channel, the slice being denoised
+            centre = x.shape[1] // 2
+            y = y + x[:, centre:centre + 1]
+        return self.out(y)
 
 
 def build_denoise_unet(model, in_channels: int) -> DenoiseUNet:
     """From the sinogram workload's ``model:`` section."""
     return DenoiseUNet(in_channels, model.width, model.norm, model.upsample, model.decoder_norm,
-                       model.res_blocks, model.out_activation)
+                       model.res_blocks, model.out_activation, model.residual)

@@ -113,6 +113,10 @@ class SinoModel(Section):
     """ResNet basic blocks before the head (the seed: 5 'improved quality a little')."""
     out_activation: Literal["softplus", "none"] = "softplus"
     """Softplus(beta 5): non-negative counts."""
+    residual: bool = False
+    """Predict a correction added to the input's centre channel (residual learning, as DnCNN)
+    instead of the slice itself; the head's last conv starts at zero, so the untrained model is
+    the identity on the centre slice. The seed's model is not residual."""
 
 
 def check_spec(spec) -> list[str]:
