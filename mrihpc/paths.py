@@ -1,7 +1,7 @@
 """RunPaths: every file and folder of a run directory, and nothing else decides a path.
 
     runs/<name>/<sweep-id>/
-      spec.yaml  manifest.json  logs/
+      spec.yaml  manifest.json  logs/  code/mrihpc/ (the package as submitted, read-only)
       points/<i>/config.yaml metrics.jsonl status.json memory.dat checkpoints/ predictions/
 
 spec.yaml and manifest.json (each point's overrides and seed) are written at submission;
@@ -176,6 +176,11 @@ class RunPaths:
     def logs(self) -> Path:
         """submitit's folder: job scripts, pickles and stdout / stderr per array task."""
         return self.root / "logs"
+
+    @property
+    def code(self) -> Path:
+        """The snapshot of the mrihpc package taken at submit (``code/mrihpc/``): what every task runs."""
+        return self.root / "code"
 
     def point(self, index: int) -> PointPaths:
         return PointPaths(self.root / "points" / str(index))

@@ -89,11 +89,20 @@ class DockerSpec(Section):
     """Docker daemon (DOCKER_HOST form); default the DGX per-user socket
     unix:///mnt/docker_socks/<user>/docker.sock when it exists, else docker's default."""
     wrapper: Optional[str] = None
-    """A site command used in place of `docker` (called with `run ...`), e.g. run-nvidia-docker.sh."""
+    """A site command used in place of docker, e.g. run-docker.sh (wrapper_kind: docker) or
+    run-nvidia-docker.sh (wrapper_kind: run)."""
+    wrapper_kind: Literal["docker", "run"] = "docker"
+    """What the wrapper stands for: `docker` (called as `<wrapper> run ...` and `<wrapper> rm -f`)
+    or `docker run` (called as `<wrapper> --rm --name ... IMAGE ...`; the container is removed with
+    `docker rm -f` when a docker CLI is on the node, and passes GPUs as NVIDIA_VISIBLE_DEVICES)."""
+    network: Literal["host", "none", "bridge"] = "host"
+    """--network: host (multi-node NCCL / gloo need it), none (a single-node point that needs no
+    network at all) or bridge."""
     shm_size: Optional[str] = Field(None, pattern=r"^[0-9]+[bkmgBKMG]?$")
     """--shm-size for the container (e.g. 32g); default --ipc=host (the host's shared memory)."""
     gpus: bool = True
-    """Pass the task's GPUs with --gpus."""
+    """Pass the task's GPUs (--gpus device=..., or NVIDIA_VISIBLE_DEVICES for a `docker run`
+    wrapper); false passes none (a wrapper that picks them itself)."""
 
 
     _wrapper = field_validator("wrapper")(classmethod(lambda cls, v: _command_words(v)))
@@ -127,6 +136,13 @@ class ContainerSpec(Section):
         v, r"[A-Za-z_][A-Za-z0-9_]*", "variable name(s) {} are not POSIX names; allowed: letters, digits and _, not first a digit")))
     python: str = Field("python", min_length=1)
     """The image's Python command."""
+    python_version: Optional[str] = Field(None, pattern=r"^3\.[0-9]+$")
+    """The image's Python as X.Y (the wheelhouse is made for it); default: asked from the image at
+    submit, which needs the docker CLI and daemon on the submitting host."""
+    provision: bool = True
+    """docker: install what the image lacks of mrihpc's node dependencies (offline, from a
+    wheelhouse made at submit, once per image and requirements into the shared cache); false for
+    an image that already has them (docker/Dockerfile)."""
     docker: DockerSpec = DockerSpec()
     """Docker settings."""
     apptainer: ApptainerSpec = ApptainerSpec()

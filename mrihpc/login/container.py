@@ -127,54 +127,84 @@ def host_requeue(max_requeues: int) -> list[str]:
     ]
 
 
-def enter_script(spec: JobSpec, run_root: Path) -> str:
-    """The bash script srun runs for docker / apptainer; its arguments go to the image's python."""
+def docker_words(spec: JobSpec, for_run: bool = False) -> list[str]:
+    """The docker CLI as this spec calls it: the wrapper (docker form) or docker, with --host.
+    ``for_run`` False: the words for ``image inspect`` / ``rm``, plain docker for a run-form wrapper."""
+    d = spec.container.docker
+    host = d.host or default_docker_host()
+    if d.wrapper and (d.wrapper_kind == "docker" or for_run):
+        return shlex.split(d.wrapper)
+    return ["docker", *(["--host", host] if host else [])]
+
+
+def _docker_lines(spec: JobSpec, run_root: Path, wheelhouse: str | None) -> list[str]:
+    c, d, q = spec.container, spec.container.docker, shlex.quote
+    run_form = bool(d.wrapper) and d.wrapper_kind == "run"
+    host = d.host or default_docker_host()
+    cli = [q(w) for w in docker_words(spec)]
+    lines = [f"export {k}={q(str(v))}" for k, v in c.env.items()]
+    # checked here, on the node, where they must exist (the login node may have neither)
+    tool = q(command_of(spec))
+    lines += [f'command -v {tool} >/dev/null || {{ echo "[mrihpc] FAILED: {tool} is not on PATH on $(hostname)" >&2; exit 127; }}']
+    if host and host.startswith("unix://"):
+        sock = q(host[len("unix://"):])
+        lines += [f'[[ -S {sock} ]] || {{ echo "[mrihpc] FAILED: no docker socket {sock} on $(hostname)" >&2; exit 127; }}']
+    inspect = " ".join(cli) if not run_form else f"{{ command -v docker >/dev/null && {' '.join(cli)}; }}"
+    lines += [f"image_id=$({inspect} image inspect --format '{{{{.Id}}}}' {q(c.image)} 2>/dev/null || true)"]
+    # the variables that must reach python inside; with the task's GPUs renumbered from 0, as
+    # the container sees only those. docker needs the PHYSICAL indices: Slurm's step / job
+    # GPUs, not CUDA_VISIBLE_DEVICES, which is relative to the task's cgroup
+    envs = [f"env | grep -E {q(PASS_THROUGH)} | grep -v '^CUDA_VISIBLE_DEVICES='"]
+    gpu = []
+    if spec.cluster.gpus_per_node and d.gpus:
+        # srun --gpus-per-task=1 deals the step's GPUs to the node's tasks in order
+        lines += ['IFS=, read -ra step_gpus <<<"${SLURM_STEP_GPUS:-${SLURM_JOB_GPUS:-}}"',
+                  'if (( ${#step_gpus[@]} > ${SLURM_LOCALID:-0} )); then visible="${step_gpus[${SLURM_LOCALID:-0}]}"; '
+                  'else visible="${CUDA_VISIBLE_DEVICES:-0}"; fi']
+        envs.append('echo "CUDA_VISIBLE_DEVICES=$(seq -s, 0 $(( $(tr -cd , <<<"$visible" | wc -c) )))"')
+        # a `docker run` wrapper is nvidia-docker's: it takes the GPUs from NVIDIA_VISIBLE_DEVICES
+        gpu = ['-e "NVIDIA_VISIBLE_DEVICES=$visible"'] if run_form else ['--gpus "\\"device=$visible\\""']
+    shm = [f"--shm-size={d.shm_size}"] if d.shm_size else ["--ipc=host"]
+    code = str(run_root / "code")
+    cmd = list(cli) if run_form else [*cli, "run"]
+    # HOME: under --user the image has no home for this uid; the mounted cache serves as one
+    cmd += ["--rm", "--init", "--name", '"$name"', f"--network={d.network}", *shm, "--user", '"$(id -u):$(id -g)"',
+            f"-e {q(f'HOME={cache_root()}')}", f"-e {q(f'MRIHPC_CODE={code}')}", f"-e {q(f'MRIHPC_IMAGE={c.image}')}",
+            '-e "MRIHPC_IMAGE_ID=$image_id"', *([] if c.provision else [f"-e {q(f'PYTHONPATH={code}')}"]),
+            "--env-file", "<(" + "; ".join(envs) + ")"]
+    cmd += [f"-v {q(f'{h}:{i}:{mode}')}" for h, i, mode in mounts(spec, run_root)]
+    cmd += [f"-e {q(k)}" for k in c.env]
+    cmd += ["-w", q(workdir(spec, run_root)), *gpu, q(c.image), *[q(w) for w in shlex.split(c.python)]]
+    if c.provision:  # the image's Python installs what it lacks, once per image, then becomes python "$@"
+        cmd += [q(f"{code}/mrihpc/node/bootstrap.py"), q(wheelhouse or str(cache_root() / "wheelhouse" / "<made at submit>")),
+                q(str(cache_root() / "sites")), "--"]
+    cmd.append('"$@"')
+    remove = [q(w) for w in docker_words(spec)]
+    # a name per task and attempt, removed when this script ends however it ends, so a
+    # killed client never leaves a container running on the node
+    lines.insert(0, 'name="mrihpc-${SLURM_JOB_ID:-$$}-${SLURM_PROCID:-0}-${SLURM_RESTART_COUNT:-0}"')
+    guard = "command -v docker >/dev/null && " if run_form else ""
+    lines += ["removed=0",
+              f'remove_container() {{ [[ $removed == 1 ]] || {{ {guard}{" ".join(remove)} rm -f "$name" >/dev/null 2>&1; }} || true; removed=1; }}',
+              "trap remove_container EXIT"]  # a function: a trap string would be parsed twice
+    # removed as soon as it exits too: a requeue may kill this script before its EXIT trap
+    return lines + _supervise(cmd, "docker's CLI proxies them (attached run) to --init, which hands them to python",
+                              spec.train.max_requeues, after_exit=["remove_container"])
+
+
+def enter_script(spec: JobSpec, run_root: Path, wheelhouse: str | None = None) -> str:
+    """The bash script srun runs for docker / apptainer; its arguments go to the image's python.
+    ``wheelhouse``: made at submit for the image's Python (a placeholder in a dry run)."""
     c = spec.container
     q = shlex.quote
     lines = ["#!/usr/bin/env bash",
              f"# written by mrihpc for {spec.name}: enter {c.image} with {c.runtime}, then run python there",
              "set -euo pipefail"]
-    env_lines = [f"export {k}={q(str(v))}" for k, v in c.env.items()]
     if c.runtime == "docker":
-        d = c.docker
-        host = d.host or default_docker_host()
-        lines += env_lines
-        # the variables that must reach python inside; with the task's GPUs renumbered from 0, as
-        # the container sees only those. docker needs the PHYSICAL indices: Slurm's step / job
-        # GPUs, not CUDA_VISIBLE_DEVICES, which is relative to the task's cgroup
-        envs = [f"env | grep -E {q(PASS_THROUGH)} | grep -v '^CUDA_VISIBLE_DEVICES='"]
-        gpu = []
-        if spec.cluster.gpus_per_node:
-            # srun --gpus-per-task=1 deals the step's GPUs to the node's tasks in order
-            lines += ['IFS=, read -ra step_gpus <<<"${SLURM_STEP_GPUS:-${SLURM_JOB_GPUS:-}}"',
-                      'if (( ${#step_gpus[@]} > ${SLURM_LOCALID:-0} )); then visible="${step_gpus[${SLURM_LOCALID:-0}]}"; '
-                      'else visible="${CUDA_VISIBLE_DEVICES:-0}"; fi']
-            envs.append('echo "CUDA_VISIBLE_DEVICES=$(seq -s, 0 $(( $(tr -cd , <<<"$visible" | wc -c) )))"')
-            gpu = ['--gpus "\\"device=$visible\\""']
-        shm = [f"--shm-size={d.shm_size}"] if d.shm_size else ["--ipc=host"]
-        cmd = [q(w) for w in (shlex.split(d.wrapper) if d.wrapper else ["docker"])]
-        if host and not d.wrapper:
-            cmd += ["--host", q(host)]
-        remove = list(cmd)
-        # HOME: under --user the image has no home for this uid; the mounted cache serves as one
-        cmd += ["run", "--rm", "--init", "--name", '"$name"', "--network=host", *shm, "--user", '"$(id -u):$(id -g)"',
-                f"-e {q(f'HOME={cache_root()}')}",
-                "--env-file", "<(" + "; ".join(envs) + ")"]
-        cmd += [f"-v {q(f'{h}:{i}:{mode}')}" for h, i, mode in mounts(spec, run_root)]
-        cmd += [f"-e {q(k)}" for k in c.env]
-        cmd += ["-w", q(workdir(spec, run_root)), *gpu, q(c.image), q(c.python), '"$@"']
-        # a name per task and attempt, removed when this script ends however it ends, so a
-        # killed client never leaves a container running on the node
-        lines.insert(3, 'name="mrihpc-${SLURM_JOB_ID:-$$}-${SLURM_PROCID:-0}-${SLURM_RESTART_COUNT:-0}"')
-        lines += ["removed=0",
-                  f'remove_container() {{ [[ $removed == 1 ]] || {" ".join(remove)} rm -f "$name" >/dev/null 2>&1 || true; removed=1; }}',
-                  "trap remove_container EXIT"]  # a function: a trap string would be parsed twice
-        # removed as soon as it exits too: a requeue may kill this script before its EXIT trap
-        lines += _supervise(cmd, "docker's CLI proxies them (attached run) to --init, which hands them to python",
-                            spec.train.max_requeues, after_exit=["remove_container"])
+        lines += _docker_lines(spec, run_root, wheelhouse)
     else:  # apptainer
         a = c.apptainer
-        lines += env_lines
+        lines += [f"export {k}={q(str(v))}" for k, v in c.env.items()]
         cmd = [q(a.command), "exec", *(["--nv"] if a.nv else []), "--pwd", q(workdir(spec, run_root))]
         cmd += [f"--bind {q(f'{h}:{i}:{mode}')}" for h, i, mode in mounts(spec, run_root)]
         cmd += [q(c.image), q(c.python), '"$@"']
@@ -217,13 +247,24 @@ def _chunks(words: list[str], width: int = 100) -> list[str]:
     return out + [line]
 
 
-def write_enter_script(spec: JobSpec, run_root: Path) -> Path | None:
-    if spec.container.runtime not in ("docker", "apptainer"):
+def write_enter_script(spec: JobSpec, run_root: Path) -> dict | None:
+    """Write ``container.sh``; for docker with provisioning, make the wheelhouse for the image's
+    Python first. Returns the manifest's ``container`` record."""
+    c = spec.container
+    if c.runtime not in ("docker", "apptainer"):
         return None
+    record: dict = {"runtime": c.runtime, "image": c.image}
+    wheelhouse = None
+    if c.runtime == "docker" and c.provision:
+        from mrihpc.login import provision
+
+        version = c.python_version or provision.image_python(docker_words(spec, for_run=False), c.image, c.python)
+        wheelhouse = str(provision.wheelhouse(version))
+        record.update(python_version=version, wheelhouse=wheelhouse)
     path = run_root / ENTER_SCRIPT
-    path.write_text(enter_script(spec, run_root))
+    path.write_text(enter_script(spec, run_root, wheelhouse))
     path.chmod(0o755)
-    return path
+    return record
 
 
 def command_of(spec: JobSpec) -> str | None:
@@ -260,7 +301,11 @@ def check(spec: JobSpec, executor: str, check_paths: bool = True) -> list[str]:
             if not Path(host).exists():
                 problems.append(f"container.mounts[{i}]: {host} does not exist on this host")
         tool = command_of(spec)
-        if executor in ("slurm", "local") and tool and not shutil.which(tool):
+        # docker lives on the nodes: from a login node without it, Slurm points are still queued (a
+        # warning, `warnings`) and the node checks again; the local executor runs it here
+        if executor == "slurm" and c.runtime == "docker":
+            pass
+        elif executor in ("slurm", "local") and tool and not shutil.which(tool):
             problems.append(f"container.runtime: {c.runtime} needs `{tool}`, which is not on PATH here")
         elif c.runtime == "pyxis" and executor == "slurm" and not _srun_has_pyxis():
             problems.append("container.runtime: pyxis: this srun has no --container-image (the pyxis plugin is not "
@@ -272,6 +317,22 @@ def check(spec: JobSpec, executor: str, check_paths: bool = True) -> list[str]:
         if c.runtime == "docker" and c.docker.wrapper is None and c.docker.gpus is False:
             problems.append(f"container.docker.gpus: false, but cluster.gpus_per_node is {spec.cluster.gpus_per_node}")
     return problems
+
+
+def warnings(spec: JobSpec, executor: str) -> list[str]:
+    """What a submit says but does not refuse."""
+    c = spec.container
+    if c.runtime == "docker" and executor == "slurm":
+        tool = command_of(spec)
+        host = c.docker.host or default_docker_host()
+        if not shutil.which(tool):
+            return [f"container.runtime: docker: `{tool}` is not on PATH on this login node; the points are queued "
+                    "and each node checks again (a point fails there with that reason)"
+                    + ("" if c.python_version or not c.provision else
+                       "; set container.python_version, as the image cannot be asked for it from here")]
+        if host and host.startswith("unix://") and not Path(host[7:]).exists():
+            return [f"container.docker.host: {host} does not exist on this login node; each node checks again"]
+    return []
 
 
 def _srun_has_pyxis() -> bool:

@@ -11,6 +11,7 @@ import datetime as dt
 import getpass
 import math
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -19,8 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import mrihpc
-from mrihpc import workloads
-from mrihpc.login import container
+from mrihpc import snapshot, workloads
+from mrihpc.login import container, provenance
+from mrihpc.login.provision import ProvisionError
 from mrihpc.paths import RunPaths, atomic_write_json, dump_yaml, update_json
 from mrihpc.spec import ClusterSpec, JobSpec, slurm_time_minutes
 from mrihpc.sweep import Point
@@ -45,7 +47,7 @@ def slurm_parameters(spec: JobSpec, run_root: Path) -> dict[str, Any]:
     # exactly one GPU per task: --gpu-bind=closest would give a task every GPU of its NUMA domain,
     # and two ranks could then pick the same one
     srun_args = (["--gpus-per-task=1"] if c.gpus_per_node else []) + container.srun_args(spec, run_root)
-    setup = list(c.setup) + container.setup_lines(spec)
+    setup = list(c.setup) + code_lines(run_root) + container.setup_lines(spec)
     params: dict[str, Any] = dict(
         job_name=c.job_name or spec.name, partition=c.partition, account=c.account, qos=c.qos,
         nodes=c.nodes, ntasks_per_node=c.num_tasks_per_node, cpus_per_task=c.cpus_per_task,
@@ -57,6 +59,13 @@ def slurm_parameters(spec: JobSpec, run_root: Path) -> dict[str, Any]:
         srun_args=srun_args or None,
     )
     return {k: v for k, v in params.items() if v is not None}
+
+
+def code_lines(run_root: Path) -> list[str]:
+    """Shell lines that make a task import the run's snapshot of mrihpc (see ``mrihpc.snapshot``),
+    after the spec's own setup lines, so a ``module load`` that resets PYTHONPATH cannot undo them."""
+    code = shlex.quote(str(RunPaths(run_root).code))
+    return [f'export PYTHONPATH={code}"${{PYTHONPATH:+:$PYTHONPATH}}"', f"export {snapshot.CODE_ENV}={code}"]
 
 
 def _mem(gb: Optional[float]) -> Optional[str]:
@@ -125,7 +134,8 @@ def make_executor(spec: JobSpec, executor: str, logs: Path) -> submitit.Executor
         ex.update_parameters(timeout_min=slurm_time_minutes(spec.cluster.time),
                              tasks_per_node=spec.cluster.num_tasks_per_node,
                              gpus_per_node=spec.cluster.gpus_per_node,
-                             signal_delay_s=spec.cluster.signal_delay_s, setup=list(spec.cluster.setup))
+                             signal_delay_s=spec.cluster.signal_delay_s,
+                             setup=list(spec.cluster.setup) + code_lines(logs.parent))
         return ex
     if executor == "debug":
         return submitit.DebugExecutor(folder=logs)
@@ -152,10 +162,17 @@ def write_run_directory(runs_dir: Path, spec: JobSpec, raw: dict, source: str,
     try:
         _write_run_files(run, spec, raw, source, points, executor)
     except OSError as e:  # a full disk, a quota: no half-made run directory that status would misread
+        snapshot.make_writable(run.code) if run.code.exists() else None
         shutil.rmtree(run.root, ignore_errors=True)
         from mrihpc.login.results import RunError
 
         raise RunError(f"{run.root}: could not write the run directory ({e.strerror or e}); nothing was submitted") from None
+    except ProvisionError as e:  # the image's Python could not be learned, or a wheel is missing
+        snapshot.make_writable(run.code)
+        shutil.rmtree(run.root, ignore_errors=True)
+        from mrihpc.login.results import RunError
+
+        raise RunError(f"{source}: container: {e}; nothing was submitted") from None
     return run
 
 
@@ -164,12 +181,14 @@ def _write_run_files(run: RunPaths, spec: JobSpec, raw: dict, source: str,
     # one spec and one manifest (every point's overrides and seed); a point's folder and its
     # config.yaml are made on its node when it starts (10,000 points: two files, not 20,000)
     run.spec.write_text(dump_yaml(raw))
-    container.write_enter_script(spec, run.root)
+    code = snapshot.take(run.code)
+    image = container.write_enter_script(spec, run.root)
     run.root.joinpath("points").mkdir()
     atomic_write_json(run.manifest, {
         "name": spec.name, "sweep_id": run.root.name, "source": str(Path(source).resolve()),
         "created": dt.datetime.now().isoformat(timespec="seconds"), "user": getpass.getuser(),
         "git_rev": git_revision(Path(source).resolve().parent), "mrihpc_version": mrihpc.__version__,
+        "code": code, "container": image, "provenance": provenance.submit_side(run.root, Path(source).resolve().parent, Path(code["source"])),
         "python": sys.executable, "executor": executor,
         # what status and results rank by, readable without the spec models
         "task": spec.task, "metric": points[0][1].train.metric, "metric_directions": workloads.get(spec.task).metrics,
@@ -302,6 +321,8 @@ def prepare(source: str, overrides: Sequence[str] = (), executor: Optional[str] 
             print(f"note: {note}", file=sys.stderr)
     if problems:
         raise SpecError(problems)
+    for note in container.warnings(spec, executor_name) if check_paths else []:
+        print(f"warning: {source}: {note}", file=sys.stderr)
     return spec, raw, points, executor_name
 
 

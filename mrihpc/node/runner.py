@@ -16,7 +16,9 @@ from pathlib import Path
 
 import torch
 
-from mrihpc import specfile, workloads
+import mrihpc
+from mrihpc import snapshot, specfile, workloads
+from mrihpc.node import provenance
 from mrihpc.node.distributed import World, all_gather, barrier, close_world, init_world
 from mrihpc.node.monitors import Monitors
 from mrihpc.node.monitors.console import Console
@@ -119,15 +121,17 @@ def run_point(run_dir: Path, index: int) -> dict:
     paths = run.point(index)
     signals = StopSignals().install()  # before anything slow, so no signal finds submitit's handler
     world = init_world()
-    try:  # inside a container, the image's mrihpc must be the one that submitted
-        check_version(read_json(run.manifest, {}) or {})
-    except VersionMismatch as e:
-        write_status(paths, world, state="failed", error=f"VersionMismatch: {e}", host=socket.gethostname())
+    manifest = read_json(run.manifest, {}) or {}
+    try:  # the code that runs is the snapshot taken at submit, unchanged
+        snapshot.check(manifest, Path(mrihpc.__file__).parent)
+    except snapshot.CodeMismatch as e:
+        write_status(paths, world, state="failed", error=f"CodeMismatch: {e}", host=socket.gethostname())
         close_world()
         raise
     paths.root.mkdir(parents=True, exist_ok=True)
     if world.is_main:  # only this point writes here, and it has not started writing
         materialise_config(paths)
+        provenance.write(paths.root / "provenance.json", manifest)
         stale = remove_stale_temp_files(paths.root)
         if stale:
             print(f"[mrihpc] removed {len(stale)} temporary file(s) left by a killed write", file=sys.stderr)
@@ -156,17 +160,3 @@ def run_point(run_dir: Path, index: int) -> dict:
     return record
 
 
-def check_version(manifest: dict) -> None:
-    """At node start: the mrihpc here (inside the image) must be the one that submitted."""
-    import mrihpc
-
-    submitted = manifest.get("mrihpc_version")
-    if submitted and submitted != mrihpc.__version__:
-        raise VersionMismatch(
-            f"mrihpc {mrihpc.__version__} runs here ({sys.executable}), but the run was submitted with mrihpc "
-            f"{submitted}: install the same version in the image (docker/README.md) or submit from a matching "
-            "environment")
-
-
-class VersionMismatch(RuntimeError):
-    pass
