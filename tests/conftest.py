@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,30 @@ def slurm_cluster():
         yield CLUSTER_DIR
     if started:
         subprocess.run(["bash", str(REPO / "slurm" / "cluster.sh"), "stop", str(CLUSTER_DIR)], timeout=120)
+
+
+DOCKER_IMAGE = os.environ.get("MRIHPC_TEST_IMAGE", "mrihpc-test/stock-torch:2.13.0")
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory):
+    """A real dockerd of tools/docker-engine.sh (its own socket and data root, the host's network
+    untouched) and the stock-like test image (Debian, Python, CPU torch; no mrihpc and none of its
+    other dependencies), built once and kept in $MRIHPC_TEST_CACHE, outside the repository.
+    Yields the daemon's DOCKER_HOST. An engine that cannot start fails the tests; never skips."""
+    import subprocess
+
+    engine = REPO / "tools" / "docker-engine.sh"
+    folder = Path(tempfile.mkdtemp(prefix="mrihpc-dockerd-"))  # short: a unix socket path has 108 bytes
+    out = subprocess.run(["bash", str(engine), "start", str(folder)], capture_output=True, text=True, timeout=120)
+    if out.returncode:
+        pytest.fail(f"dockerd did not start:\n{out.stdout}\n{out.stderr}")
+    host = f"unix://{folder}/docker.sock"
+    try:
+        with scoped_env("DOCKER_HOST", host):
+            built = subprocess.run(["bash", str(engine), "image"], capture_output=True, text=True, timeout=900)
+            if built.returncode:
+                pytest.fail(f"the test image did not build:\n{built.stdout}\n{built.stderr}")
+            yield host
+    finally:
+        subprocess.run(["bash", str(engine), "stop", str(folder)], timeout=120)

@@ -21,7 +21,7 @@ from conftest import REPO, TINY, merge, scoped_env
 from mrihpc.login.cli import main
 from mrihpc.login.launch import dry_run_text, prepare
 from mrihpc.node import checkpoint
-from mrihpc.node.runner import VersionMismatch
+from mrihpc import snapshot
 from mrihpc.paths import RunPaths, atomic_write_json, read_json
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -99,19 +99,33 @@ def test_container_validation_errors(write_spec, capsys, monkeypatch, container,
     assert expected in err and str(path) in err, err
 
 
-def test_version_mismatch_stops_with_a_clear_message(tmp_path, write_spec):
+def test_a_task_runs_the_snapshot_taken_at_submit_and_refuses_another_or_a_changed_one(tmp_path, write_spec,
+                                                                                       monkeypatch):
     from mrihpc.login import launch
     from mrihpc.node.runner import run_point
 
     path = write_spec(TINY)
     spec, raw, points, _ = launch.prepare(str(path), [])
     run = launch.write_run_directory(tmp_path / "runs", spec, raw, str(path), points, "debug")
-    manifest = read_json(run.manifest)
-    atomic_write_json(run.manifest, {**manifest, "mrihpc_version": "0.0.1"})
-    with pytest.raises(VersionMismatch, match=r"submitted with mrihpc 0.0.1"):
+    code = read_json(run.manifest)["code"]
+    package = Path(snapshot.__file__).parent
+    assert code["path"] == str(run.code) and code["sha256"] == snapshot.digest(package) == snapshot.digest(run.code / "mrihpc")
+    assert (run.code / "mrihpc" / "node" / "runner.py").read_bytes() == (package / "node" / "runner.py").read_bytes()
+    assert not os.access(run.code / "mrihpc" / "node" / "runner.py", os.W_OK) or os.getuid() == 0
+    assert oct((run.code / "mrihpc" / "node" / "runner.py").stat().st_mode & 0o777) == "0o444"
+    assert not any(run.code.rglob("__pycache__"))
+    # a task started through the snapshot (MRIHPC_CODE set) that imported another mrihpc: refused
+    monkeypatch.setenv(snapshot.CODE_ENV, str(run.code))
+    with pytest.raises(snapshot.CodeMismatch, match="not the run's snapshot"):
         run_point(run.root, 0)
     status = read_json(run.point(0).status)
-    assert status["state"] == "failed" and "install the same version in the image" in status["error"]
+    assert status["state"] == "failed" and status["error"].startswith("CodeMismatch: this task imported mrihpc from")
+    # the snapshot changed after submit: refused, naming the digests
+    with pytest.raises(snapshot.CodeMismatch, match="changed after submit"):
+        target = run.code / "mrihpc" / "node" / "runner.py"
+        target.chmod(0o644)
+        target.write_text(target.read_text() + "# edited\n")
+        snapshot.check(read_json(run.manifest), run.code / "mrihpc")
 
 
 # --- real jobs on the test cluster, through the stand-ins -------------------------------------
@@ -150,7 +164,7 @@ def test_docker_job_on_slurm_gets_the_environment_and_the_preemption_signal(slur
                                                                             write_spec, capsys):
     slow = merge(SLURM_TINY, name="in-docker", train={**TINY["train"], "epochs": 6},
                  data={**TINY["data"], "synthetic": {**TINY["data"]["synthetic"], "volumes": 10}},
-                 container={"runtime": "docker", "image": "nvcr.io/nvidia/pytorch:24.05-py3",
+                 container={"runtime": "docker", "image": "nvcr.io/nvidia/pytorch:24.05-py3", "python_version": "3.11",
                             "mounts": [f"{tmp_path}:{tmp_path}:ro"], "env": {"MRIHPC_PROBE": "inside"}})
     run = _submit(slow, tmp_path, write_spec, capsys)
     job = read_json(run.manifest)["submissions"][0]["jobs"]["0"]["job_id"]

@@ -21,6 +21,7 @@ export PIP_CONSTRAINT="$here/tools/constraints.txt"
 if [[ "${1:-}" == "--test" ]]; then
   "${pip[@]}" -e ".[test]"
   bash slurm/install.sh
+  bash tools/docker-engine.sh install
   bash tools/apt-install.sh chromium
   command -v npm >/dev/null || bash tools/apt-install.sh npm
 else

@@ -63,9 +63,13 @@ def slurm_parameters(spec: JobSpec, run_root: Path) -> dict[str, Any]:
 
 def code_lines(run_root: Path) -> list[str]:
     """Shell lines that make a task import the run's snapshot of mrihpc (see ``mrihpc.snapshot``),
-    after the spec's own setup lines, so a ``module load`` that resets PYTHONPATH cannot undo them."""
+    after the spec's own setup lines, so a ``module load`` that resets PYTHONPATH cannot undo them.
+    The working directory stays the submitting one (relative data paths mean what they meant)."""
     code = shlex.quote(str(RunPaths(run_root).code))
-    return [f'export PYTHONPATH={code}"${{PYTHONPATH:+:$PYTHONPATH}}"', f"export {snapshot.CODE_ENV}={code}"]
+    # PYTHONSAFEPATH (Python 3.11+): `python -m` would put the working directory first on sys.path,
+    # and a user who submits from their checkout would import its mrihpc before the snapshot
+    return [f'export PYTHONPATH={code}"${{PYTHONPATH:+:$PYTHONPATH}}"', "export PYTHONSAFEPATH=1",
+            f"export {snapshot.CODE_ENV}={code}"]
 
 
 def _mem(gb: Optional[float]) -> Optional[str]:

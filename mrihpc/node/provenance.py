@@ -34,6 +34,7 @@ def collect(manifest: dict) -> dict:
     return {
         "time": dt.datetime.now().isoformat(timespec="seconds"), "host": socket.gethostname(),
         "in_container": Path("/.dockerenv").exists() or "MRIHPC_IMAGE" in os.environ,
+        "dockerenv": Path("/.dockerenv").exists(),
         "image": os.environ.get("MRIHPC_IMAGE"), "image_id": os.environ.get("MRIHPC_IMAGE_ID"),
         "uid": os.getuid(), "gid": os.getgid(),
         "python": platform.python_version(), "python_executable": sys.executable,
