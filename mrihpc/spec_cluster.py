@@ -30,6 +30,10 @@ class ClusterSpec(Section):
     """Nodes per sweep point."""
     gpus_per_node: int = Field(0, ge=0, le=8)
     """GPUs per node (0-8)."""
+    gpu_request: Literal["gpus", "gres"] = "gpus"
+    """How the GPUs are asked for: gpus (--gpus-per-node, and srun --gpus-per-task=1) or gres
+    (--gres=gpu:N, for sites on older Slurm or without GPU-binding options; every task of a node
+    sees its GPUs and takes the one of its local rank)."""
     tasks_per_node: Optional[int] = Field(None, ge=1)
     """Processes per node; default one per GPU (one on CPU)."""
     cpus_per_task: Optional[int] = Field(None, ge=1)
@@ -40,6 +44,8 @@ class ClusterSpec(Section):
     """Time limit per point: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS."""
     constraint: Optional[str] = None
     """Slurm node features (--constraint)."""
+    exclude: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_.,\[\]-]+$")
+    """Nodes never to run on (--exclude), e.g. dgx[03-04],dgx07."""
     exclusive: bool = False
     """Whole nodes only."""
     array_parallelism: int = Field(4, ge=1)

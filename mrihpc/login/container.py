@@ -141,7 +141,7 @@ def _docker_lines(spec: JobSpec, run_root: Path, wheelhouse: str | None) -> list
     c, d, q = spec.container, spec.container.docker, shlex.quote
     run_form = bool(d.wrapper) and d.wrapper_kind == "run"
     host = d.host or default_docker_host()
-    cli = [q(w) for w in docker_words(spec)]
+    cli = [q(w) for w in docker_words(spec)]  # inspect and rm: plain docker for a run-form wrapper
     lines = [f"export {k}={q(str(v))}" for k, v in c.env.items()]
     # checked here, on the node, where they must exist (the login node may have neither)
     tool = q(command_of(spec))
@@ -149,8 +149,8 @@ def _docker_lines(spec: JobSpec, run_root: Path, wheelhouse: str | None) -> list
     if host and host.startswith("unix://"):
         sock = q(host[len("unix://"):])
         lines += [f'[[ -S {sock} ]] || {{ echo "[mrihpc] FAILED: no docker socket {sock} on $(hostname)" >&2; exit 127; }}']
-    inspect = " ".join(cli) if not run_form else f"{{ command -v docker >/dev/null && {' '.join(cli)}; }}"
-    lines += [f"image_id=$({inspect} image inspect --format '{{{{.Id}}}}' {q(c.image)} 2>/dev/null || true)"]
+    guard = "command -v docker >/dev/null && " if run_form else ""
+    lines += [f"image_id=$({guard}{' '.join(cli)} image inspect --format '{{{{.Id}}}}' {q(c.image)} 2>/dev/null || true)"]
     # the variables that must reach python inside; with the task's GPUs renumbered from 0, as
     # the container sees only those. docker needs the PHYSICAL indices: Slurm's step / job
     # GPUs, not CUDA_VISIBLE_DEVICES, which is relative to the task's cgroup
@@ -166,7 +166,7 @@ def _docker_lines(spec: JobSpec, run_root: Path, wheelhouse: str | None) -> list
         gpu = ['-e "NVIDIA_VISIBLE_DEVICES=$visible"'] if run_form else ['--gpus "\\"device=$visible\\""']
     shm = [f"--shm-size={d.shm_size}"] if d.shm_size else ["--ipc=host"]
     code = str(run_root / "code")
-    cmd = list(cli) if run_form else [*cli, "run"]
+    cmd = [q(w) for w in docker_words(spec, for_run=True)] if run_form else [*cli, "run"]
     # HOME: under --user the image has no home for this uid; the mounted cache serves as one
     cmd += ["--rm", "--init", "--name", '"$name"', f"--network={d.network}", *shm, "--user", '"$(id -u):$(id -g)"',
             f"-e {q(f'HOME={cache_root()}')}", f"-e {q(f'MRIHPC_CODE={code}')}", f"-e {q(f'MRIHPC_IMAGE={c.image}')}",
@@ -179,13 +179,11 @@ def _docker_lines(spec: JobSpec, run_root: Path, wheelhouse: str | None) -> list
         cmd += [q(f"{code}/mrihpc/node/bootstrap.py"), q(wheelhouse or str(cache_root() / "wheelhouse" / "<made at submit>")),
                 q(str(cache_root() / "sites")), "--"]
     cmd.append('"$@"')
-    remove = [q(w) for w in docker_words(spec)]
     # a name per task and attempt, removed when this script ends however it ends, so a
     # killed client never leaves a container running on the node
     lines.insert(0, 'name="mrihpc-${SLURM_JOB_ID:-$$}-${SLURM_PROCID:-0}-${SLURM_RESTART_COUNT:-0}"')
-    guard = "command -v docker >/dev/null && " if run_form else ""
     lines += ["removed=0",
-              f'remove_container() {{ [[ $removed == 1 ]] || {{ {guard}{" ".join(remove)} rm -f "$name" >/dev/null 2>&1; }} || true; removed=1; }}',
+              f'remove_container() {{ [[ $removed == 1 ]] || {{ {guard}{" ".join(cli)} rm -f "$name" >/dev/null 2>&1; }} || true; removed=1; }}',
               "trap remove_container EXIT"]  # a function: a trap string would be parsed twice
     # removed as soon as it exits too: a requeue may kill this script before its EXIT trap
     return lines + _supervise(cmd, "docker's CLI proxies them (attached run) to --init, which hands them to python",

@@ -46,13 +46,16 @@ def slurm_parameters(spec: JobSpec, run_root: Path) -> dict[str, Any]:
     c = spec.cluster
     # exactly one GPU per task: --gpu-bind=closest would give a task every GPU of its NUMA domain,
     # and two ranks could then pick the same one
-    srun_args = (["--gpus-per-task=1"] if c.gpus_per_node else []) + container.srun_args(spec, run_root)
+    gres = c.gpu_request == "gres"
+    srun_args = (["--gpus-per-task=1"] if c.gpus_per_node and not gres else []) + container.srun_args(spec, run_root)
     setup = list(c.setup) + code_lines(run_root) + container.setup_lines(spec)
     params: dict[str, Any] = dict(
         job_name=c.job_name or spec.name, partition=c.partition, account=c.account, qos=c.qos,
         nodes=c.nodes, ntasks_per_node=c.num_tasks_per_node, cpus_per_task=c.cpus_per_task,
-        gpus_per_node=c.gpus_per_node or None, mem=_mem(c.mem_gb), time=slurm_time_minutes(c.time),
-        constraint=c.constraint, exclusive=True if c.exclusive else None,
+        gpus_per_node=(c.gpus_per_node or None) if not gres else None,
+        gres=f"gpu:{c.gpus_per_node}" if gres and c.gpus_per_node else None,
+        mem=_mem(c.mem_gb), time=slurm_time_minutes(c.time),
+        constraint=c.constraint, exclude=c.exclude, exclusive=True if c.exclusive else None,
         array_parallelism=c.array_parallelism, mail_user=c.mail_user, mail_type=c.mail_type,
         setup=setup or None, signal_delay_s=c.signal_delay_s,
         additional_parameters={"requeue" if c.requeue else "no-requeue": True, **c.sbatch},

@@ -7,6 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
+from mrihpc.login import sbatch_flags
 from mrihpc.login.results import open_run
 from mrihpc.login.verbs import OVERRIDE, RUNS_DIR
 from mrihpc.errors import SpecError
@@ -25,6 +26,7 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--dry-run", action="store_true", help="print the points and the sbatch script; queue nothing")
     s.add_argument("--executor", choices=["slurm", "local", "debug", "auto"])
     s.add_argument("--runs", default=RUNS_DIR, help="folder of run directories (default: $MRIHPC_RUNS or ./runs)")
+    sbatch_flags.add_arguments(s)
     s.set_defaults(fn=cmd_submit)
 
     s = sub.add_parser("cancel", help="cancel points (all when none given)")
@@ -37,6 +39,7 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--failed", action="store_true", help="pick the points that did not finish")
     s.add_argument("points", nargs="*", type=int)
     s.add_argument("--executor", choices=["slurm", "local", "debug", "auto"])
+    sbatch_flags.add_arguments(s)
     s.set_defaults(fn=cmd_resubmit)
 
 
@@ -59,7 +62,8 @@ def cmd_submit(args) -> int:
     from mrihpc.login.results import results_report, status_report
     from mrihpc.progress import SweepProgress
 
-    spec, raw, points, executor = launch.prepare(args.spec, args.override, args.executor, check_paths=not args.dry_run)
+    overrides = args.override + sbatch_flags.as_overrides(args)
+    spec, raw, points, executor = launch.prepare(args.spec, overrides, args.executor, check_paths=not args.dry_run)
     print(launch.points_table(points))
     if args.dry_run:
         for problem in launch.check_data(spec, args.spec):
@@ -137,7 +141,7 @@ def cmd_resubmit(args) -> int:
     for i in todo:  # the point resumes from its last.pt, if it has one
         status = run.point(i).status
         update_json(status, lambda s: {**(s or {}), "state": "pending", "error": None})
-    spec = load_point_spec(run.point(todo[0]))
+    spec = sbatch_flags.apply(load_point_spec(run.point(todo[0])), args)
     executor = launch.resolve_executor(args.executor or manifest["executor"])
     print(f"resubmitting point(s) {', '.join(map(str, todo))} ({executor})")
     jobs = launch.submit_points(run, spec, todo, executor)
