@@ -158,3 +158,14 @@ def test_an_edit_after_submit_does_not_reach_a_queued_point(slurm_cluster, tmp_p
     subprocess.run(["scontrol", "release", read_json(run.manifest)["submissions"][0]["array_id"]], check=True)
     assert _wait(run, 0, lambda s: s.get("state") in ("done", "failed"))["state"] == "done"
     assert read_json(run.point(0).root / "provenance.json")["mrihpc_path"] == str(run.code / "mrihpc")
+
+
+def test_a_node_without_the_docker_socket_fails_the_point_with_that_reason(slurm_cluster, tmp_path, write_spec, capsys):
+    """The login node only warns (docker lives on the nodes); the node checks and records why."""
+    gone = tmp_path / "no-daemon" / "docker.sock"
+    spec = merge(SLURM_TINY, name="no-socket", container={**in_docker(f"unix://{gone}"), "python_version": "3.11"})
+    run = _submit(spec, tmp_path, write_spec, capsys)
+    status = _wait(run, 0, lambda s: s.get("state") == "failed", timeout=120)
+    assert status["error"] == f"no docker socket {gone} on {status['host']}"
+    assert main(["status", str(run.root)]) == 0
+    assert f"no docker socket {gone}" in capsys.readouterr().out

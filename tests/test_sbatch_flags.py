@@ -86,4 +86,4 @@ def test_slurm_submit_without_docker_on_the_login_node_warns_and_the_node_checks
 
     (note,) = warnings(spec, "slurm")
     assert "`docker` is not on PATH on this login node" in note and "set container.python_version" in note
-    assert 'command -v docker >/dev/null || { echo "[mrihpc] FAILED: docker is not on PATH on $(hostname)"' in _docker()
+    assert 'command -v docker >/dev/null || { why=\'docker is not on PATH\'" on $(hostname)"; echo "[mrihpc] FAILED: $why"' in _docker()

@@ -25,6 +25,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from mrihpc import workloads
@@ -143,12 +144,17 @@ def _docker_lines(spec: JobSpec, run_root: Path, wheelhouse: str | None) -> list
     host = d.host or default_docker_host()
     cli = [q(w) for w in docker_words(spec)]  # inspect and rm: plain docker for a run-form wrapper
     lines = [f"export {k}={q(str(v))}" for k, v in c.env.items()]
-    # checked here, on the node, where they must exist (the login node may have neither)
+    # checked here, on the node, where they must exist (the login node may have neither); the
+    # reason goes to the point's status.json, through the submitting Python (when the node sees it)
     tool = q(command_of(spec))
-    lines += [f'command -v {tool} >/dev/null || {{ echo "[mrihpc] FAILED: {tool} is not on PATH on $(hostname)" >&2; exit 127; }}']
+    record = f"{q(sys.executable)} -m mrihpc.node.unstarted {q(str(run_root))}"
+    # ``why``: spec text, quoted as one shell word (never expanded), then the node's name
+    fail = lambda why: (f'{{ why={q(why)}" on $(hostname)"; echo "[mrihpc] FAILED: $why" >&2; '  # noqa: E731
+                        f'{record} "$why" 2>/dev/null || true; exit 127; }}')
+    lines += [f"command -v {tool} >/dev/null || " + fail(f"{command_of(spec)} is not on PATH")]
     if host and host.startswith("unix://"):
-        sock = q(host[len("unix://"):])
-        lines += [f'[[ -S {sock} ]] || {{ echo "[mrihpc] FAILED: no docker socket {sock} on $(hostname)" >&2; exit 127; }}']
+        sock = host[len("unix://"):]
+        lines += [f"[[ -S {q(sock)} ]] || " + fail(f"no docker socket {sock}")]
     guard = "command -v docker >/dev/null && " if run_form else ""
     lines += [f"image_id=$({guard}{' '.join(cli)} image inspect --format '{{{{.Id}}}}' {q(c.image)} 2>/dev/null || true)"]
     # the variables that must reach python inside; with the task's GPUs renumbered from 0, as
