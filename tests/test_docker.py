@@ -149,7 +149,7 @@ def test_an_edit_after_submit_does_not_reach_a_queued_point(slurm_cluster, tmp_p
     spec = write_spec(merge(SLURM_TINY, name="held", cluster={**SLURM_TINY["cluster"], "sbatch": {"hold": True}}))
     env = {**os.environ, "PYTHONPATH": str(tree)}
     out = subprocess.run([sys.executable, "-m", "mrihpc.login.cli", "submit", str(spec), "--runs", str(tmp_path / "runs")],
-                         env=env, capture_output=True, text=True, timeout=300)
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     run = RunPaths(sorted((tmp_path / "runs").glob("*/*"))[-1])
     assert read_json(run.manifest)["code"]["source"] == str(tree / "mrihpc")
