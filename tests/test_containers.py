@@ -8,6 +8,7 @@ here: its golden script is its test.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -202,6 +203,10 @@ def test_apptainer_job_on_slurm(slurm_cluster, standins, tmp_path, write_spec, c
     log = standins.read_text()
     assert f"apptainer exec --nv --pwd {run.root} --bind {run.root}:{run.root}:rw" in log
     assert f"image {image}" in log
+    # provenance: the image file's sha256, taken once at submit (the stand-in runs the host's Python)
+    seen = read_json(run.point(0).root / "provenance.json")
+    assert seen["image"] == str(image) and seen["image_id"] == "sha256:" + hashlib.sha256(image.read_bytes()).hexdigest()
+    assert seen["mrihpc_path"] == str(run.code / "mrihpc") and seen["code_sha256"] == read_json(run.manifest)["code"]["sha256"]
 
 
 @pytest.mark.slurm

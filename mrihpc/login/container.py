@@ -255,9 +255,15 @@ def write_enter_script(spec: JobSpec, run_root: Path) -> dict | None:
     """Write ``container.sh``; for docker with provisioning, make the wheelhouse for the image's
     Python first. Returns the manifest's ``container`` record."""
     c = spec.container
-    if c.runtime not in ("docker", "apptainer"):
+    if c.runtime == "none":
         return None
     record: dict = {"runtime": c.runtime, "image": c.image}
+    if c.image.endswith((".sqsh", ".sif")) and Path(c.image).expanduser().is_file():
+        from mrihpc.login import provision
+
+        record["image_id"] = "sha256:" + provision.file_sha256(Path(c.image).expanduser())
+    if c.runtime == "pyxis":
+        return record
     wheelhouse = None
     if c.runtime == "docker" and c.provision:
         from mrihpc.login import provision

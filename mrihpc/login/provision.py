@@ -145,3 +145,21 @@ def image_python(docker: list[str], image: str, python: str) -> str:
         memo.parent.mkdir(parents=True, exist_ok=True)
         memo.write_text(json.dumps({**known, image_id: version}, indent=1))
     return version
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of an image file (.sqsh, .sif: gigabytes), remembered in the cache by path, size and
+    modification time, so a sweep's resubmits and later sweeps do not read it again."""
+    stat = path.stat()
+    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    memo = cache_root() / "image-files.json"
+    known = json.loads(memo.read_text()) if memo.is_file() else {}
+    if key not in known:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(json.dumps({**known, key: h.hexdigest()}, indent=1))
+        known[key] = h.hexdigest()
+    return known[key]

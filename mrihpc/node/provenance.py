@@ -31,11 +31,15 @@ def installed() -> list[str]:
 
 
 def collect(manifest: dict) -> dict:
+    container = manifest.get("container") or {}
     return {
         "time": dt.datetime.now().isoformat(timespec="seconds"), "host": socket.gethostname(),
-        "in_container": Path("/.dockerenv").exists() or "MRIHPC_IMAGE" in os.environ,
+        "in_container": Path("/.dockerenv").exists() or "MRIHPC_IMAGE" in os.environ
+        or bool(os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")),
         "dockerenv": Path("/.dockerenv").exists(),
-        "image": os.environ.get("MRIHPC_IMAGE"), "image_id": os.environ.get("MRIHPC_IMAGE_ID"),
+        # docker: the image ID the node's daemon has; an image file (.sqsh, .sif): hashed at submit
+        "image": os.environ.get("MRIHPC_IMAGE") or container.get("image"),
+        "image_id": os.environ.get("MRIHPC_IMAGE_ID") or container.get("image_id"),
         "uid": os.getuid(), "gid": os.getgid(),
         "python": platform.python_version(), "python_executable": sys.executable,
         "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
