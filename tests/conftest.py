@@ -43,6 +43,21 @@ def scoped_env(name: str, value: str):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def inductor_cache():
+    """torch.compile's cache, one per CPU-kernel setting: inductor's precompiled header does not
+    key on ATEN_CPU_CAPABILITY, so a cache filled natively broke the compile test under
+    ATEN_CPU_CAPABILITY=default (``at::vec`` undeclared), and passed with a fresh one."""
+    if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        yield
+        return
+    import getpass
+
+    key = "-".join(os.environ.get(v, "native") for v in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"))
+    with scoped_env("TORCHINDUCTOR_CACHE_DIR", f"{tempfile.gettempdir()}/torchinductor_{getpass.getuser()}/{key}"):
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def data_cache(tmp_path_factory):
     """One synthetic-data cache for the whole session (generated once, reused by every test)."""
     path = tmp_path_factory.mktemp("cache")
