@@ -32,8 +32,14 @@ install() {
 start() {
   local dir=${1:?start DIR}
   mkdir -p "$dir/exec" "$DATA"
-  # one engine per data root: a second start would fight over it (a crashed run's stale pid file
-  # is replaced by dockerd itself)
+  # one engine per data root: a second one could not lock it. One still running on it is left by a
+  # test session that was killed before its teardown: stop it (its folder is the exec root's parent)
+  local pid old
+  for pid in $(pgrep -f -- "^dockerd --data-root $DATA " || true); do
+    old=$(tr '\0' '\n' < "/proc/$pid/cmdline" | sed -n '/^--exec-root$/{n;p}')
+    echo "stopping the engine left on $DATA by an earlier run (pid $pid)" >&2
+    stop "$(dirname "$old")"
+  done
   dockerd --data-root "$DATA" --exec-root "$dir/exec" --pidfile "$dir/dockerd.pid" -H "unix://$dir/docker.sock" \
     --bridge=none --iptables=false --ip6tables=false --ip-masq=false \
     --exec-opt native.cgroupdriver=cgroupfs > "$dir/dockerd.log" 2>&1 &
