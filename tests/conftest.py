@@ -143,3 +143,20 @@ def docker_engine(tmp_path_factory):
             yield host
     finally:
         subprocess.run(["bash", str(engine), "stop", str(folder)], timeout=120)
+
+
+def wait_status(run, point: int, predicate, timeout: float = 300) -> dict:
+    """Poll point ``point``'s own status.json until ``predicate`` holds; on timeout fail with the
+    status and the tail of every task's stderr."""
+    import time
+
+    from mrihpc.paths import read_json
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = read_json(run.point(point).status, {}) or {}
+        if predicate(status):
+            return status
+        time.sleep(0.3)
+    logs = "".join(p.read_text(errors="replace")[-2000:] for p in sorted((run.root / "logs").glob("*.err")))
+    pytest.fail(f"point {point}: {read_json(run.point(point).status)}\n{logs}")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY, merge, scoped_env
+from conftest import REPO, TINY, merge, scoped_env, wait_status as _wait
 from mrihpc.login.cli import main
 from mrihpc.login.launch import dry_run_text, prepare
 from mrihpc.node import checkpoint
@@ -148,16 +148,6 @@ def _submit(spec: dict, tmp_path, write_spec, capsys) -> RunPaths:
     assert main(["submit", str(write_spec(spec)), "--runs", str(runs)]) == 0
     assert "submitted array job" in capsys.readouterr().out
     return RunPaths(sorted(runs.glob("*/*"))[-1])
-
-
-def _wait(run: RunPaths, point: int, predicate, timeout: float = 240):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        status = read_json(run.point(point).status, {}) or {}
-        if predicate(status):
-            return status
-        time.sleep(0.3)
-    pytest.fail(f"point {point}: {read_json(run.point(point).status)}")
 
 
 @pytest.mark.slurm

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import DOCKER_IMAGE, REPO, TINY, merge
+from conftest import DOCKER_IMAGE, REPO, TINY, merge, wait_status as _wait
 from mrihpc.login.cli import main
 from mrihpc.node import checkpoint
 from mrihpc.paths import RunPaths, read_json
@@ -36,17 +36,6 @@ def _submit(spec: dict, folder: Path, write_spec, capsys, *flags: str) -> RunPat
     assert main(["submit", str(write_spec(spec, f"{spec['name']}.yaml")), "--runs", str(runs), *flags]) == 0
     assert "submitted array job" in capsys.readouterr().out
     return RunPaths(sorted(runs.glob("*/*"))[-1])
-
-
-def _wait(run: RunPaths, point: int, predicate, timeout: float = 300) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        status = read_json(run.point(point).status, {}) or {}
-        if predicate(status):
-            return status
-        time.sleep(0.3)
-    logs = "".join(p.read_text(errors="replace")[-2000:] for p in sorted((run.root / "logs").glob("*.err")))
-    pytest.fail(f"point {point}: {read_json(run.point(point).status)}\n{logs}")
 
 
 def _containers(host: str) -> list[str]:

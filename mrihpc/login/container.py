@@ -33,8 +33,10 @@ from mrihpc.data.cache import cache_root
 from mrihpc.spec import JobSpec
 
 ENTER_SCRIPT = "container.sh"
-# variables that must reach the process inside: Slurm's, submitit's, the rendezvous, GPUs
-PASS_THROUGH = r"^(SLURM_|SUBMITIT_|MASTER_ADDR=|MASTER_PORT=|WORLD_SIZE=|RANK=|LOCAL_RANK=|CUDA_VISIBLE_DEVICES=|NCCL_|OMP_NUM_THREADS=|MRIHPC_)"
+# variables that must reach the process inside: Slurm's, submitit's, the rendezvous, GPUs, and
+# the CPU kernels' settings (the same point in and out of the image must compute the same thing)
+PASS_THROUGH = (r"^(SLURM_|SUBMITIT_|MASTER_ADDR=|MASTER_PORT=|WORLD_SIZE=|RANK=|LOCAL_RANK=|CUDA_VISIBLE_DEVICES=|NCCL_"
+                r"|OMP_NUM_THREADS=|ATEN_CPU_CAPABILITY=|ONEDNN_|MRIHPC_)")
 # docker reference: [registry[:port]/]path[:tag][@digest], lower-case path components
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 DOCKER_REF = re.compile(rf"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
