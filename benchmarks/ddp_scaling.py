@@ -56,7 +56,6 @@ def steps_per_s(rank: int, size: int, per_rank_batch: int, steps: int, warmup: i
     world = World(rank=rank, size=size, device=device)
     spec = validate_dict(spec_for(per_rank_batch * size), "bench")
     trainer = Trainer(spec, ReconstructionTask(spec, world), world, Path(tempfile.mkdtemp()), Quiet())
-    ctx = trainer.step_context()
     signals = StopSignals(every=check or 1)
     batches = [trainer.device_batch(b) for _, b in zip(range(4), trainer.train_loader)]
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -64,7 +63,7 @@ def steps_per_s(rank: int, size: int, per_rank_batch: int, steps: int, warmup: i
         if i == warmup:
             sync()
             start = time.perf_counter()
-        trainer.task.train_step(batches[i % len(batches)], trainer.nets, ctx)
+        trainer.run_step(batches[i % len(batches)])
         if check is not None:
             signals.requested(world)
     sync()

@@ -8,7 +8,13 @@ restarted Slurm daemons cost a run. Nothing may be lost; every count below shoul
               weights of an uninterrupted run.
   nan         a 2-point sweep whose first point diverges: it fails with the reason and step,
               the other finishes.
-  corrupt     a truncated HDF5 file found at run time: the point fails naming the file.
+  corrupt     a truncated HDF5 file: refused at submit naming it; truncated after submit, the
+              point fails naming it.
+  bad_data    damaged data files of all five formats (bad_inputs.py), counted per workload by
+              what submit did: named the file / an error not naming it / a traceback / silently
+              accepted. Every case belongs in the first column.
+  damaged_runs  a run's manifest, status, metrics and provenance files cut, emptied, not UTF-8
+              or of the wrong shape, under every verb that reads them: the same four columns.
   disk_full   the run directory on a small tmpfs filled up mid-training (root only): a clear
               error in status.json, no torn file, the previous checkpoint intact, and a
               resume once space is back; and `mrihpc run` on a full disk leaves no run folder.
@@ -32,6 +38,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+import bad_inputs  # beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
@@ -158,18 +166,26 @@ def nan(work: Path) -> dict:
 
 
 def corrupt(work: Path) -> dict:
+    """A knee file truncated before submit is refused there, naming it (nothing queued); one
+    truncated after submit, while the point is queued, fails that point naming it."""
     work.mkdir(parents=True, exist_ok=True)
     data = work / "knee"
     mrihpc("data", "synth", "knee", str(data), "--volumes", "5", "--slices", "8", "--shape", "96", "80",
            "--recon-shape", "64", "64")
     victim = sorted((data / "val").iterdir())[0]
-    victim.write_bytes(victim.read_bytes()[:2000])  # truncated mid-file
+    intact = victim.read_bytes()
     spec = {**TINY, "name": "corrupt", "data": {k: v for k, v in TINY["data"].items() if k != "synthetic"} | {"root": str(data)}}
     run = new_run(work / "corrupt", spec, work / "runs")
+    victim.write_bytes(intact[:2000])  # truncated mid-file
     subprocess.run([sys.executable, "-c", ATTEMPT, str(run), "0"], capture_output=True)
     status = json.loads((run / "points" / "0" / "status.json").read_text())
+    path = work / "corrupt" / "again.yaml"
+    path.write_text(yaml.safe_dump({**spec, "name": "again"}))
+    refused = mrihpc("submit", str(path), "--runs", str(work / "runs"))
     return {"failed_naming_the_file": status["state"] == "failed" and str(victim) in (status.get("error") or ""),
-            "error": (status.get("error") or "")[:200]}
+            "refused_at_submit_naming_the_file": refused.returncode == 2 and str(victim) in refused.stderr
+            and not (work / "runs" / "again").exists(),
+            "error": (status.get("error") or "")[:200], "submit_error": refused.stderr.strip()[-200:]}
 
 
 def disk_full(work: Path) -> dict:
@@ -258,7 +274,8 @@ def main() -> None:
     start = time.time()
     try:
         result = {"benchmark": "faults", "kills": kills(args.kills, work / "kills"), "nan": nan(work / "nan"),
-                  "corrupt": corrupt(work / "corrupt"), "disk_full": disk_full(work / "disk")}
+                  "corrupt": corrupt(work / "corrupt"), "disk_full": disk_full(work / "disk"),
+                  "bad_data": bad_inputs.bad_data(work / "bad"), "damaged_runs": bad_inputs.damaged_runs(work / "damaged")}
         if args.slurm:
             result["slurm"] = slurm(work / "slurm", args.cluster)
         result["seconds"] = round(time.time() - start, 1)

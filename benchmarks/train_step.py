@@ -61,16 +61,15 @@ def measure(options: dict, steps: int, batch: int, size: int, warmup: int) -> di
     spec = validate_dict(spec_for(options, batch, size), "bench")
     trainer = Trainer(spec, ReconstructionTask(spec, world), world, Path(tempfile.mkdtemp()), Quiet())
     batch_data = trainer.device_batch(next(iter(trainer.train_loader)))
-    ctx = trainer.step_context()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     start = time.perf_counter()
     for _ in range(warmup):  # compilation and autotuning happen here
-        trainer.task.train_step(batch_data, trainer.nets, ctx)
+        trainer.run_step(batch_data)
     sync()
     warm_s = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(steps):
-        trainer.task.train_step(batch_data, trainer.nets, ctx)
+        trainer.run_step(batch_data)
     sync()
     step_s = (time.perf_counter() - start) / steps
     out = {"step_s": round(step_s, 4), "slices_per_s": round(batch / step_s, 2), "warmup_s": round(warm_s, 2)}
@@ -78,7 +77,7 @@ def measure(options: dict, steps: int, batch: int, size: int, warmup: int) -> di
         from torch.utils.flop_counter import FlopCounterMode
 
         with FlopCounterMode(display=False) as counter:
-            trainer.task.train_step(batch_data, trainer.nets, ctx)
+            trainer.run_step(batch_data)
         peak = peak_bf16(torch.cuda.get_device_name())
         flops = counter.get_total_flops()
         out |= {"flops_per_step": flops, "achieved_tflops": round(flops / step_s / 1e12, 1)}

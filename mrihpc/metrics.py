@@ -158,6 +158,8 @@ def ssim_gaussian_3d(gt: torch.Tensor, pred: torch.Tensor, sigma: float = 1.5, w
     ``(N, D, H, W)`` (e.g. a cine case, frames as D), in torch on the tensors' device: 11-tap
     Gaussian over all three axes, population covariance, a (win_size - 1) / 2 border cropped on
     every axis. Returns ``(N,)``; float64 inside."""
+    if min(gt.shape[1:]) < win_size:  # as scikit-image: no window fits, so no SSIM (not NaN)
+        raise ValueError(f"SSIM needs every axis of (D, H, W) >= win_size {win_size}, got {tuple(gt.shape[1:])}")
     x, y = gt.double(), pred.double()
     r = (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))).view(-1, 1, 1, 1)
     taps = _gaussian_taps(sigma, 3.5, x.dtype, x.device)
@@ -169,3 +171,29 @@ def ssim_gaussian_3d(gt: torch.Tensor, pred: torch.Tensor, sigma: float = 1.5, w
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
     p = (win_size - 1) // 2
     return s[:, p:-p, p:-p, p:-p].mean(dim=(1, 2, 3))
+
+
+# ------------------------------------------------------------------ the seeds' own definitions
+# Reported as seed_* beside the standard metrics, only so a figure can be put next to a seed's
+# table; each says what in it differs from the standard one.
+
+def seed_slice_ssim(gt: torch.Tensor, pred: torch.Tensor) -> float:
+    """Seed 000's SSIM of a volume ``(slices, H, W)``: per slice, skimage's 7x7 uniform SSIM
+    called as ``compare_ssim(fake, real, data_range=fake.max())``, the data range from the
+    PREDICTION's slice maximum (the standard takes the target volume's), averaged over slices."""
+    p, g = pred.double().unsqueeze(1), gt.double().unsqueeze(1)
+    return float(ssim_map(p, g, p.amax(dim=(1, 2, 3)).clamp_min(1e-20)).mean())
+
+
+def seed_pooled_dice(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> float:
+    """Seed 004's Dice of a batch ``(N, H, W)`` of class indices, the batch taken as one volume:
+    per class c of 1..C-1, ``2 sum[(pred == c)(label == c)] / (sum(pred == c) + sum(label == c))``,
+    then the mean over those classes (the standard: per image). A class in neither is left out
+    of the mean, where the seed divided by zero; NaN when every class is absent."""
+    scores = []
+    for c in range(1, num_classes):
+        p, t = pred == c, label == c
+        total = int(p.sum() + t.sum())
+        if total:
+            scores.append(2 * float((p & t).sum()) / total)
+    return sum(scores) / len(scores) if scores else float("nan")

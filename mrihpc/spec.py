@@ -7,9 +7,9 @@ Loading YAML, ``extends:``, ``-o`` overrides and the error format live in ``spec
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
-from pydantic import Field, create_model, field_serializer, field_validator, model_validator
+from pydantic import Field, create_model, field_serializer, field_validator, model_serializer, model_validator
 
 from mrihpc import registry
 from mrihpc.section import (MAIL_TYPES, NAME_PATTERN, Section, _registered,  # noqa: F401 - re-exported
@@ -37,12 +37,26 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: the widest layer a spec may ask for: far above any MRI network's (512), far below what
+#: cannot be allocated (a width of 1e11 validated, then crashed the point)
+MAX_WIDTH = 4096
+#: epochs beyond this are a typo (1e23 ran until killed)
+MAX_EPOCHS = 100_000
+
+
+def check_widths(widths: list[int], levels: int = 8) -> list[int]:
+    """A list of block widths: 1 to ``levels`` blocks, each 1 to MAX_WIDTH channels."""
+    if not 1 <= len(widths) <= levels or not all(1 <= w <= MAX_WIDTH for w in widths):
+        raise ValueError(f"{widths}: allowed: 1 to {levels} block widths, each 1-{MAX_WIDTH}")
+    return widths
+
+
 class ModelSpec(Section):
     name: str = "unet"
     """Network architecture."""
     preset: Optional[str] = None
     """fastmri or nc2019: defaults for every field below not given explicitly."""
-    channels: int = Field(32, ge=1)
+    channels: int = Field(32, ge=1, le=MAX_WIDTH)
     """Base feature channels (doubled at each pool)."""
     depth: int = Field(4, ge=1, le=8)
     """Number of pooling levels."""
@@ -118,8 +132,10 @@ class OptimSpec(Section):
 
 
 class ScheduleSpec(Section):
-    kind: Literal["sgdr", "decay_restarts"] = "sgdr"
-    """sgdr: warm-up then cosine annealing with warm restarts. decay_restarts (seed 003): the lr decays
+    kind: Literal["sgdr", "decay_restarts", "constant"] = "sgdr"
+    """sgdr: warm-up then cosine annealing with warm restarts. constant: the lr as given after the
+    warm-up, if any (seeds 000, 002 and 004 used no schedule); the restart and decay settings
+    do not apply to it (a parent spec's may stay). decay_restarts (seed 003): the lr decays
     by ``decay`` per epoch and restarts with a fresh optimiser (its moments reset) at epochs L, 2L,
     3L + I, 4L + 3I, ...: periods L, L, L + I, L + 2I, ... (L restart_epochs, I restart_increment)."""
     warmup_epochs: float = Field(0.0, ge=0)
@@ -150,7 +166,7 @@ class ScheduleSpec(Section):
 
 
 class TrainSpec(Section):
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
     """Training epochs."""
     batch_size: int = Field(1, ge=1)
     """Global batch size, split evenly across ranks."""
@@ -245,6 +261,12 @@ class SweepSpec(Section):
                 raise ValueError(f"{key}: empty list of values")
         return self
 
+    @model_serializer(mode="wrap")
+    def _without_empty_axes(self, handler) -> dict:
+        """Dumps (config.yaml, provenance) leave out the axes not swept along: a spec file that
+        writes an empty axis is refused (``specfile.load_raw``), and a dump must submit again."""
+        return {k: v for k, v in handler(self).items() if not (k in ("grid", "zip", "points") and v in ({}, []))}
+
 
 def per_name(section: type[Section]):
     """A validator for ``optim`` / ``schedule``: one mapping of ``section``'s fields applies to every
@@ -263,7 +285,10 @@ def keyed_by_name(value: Any, section: type[Section]) -> bool:
 
 
 class JobSpec(Section):
-    """The whole spec. ``data`` and ``model`` belong to the task: ``job_spec_class(task)`` types them."""
+    """The whole spec. ``data`` and ``model`` belong to the task: ``workloads.job_spec_class(task)`` types them."""
+
+    #: optimiser -> the one whose settings it takes when the spec gives none (the task's)
+    OPTIMIZER_FALLBACKS: ClassVar[dict[str, str]] = {}
 
     name: str = Field(pattern=NAME_PATTERN)
     """Experiment name: the run folder runs/<name>/ and the Slurm job name."""
@@ -316,21 +341,14 @@ class JobSpec(Section):
     def _for(self, table: dict, name: str) -> Any:
         if name in table:
             return table[name]
-        from mrihpc import workloads
-
-        fallback = workloads.get(self.task).optimizer_fallbacks.get(name)
+        fallback = self.OPTIMIZER_FALLBACKS.get(name)
         return table[fallback] if fallback in table else table["all"]
 
 
-_SPEC_CLASSES: dict[str, type[JobSpec]] = {}
-
-
-def job_spec_class(task: str) -> type[JobSpec]:
-    """JobSpec with ``data`` and ``model`` typed by the workload ``task`` (cached per task)."""
-    if task not in _SPEC_CLASSES:
-        from mrihpc import workloads
-
-        w = workloads.get(task)
-        _SPEC_CLASSES[task] = create_model(f"{w.title}JobSpec", __base__=JobSpec, __doc__=JobSpec.__doc__,
-                                           data=(w.data, ...), model=(w.model, w.model()))
-    return _SPEC_CLASSES[task]
+def typed_job_spec(title: str, data: type, model: type, optimizer_fallbacks: dict[str, str]) -> type[JobSpec]:
+    """JobSpec with ``data`` and ``model`` typed by a workload (``workloads.job_spec_class``
+    builds and caches one per task: the registry is asked once, not per ``optim_for``)."""
+    cls = create_model(f"{title}JobSpec", __base__=JobSpec, __doc__=JobSpec.__doc__,
+                       data=(data, ...), model=(model, model()))
+    cls.OPTIMIZER_FALLBACKS = dict(optimizer_fallbacks)
+    return cls

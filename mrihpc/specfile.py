@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import stat
 import types
 import typing
 from pathlib import Path
@@ -17,17 +18,97 @@ from pydantic import BaseModel, ValidationError
 
 from mrihpc import workloads
 from mrihpc.errors import SpecError
-from mrihpc.spec import JobSpec, job_spec_class
+from mrihpc.spec import JobSpec
+from mrihpc.workloads import job_spec_class
 
 
 # libyaml's safe loader when PyYAML has it: a 10,000-value sweep list parses ten times faster
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+#: a spec file larger than this is refused unread (``extends: /dev/zero`` would read forever)
+MAX_SPEC_BYTES = 4 << 20
+#: values a spec may hold once its aliases are expanded: far above a 10,000-point sweep list
+#: (about 30,000 values), far below what an alias bomb (``&a [*b, *b, ...]`` nested) expands to
+MAX_SPEC_VALUES = 1_000_000
+
+
+class _StrictLoader(_LOADER):  # type: ignore[misc, valid-type]
+    """The safe loader, refusing a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        first_line: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # ``<<: *base`` merges are meant to be overridden
+            key = self.construct_object(key_node, deep=True)
+            try:
+                line = first_line.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:
+                continue  # unhashable key: the constructor below says so
+            if line != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (lines {line} and {key_node.start_mark.line + 1}); "
+                    "keep one", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def expanded_size(data: Any, limit: int) -> Optional[str]:
+    """None when ``data`` holds at most ``limit`` values with every alias expanded, else why not.
+
+    Counts through shared sub-trees once each (memoised by identity), so a bomb that would
+    expand to 10^9 values is measured in as many steps as it has distinct nodes."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(obj: Any) -> int:
+        if not isinstance(obj, (dict, list)):
+            return 1
+        key = id(obj)
+        if key in sizes:
+            return sizes[key]
+        if key in open_:
+            raise ValueError("an alias refers to a mapping or list that contains it")
+        open_.add(key)
+        items = [x for kv in obj.items() for x in kv] if isinstance(obj, dict) else obj
+        total = 1
+        for item in items:
+            total += size(item)
+            if total > limit:
+                break
+        open_.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        total = size(data)
+    except ValueError as e:
+        return str(e)
+    except RecursionError:
+        return "nested too deeply"
+    if total > limit:
+        return (f"expands to more than {limit:,} values (aliases repeated inside aliases?); "
+                f"a spec holds at most {limit:,}")
+    return None
+
 
 def read_yaml(path: Path) -> dict:
-    """Parse one YAML file into a dict, or raise SpecError naming the file and line."""
+    """Parse one YAML file into a dict, or raise SpecError naming the file and line.
+
+    Only a regular file of at most MAX_SPEC_BYTES is read; a key given twice, an alias that
+    contains itself, and more than MAX_SPEC_VALUES values once aliases expand are refused."""
     try:
-        data = yaml.load(path.read_bytes().decode("utf-8"), Loader=_LOADER)
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(info.st_mode):
+            raise SpecError([f"{path}: not a regular file (a device, pipe or socket); a spec is a YAML file"])
+        if info.st_size > MAX_SPEC_BYTES:
+            raise SpecError([f"{path}: {info.st_size:,} bytes; a spec file holds at most {MAX_SPEC_BYTES:,}"])
+        with open(path, "rb") as f:
+            text = f.read(MAX_SPEC_BYTES + 1)
+        if len(text) > MAX_SPEC_BYTES:  # grew since the stat
+            raise SpecError([f"{path}: over {MAX_SPEC_BYTES:,} bytes; a spec file holds at most {MAX_SPEC_BYTES:,}"])
+        data = yaml.load(text.decode("utf-8"), Loader=_StrictLoader)
     except FileNotFoundError:
         raise SpecError([f"{path}: no such file"]) from None
     except IsADirectoryError:
@@ -41,8 +122,13 @@ def read_yaml(path: Path) -> dict:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "?"
         raise SpecError([f"{path}: {where}: not valid YAML: {getattr(e, 'problem', e)}"]) from None
+    except RecursionError:
+        raise SpecError([f"{path}: nested too deeply to read"]) from None
     if not isinstance(data, dict):
         raise SpecError([f"{path}: the top level must be a mapping of keys, got {type(data).__name__}"])
+    why = expanded_size(data, MAX_SPEC_VALUES)
+    if why:
+        raise SpecError([f"{path}: {why}"])
     return data
 
 
@@ -70,6 +156,11 @@ def load_raw(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
     if path in _seen:
         raise SpecError([f"{path}: extends: cycle through {' -> '.join(map(str, _seen + (path,)))}"])
     data = read_yaml(path)
+    sweep = data.get("sweep")
+    empty = [a for a in ("grid", "zip", "points") if isinstance(sweep, dict) and a in sweep and sweep[a] in ({}, [], None)]
+    if empty:  # written but empty: a slip, not "one point" (a child's sweep: replaces its parent's whole)
+        raise SpecError([f"{path}: sweep.{a}: empty; give it at least one entry, or leave sweep.{a} out for "
+                         "no sweep along it" for a in empty])
     parent = data.pop("extends", None)
     if parent is None:
         return data
@@ -249,7 +340,7 @@ def point_raw(paths) -> dict:
         return yaml.safe_load(paths.config.read_text())
     import json
 
-    from mrihpc.sweep import Point, point_config
+    from mrihpc.points import Point, point_config
 
     run_root = paths.root.parent.parent
     index = int(paths.root.name)

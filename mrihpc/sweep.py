@@ -5,12 +5,10 @@ The order is fixed by the spec alone, so the same spec always gives the same poi
 """
 from __future__ import annotations
 
-import copy
 import itertools
-from dataclasses import dataclass, field
 from typing import Any
 
-
+from mrihpc.points import Point, point_config  # noqa: F401 - part of the sweep API
 from mrihpc.seeding import seed_sequence_word
 from mrihpc.spec import JobSpec
 from mrihpc.specfile import SpecError, valid_key_path, validate_dict
@@ -18,23 +16,6 @@ from mrihpc.specfile import SpecError, valid_key_path, validate_dict
 # Short names for the coordinates people sweep most (the point name reads "lr=3e-4,acc=8").
 ALIASES = {"accelerations": "acc", "center_fractions": "cf", "batch_size": "bs",
            "weight_decay": "wd", "channels": "ch", "restart_epochs": "T0"}
-
-
-@dataclass(frozen=True)
-class Point:
-    """One concrete run of a sweep."""
-
-    index: int
-    """Position in the sweep; also the array task's point index."""
-    name: str
-    """Readable coordinates, e.g. ``lr=3e-4,acc=8,fold=1``."""
-    overrides: dict[str, Any] = field(default_factory=dict)
-    """key.path -> value applied on top of the spec."""
-    seed: int = 0
-    """train.seed of this point, derived from the spec seed and the index."""
-
-    def to_json(self) -> dict:
-        return {"index": self.index, "name": self.name, "overrides": self.overrides, "seed": self.seed}
 
 
 def format_value(value: Any) -> str:
@@ -141,24 +122,6 @@ def expand(spec: JobSpec, source: str = "<spec>") -> list[Point]:
         label = ",".join(f"{names[k]}={format_value(v)}" for k, v in overrides.items() if k in names)
         points.append(Point(index, label or spec.name, overrides, point_seed(spec.train.seed, index)))
     return points
-
-
-def point_config(raw: dict, point: Point) -> dict:
-    """The concrete spec dict of one point: overrides applied, its seed set, no sweep left.
-    Copy-on-write: only the mappings along an overridden path are copied (``raw`` is shared,
-    never changed), so 10,000 points cost no deep copies of the spec."""
-    data = {k: v for k, v in raw.items() if k != "sweep"}
-    for key, value in [*point.overrides.items(), ("train.seed", point.seed)]:
-        _set_copied(data, key.split("."), value)
-    return data
-
-
-def _set_copied(data: dict, parts: list[str], value: Any) -> None:
-    for part in parts[:-1]:
-        child = data.get(part)
-        data[part] = dict(child) if isinstance(child, dict) else {}
-        data = data[part]
-    data[parts[-1]] = copy.deepcopy(value)
 
 
 def expand_and_validate(spec: JobSpec, raw: dict, source: str) -> list[tuple[Point, JobSpec]]:

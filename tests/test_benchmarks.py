@@ -18,7 +18,7 @@ TINY_RUNS = {
     "train_step": ["--steps", "1", "--warmup", "1", "--batch", "2", "--size", "32", "--configs", "fp32", "channels_last"],
     "ddp_scaling": ["--ranks", "2", "--steps", "2", "--warmup", "1", "--batch", "1"],
     "visdom_hung_server": ["--epochs", "1", "--repeats", "1"],
-    "cine_loader_rss": ["--cases", "7", "9", "--frames", "6", "--size", "32"],
+    "cine_loader_rss": ["--cases", "7", "9", "--frames", "7", "--size", "32"],
 }
 
 

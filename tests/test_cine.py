@@ -59,10 +59,10 @@ def test_seed_unets_have_31048660_parameters_each():
 
 
 def test_npz_is_streamed_into_a_memory_mapped_cache_with_its_range(tmp_path):
-    npz = generate(tmp_path / "src", cases=7, frames=6, size=32, seed=2)
+    npz = generate(tmp_path / "src", cases=7, frames=7, size=32, seed=2)
     _convert(npz, "dataset", tmp_path / "cache")
     array = np.load(tmp_path / "cache" / "data.npy", mmap_mode="r")
-    assert isinstance(array, np.memmap) and array.shape == (7, 6, 32, 32)
+    assert isinstance(array, np.memmap) and array.shape == (7, 7, 32, 32)
     assert np.array_equal(np.asarray(array), np.load(npz)["dataset"])
     meta = json.loads((tmp_path / "cache" / "meta.json").read_text())
     assert meta["in_unit_range"] and 0 <= meta["min"] <= meta["max"] <= 1
@@ -80,8 +80,12 @@ def test_demo_beats_zero_filled_and_writes_the_seeds_outputs(tmp_path, capsys):
         assert final["val_psnr1"] >= final["val_zf_psnr1"] + 2.0, final
         assert final["val_ssim"] >= final["val_zf_ssim"] + 0.05, final
         assert final["val_ssim_std"] > 0 and final["val_psnr1_std"] > 0  # mean +/- std over cases
+        assert (final["val_seed_psnr"], final["val_seed_ssim"]) == (final["val_psnr1"], final["val_ssim"])  # seed 001's
         split = json.loads((run.point(point).root / "split.json").read_text())
         assert [len(split[k]) for k in ("train", "val", "test")] == [16, 4, 8]
+        test = [r for r in read_jsonl(run.point(point).metrics) if r.get("kind") == "test"]  # once, at the end
+        assert len(test) == 1 and test[0]["test_volumes"] == test[0]["test_last_volumes"] == 8, test
+        assert test[0]["test_ssim"] >= test[0]["test_zf_ssim"] + 0.05 and test[0]["test_last_psnr1"] > test[0]["test_zf_psnr1"]
     capsys.readouterr()
     assert main(["predict", str(run.root), "--point", "1", "--split", "test"]) == 0
     out = run.point(1).predictions / "test"

@@ -67,8 +67,8 @@ def test_results_plot_draws_every_point(tmp_path, write_spec, capsys):
     drawn = plot_curves(run, manifest, "ssim", tmp_path / "curves.png")
     for p in manifest["points"]:
         records = read_jsonl(run.point(p["index"]).metrics)
-        assert drawn["training loss"][p["name"]] == sum(r["kind"] == "step" for r in records)
-        assert drawn["validation ssim"][p["name"]] == sum(r["kind"] == "epoch" for r in records) == 2
+        assert drawn["training loss"][f"{p['index']}: {p['name']}"] == sum(r["kind"] == "step" for r in records)
+        assert drawn["validation ssim"][f"{p['index']}: {p['name']}"] == sum(r["kind"] == "epoch" for r in records) == 2
     capsys.readouterr()
     assert main(["results", str(run.root), "--plot", str(tmp_path / "cli.png")]) == 0
     assert "curves of 2 points" in capsys.readouterr().out
@@ -85,6 +85,24 @@ def test_profile_reports_peak_and_line_profile(write_spec, capsys):
     device = merge(TINY, data={**TINY["data"], "transform_on": "device"})
     assert main(["profile", str(write_spec(device, "device.yaml")), "--steps", "2"]) == 0
     assert "2 steps on cpu" in capsys.readouterr().out
+
+
+def test_profile_with_fp16_steps_an_enabled_grad_scaler(write_spec, capsys, monkeypatch):
+    """fp16 enables the GradScaler only on a GPU; here one is enabled on the CPU (the one stand-in:
+    no GPU), as the GPU would have it. Profile stepped without scaler.update() and failed at its
+    second step ("step() has already been called since the last update()")."""
+    import torch
+
+    real, made = torch.amp.GradScaler, []
+
+    def enabled(device, enabled=True, **kw):
+        made.append(real(device, enabled=True, **kw))
+        return made[-1]
+    monkeypatch.setattr(torch.amp, "GradScaler", enabled)
+    fp16 = merge(TINY, train={**TINY["train"], "precision": "fp16"})
+    assert main(["profile", str(write_spec(fp16)), "--steps", "3"]) == 0
+    assert "3 steps on cpu" in capsys.readouterr().out
+    assert len(made) == 1 and made[0].is_enabled() and made[0]._growth_tracker is not None  # it stepped and updated
 
 
 @pytest.mark.parametrize("post", [None, True])
@@ -137,3 +155,29 @@ def test_tunnel_of_a_run_whose_first_point_has_not_started(tmp_path, capsys):
 def _user() -> str:
     import getpass
     return getpass.getuser()
+
+
+def test_parameter_counts_in_validate_the_point_log_and_status(tmp_path, write_spec, capsys):
+    """Every seed printed its parameter count: validate --params (the seeds' figures for the
+    shipped recipes), the point's log, status.json and status's total."""
+    from conftest import REPO
+    from mrihpc.models.unet import build_unet
+    from mrihpc.specfile import validate_dict
+
+    specs = [str(REPO / "jobs" / f) for f in ("ixi_pix2pix.yaml", "acdc_unet.yaml", "knee_gan.yaml")]
+    assert main(["validate", *specs, "--params"]) == 0
+    out = capsys.readouterr().out
+    assert "point 0 (mode=generator,loss=l1): G 13,611,073" in out  # seed 002's generator
+    assert "model 69,822,340" in out  # seed 004's U-Net
+    assert "G 13,394,242 + D 42,240 = 13,436,482" in out  # seed 000's generator and discriminator
+    spec = merge(TINY, train={**TINY["train"], "epochs": 1})
+    expected = sum(p.numel() for p in build_unet(validate_dict(spec, "t").model).parameters())
+    assert main(["submit", str(write_spec(spec)), "--runs", str(tmp_path / "runs")]) == 0
+    run = RunPaths(next((tmp_path / "runs" / "tiny").iterdir()))
+    assert read_json(run.point(0).status)["params"] == {"model": expected}
+    log = "".join(p.read_text() for p in run.logs.glob("*_0_log.out"))
+    assert f"[mrihpc] parameters: model {expected:,}" in log, log
+    capsys.readouterr()
+    assert main(["status", str(run.root)]) == 0
+    header, row = capsys.readouterr().out.splitlines()[:2]
+    assert "params" in header.split() and f"{expected:,}" in row.split()  # under 0.1M: every digit

@@ -20,7 +20,13 @@ def test_faults_lose_nothing(tmp_path):
     assert (k["corrupt_checkpoints"], k["restarts_from_scratch"], k["resumed_elsewhere"], k["leftover_temp_files"]) == (0, 0, 0, 0), k
     assert k["final_weights_identical"] is True
     assert r["nan"]["failed_with_reason_and_step"] and r["nan"]["other_point_done"], r["nan"]
-    assert r["corrupt"]["failed_naming_the_file"], r["corrupt"]
+    assert r["corrupt"]["failed_naming_the_file"] and r["corrupt"]["refused_at_submit_naming_the_file"], r["corrupt"]
+    assert r["bad_data"]["total"]["named the file"] >= 39, r["bad_data"]["total"]
+    for workload, counts in r["bad_data"].items():  # every case in the first column
+        assert [counts[c] for c in ("error not naming the file", "traceback", "silently accepted")] == [0, 0, 0], (workload, counts)
+    for verb, counts in r["damaged_runs"].items():
+        assert counts["named the file"] >= 4 and [counts[c] for c in ("error not naming the file", "traceback",
+                                                                      "silently accepted")] == [0, 0, 0], (verb, counts)
     d = r["disk_full"]
     assert "skipped" not in d, d
     assert d["clear_error"] and d["torn_files"] == 0 and d["previous_checkpoint_intact"], d

@@ -112,7 +112,7 @@ def test_the_device_transform_on_cuda_equals_the_host_path():
     from mrihpc.data.masks import RandomMask
     from mrihpc.data.slices import KSpaceSlices, collate_raw, finish_batch
     from mrihpc.node.task import to_device
-    from mrihpc.workloads.knee.task import split_files, volumes_of
+    from mrihpc.workloads.knee.files import split_files, volumes_of
 
     job = validate_dict(merge(TINY, data={**TINY["data"], "normalize": "instance"}), "gpu")
     train_files, _ = split_files(job.data)

@@ -12,7 +12,8 @@ import yaml
 from conftest import TINY, merge
 from mrihpc.node.distributed import World
 from mrihpc.models.unet import build_unet
-from mrihpc.paths import read_jsonl
+from mrihpc.login.cli import main
+from mrihpc.paths import read_json, read_jsonl
 from mrihpc.paths import RunPaths
 from mrihpc.workloads.knee.predict import predict
 from mrihpc.node.preemption import Interrupted
@@ -48,6 +49,7 @@ def test_training_beats_zero_filled(tmp_path, acc, fraction):
     final = run_point(run.root, 0)
     assert final["val_ssim"] > final["val_zf_ssim"] + 0.03, final
     assert final["val_psnr"] > final["val_zf_psnr"] + 0.5, final
+    assert 0 < final["val_seed_ssim"] < 1 and final["val_seed_ssim"] != final["val_ssim"]  # seed 000's definition too
     assert (run.point(0).checkpoints / "best.pt").is_file() and (run.point(0).checkpoints / "last.pt").is_file()
     epochs = [r for r in read_jsonl(run.point(0).metrics) if r["kind"] == "epoch"]
     assert [r["epoch"] for r in epochs] == list(range(6))
@@ -90,6 +92,19 @@ def test_resume_gives_identical_weights_and_lr_sequence(tmp_path):
     assert len(set(lrs_straight)) > 3  # warm-up and restarts really changed the LR
     for key, value in straight.items():
         assert torch.equal(value, resumed[key]), key
+
+
+def test_constant_schedule_keeps_the_lr_after_its_warm_up_and_resumes(tmp_path):
+    """kind constant (seeds 000, 002, 004 used no schedule): after a one-epoch warm-up from 1e-2 x
+    lr every step has exactly lr, also across a resume (TINY's restart_mult 2 stays and does not apply)."""
+    spec = merge(TINY, schedule={"kind": "constant", "warmup_epochs": 1, "warmup_start_factor": 0.01})
+    _, lrs = _train(spec, tmp_path / "a", 3)
+    per_epoch, lr = len(lrs) // 3, TINY["optim"]["lr"]
+    assert lrs[0] == pytest.approx(0.01 * lr) and lrs[0] < lrs[per_epoch - 1] < lr
+    assert lrs[per_epoch:] == pytest.approx([lr] * 2 * per_epoch) and len(lrs) == 3 * per_epoch
+    _, first = _train(spec, tmp_path / "b", 2)
+    _, second = _train(spec, tmp_path / "b", 3)
+    assert first + second == lrs
 
 
 def test_stop_inside_an_epoch_resumes_from_that_step(tmp_path):
@@ -197,3 +212,31 @@ def test_transform_on_device_trains_as_the_host_path(tmp_path):
         assert abs(host[key] - device[key]) <= 1e-5 * abs(host[key]), (key, host[key], device[key])
     for key in ("train_loss", "val_loss", "val_ssim", "val_psnr"):  # float rounding, grown by 28 Adam steps
         assert abs(host[key] - device[key]) <= 1e-2 * abs(host[key]), (key, host[key], device[key])
+
+
+def test_a_test_folder_with_references_is_scored_once_with_best_and_last(tmp_path, capsys):
+    """test/ holding fully sampled files with references: scored when training ends (test_* with
+    best.pt, test_last_* with last.pt), never during it; results shows the columns."""
+    import shutil
+
+    from mrihpc.data.synth import generate
+
+    root = generate(tmp_path / "data", 5, slices=8, shape=(96, 80), recon_shape=(64, 64), seed=3)
+    shutil.copytree(root / "val", root / "test")
+    data = {k: v for k, v in TINY["data"].items() if k != "synthetic"} | {"root": str(root)}
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**TINY, "data": data}))
+    assert main(["submit", str(spec), "--runs", str(tmp_path / "runs")]) == 0
+    run = RunPaths(next((tmp_path / "runs" / "tiny").iterdir()))
+    records = read_jsonl(run.point(0).metrics)
+    test = [r for r in records if r.get("kind") == "test"]
+    assert len(test) == 1 and records.index(test[0]) > max(i for i, r in enumerate(records) if r.get("kind") == "epoch")
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    best = max(epochs, key=lambda r: r["val_ssim"])
+    # test/ is a copy of val/: best.pt scores there what it scored on validation; last.pt the last epoch's
+    assert test[0]["test_ssim"] == pytest.approx(best["val_ssim"], abs=1e-6)
+    assert test[0]["test_last_ssim"] == pytest.approx(epochs[-1]["val_ssim"], abs=1e-6)
+    assert read_json(run.point(0).status)["test"]["test_ssim"] == test[0]["test_ssim"]
+    capsys.readouterr()
+    assert main(["results", str(run.root), "--csv"]) == 0
+    assert {"test_ssim", "test_last_ssim"} <= set(capsys.readouterr().out.splitlines()[0].split(","))

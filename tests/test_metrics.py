@@ -41,3 +41,47 @@ def test_float32_pooling_path_agrees_with_float64_running_sums():
     x, y = torch.from_numpy(gt), torch.from_numpy(pred)
     r = torch.tensor([3.0, 3.0])
     assert ssim_map(x, y, r).tolist() == pytest.approx(ssim_map(x.double(), y.double(), r.double()).tolist(), abs=1e-5)
+
+
+def test_seed_000_ssim_is_skimage_per_slice_with_the_predictions_max_as_data_range():
+    from mrihpc.metrics import seed_slice_ssim
+
+    rng = np.random.default_rng(3)
+    gt = rng.random((4, 40, 36))
+    pred = np.clip(gt + 0.1 * rng.standard_normal(gt.shape), 0, None) * 3  # its max is 3x gt's
+    by_hand = np.mean([structural_similarity(p, g, win_size=7, data_range=p.max()) for p, g in zip(pred, gt)])
+    got = seed_slice_ssim(torch.from_numpy(gt), torch.from_numpy(pred))
+    assert got == pytest.approx(by_hand, abs=1e-9)
+    assert abs(got - volume_metrics(torch.from_numpy(gt), torch.from_numpy(pred))["ssim"]) > 1e-3  # not the standard
+
+
+def test_seed_004_dice_pools_the_batch_and_averages_classes_1_to_3():
+    from mrihpc.metrics import seed_pooled_dice
+
+    label = torch.zeros(2, 4, 4, dtype=torch.long)
+    pred = torch.zeros(2, 4, 4, dtype=torch.long)
+    label[0, :2, :2] = 1  # 4 px of class 1 in image 0
+    pred[0, :2, :1] = 1   # 2 of them found
+    label[1, :, :] = 2    # all 16 px of image 1 are class 2
+    pred[1, :2, :] = 2    # 8 found ...
+    pred[1, 2:, :] = 3    # ... and 8 called class 3
+    # class 1: 2*2 / (2 + 4); class 2: 2*8 / (8 + 16); class 3: 2*0 / (8 + 0); pooled over both images
+    assert seed_pooled_dice(pred, label, 4) == pytest.approx((4 / 6 + 16 / 24 + 0) / 3)
+    assert np.isnan(seed_pooled_dice(torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 2, 2, dtype=torch.long), 4))
+
+
+def test_batch_rows_are_averaged_per_batch_and_not_counted_as_volumes():
+    """A seed's per-batch figure is the mean over batches, the standard ones over images."""
+    from mrihpc.node.task import BATCH_ROW
+    from mrihpc.node.train import Trainer
+
+    class Scored:
+        def evaluate(self, loader, nets):
+            return [{"dice": 0.5}, {"dice": 1.0}, {"dice": 0.0}, {"seed_dice": 0.9, BATCH_ROW: True},
+                    {"seed_dice": 0.3, BATCH_ROW: True}]
+
+    from mrihpc.node.distributed import World
+    trainer = Trainer.__new__(Trainer)
+    trainer.task, trainer.nets, trainer.world = Scored(), {}, World()
+    out = trainer._scores(None, "val_")
+    assert out == {"val_dice": pytest.approx(0.5), "val_seed_dice": pytest.approx(0.6), "val_volumes": 3}

@@ -76,7 +76,7 @@ def _validate(root, write_spec, capsys, **data) -> tuple[int, str]:
     (lambda r: shutil.copy(r / "train/mask/cmr1_mask.png", r / "train/mask/cmr99_mask.png"), "cmr99_mask.png: mask without an image"),
     (lambda r: imsave(r / "val/mask/cmr7_mask.png", np.full((64, 64), 7, np.uint8), check_contrast=False),
      "cmr7_mask.png: mask values [7] outside the 4 classes; allowed: 0..3 or [0, 85, 170, 255]"),
-    (lambda r: [imsave(r / f"train/{p}.png", np.zeros((32, 32), np.uint8), check_contrast=False)
+    (lambda r: [imsave(r / f"train/{p}.png", np.eye(32, dtype=np.uint8), check_contrast=False)
                 for p in ("image/cmr3", "mask/cmr3_mask")], "cmr3.png: size (32, 32) differs from"),
     (lambda r: [p.unlink() for p in (r / "val/image").glob("*.png")], "val/image: no *.png images"),
     (lambda r: shutil.rmtree(r / "val/mask"), "val/mask: missing; the val split is used for validation"),
@@ -211,6 +211,7 @@ def test_demo_spec_trains_beats_the_baseline_and_writes_png_masks(tmp_path, caps
         final = epochs[-1]
         assert final["val_dice"] >= final["val_base_dice"] + 0.3, final
         assert final["val_hd95"] < final["val_base_hd95"], final
+        assert final["val_seed_dice"] > final["val_base_dice"] and final["val_volumes"] == 12  # batches not counted
     assert main(["results", str(run_dir)]) == 0
     table = capsys.readouterr().out.splitlines()
     header = table[0].split()
@@ -259,14 +260,13 @@ def test_named_networks_and_per_optimiser_settings_are_expressible(monkeypatch, 
     lr_G != lr_D and betas (0.5, 0.999) in YAML, each optimiser with its own schedule."""
     import dataclasses
 
-    from mrihpc import spec as spec_module
     from mrihpc import workloads
     from mrihpc.workloads.segmentation.spec import WORKLOAD
 
     gan = dataclasses.replace(WORKLOAD, name="gan-test", title="GanTest", model=TwoNets, optimizers=("G", "D"), check_spec=None)
     monkeypatch.setitem(workloads.WORKLOADS, "gan-test", f"{__name__}:GAN_TEST")
     monkeypatch.setitem(globals(), "GAN_TEST", gan)
-    monkeypatch.setattr(spec_module, "_SPEC_CLASSES", {})
+    monkeypatch.setattr(workloads, "_SPEC_CLASSES", {})
     text = """
 name: gan
 task: gan-test

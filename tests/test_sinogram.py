@@ -151,6 +151,9 @@ def test_denoising_demo_beats_the_noisy_input_and_predicts_in_the_input_layout(t
     # best.pt (what predict uses) AND the final model: each of the last three epochs beats the
     # noisy input by 3 dB. Measured on the 2-core EPYC with oneDNN capped at SSE41 / AVX2 /
     # AVX512 and 1 or 2 threads: last three epochs 30.1-33.6 dB against the input's 24.91
+    test = [r for r in read_jsonl(run.point(0).metrics) if r.get("kind") == "test"]  # the test folder, once
+    assert len(test) == 1 and test[0]["test_psnr"] >= test[0]["test_base_psnr"] + 3.0, test
+    assert "test_last_psnr" in test[0]
     for record in [_best(run), *_epochs(run)[-3:]]:
         assert record["val_psnr"] >= record["val_base_psnr"] + 3.0, record
         assert record["val_ssim"] >= record["val_base_ssim"] + 0.05, record
@@ -236,5 +239,6 @@ def test_the_dgx_spec_runs_in_docker_with_its_data_folders_and_mask_mounted(tmp_
     spec, _ = load_spec(REPO / "jobs" / "sino_inpaint.yaml")
     assert spec.container.runtime == "docker" and spec.cluster.gpus_per_node == 1 and spec.cluster.mail_type == "END,FAIL"
     mounted = {host for host, _, _ in container.mounts(spec, tmp_path)}
-    assert {"/badblock/data/DataTOF_Train", "/badblock/data/DataTOF_test", "/badblock/data/mask.npy"} <= mounted
+    assert {"/badblock/data/DataTOF_Train", "/badblock/data/DataTOF_Val", "/badblock/data/DataTOF_test",
+            "/badblock/data/mask.npy"} <= mounted
     assert spec.monitor.visdom is not None and spec.monitor.memory is not None  # as the seed watched it

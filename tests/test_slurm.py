@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import torch
 
@@ -213,8 +215,9 @@ def test_requeue_resumes_exactly_and_only_that_task_reruns(slurm_cluster, tmp_pa
 def test_cancel_and_failure_are_shown_and_resubmitted(slurm_cluster, tmp_path, write_spec, capsys):
     good = generate(tmp_path / "good", 5, slices=8, shape=(96, 80), recon_shape=(64, 64), seed=2)
     bad = generate(tmp_path / "bad", 5, slices=8, shape=(96, 80), recon_shape=(64, 64), seed=2)
-    corrupt = sorted((bad / "val").iterdir())[0]
-    corrupt.write_bytes(b"\x89HDF\r\n\x1a\n truncated")
+    corrupt = sorted((bad / "val").iterdir())[0]  # NaN k-space: only the values show it (a bad header is refused at submit)
+    with h5py.File(corrupt, "a") as f:
+        f["kspace"][5, 10, 10] = np.nan
     data = {**{k: v for k, v in TINY["data"].items() if k != "synthetic"}, "root": str(good)}
     spec = {**SLURM_TINY, "data": data, "sweep": {"points": [{}, {"data.root": str(bad)}, {"train.epochs": 200}, {}]}}
     run = submit(write_spec(spec), tmp_path / "runs", capsys)
@@ -230,7 +233,7 @@ def test_cancel_and_failure_are_shown_and_resubmitted(slurm_cluster, tmp_path, w
             break
         time.sleep(1)
     assert "4 points: 1 cancelled, 2 done, 1 failed" in out, out
-    assert f"DataError: {corrupt}: not a readable HDF5 file" in out
+    assert f"DataError: {corrupt}: kspace slice 5 holds NaN" in out
     assert main(["resubmit", str(run.root), "--failed"]) == 0
     assert sorted(read_json(run.manifest)["submissions"][-1]["jobs"]) == ["1", "2"]
     assert main(["cancel", str(run.root)]) == 0  # the 200-epoch point need not run to its end

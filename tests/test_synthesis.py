@@ -16,13 +16,14 @@ import yaml
 from conftest import REPO
 from mrihpc.data import DataError
 from mrihpc.login.cli import main
+from mrihpc.node import checkpoint
 from mrihpc.models.discriminator import ConvDiscriminator
 from mrihpc.models.pix2pix import Pix2PixUNet
 from mrihpc.paths import RunPaths, read_jsonl
 from mrihpc.workloads.synthesis.data import pair_files, split_subjects
 from mrihpc.workloads.synthesis.spec import IxiData
 from mrihpc.workloads.synthesis.synth import generate
-from mrihpc.workloads.synthesis.task import lab_scores
+from mrihpc.workloads.synthesis.task import seed_scores
 
 IDS = [f"sub-IXI{i:03d}" for i in range(2, 579)]  # 577 subjects
 
@@ -63,7 +64,7 @@ def test_subjects_missing_a_contrast_are_reported_and_an_empty_folder_refused(tm
     assert f"data.root: {root}: no subject with both '<id> - T1.pt' and '<id> - T2.pt' (8 subjects" in capsys.readouterr().err
 
 
-def test_lab_metrics_are_the_seeds_global_formulas():
+def test_seed_metrics_are_the_seeds_global_formulas():
     g = torch.Generator().manual_seed(0)
     t = torch.rand(5, 1, 64, 64, generator=g, dtype=torch.float64)
     p = (t + 0.05 * torch.randn(t.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
@@ -72,13 +73,13 @@ def test_lab_metrics_are_the_seeds_global_formulas():
     var_t, var_p = tn.std(ddof=1) ** 2, pn.std(ddof=1) ** 2  # torch.std: unbiased
     cov = ((tn - mu_t) * (pn - mu_p)).mean()  # biased
     ssim = (2 * mu_t * mu_p + 0.01) * (2 * cov + 0.03) / ((mu_t**2 + mu_p**2 + 0.01) * (var_t + var_p + 0.03))
-    got = lab_scores(t, p)
-    assert got["lab_ssim"] == pytest.approx(ssim, abs=1e-12)
-    assert got["lab_psnr"] == pytest.approx(-10 * np.log10(((tn - pn) ** 2).mean()), abs=1e-9)
-    assert got["lab_mae"] == pytest.approx(np.abs(tn - pn).mean(), abs=1e-12)
+    got = seed_scores(t, p)
+    assert got["seed_ssim"] == pytest.approx(ssim, abs=1e-12)
+    assert got["seed_psnr"] == pytest.approx(-10 * np.log10(((tn - pn) ** 2).mean()), abs=1e-9)
+    assert got["seed_mae"] == pytest.approx(np.abs(tn - pn).mean(), abs=1e-12)
 
 
-def test_generator_and_cgan_demos_beat_the_identity_baseline_and_write_samples_and_predictions(tmp_path):
+def test_generator_and_cgan_demos_beat_the_identity_baseline_and_write_samples_and_predictions(tmp_path, capsys):
     runs = tmp_path / "runs"
     assert main(["submit", str(REPO / "jobs" / "ixi_pix2pix_demo.yaml"), "--runs", str(runs), "-o", "train.epochs=8"]) == 0
     run = RunPaths(next((runs / "ixi-pix2pix-demo").iterdir()))
@@ -86,11 +87,24 @@ def test_generator_and_cgan_demos_beat_the_identity_baseline_and_write_samples_a
         final = _final(run, point)
         assert final["val_ssim"] >= final["val_base_ssim"] + 0.3, final
         assert final["val_mae"] <= 0.5 * final["val_base_mae"], final
-        assert {"val_lab_ssim", "val_lab_psnr", "val_train_ssim", "val_train_lab_ssim"} <= set(final)
+        assert {"val_seed_ssim", "val_seed_psnr", "val_train_ssim", "val_train_seed_ssim"} <= set(final)
         assert len(list((run.point(point).root / "samples").glob("epoch-*.png"))) == 8  # one grid per epoch
         split = json.loads((run.point(point).root / "split.json").read_text())
-        assert (len(split["train"]), len(split["test"])) == (48, 12) and split["incomplete"] == ["sub-IXI062", "sub-IXI063"]
+        assert (len(split["train"]), len(split["val"]), len(split["test"])) == (42, 6, 12)
+        assert len(set(split["train"]) | set(split["val"]) | set(split["test"])) == 60  # disjoint
+        assert split["incomplete"] == ["sub-IXI062", "sub-IXI063"]
+        # best.pt is chosen on the validation subjects; the test subjects are scored once, at the end
+        epochs = [r for r in read_jsonl(run.point(point).metrics) if r.get("kind") == "epoch"]
+        best_epoch = max(epochs, key=lambda r: r["val_ssim"])["epoch"]
+        assert checkpoint.load(run.point(point).checkpoints / "best.pt")["epoch"] == best_epoch
+        test = [r for r in read_jsonl(run.point(point).metrics) if r.get("kind") == "test"]
+        assert len(test) == 1 and test[0]["test_ssim"] > test[0]["test_base_ssim"], test
+        assert {"test_ssim", "test_last_ssim", "test_seed_ssim", "test_last_mae"} <= set(test[0])
     assert "loss_D" in next(r for r in read_jsonl(run.point(1).metrics) if r.get("kind") == "step")  # the cGAN's D trained
+    capsys.readouterr()
+    assert main(["results", str(run.root), "--csv"]) == 0  # the test columns reach the table
+    header = capsys.readouterr().out.splitlines()[0].split(",")
+    assert {"test_ssim", "test_last_ssim", "val_ssim"} <= set(header), header
     assert main(["predict", str(run.root), "--point", "1", "--split", "test"]) == 0
     out = run.point(1).predictions / "test"
     preds = sorted(out.glob("* - T2.pt"))
@@ -126,3 +140,20 @@ def test_knee_gan_demo_beats_zero_filled_and_predicts_hdf5(tmp_path):
     assert files
     with h5py.File(files[0]) as f:
         assert f["reconstruction"].ndim == 3 and f["reconstruction"].shape[1:] == (160, 160)
+
+
+@pytest.mark.parametrize("mode,needed", [("generator", ()), ("cgan", ("D",)), ("cyclegan", ("D", "D_back"))])
+def test_per_optimiser_settings_are_asked_only_for_the_networks_the_mode_builds(mode, needed, write_spec, capsys):
+    """optim keyed by G alone: enough for the generator; the cGAN lacks D; the CycleGAN lacks D and
+    D_back (G_back falls back to G's). It was refused for networks mode generator never builds."""
+    spec = yaml.safe_load((REPO / "jobs" / "ixi_pix2pix_demo.yaml").read_text())
+    spec.pop("sweep")
+    loss = {"generator": {"l1": 1.0}, "cgan": {"adv": 1.0, "l1": 1.0}, "cyclegan": {"adv": 1.0, "cycle": 10.0}}[mode]
+    path = write_spec({**spec, "model": {**spec["model"], "mode": mode}, "loss": loss,
+                       "optim": {"G": {"name": "adam", "lr": 1e-3}}})
+    code = main(["validate", str(path)])
+    err = capsys.readouterr().err
+    if needed:
+        assert code == 2 and f"optim: no settings for {', '.join(needed)}; add them or an 'all' entry" in err, err
+    else:
+        assert code == 0, err

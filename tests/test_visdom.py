@@ -158,7 +158,7 @@ def test_local_sweep_fills_the_env_and_chromium_renders_it(tmp_path, write_spec,
 
 def test_server_killed_mid_run_then_replay_restores_every_window(tmp_path, write_spec, visdom_server):
     port = visdom_server["port"]
-    spec = _spec(port, train={**TINY["train"], "epochs": 3}, sweep={"grid": {}})
+    spec = _spec(port, train={**TINY["train"], "epochs": 3}, sweep={})
     run = _run_dir(tmp_path, write_spec, spec)
     env = f"tiny_{run.root.name}"
 
@@ -191,7 +191,7 @@ def test_hung_server_is_given_up_on_and_nothing_is_lost(tmp_path, write_spec, vi
     backs off; training never waits on it (the time this costs is measured by
     benchmarks/visdom_hung_server.py, not asserted here)."""
     port = visdom_server["port"]
-    run = _run_dir(tmp_path, write_spec, _spec(port, sweep={"grid": {}}))
+    run = _run_dir(tmp_path, write_spec, _spec(port, sweep={}))
     os.kill(visdom_server["pid"], signal.SIGSTOP)
     try:
         run_point(run.root, 0)

@@ -1,5 +1,25 @@
 """Readers for the on-disk layouts, masks, transforms and synthetic data in the same layouts."""
+import os
+
+
+#: the smallest image side (and cine's frame count) a spec may give: SSIM's 7-pixel window
+SSIM_WINDOW = 7
 
 
 class DataError(Exception):
     """A data file that cannot be used; the message names the file and the problem."""
+
+
+def check_data_file(path, allowed: str) -> None:
+    """DataError unless ``path``, named like a data file, is a regular file with a UTF-8 name. A
+    folder, a broken or looping link, or a name that JSON files and logs cannot hold is an error,
+    never skipped without a word. ``allowed``: what the layout wants there ("HDF5 files")."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:  # os.fsdecode's surrogate escapes: the bytes are not UTF-8
+        shown = os.fsencode(path.name).decode("utf-8", "backslashreplace")  # case\xff.h5: the bytes as they are
+        raise DataError(f"{path.parent}/{shown}: the file name is not UTF-8; allowed: UTF-8 file names "
+                        "(rename it)") from None
+    if not path.is_file():
+        what = "a folder" if path.is_dir() else "a broken or looping link" if path.is_symlink() else "not a regular file"
+        raise DataError(f"{path}: {what}, named like a data file; allowed: {allowed} (rename or remove it)")

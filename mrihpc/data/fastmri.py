@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import h5py
 import numpy as np
 
-from mrihpc.data import DataError
+from mrihpc.data import DataError, check_data_file
 
 ISMRMRD_NS = {"m": "http://www.ismrm.org/ISMRMRD"}
 TEST_KEYS = ("kspace_4af", "kspace_8af")
@@ -115,10 +115,12 @@ def list_files(folder: Path) -> list[Path]:
     """The HDF5 files of a split, sorted by name; DataError when the folder is missing or empty."""
     if not folder.is_dir():
         raise DataError(f"{folder}: no such data folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".h5", ".hdf5") and p.is_file())
-    if not files:
+    named = sorted(p for p in folder.iterdir() if p.suffix in (".h5", ".hdf5"))
+    for p in named:
+        check_data_file(p, "HDF5 files")
+    if not named:
         raise DataError(f"{folder}: no .h5 files")
-    return files
+    return named
 
 
 def index_volumes(files: Sequence[Path], layout: str, cache: Optional[Path] = None) -> list[Volume]:
@@ -179,9 +181,12 @@ class VolumeReader:
     def _read(self, path: str, key: str, index: int, dtype) -> np.ndarray:
         ds = self._dataset(path, key)
         if ds.dtype != dtype:  # e.g. complex128 k-space: converted by the read
-            return ds[index].astype(dtype)
-        out = np.empty(ds.shape[1:], dtype)
-        ds.read_direct(out, np.s_[index])
+            out = ds[index].astype(dtype)
+        else:
+            out = np.empty(ds.shape[1:], dtype)
+            ds.read_direct(out, np.s_[index])
+        if not np.isfinite(out).all():  # 0.1 ms a slice: NaN k-space would train on as if clean
+            raise DataError(f"{path}: {key} slice {index} holds NaN or infinite values; allowed: finite values")
         return out
 
     def kspace(self, volume: Volume, key: str, index: int) -> np.ndarray:

@@ -135,3 +135,9 @@ def ensure_synthetic(params: dict, layout: str) -> Path:
     """The cached dataset for ``params`` (SyntheticSpec as a dict), generated once."""
     return cached_dataset(layout, params, lambda out: generate(
         out, params["volumes"], params["slices"], params["shape"], params["recon_shape"], layout, params["seed"]))
+
+
+def write_twin(out: Path, args) -> str:
+    """``mrihpc data synth knee``."""
+    generate(out, args.volumes, args.slices, tuple(args.shape), tuple(args.recon_shape), args.layout, args.seed)
+    return f"wrote {args.volumes} {args.layout} volumes under {out}"

@@ -11,7 +11,7 @@ from mrihpc.data import DataError
 from mrihpc.login.live import ServerError
 from mrihpc.login.results import RunError
 from mrihpc.login.verbs import data, live, local, report, sweep
-from mrihpc.paths import CheckpointError
+from mrihpc.paths import CheckpointError, DamagedFile
 from mrihpc.errors import SpecError
 
 
@@ -29,7 +29,7 @@ def main(argv=None) -> int:
         return args.fn(args)
     except SpecError as e:
         print("\n".join(e.problems), file=sys.stderr)
-    except (RunError, DataError, ServerError, CheckpointError, OSError) as e:  # OSError: a full disk, a missing file
+    except (RunError, DataError, ServerError, CheckpointError, DamagedFile, OSError) as e:  # OSError: a full disk, a missing file
         print(f"mrihpc {args.verb}: {e}", file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

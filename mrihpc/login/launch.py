@@ -244,13 +244,39 @@ def submit_points(run: RunPaths, spec: JobSpec, indices: Sequence[int], executor
     return _run_here(run, ex, tasks, spec.cluster.array_parallelism, executor, stamp, on_start, on_tick)
 
 
-def _refused(run: RunPaths, part: list, arrays: list[dict], error: Exception):
-    from mrihpc.login.results import RunError
+def submit_prediction(run: RunPaths, spec: JobSpec, index: Optional[int], split: str,
+                      after: Sequence[str] = ()) -> submitit.Job:
+    """One Slurm job that writes point ``index``'s predictions of ``split`` (None: the best point
+    on validation, chosen on the node) with the point's partition, container and at most one GPU,
+    one task; ``after``: job ids it waits for (``--dependency=afterok``). Recorded in the manifest."""
+    from mrihpc.node.entry import PredictTask
+    from mrihpc.paths import update_json
 
+    c = spec.cluster
+    spec = spec.model_copy(update={"cluster": c.model_copy(update={
+        "nodes": 1, "num_tasks_per_node": 1, "gpus_per_node": min(c.gpus_per_node, 1)})})
+    ex = make_executor(spec, "slurm", run.logs)
+    params = slurm_parameters(spec, run.root)
+    params["job_name"] = f"{params['job_name']}-predict"
+    if after:
+        params["additional_parameters"] = {**params["additional_parameters"], "dependency": "afterok:" + ":".join(after)}
+    ex.update_parameters(**params)
+    job = ex.submit(PredictTask(str(run.root), index, split))
+    record = {"time": dt.datetime.now().isoformat(timespec="seconds"), "job_id": job.job_id,
+              "point": "best" if index is None else index, "split": split, "after": list(after)}
+    update_json(run.manifest, lambda m: {**m, "predictions": m.get("predictions", []) + [record]})
+    return job
+
+
+def _refused(run: RunPaths, part: list, arrays: list[dict], error: Exception):
+    from mrihpc.login.results import SubmitRefused
+
+    reason = str(error).strip() or type(error).__name__
     queued = f"array(s) {', '.join(a['array_id'] for a in arrays)} queued before it" if arrays else "nothing queued"
-    return RunError(f"{run.root}: sbatch refused the array of points {part[0].index}-{part[-1].index} "
-                    f"({str(error).strip() or type(error).__name__}); {queued}. Once the cause is fixed, "
-                    f"`mrihpc resubmit {run.root} --failed` queues the points left out")
+    return SubmitRefused(bool(arrays), reason,
+                         f"{run.root}: sbatch refused the array of points {part[0].index}-{part[-1].index} "
+                         f"({reason}); {queued}. Once the cause is fixed, "
+                         f"`mrihpc resubmit {run.root} --failed` queues the points left out")
 
 
 def _run_here(run, ex, tasks, parallelism, executor, stamp, on_start, on_tick) -> list[submitit.Job]:
@@ -319,7 +345,11 @@ def prepare(source: str, overrides: Sequence[str] = (), executor: Optional[str] 
                         "(it runs points in this process); use local or slurm")
     if spec.container.runtime == "pyxis" and executor_name != "slurm":
         problems.append(f"{source}: container.runtime: pyxis is a plugin of srun: it needs cluster.executor slurm")
-    if executor_name == "slurm" and check_paths:  # a real submit: ask the cluster once
+    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None] if executor_name == "slurm" else []
+    if missing and check_paths:  # submitit submits with sbatch and needs srun here to build the job's srun line
+        problems.append(f"{source}: cluster.executor: slurm needs {' and '.join(missing)} on PATH, not found "
+                        f"here; submit from a Slurm login node, or use cluster.executor local")
+    if executor_name == "slurm" and check_paths and not missing:  # a real submit: ask the cluster once
         from mrihpc.login import cluster_check
 
         found, notes = cluster_check.check(spec, source, len(points))

@@ -20,14 +20,16 @@ def plot_curves(run: RunPaths, manifest: dict, metric: str, out: Path) -> dict[s
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), constrained_layout=True)
     drawn: dict[str, dict[str, int]] = {title: {} for title in panels}
     for p in manifest["points"]:
-        records = read_jsonl(run.point(p["index"]).metrics)
+        records = read_jsonl(run.point(p["index"]).metrics, dict)
         for ax, (title, (kind, xkey, ykey)) in zip(axes, panels.items()):
-            rows = [r for r in records if r.get("kind") == kind and ykey in r]
+            rows = [r for r in records if r.get("kind") == kind  # numbers only: an edited line is not plotted
+                    and all(isinstance(r.get(k), (int, float)) for k in (xkey, ykey))]
             if not rows:
                 continue
             x = [r[xkey] + (1 if xkey == "epoch" else 0) for r in rows]
-            ax.plot(x, [r[ykey] for r in rows], label=p["name"], marker="o" if kind == "epoch" else None, ms=3)
-            drawn[title][p["name"]] = len(rows)
+            label = f"{p['index']}: {p['name']}"  # the index too: a salvaged run's names are all "?"
+            ax.plot(x, [r[ykey] for r in rows], label=label, marker="o" if kind == "epoch" else None, ms=3)
+            drawn[title][label] = len(rows)
     for ax, (title, (_, xkey, _)) in zip(axes, panels.items()):
         ax.set_title(title)
         ax.set_xlabel(xkey)
@@ -35,7 +37,7 @@ def plot_curves(run: RunPaths, manifest: dict, metric: str, out: Path) -> dict[s
         if drawn[title]:
             ax.legend(fontsize="small")
     axes[0].set_yscale("log")
-    fig.suptitle(f"{manifest['name']} {manifest['sweep_id']}")
+    fig.suptitle(f"{manifest.get('name', run.root.parent.name)} {manifest.get('sweep_id', run.root.name)}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)

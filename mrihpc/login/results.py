@@ -21,19 +21,49 @@ import yaml
 
 from mrihpc import workloads
 from mrihpc.login import accounting
-from mrihpc.paths import RunPaths, read_json, read_jsonl
+from mrihpc.paths import DamagedFile, RunPaths, read_json, scan_jsonl
 
 
 class RunError(Exception):
     """A path that is not a run directory, or a point that does not exist."""
 
 
-def open_run(path: Path | str) -> tuple[RunPaths, dict]:
+class SubmitRefused(RunError):
+    """sbatch refused an array; ``queued``: whether arrays before it were queued."""
+
+    def __init__(self, queued: bool, reason: str, message: str):
+        super().__init__(message)
+        self.queued, self.reason = queued, reason
+
+
+def open_run(path: Path | str, notes: Optional[list[str]] = None) -> tuple[RunPaths, dict]:
+    """The run at ``path`` and its manifest. A damaged manifest is a RunError naming it, unless
+    the caller collects ``notes``: then the points are salvaged from ``points/<i>/`` (without
+    their names and jobs) and the damage goes into ``notes``."""
     run = RunPaths(Path(path).resolve())
-    manifest = read_json(run.manifest)
-    if manifest is None:
-        raise RunError(f"{path}: not a run directory (no manifest.json); expected runs/<name>/<sweep-id>")
+    try:
+        manifest = read_json(run.manifest, kind=dict)
+        if manifest is None:
+            raise RunError(f"{path}: not a run directory (no manifest.json); expected runs/<name>/<sweep-id>")
+        _check_manifest(run.manifest, manifest)
+    except DamagedFile as e:
+        if notes is None:
+            raise RunError(f"{e}; status still lists the points it finds") from None
+        indices = sorted(int(p.name) for p in (run.root / "points").glob("*") if p.name.isdigit())
+        notes.append(f"{e}; listing the {len(indices)} point(s) found under points/, without names or jobs")
+        manifest = {"points": [{"index": i, "name": "?"} for i in indices], "submissions": []}
     return run, manifest
+
+
+def _check_manifest(path: Path, manifest: dict) -> None:
+    """DamagedFile unless ``manifest`` has the points and submissions every verb reads."""
+    points, submissions = manifest.get("points"), manifest.get("submissions")
+    if not (isinstance(points, list) and all(isinstance(p, dict) and isinstance(p.get("index"), int)
+                                            and isinstance(p.get("name"), str) for p in points)):
+        raise DamagedFile(f"{path}: damaged: 'points' is not a list of {{index, name, ...}} objects")
+    if not (isinstance(submissions, list) and all(isinstance(s, dict) and isinstance(s.get("jobs"), dict)
+                                                 and isinstance(s.get("executor"), str) for s in submissions)):
+        raise DamagedFile(f"{path}: damaged: 'submissions' is not a list of {{executor, jobs, ...}} objects")
 
 
 def latest_jobs(manifest: dict) -> dict[int, dict]:
@@ -57,6 +87,8 @@ class PointView:
     epochs: Optional[int] = None
     latest: dict = field(default_factory=dict)
     attempts: int = 0
+    params: dict = field(default_factory=dict)
+    """{network: parameter count}, as the node built them."""
 
 
 def _alive(pid: Optional[int]) -> bool:
@@ -76,8 +108,9 @@ def _seconds(a: Optional[str], b: Optional[str]) -> Optional[float]:
         return None
 
 
-def point_views(run: RunPaths, manifest: dict) -> tuple[list[PointView], str]:
-    """One view per point, and which source answered for Slurm (sacct / squeue / none)."""
+def point_views(run: RunPaths, manifest: dict, notes: Optional[list[str]] = None) -> tuple[list[PointView], str]:
+    """One view per point, and which source answered for Slurm (sacct / squeue / none). A damaged
+    status.json leaves the point's state to Slurm ("unknown" without it) and goes into ``notes``."""
     jobs = latest_jobs(manifest)
     slurm_ids = [j["job_id"] for j in jobs.values() if j["executor"] == "slurm"]
     slurm, source = {}, "none: local executor"
@@ -88,10 +121,19 @@ def point_views(run: RunPaths, manifest: dict) -> tuple[list[PointView], str]:
             slurm, source = accounting.squeue(slurm_ids), "squeue"
             source = source if slurm is not None else "none (Slurm unreachable)"
             slurm = slurm or {}
+        elif unseen := [j for j in slurm_ids if j not in slurm]:
+            # slurmdbd records a job a moment after sbatch returns: ask the controller, not "lost"
+            queued = accounting.squeue(unseen) or {}
+            slurm |= {j: queued[j] for j in unseen if j in queued}
     views = []
     for point in manifest["points"]:
         i = point["index"]
-        status = read_json(run.point(i).status, {}) or {}
+        try:
+            status, damaged = read_json(run.point(i).status, {}, dict) or {}, ""
+        except DamagedFile as e:
+            status, damaged = {}, str(e)
+            if notes is not None:
+                notes.append(str(e))
         job = jobs.get(i, {})
         row = slurm.get(job.get("job_id", ""), {})
         own = status.get("state")
@@ -118,13 +160,16 @@ def point_views(run: RunPaths, manifest: dict) -> tuple[list[PointView], str]:
             state = own
         else:
             state = "not submitted"
-        reason = status.get("error") or row.get("reason", "") or ""
+        if damaged:
+            state = row["state"] if row else "unknown"
+        reason = status.get("error") or row.get("reason", "") or ("status.json damaged" if damaged else "")
         if row.get("slurm_state") and row["state"] != state:
             reason = reason or row["slurm_state"]
         elapsed = row.get("elapsed_s") or _seconds(status.get("started"), status.get("updated"))
         views.append(PointView(i, point["name"], state, job.get("job_id", ""), str(reason)[:120], elapsed,
                                status.get("epoch"), status.get("epochs"), status.get("latest") or {},
-                               int(status.get("attempts", 0))))
+                               int(status.get("attempts", 0)),
+                               status.get("params") if isinstance(status.get("params"), dict) else {}))
     return views, source
 
 
@@ -145,18 +190,24 @@ def table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def status_report(run: RunPaths, manifest: dict, metric: str) -> str:
-    views, source = point_views(run, manifest)
+def status_report(run: RunPaths, manifest: dict, metric: str, notes: Optional[list[str]] = None) -> str:
+    views, source = point_views(run, manifest, notes)
     rows = [{"point": v.index, "name": v.name, "state": v.state, "job": v.job_id,
              "elapsed": f"{v.elapsed_s:.0f}s" if v.elapsed_s is not None else None,
              "epoch": f"{v.epoch}/{v.epochs}" if v.epoch is not None else None,
              f"val_{metric}": v.latest.get(f"val_{metric}"), "mem_peak_mib": v.latest.get("mem_host_peak_mib"),
-             "reason": v.reason} for v in views]
+             "params": _millions(v.params), "reason": v.reason} for v in views]
     counts: dict[str, int] = {}
     for v in views:
         counts[v.state] = counts.get(v.state, 0) + 1
     summary = f"{len(views)} points: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     return f"{table(rows, list(rows[0]))}\n{summary} (Slurm state from {source})"
+
+
+def _millions(params: dict) -> Optional[str]:
+    """Every network's parameters together, 7.76M (the point's log has them per network)."""
+    total = sum(n for n in params.values() if isinstance(n, int))
+    return None if not total else f"{total / 1e6:.2f}M" if total >= 10**5 else f"{total:,}"
 
 
 def started_config(run: RunPaths) -> Optional[dict]:
@@ -204,23 +255,37 @@ def metric_directions(run: RunPaths, manifest: dict) -> dict[str, str]:
     return manifest.get("metric_directions") or workloads.get(run_metric(run)[1]).metrics
 
 
-def results_rows(run: RunPaths, manifest: dict, metric: str, directions: Optional[dict[str, str]] = None) -> list[dict]:
+def results_rows(run: RunPaths, manifest: dict, metric: str, directions: Optional[dict[str, str]] = None,
+                 notes: Optional[list[str]] = None) -> list[dict]:
     """Per point: coordinates, state, final validation metrics and the best value of ``metric``
-    (``directions``: the task's ``{metric: "max" | "min"}``, else read from the run)."""
-    views = {v.index: v for v in point_views(run, manifest)[0]}
+    (``directions``: the task's ``{metric: "max" | "min"}``, else read from the run). Lines of a
+    metrics.jsonl that cannot be read are skipped and counted in ``notes``."""
+    views = {v.index: v for v in point_views(run, manifest, notes)[0]}
     higher = workloads.metric_direction(directions or metric_directions(run, manifest), metric) == "max"
     rows = []
     for point in manifest["points"]:
         i = point["index"]
-        epochs = [r for r in read_jsonl(run.point(i).metrics) if r.get("kind") == "epoch" and f"val_{metric}" in r]
+        records, skipped = scan_jsonl(run.point(i).metrics, dict)
+        epochs = [r for r in records if r.get("kind") == "epoch" and f"val_{metric}" in r]
+        good = [r for r in epochs if isinstance(r.get("epoch"), int) and _number(r[f"val_{metric}"])]
+        skipped, epochs = skipped + len(epochs) - len(good), good  # an edited line with text for numbers
+        if skipped and notes is not None:
+            notes.append(f"{run.point(i).metrics}: damaged: {skipped} line(s) not JSON objects, skipped; "
+                         f"{len(records)} read")
         final = epochs[-1] if epochs else {}
+        test = next((r for r in reversed(records) if r.get("kind") == "test"), {})
         values = [r[f"val_{metric}"] for r in epochs if math.isfinite(r[f"val_{metric}"])]
         best = (max(values) if higher else min(values)) if values else None
         row = {"point": i, "name": point["name"], "state": views[i].state, "epochs": final.get("epoch", -1) + 1 if final else 0,
                f"best_{metric}": best}
         row |= {k: v for k, v in final.items() if k.startswith("val_") and k != "val_volumes"}
+        row |= {k: v for k, v in test.items() if k.startswith("test_") and not k.endswith("volumes")}
         rows.append(row)
     return rows
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def sort_rows(rows: list[dict], key: str, higher_is_better: bool) -> list[dict]:
@@ -231,22 +296,70 @@ def sort_rows(rows: list[dict], key: str, higher_is_better: bool) -> list[dict]:
     return sorted(have, key=lambda r: r[key], reverse=higher_is_better) + missing
 
 
-def results_report(run: RunPaths, manifest: dict, metric: str, sort: Optional[str] = None, as_csv: bool = False) -> str:
+def results_report(run: RunPaths, manifest: dict, metric: str, sort: Optional[str] = None, as_csv: bool = False,
+                   notes: Optional[list[str]] = None, by_seed: bool = False, each: bool = False) -> str:
+    """The sweep best first. A sweep over folds (or, ``by_seed``, over seeds) shows one row per
+    configuration (mean, std, n; ``aggregate``), and its points after it with ``each``."""
+    from mrihpc.login import aggregate
+
     directions = metric_directions(run, manifest)  # once: an older run derives them from its spec
-    rows = results_rows(run, manifest, metric, directions)
+    rows = results_rows(run, manifest, metric, directions, notes)
     key = sort or f"best_{metric}"
     higher = workloads.metric_direction(directions, key) == "max"
     rows = sort_rows(rows, key, higher)
+    if by_seed or aggregate.has_folds(manifest):
+        grouped = aggregate.aggregate_rows(rows, manifest, key, higher, by_seed)
+        if as_csv and not each:
+            return _csv(grouped, list(dict.fromkeys(k for r in grouped for k in r)))
+        if not as_csv:
+            folds = next((p["overrides"]["data.folds"] for p in manifest["points"] if "data.folds" in p["overrides"]), None)
+            text = f"{table(grouped, list(dict.fromkeys(k for r in grouped for k in r)))}\n" \
+                   f"{aggregate.summary_line(grouped, key, folds)}"
+            if not each:
+                return text + "\n(each point: results --each)"
+            return f"{text}\n\n{_points_table(rows, as_csv)}"
+    return _points_table(rows, as_csv)
+
+
+def _points_table(rows: list[dict], as_csv: bool) -> str:
     columns = list(dict.fromkeys(k for r in rows for k in r))
     # the network's own scores first (validation, then training), then what it is measured
     # against (zero-filled, baseline)
-    reference = [c for c in columns if c.startswith(("val_zf_", "val_base_", "val_train_base_"))]
+    reference = [c for c in columns if c.startswith(("val_zf_", "val_base_", "val_train_base_", "test_zf_", "test_base_",
+                                                     "test_last_zf_", "test_last_base_"))]
     train = [c for c in columns if c.startswith("val_train_") and c not in reference]
-    columns = [c for c in columns if c not in reference and c not in train] + train + reference
-    if as_csv:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-        return buf.getvalue()
-    return table(rows, columns)
+    test = [c for c in columns if c.startswith("test_") and c not in reference]  # scored once, at the end
+    columns = [c for c in columns if c not in reference + train + test] + test + train + reference
+    return _csv(rows, columns) if as_csv else table(rows, columns)
+
+
+def _csv(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def provenance_report(run, manifest: dict, notes: list[str]) -> str:
+    """Per point, what it ran on as seen from inside (points/<i>/provenance.json); then the code."""
+    rows = []
+    for p in manifest["points"]:
+        try:
+            seen = read_json(run.point(p["index"]).root / "provenance.json", {}, dict) or {}
+        except DamagedFile as e:
+            seen = {}
+            notes.append(str(e))
+        image_id = seen.get("image_id") or ""
+        rows.append({"point": p["index"], "image": seen.get("image") or ("host" if seen else "-"),
+                     "image_id": image_id.split(":")[-1][:12] or "-", "python": seen.get("python", "-"),
+                     "torch": seen.get("torch", "-"), "cuda": seen.get("cuda") or "-",
+                     "code": (seen.get("code_sha256") or "-")[:12], "host": seen.get("host", "-")})
+    text = table(rows, list(rows[0]))
+    code = manifest.get("code") or {}
+    checkout = (manifest.get("provenance") or {}).get("mrihpc_checkout") or {}
+    text += f"\ncode: {code.get('path', '-')} sha256 {code.get('sha256', '-')[:12]} from {code.get('source', '-')}"
+    if checkout:
+        text += (f"\ncheckout: {checkout.get('repo')} at {checkout.get('rev')} ({checkout.get('branch')})"
+                 + (f", uncommitted changes: {checkout.get('diff') or 'untracked files'}" if checkout.get("dirty") else ""))
+    return text

@@ -7,7 +7,9 @@ submitit, which calls ``checkpoint`` and requeues the same callable: it resumes 
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Optional
 
 from submitit.helpers import Checkpointable, DelayedSubmission
 
@@ -29,3 +31,30 @@ class PointTask(Checkpointable):
 
     def __repr__(self) -> str:
         return f"PointTask({self.run_dir!r}, {self.index})"
+
+
+class PredictTask:
+    """Write the predictions of ``split`` for point ``index`` (None: the best point on validation,
+    decided here, once the sweep it waited for has ended) in its workload's format, on the node."""
+
+    def __init__(self, run_dir: str, index: Optional[int], split: str):
+        self.run_dir, self.index, self.split = str(run_dir), index, split
+
+    def __call__(self) -> list[str]:
+        from mrihpc import workloads
+        from mrihpc.paths import RunPaths
+        from mrihpc.ranking import best_point
+        from mrihpc.specfile import load_point_spec
+
+        run = RunPaths(Path(self.run_dir))
+        index = best_point(run) if self.index is None else self.index
+        paths = run.point(index)
+        predict = workloads.resolve(workloads.get(load_point_spec(paths).task).predict)
+        written = [str(p) for p in predict(paths, self.split)]
+        # on stderr: the verb's stdout is the list of files, one per line, for scripts
+        print(f"[mrihpc] point {index}: {len(written)} prediction file(s) of {self.split} under "
+              f"{paths.predictions / self.split}", file=sys.stderr, flush=True)
+        return written
+
+    def __repr__(self) -> str:
+        return f"PredictTask({self.run_dir!r}, {self.index}, {self.split!r})"

@@ -50,6 +50,17 @@ class Workers:
     def __len__(self) -> int:
         return len(self.loader)
 
+    def close(self) -> None:
+        """Stop the persistent workers now. They ignore SIGTERM (``leave_signals_to_parent``), so
+        at interpreter exit multiprocessing's terminate() cannot stop them and its join() waits
+        for their idle timeout loop forever; a failed point's traceback keeps the iterator alive
+        past that exit, so its own ``__del__`` never runs first. The shutdown is the one torch
+        runs from that ``__del__``."""
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self.loader._iterator = None
+
 
 def rank_loader(dataset: Dataset, sampler: Sampler, batch_size: int, drop_last: bool, workers: int, pin: bool,
                 seed: int, keyed: Optional[Dataset] = None) -> Workers:
@@ -68,6 +79,16 @@ def rank_loader(dataset: Dataset, sampler: Sampler, batch_size: int, drop_last: 
                         worker_init_fn=leave_signals_to_parent if workers else None, persistent_workers=workers > 0,
                         generator=torch.Generator().manual_seed(seed))
     return Workers(loader, batch_size, slots, pin)
+
+
+def dataset_of(loader) -> Dataset:
+    """The dataset a loader (``Workers``, a DataLoader or a plain sequence of batches) reads,
+    under the loading wrappers (``EpochIndexed``, ``IntoSlots``): for a task whose evaluation
+    scores its samples itself, in its own batches."""
+    data = getattr(getattr(loader, "loader", loader), "dataset", None)
+    while data is not None and hasattr(data, "dataset"):
+        data = data.dataset
+    return data
 
 
 class EpochIndexed(Dataset):

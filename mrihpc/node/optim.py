@@ -56,9 +56,12 @@ def build_schedule(spec: ScheduleSpec, optimizer: torch.optim.Optimizer, steps_p
         return DecayRestarts(optimizer, max(1, round(spec.restart_epochs * unit)), round(spec.restart_increment * unit),
                              spec.decay, unit)
     warmup = round(spec.warmup_epochs * unit)
-    cosine = lr_scheduler.CosineAnnealingWarmRestarts(
-        optimizer, T_0=max(1, round(spec.restart_epochs * unit)), T_mult=spec.restart_mult, eta_min=spec.min_lr)
+    if spec.kind == "constant":  # a factor of 1 from the start: the lr as given, and a state_dict like the others'
+        after = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    else:
+        after = lr_scheduler.CosineAnnealingWarmRestarts(
+            optimizer, T_0=max(1, round(spec.restart_epochs * unit)), T_mult=spec.restart_mult, eta_min=spec.min_lr)
     if warmup <= 0:
-        return cosine
+        return after
     ramp = lr_scheduler.LinearLR(optimizer, start_factor=spec.warmup_start_factor, end_factor=1.0, total_iters=warmup)
-    return lr_scheduler.SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])
+    return lr_scheduler.SequentialLR(optimizer, [ramp, after], milestones=[warmup])

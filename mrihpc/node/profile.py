@@ -36,13 +36,13 @@ def profile_steps(spec: JobSpec, steps: int, interval_s: float = 0.1) -> dict:
         memory = MemoryProfile(Path(tmp) / "memory.dat", interval_s, device)
         profiler = LineProfiler(backend="psutil")
         train_step = profiler(type(task).train_step)
-        ctx, times, done = trainer.step_context(), [], 0
+        times, done = [], 0
         try:
             while done < steps:
                 for batch in trainer.train_loader:
                     batch = trainer.device_batch(batch)  # as the Trainer does: the task's on_device, channels_last
                     start = time.perf_counter()
-                    train_step(task, batch, trainer.nets, ctx)
+                    trainer.run_step(batch, lambda b, nets, ctx: train_step(task, b, nets, ctx))
                     times.append(time.perf_counter() - start)
                     done += 1
                     if done == steps:

@@ -6,6 +6,7 @@ failing point raises, so Slurm marks that array task FAILED and nothing else is 
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import os
@@ -26,8 +27,10 @@ from mrihpc.node.monitors.jsonl import MetricsFile
 from mrihpc.node.monitors.memory import MemoryProfile
 from mrihpc.node.monitors.visdom import VisdomMonitor
 from mrihpc.node.preemption import Interrupted, StopSignals
+from mrihpc.node import parameters
 from mrihpc.node.train import Trainer
-from mrihpc.paths import (PointPaths, RunPaths, atomic_write_bytes, dump_yaml, overwrite_in_place, read_json,
+from mrihpc.paths import (DamagedFile, LinkRefused, PointPaths, RunPaths, atomic_write_bytes, dump_yaml, overwrite_in_place, read_json,
+                          refuse_links_within,
                           remove_stale_temp_files, update_json)
 from mrihpc.spec import JobSpec
 
@@ -37,12 +40,14 @@ def write_status(paths: PointPaths, world: World, **fields) -> None:
         return
     now = dt.datetime.now().isoformat(timespec="seconds")
     try:
-        update_json(paths.status, lambda status: {**(status or {}), **fields, "updated": now})
+        update_json(paths.status, lambda status: {**(status or {}), **fields, "updated": now}, replace_damaged=True)
     except OSError as e:
         if e.errno != errno.ENOSPC or not paths.status.is_file():
             raise
         # the disk is full: keep the outcome and its reason, in the status file's own blocks
-        old = read_json(paths.status, {}) or {}
+        old = {}
+        with contextlib.suppress(DamagedFile):
+            old = read_json(paths.status, {}) or {}
         keep = {k: old[k] for k in ("attempts", "host", "pid", "job_id", "epoch", "epochs") if k in old}
         keep |= {k: str(v)[:300] for k, v in fields.items() if k in ("state", "error", "reason")}
         overwrite_in_place(paths.status, {**keep, "updated": now, "disk_full": True})
@@ -94,15 +99,24 @@ def train_point(spec: JobSpec, run: RunPaths, index: int, world: World, signals:
                      latest={k: v for k, v in record.items() if k.startswith(("val_", "mem_")) or k == "train_loss"})
 
     signals.every = spec.train.stop_check_every
+    trainer = None
     try:
         trainer = Trainer(spec, task, world, paths.checkpoints, monitors, on_epoch, lambda: signals.requested(world))
+        counts = parameters.count(trainer.nets)
+        if world.is_main:  # as every seed printed it; status shows the total
+            print(f"[mrihpc] parameters: {parameters.describe(counts)}", flush=True)
+        write_status(paths, world, params=counts)
         record = trainer.fit() | {"best": trainer.best}
+        if test := trainer.score_test():  # every rank: the evaluation is collective
+            write_status(paths, world, test={k: v for k, v in test.items() if not k.endswith("volumes")})
         signals.settle()  # the last stop-signal all-reduce, before any other collective or teardown
         # DDP keeps replicas equal; record each rank's digest so that is checked, not assumed
         digests = all_gather(trainer.weights_digest(), world)
         write_status(paths, world, rank_weights_sha1=digests)
         return record
     finally:
+        if trainer is not None:
+            trainer.close()
         monitors.close()
         if live is not None:
             write_status(paths, world, visdom=live.stats())
@@ -113,6 +127,18 @@ def materialise_config(paths: PointPaths) -> None:
     so the other ranks never read half of it."""
     if not paths.config.is_file():
         atomic_write_bytes(paths.config, dump_yaml(specfile.point_raw(paths)).encode())
+
+
+def failure_reason(e: BaseException) -> str:
+    """``Type: message``; for an error a DataLoader worker raised (torch re-raises it as "Caught
+    X in DataLoader worker process 0. Original Traceback ...") the original's last line, which
+    names the file."""
+    text = str(e)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        head, sep, message = last.partition(": ")
+        return f"{type(e).__name__}: {message}" if sep and head.rsplit(".", 1)[-1] == type(e).__name__ else last
+    return f"{type(e).__name__}: {text}"
 
 
 def run_point(run_dir: Path, index: int) -> dict:
@@ -128,6 +154,13 @@ def run_point(run_dir: Path, index: int) -> dict:
         write_status(paths, world, state="failed", error=f"CodeMismatch: {e}", host=socket.gethostname())
         close_world()
         raise
+    try:  # a link planted in the point's folder (metrics.jsonl, checkpoints/, scales.json, ...) would take its writes out
+        refuse_links_within(paths.root)
+    except LinkRefused as e:
+        with contextlib.suppress(LinkRefused):  # say why in status.json, unless that is the link
+            write_status(paths, world, state="failed", error=f"LinkRefused: {e}", host=socket.gethostname())
+        close_world()
+        raise
     paths.root.mkdir(parents=True, exist_ok=True)
     if world.is_main:  # only this point writes here, and it has not started writing
         materialise_config(paths)
@@ -135,7 +168,11 @@ def run_point(run_dir: Path, index: int) -> dict:
         stale = remove_stale_temp_files(paths.root)
         if stale:
             print(f"[mrihpc] removed {len(stale)} temporary file(s) left by a killed write", file=sys.stderr)
-    previous = read_json(paths.status, {}) or {}
+    try:
+        previous = read_json(paths.status, {}) or {}
+    except DamagedFile as e:  # the attempt count is lost; the status is rewritten whole below
+        print(f"[mrihpc] {e}; writing a new one", file=sys.stderr)
+        previous = {}
     write_status(paths, world, state="running", host=socket.gethostname(), pid=os.getpid(), job_id=_job_id(),
                  world_size=world.size, device=str(world.device), error=None, traceback=None,
                  started=dt.datetime.now().isoformat(timespec="seconds"),
@@ -150,7 +187,7 @@ def run_point(run_dir: Path, index: int) -> dict:
         close_world()
         signals.leave()
     except BaseException as e:
-        write_status(paths, world, state="failed", error=f"{type(e).__name__}: {e}",
+        write_status(paths, world, state="failed", error=failure_reason(e),
                      traceback="".join(traceback.format_exc()).splitlines()[-25:])
         raise
     finally:

@@ -20,6 +20,12 @@ from mrihpc.spec import JobSpec
 from mrihpc.workloads import Workload
 
 
+#: key of a row of ``Task.evaluate`` that scores a batch rather than a volume (a seed's per-batch
+#: metric): its values are averaged with the other rows holding the same keys, and it is not
+#: counted as a volume (``val_volumes``)
+BATCH_ROW = "_batch_row"
+
+
 class StepContext(Protocol):
     """What the Trainer lends a task during one training step."""
 
@@ -52,6 +58,12 @@ class Task:
         """(train, validation). The validation set must offer ``volumes() -> list[list[int]]``:
         the sample indices of each volume, so a volume is never split across ranks."""
         raise NotImplementedError
+
+    def test_dataset(self) -> Optional[Dataset]:
+        """The test split with targets, built like the validation set (``volumes_index`` too),
+        scored once when training ends, with best.pt and with last.pt (``test_*``,
+        ``test_last_*``); never used to choose a model. None: no test split with targets."""
+        return None
 
     def networks(self) -> dict[str, nn.Module]:
         raise NotImplementedError

@@ -25,7 +25,7 @@ from mrihpc.node.distributed import World, all_gather, all_reduce_mean, barrier
 from mrihpc.node.loading import EpochIndexed, ShuffledShard, VolumeShard, rank_loader
 from mrihpc.node.optim import build_optimizer, build_schedule
 from mrihpc.node.preemption import Interrupted
-from mrihpc.node.task import StepContext, Task, to_device
+from mrihpc.node.task import BATCH_ROW, StepContext, Task, to_device
 from mrihpc.spec import JobSpec
 
 def use_sync_batchnorm(setting: Optional[bool], world: World, nets: dict[str, nn.Module]) -> bool:
@@ -118,6 +118,7 @@ class Trainer:
         self.batch, self.epoch_losses = 0, []  # position inside the current epoch
         self.nonfinite = 0  # non-finite training losses in a row
         self.higher_is_better = workloads.get(spec.task).direction(train.metric) == "max"
+        self._ctx = _Step(self)
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -144,8 +145,7 @@ class Trainer:
         state = checkpoint.load(self.dir / "last.pt")  # on the CPU: load_state_dict moves tensors to the device
         if state is None:
             return False
-        for k, v in state["nets"].items():
-            self._raw(self.nets[k]).load_state_dict(v)
+        self._load_weights(state)
         for k, v in state["optimizers"].items():
             self.optimizers[k].load_state_dict(v)
         for k, v in state["schedules"].items():
@@ -189,21 +189,24 @@ class Trainer:
             self.on_epoch(record)
         return record
 
+    def close(self) -> None:
+        """Stop both loaders' worker processes (a failed point must still exit)."""
+        self.train_loader.close()
+        self.val_loader.close()
+
     def _epoch(self) -> dict:
         spec, epoch = self.spec, self.epoch
         self.task.epoch = epoch
         self.sampler.set_epoch(epoch)  # the dataset's set_epoch follows in whichever process reads it (EpochIndexed)
         for net in self.nets.values():
             net.train()
-        ctx, losses, start = _Step(self), self.epoch_losses, time.time()
+        losses, start = self.epoch_losses, time.time()
         self.sampler.skip = self.batch * self.train_loader.batch_size  # resuming inside this epoch
         for i, batch in enumerate(self.train_loader, start=self.batch):
             if i >= self.steps_per_epoch:
                 break
-            batch = self.device_batch(batch)
-            logged = self.task.train_step(batch, self.nets, ctx)
-            self.scaler.update()  # once per iteration, after every optimiser of the step has stepped
-            self.step, self.batch = self.step + 1, i + 1
+            logged = self.run_step(self.device_batch(batch))
+            self.batch = i + 1
             self._check_finite(logged["loss"], epoch)
             losses.append(logged["loss"])
             if self.step % 10 == 0 or i == 0:  # every rank reaches this step: the mean over ranks is logged
@@ -230,6 +233,17 @@ class Trainer:
                 self.monitors.log({"kind": "images", "epoch": epoch, "images": images}, self.step)
             self.monitors.log(record, self.step)
         return record
+
+    def run_step(self, batch: dict, train_step: Optional[Callable[[dict, dict, StepContext], dict]] = None) -> dict:
+        """One training iteration on ``batch`` (already through ``device_batch``): the task's
+        ``train_step`` (its optimisers step through the StepContext), then the grad scaler's
+        update, once, after every optimiser of the iteration has stepped. Training, ``mrihpc
+        profile`` and the benchmarks all step through here. ``train_step``: the task's own, or
+        a wrapper of it (the line profiler). Returns the step's logged floats."""
+        logged = (train_step or self.task.train_step)(batch, self.nets, self._ctx)
+        self.scaler.update()
+        self.step += 1
+        return logged
 
     def device_batch(self, batch: dict) -> dict:
         """A loader's batch on the training device, through the task's ``on_device``, with 4-D
@@ -259,29 +273,59 @@ class Trainer:
         if getattr(schedule, "restarted", False) and self.spec.schedule_for(name).reset_optimizer:
             self.optimizers[name].state.clear()  # as re-creating it: Adam's moments and step count restart
 
-    def step_context(self) -> StepContext:
-        """What ``Task.train_step`` gets: autocast, learning rates, the optimiser step."""
-        return _Step(self)
-
     def lr(self, optimizer: str = "main") -> float:
         opt = self.optimizers.get(optimizer) or next(iter(self.optimizers.values()))
         return float(opt.param_groups[0]["lr"])
 
-    @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Mean over all validation volumes (gathered from every rank) of each metric, as val_*."""
+        return self._scores(self.val_loader, "val_")
+
+    @torch.no_grad()
+    def _scores(self, loader, prefix: str) -> dict[str, float]:
+        """The task's evaluation of ``loader``'s volumes on every rank, gathered, as
+        ``<prefix><metric>`` means (and ``_std`` where the workload reports the spread)."""
         for net in self.nets.values():
             net.eval()
-        mine = self.task.evaluate(self.val_loader, self.nets)  # in fp32: metrics never see bf16 outputs
+        mine = self.task.evaluate(loader, self.nets)  # in fp32: metrics never see bf16 outputs
         volumes = [v for rank in all_gather(mine, self.world) for v in rank]
-        keys = sorted({k for v in volumes for k in v})
-        out = {f"val_{k}": float(sum(v[k] for v in volumes if k in v) / sum(1 for v in volumes if k in v))
-               for k in keys} | {"val_volumes": len(volumes)}
+        keys = sorted({k for v in volumes for k in v} - {BATCH_ROW})
+        out = {f"{prefix}{k}": float(sum(v[k] for v in volumes if k in v) / sum(1 for v in volumes if k in v))
+               for k in keys} | {f"{prefix}volumes": sum(1 for v in volumes if BATCH_ROW not in v)}
         for k in getattr(getattr(self.task, "workload", None), "report_std", ()):  # the spread over cases, where reported
             values = torch.tensor([v[k] for v in volumes if k in v], dtype=torch.float64)
             if len(values) > 1:
-                out[f"val_{k}_std"] = float(values.std())  # unbiased, as the seeds' torch.std
+                out[f"{prefix}{k}_std"] = float(values.std())  # unbiased, as the seeds' torch.std
         return out
+
+    def score_test(self) -> dict[str, float]:
+        """Once training is over: the test split (``Task.test_dataset``) scored with last.pt
+        (``test_last_*``) and best.pt (``test_*``, best on validation), logged as a ``test``
+        record; the networks hold last.pt's weights again afterwards. {} without a test split."""
+        test = self.task.test_dataset()
+        if test is None:
+            return {}
+        train = self.spec.train
+        loader = rank_loader(test, VolumeShard(test.volumes_index(), self.world),
+                             max(1, train.batch_size // self.world.size), False, train.workers,
+                             self.world.device.type == "cuda", train.seed)
+        out: dict[str, float] = {}
+        try:
+            for name, prefix in (("last.pt", "test_last_"), ("best.pt", "test_")):
+                state = checkpoint.load(self.dir / name)
+                if state is not None:  # no best.pt when no epoch was validated
+                    self._load_weights(state)
+                    out |= self._scores(loader, prefix)
+            self._load_weights(checkpoint.load(self.dir / "last.pt"))
+        finally:
+            loader.close()
+        if self.world.is_main and out:
+            self.monitors.log({"kind": "test", "epoch": self.epoch - 1, **out}, self.step)
+        return out
+
+    def _load_weights(self, state: Optional[dict]) -> None:
+        for k, v in (state or {}).get("nets", {}).items():
+            self._raw(self.nets[k]).load_state_dict(v)
 
     def _keep_best(self, record: dict) -> None:
         value = record.get(f"val_{self.spec.train.metric}")

@@ -36,7 +36,8 @@ def record(run_dir: Path, reason: str) -> int | None:
         return None
     now = dt.datetime.now().isoformat(timespec="seconds")
     update_json(run.point(index).status, lambda s: {**(s or {}), "state": "failed", "error": reason,
-                                                     "host": socket.gethostname(), "updated": now})
+                                                     "host": socket.gethostname(), "updated": now},
+                replace_damaged=True)
     return index
 
 

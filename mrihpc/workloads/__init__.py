@@ -30,6 +30,30 @@ def resolve(target: str) -> Any:
 
 
 @dataclass(frozen=True)
+class SynthTwin:
+    """A workload's synthetic twin as ``mrihpc data synth <kind> OUT [options]`` offers it."""
+
+    kind: str
+    """The verb's word for it (knee, acdc, ...); several tasks may share one twin."""
+    help: str
+    arguments: tuple[tuple[tuple[str, ...], dict], ...]
+    """argparse ``(flags, keyword arguments)`` of its options."""
+    write: str
+    """"module:function" ``(out: Path, args) -> str``: writes the data, returns what it wrote."""
+
+
+def twins() -> dict[str, SynthTwin]:
+    """kind -> the synthetic twin, over every registered workload that has one."""
+    out: dict[str, SynthTwin] = {}
+    for name in WORKLOADS:
+        w = get(name)
+        if w.synth is not None:
+            twin = resolve(w.synth)
+            out.setdefault(twin.kind, twin)
+    return out
+
+
+@dataclass(frozen=True)
 class Workload:
     """What a task is to the rest of mrihpc: its typed sections, names, and where its code lives."""
 
@@ -59,6 +83,9 @@ class Workload:
     """"module:function" ``(spec) -> list[str]``: ``key.path: why`` problems across sections."""
     optimizers: tuple[str, ...] = ("main",)
     """Names of the task's optimisers (``optim:`` and ``schedule:`` may be keyed by them)."""
+    optimizers_of: Optional[str] = None
+    """"module:function" ``(model dict as written) -> names``: the optimisers a spec's model
+    builds, where that depends on it (synthesis's mode); default all of ``optimizers``."""
     optimizer_fallbacks: dict[str, str] = field(default_factory=dict)
     """optimiser -> the one whose settings it takes when ``optim:`` / ``schedule:`` name only that
     (a CycleGAN's backward generator G_back takes G's)."""
@@ -68,6 +95,8 @@ class Workload:
     """metrics whose standard deviation over the validation cases is reported too (val_<m>_std)."""
     data_paths: tuple[str, ...] = ("root",)
     """fields of ``data:`` holding host paths, mounted into containers at their own paths."""
+    synth: Optional[str] = None
+    """"module:attribute" of its ``SynthTwin`` (``mrihpc data synth``), in a light module."""
 
     def direction(self, column: str) -> str:
         """"max" or "min" for a metric or a results column (val_dice_lv -> dice -> max)."""
@@ -95,10 +124,15 @@ class Workload:
             if unknown:
                 problems.append(f"{section}: {', '.join(unknown)} not an optimiser of task {self.name}; "
                                 f"allowed: all, {', '.join(self.optimizers)} (or one mapping for all)")
-            elif "all" not in keyed and (missing := [o for o in self.optimizers if o not in keyed
+            elif "all" not in keyed and (missing := [o for o in self.built_optimizers(raw) if o not in keyed
                                                       and self.optimizer_fallbacks.get(o) not in keyed]):
                 problems.append(f"{section}: no settings for {', '.join(sorted(missing))}; add them or an 'all' entry")
         return problems
+
+    def built_optimizers(self, raw: dict) -> tuple[str, ...]:
+        """The optimisers a spec dict's model trains (settings are needed for these only)."""
+        model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+        return tuple(resolve(self.optimizers_of)(model)) if self.optimizers_of else self.optimizers
 
     def with_defaults(self, raw: dict) -> dict:
         """A copy of ``raw`` with the task's default loss and metric filled in."""
@@ -114,7 +148,7 @@ class Workload:
 def metric_direction(metrics: dict[str, str], column: str) -> str:
     """"max" or "min" for a metric or a results column, given a task's ``{metric: direction}``."""
     words = column.removeprefix("best_").removeprefix("val_").split("_")
-    # the longest run of words that names a metric: train_base_lab_mae -> mae, dice_lv -> dice
+    # the longest run of words that names a metric: train_base_seed_mae -> mae, dice_lv -> dice
     for n in range(len(words), 0, -1):
         for i in range(len(words) - n + 1):
             if "_".join(words[i:i + n]) in metrics:
@@ -127,6 +161,19 @@ def _keyed(value: Any, section: str) -> Optional[dict]:
     from mrihpc.spec import OptimSpec, ScheduleSpec, keyed_by_name
 
     return value if keyed_by_name(value, OptimSpec if section == "optim" else ScheduleSpec) else None
+
+
+_SPEC_CLASSES: dict[str, Any] = {}
+
+
+def job_spec_class(task: str):
+    """JobSpec with ``data`` and ``model`` typed by the workload ``task`` (cached per task)."""
+    if task not in _SPEC_CLASSES:
+        from mrihpc.spec import typed_job_spec  # spec models only when a spec is validated
+
+        w = get(task)
+        _SPEC_CLASSES[task] = typed_job_spec(w.title, w.data, w.model, w.optimizer_fallbacks)
+    return _SPEC_CLASSES[task]
 
 
 def names() -> list[str]:

@@ -24,10 +24,15 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--steps", type=int, default=5)
     s.set_defaults(fn=cmd_profile)
 
-    s = sub.add_parser("predict", help="write a point's predictions in its workload's format (HDF5, PNG masks) and panels")
+    s = sub.add_parser("predict", help="write a point's predictions in its workload's format (HDF5, PNG masks) and "
+                                       "panels: as a Slurm job for a Slurm run, else here")
     s.add_argument("run")
-    s.add_argument("--point", type=int, required=True)
+    which = s.add_mutually_exclusive_group(required=True)
+    which.add_argument("--point", type=int)
+    which.add_argument("--best", action="store_true", help="the point whose validation train.metric was best")
     s.add_argument("--split", choices=["val", "test"], default="val")
+    s.add_argument("--here", action="store_true", help="in this process, even for a Slurm run")
+    s.add_argument("--wait", action="store_true", help="with a job: wait for it and list the files it wrote")
     s.set_defaults(fn=cmd_predict)
 
 
@@ -68,14 +73,34 @@ def cmd_profile(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from mrihpc import workloads
+    """The point's predictions: a job on the cluster (the point's partition and container, one
+    GPU) when the run went to Slurm, else (or with --here) in this process."""
     from mrihpc.specfile import load_point_spec
 
     run, manifest = open_run(args.run)
-    paths = run.point(args.point)
-    if args.point not in [p["index"] for p in manifest["points"]]:
-        raise RunError(f"{run.root}: no point {args.point}")
-    predict = workloads.resolve(workloads.get(load_point_spec(paths).task).predict)
-    for path in predict(paths, args.split):
+    if args.best:
+        from mrihpc.ranking import best_point
+
+        try:
+            index = best_point(run)
+        except ValueError as e:
+            raise RunError(str(e)) from None
+        print(f"best point on validation: {index}")
+    else:
+        index = args.point
+        if index not in [p["index"] for p in manifest["points"]]:
+            raise RunError(f"{run.root}: no point {index}")
+    if manifest.get("executor") == "slurm" and not args.here:
+        from mrihpc.login import launch
+
+        job = launch.submit_prediction(run, load_point_spec(run.point(index)), index, args.split)
+        print(f"submitted prediction job {job.job_id} (point {index}, {args.split}); log: {run.logs}/{job.job_id}_0_log.out")
+        if args.wait:
+            for path in job.result():
+                print(path)
+        return 0
+    from mrihpc.node.entry import PredictTask
+
+    for path in PredictTask(str(run.root), index, args.split)():
         print(path)
     return 0

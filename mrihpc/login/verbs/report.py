@@ -19,9 +19,17 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     s.add_argument("run")
     s.add_argument("--sort", help="column to sort by (default best_<train.metric>)")
     s.add_argument("--csv", action="store_true")
+    s.add_argument("--by-seed", action="store_true",
+                   help="group points that differ only by train.seed (and fold): mean, std and n per configuration")
+    s.add_argument("--each", action="store_true", help="with folds or --by-seed: every point's row too (with --csv: only those)")
     s.add_argument("--plot", type=Path, metavar="OUT.png", help="also draw every point's curves into a PNG")
     s.add_argument("--provenance", action="store_true", help="also what each point ran on: image, versions, code")
     s.set_defaults(fn=cmd_results)
+
+    s = sub.add_parser("report", help="one self-contained HTML page of the run: tables, curves, samples, spec, provenance")
+    s.add_argument("run")
+    s.add_argument("-o", "--out", type=Path, help="where to write it (default RUN/report.html)")
+    s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser("logs", help="a point's stdout (or --err)")
     s.add_argument("run")
@@ -32,51 +40,39 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_status(args) -> int:
-    from mrihpc.login.results import status_report
+    from mrihpc.login.results import provenance_report, status_report
 
-    run, manifest = open_run(args.run)
-    print(status_report(run, manifest, _metric(run)))
+    notes: list[str] = []  # damaged files: said once each, after what could still be read
+    run, manifest = open_run(args.run, notes)
+    print(status_report(run, manifest, _metric(run), notes))
     if args.provenance:
-        print("\n" + provenance_report(run, manifest))
-    return 0
+        print("\n" + provenance_report(run, manifest, notes))
+    return _said(notes)
 
 
 def cmd_results(args) -> int:
-    from mrihpc.login.results import results_report
+    from mrihpc.login.results import provenance_report, results_report
 
-    run, manifest = open_run(args.run)
-    print(results_report(run, manifest, _metric(run), args.sort, args.csv), end="" if args.csv else "\n")
+    notes: list[str] = []
+    run, manifest = open_run(args.run, notes)
+    print(results_report(run, manifest, _metric(run), args.sort, args.csv, notes, args.by_seed, args.each),
+          end="" if args.csv else "\n")
     if args.plot:
         from mrihpc.login.plots import plot_curves
 
         plot_curves(run, manifest, _metric(run), args.plot)
         print(f"curves of {len(manifest['points'])} points: {args.plot}", file=sys.stderr if args.csv else sys.stdout)
     if args.provenance and not args.csv:
-        print("\n" + provenance_report(run, manifest))
-    return 0
+        print("\n" + provenance_report(run, manifest, notes))
+    return _said(notes)
 
 
-def provenance_report(run, manifest: dict) -> str:
-    """Per point, what it ran on as seen from inside (points/<i>/provenance.json); then the code."""
-    from mrihpc.login.results import table
-    from mrihpc.paths import read_json
-
-    rows = []
-    for p in manifest["points"]:
-        seen = read_json(run.point(p["index"]).root / "provenance.json", {}) or {}
-        image_id = seen.get("image_id") or ""
-        rows.append({"point": p["index"], "image": seen.get("image") or ("host" if seen else "-"),
-                     "image_id": image_id.split(":")[-1][:12] or "-", "python": seen.get("python", "-"),
-                     "torch": seen.get("torch", "-"), "cuda": seen.get("cuda") or "-",
-                     "code": (seen.get("code_sha256") or "-")[:12], "host": seen.get("host", "-")})
-    text = table(rows, list(rows[0]))
-    code = manifest.get("code") or {}
-    checkout = (manifest.get("provenance") or {}).get("mrihpc_checkout") or {}
-    text += f"\ncode: {code.get('path', '-')} sha256 {code.get('sha256', '-')[:12]} from {code.get('source', '-')}"
-    if checkout:
-        text += (f"\ncheckout: {checkout.get('repo')} at {checkout.get('rev')} ({checkout.get('branch')})"
-                 + (f", uncommitted changes: {checkout.get('diff') or 'untracked files'}" if checkout.get("dirty") else ""))
-    return text
+def _said(notes: list[str]) -> int:
+    """Print the damaged-file notes to stderr; exit status 1 when there were any (the report
+    above them is what could still be read)."""
+    for note in dict.fromkeys(notes):
+        print(f"warning: {note}", file=sys.stderr)
+    return 1 if notes else 0
 
 
 def cmd_logs(args) -> int:
@@ -101,6 +97,16 @@ def cmd_logs(args) -> int:
         if not args.follow:
             return 0
         time.sleep(1.0)
+
+
+def cmd_report(args) -> int:
+    from mrihpc.login import html_report
+
+    notes: list[str] = []
+    run, manifest = open_run(args.run, notes)
+    out = html_report.write(run, manifest, _metric(run), args.out or run.root / "report.html", notes)
+    print(f"report: {out} (self-contained: open it from here, or copy it anywhere)")
+    return _said(notes)
 
 
 def _metric(run) -> str:

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
 
 from mrihpc.login import sbatch_flags
-from mrihpc.login.results import open_run
+from mrihpc.login.results import RunError, SubmitRefused, open_run
 from mrihpc.login.verbs import OVERRIDE, RUNS_DIR
 from mrihpc.errors import SpecError
 
@@ -18,6 +20,8 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     s.add_argument("spec", nargs="+")
     s.add_argument("-o", "--override", **OVERRIDE)
     s.add_argument("--check-paths", action="store_true", help="also check that data folders exist (submit always does)")
+    s.add_argument("--params", action="store_true",
+                   help="also each network's parameter count (builds the networks on the meta device: imports torch)")
     s.set_defaults(fn=cmd_validate)
 
     s = sub.add_parser("submit", help="validate, expand the sweep and submit it as one array")
@@ -26,6 +30,9 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--dry-run", action="store_true", help="print the points and the sbatch script; queue nothing")
     s.add_argument("--executor", choices=["slurm", "local", "debug", "auto"])
     s.add_argument("--runs", default=RUNS_DIR, help="folder of run directories (default: $MRIHPC_RUNS or ./runs)")
+    s.add_argument("--then", choices=["predict"],
+                   help="predict: once every point has succeeded, the best point on validation predicts its test "
+                        "split (Slurm: a job queued now with --dependency=afterok on the sweep's arrays)")
     sbatch_flags.add_arguments(s)
     s.set_defaults(fn=cmd_submit)
 
@@ -39,6 +46,7 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--failed", action="store_true", help="pick the points that did not finish")
     s.add_argument("points", nargs="*", type=int)
     s.add_argument("--executor", choices=["slurm", "local", "debug", "auto"])
+    s.add_argument("--force", action="store_true", help="cancel named points that are pending or running, then resubmit")
     sbatch_flags.add_arguments(s)
     s.set_defaults(fn=cmd_resubmit)
 
@@ -51,10 +59,29 @@ def cmd_validate(args) -> int:
         try:
             _, _, points, executor = prepare(source, args.override, check_paths=args.check_paths)
             print(f"{source}: ok ({len(points)} point{'s' * (len(points) != 1)}, executor {executor})")
+            if args.params:
+                _print_parameters(points)
         except SpecError as e:
             failed += 1
             print("\n".join(e.problems), file=sys.stderr)
     return 2 if failed else 0
+
+
+def _print_parameters(points) -> None:
+    """Each distinct model section's parameter counts (imports torch: only with --params)."""
+    import json
+
+    from mrihpc.node import parameters
+
+    seen: dict[str, str] = {}
+    for point, spec in points:
+        key = json.dumps(spec.model.model_dump(mode="json"), sort_keys=True)
+        if key not in seen:
+            try:
+                seen[key] = parameters.describe(parameters.of_spec(spec))
+            except Exception as e:  # noqa: BLE001 - a network sized by its data (cine's frames) needs the data
+                seen[key] = f"not known here ({type(e).__name__}: {e})"
+            print(f"  parameters, point {point.index} ({point.name or 'base'}): {seen[key]}")
 
 
 def cmd_submit(args) -> int:
@@ -81,32 +108,78 @@ def cmd_submit(args) -> int:
         progress.close()  # clears the bar's line, if any
         print(f"point {index} started (job {job.job_id})", flush=True)
 
-    jobs = launch.submit_points(run, spec, [p.index for p, _ in points], executor, on_start=started,
-                                on_tick=progress.update if executor == "local" else None)
+    try:
+        jobs = launch.submit_points(run, spec, [p.index for p, _ in points], executor, on_start=started,
+                                    on_tick=progress.update if executor == "local" else None)
+    except SubmitRefused as e:
+        if e.queued:
+            raise
+        # nothing queued: a refused submit leaves no run folder behind (nor an empty runs/<name>)
+        shutil.rmtree(run.root)
+        with contextlib.suppress(OSError):
+            run.root.parent.rmdir()
+        raise RunError(f"sbatch refused the job ({e.reason}); nothing was queued "
+                       f"and {run.root} was removed: fix the cause and submit again") from None
     progress.close()
     if executor == "slurm":
         arrays = list(dict.fromkeys(j.job_id.split("_")[0] for j in jobs))  # one per MaxArraySize chunk
         print(f"submitted array job {', '.join(arrays)} with {len(jobs)} tasks")
+        if args.then == "predict":
+            job = launch.submit_prediction(run, spec, None, "test", after=arrays)
+            print(f"submitted prediction job {job.job_id}: the best point's test predictions, after array(s) "
+                  f"{', '.join(arrays)} succeed")
         print(f"next:\n  mrihpc status {run.root}\n  mrihpc logs {run.root} 0\n  mrihpc results {run.root}")
         return 0
     _, manifest = open_run(run.root)
     print(status_report(run, manifest, spec.train.metric))
     print()
     print(results_report(run, manifest, spec.train.metric))
+    if args.then == "predict":  # the sweep has ended here: the best point predicts now, in this process
+        from mrihpc.login.results import point_views
+        from mrihpc.node.entry import PredictTask
+
+        if all(v.state == "done" for v in point_views(run, manifest)[0]):
+            written = PredictTask(str(run.root), None, "test")()
+            print(f"predictions: {len(written)} file(s)")
+        else:
+            print("not predicting: not every point succeeded (--then predict waits for all, as afterok does)")
     return 0
 
 
 def cmd_cancel(args) -> int:
+    run, manifest = open_run(args.run)
+    points = args.points or sorted(p["index"] for p in manifest["points"])
+    _known(run, manifest, points)
+    cancel_points(run, manifest, points)
+    print(f"cancelled point(s) {', '.join(map(str, points))}")
+    return 0
+
+
+def _known(run, manifest: dict, points: list[int]) -> None:
+    """RunError naming the points the run does not have (before anything is written)."""
+    from mrihpc.login.results import RunError
+
+    have = sorted(p["index"] for p in manifest["points"])
+    unknown = [i for i in points if i not in have]
+    if unknown:
+        raise RunError(f"{run.root}: no point(s) {', '.join(map(str, unknown))}; "
+                       f"its points are {have[0]}-{have[-1]}" if have else f"{run.root}: the run has no points")
+
+
+def cancel_points(run, manifest: dict, points: list[int], wait_s: float = 0.0) -> None:
+    """scancel the points' Slurm jobs / interrupt their local controllers; ``wait_s``: wait that
+    long for them to be gone (a resubmission must not overlap the job it replaces)."""
+    import time
+
     from mrihpc.login import accounting
-    from mrihpc.login.results import latest_jobs
+    from mrihpc.login.results import _alive, latest_jobs
     from mrihpc.paths import update_json
 
-    run, manifest = open_run(args.run)
     jobs = latest_jobs(manifest)
-    points = args.points or sorted(jobs)
     slurm_ids = [jobs[i]["job_id"] for i in points if i in jobs and jobs[i]["executor"] == "slurm"]
     if slurm_ids:
         accounting.cancel(slurm_ids)
+    pids = []
     for i in points:
         job = jobs.get(i)
         if job and job["executor"] == "local":
@@ -114,42 +187,78 @@ def cmd_cancel(args) -> int:
                 os.kill(int(job["job_id"]), signal.SIGINT)  # the submitit controller stops its tasks
             except (ProcessLookupError, ValueError):
                 continue
-            status = run.point(i).status
-            update_json(status, lambda s: {**(s or {}), "state": "cancelled", "error": "cancelled by user"})
-    print(f"cancelled point(s) {', '.join(map(str, points))}")
-    return 0
+            pids.append(job["job_id"])
+            update_json(run.point(i).status, lambda s: {**(s or {}), "state": "cancelled", "error": "cancelled by user"},
+                        replace_damaged=True)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and (any(_alive(p) for p in pids)
+                                           or (slurm_ids and (accounting.squeue(slurm_ids) or {}))):
+        time.sleep(0.5)
+
+
+def _status_or_none(path):
+    """A point's status.json, None when damaged (its next write replaces it)."""
+    from mrihpc.paths import DamagedFile, read_json
+
+    try:
+        return read_json(path, {})
+    except DamagedFile:
+        return None
+
+
+#: states of a point whose job may still run: resubmitting it would start a second copy
+BUSY = ("pending", "running", "requeued")
 
 
 def cmd_resubmit(args) -> int:
+    """Transactional: unknown points and busy ones (without --force) are refused before anything
+    is written; a refused sbatch leaves every point's state and reason as they were."""
     from mrihpc.login.accounting import FAILED_STATES
-    from mrihpc.login.results import point_views
-    from mrihpc.paths import update_json
+    from mrihpc.login.results import RunError, point_views
+    from mrihpc.paths import read_json, refuse_links_within, update_json
 
     run, manifest = open_run(args.run)
-    views, _ = point_views(run, manifest)
+    notes: list[str] = []
+    views, _ = point_views(run, manifest, notes)
+    for note in dict.fromkeys(notes):  # a damaged status.json: the point reads "unknown", never "failed"
+        print(f"warning: {note}; resubmit that point by its index to rerun it", file=sys.stderr)
+    state = {v.index: v.state for v in views}
     # under Slurm, "not submitted" is a point whose array sbatch refused (a limit) or whose submit was
     # interrupted; a local sweep's points are "not submitted" until their turn comes, so not those
     left_out = ("not submitted",) if manifest.get("executor") == "slurm" else ()
-    todo = ([v.index for v in views if v.state in FAILED_STATES + ("interrupted",) + left_out] if args.failed
-            else args.points)
+    if args.failed:
+        todo = [v.index for v in views if v.state in FAILED_STATES + ("interrupted", "lost") + left_out]
+    else:
+        todo = list(dict.fromkeys(args.points))
+        _known(run, manifest, todo)
+    for i in todo:  # the node refuses them too, but only after the job was queued
+        refuse_links_within(run.point(i).root)
+    busy = [i for i in todo if state[i] in BUSY]
+    if busy and not args.force:
+        raise RunError(f"{run.root}: point(s) {', '.join(f'{i} ({state[i]})' for i in busy)} may still run; "
+                       "wait for them, `mrihpc cancel` them, or resubmit --force to cancel and resubmit")
+    if busy:
+        print(f"cancelling point(s) {', '.join(map(str, busy))} first (--force)")
+        cancel_points(run, manifest, busy, wait_s=60)
     if not todo:
         print("nothing to resubmit: no failed, cancelled, timed-out or unsubmitted points")
-        return 0
+        return 1 if notes else 0
     from mrihpc.login import launch  # the spec models and submitit: only when there is something to submit
     from mrihpc.specfile import load_point_spec
 
-    for i in todo:  # the point resumes from its last.pt, if it has one
-        status = run.point(i).status
-        update_json(status, lambda s: {**(s or {}), "state": "pending", "error": None})
     spec = sbatch_flags.apply(load_point_spec(run.point(todo[0])), args)
     executor = launch.resolve_executor(args.executor or manifest["executor"])
+    before = {i: _status_or_none(run.point(i).status) for i in todo}
     print(f"resubmitting point(s) {', '.join(map(str, todo))} ({executor})")
-    jobs = launch.submit_points(run, spec, todo, executor)
+    jobs = launch.submit_points(run, spec, todo, executor)  # a refusal raises: nothing below runs
     if executor == "slurm":
+        for i in todo:  # queued: pending, unless the new job has already written its own state
+            update_json(run.point(i).status, lambda s, old=before[i]: {**(s or {}), "state": "pending", "error": None}
+                        if s == old else s, replace_damaged=True)
         arrays = list(dict.fromkeys(j.job_id.split("_")[0] for j in jobs))  # one per MaxArraySize chunk
         print(f"submitted array job {', '.join(arrays)} with {len(jobs)} tasks")
     else:
         from mrihpc.login.results import status_report
 
         print(status_report(run, *open_run(run.root)[1:], spec.train.metric))
-    return 0
+    return 1 if notes else 0

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from memory_profiler import memory_usage
 
+from mrihpc.paths import open_no_follow
+
 MIB = 2**20
 
 
@@ -26,7 +28,7 @@ class MemoryProfile:
     def __init__(self, path: Path, interval_s: float, device: torch.device):
         self.cuda = device.type == "cuda" and torch.cuda.is_available()  # no CUDA calls without a GPU
         self.host_peak = 0.0
-        self.file = open(path, "a", buffering=1)
+        self.file = open_no_follow(path, "a", buffering=1)
         if path.stat().st_size == 0:
             self.file.write(f"CMDLINE {' '.join(sys.argv)}\n")
         self.stop = threading.Event()

@@ -69,7 +69,7 @@ class VisdomMonitor:
         self.memory_file = paths.memory
         self.memory_read = paths.memory.stat().st_size if self.prefix + "memory" in self.created and paths.memory.is_file() else 0
         self.memory_t0: float | None = None
-        self.history = [(r["epoch"], r[f"val_{metric}"]) for r in read_jsonl(paths.metrics)
+        self.history = [(r["epoch"], r[f"val_{metric}"]) for r in read_jsonl(paths.metrics, dict)
                         if r.get("kind") == "epoch" and f"val_{metric}" in r]
         self.steps: list[dict] = []
         self.flush_every = flush_every

@@ -17,14 +17,35 @@ from pathlib import Path
 
 import numpy as np
 
-from mrihpc.data import DataError
+from mrihpc.data import SSIM_WINDOW as MIN_SIDE, DataError
 from mrihpc.data.cache import cached_dataset
 
 CHUNK_BYTES = 32 << 20  # streamed conversion: at most this much of the array in memory
 
 
+#: what a cine array may hold: real or complex floats (the course's file is complex64)
+DTYPES = ("float32", "float64", "complex64", "complex128")
+
+
+def _check_header(where: str, shape: tuple, fortran: bool, dtype: np.dtype) -> None:
+    """DataError unless the header describes [N, T, X, Y] floats the split and metrics can use."""
+
+    if len(shape) != 4 or fortran:
+        raise DataError(f"{where} has shape {list(shape)}{' in Fortran order' if fortran else ''}; "
+                        "allowed: [N, T, X, Y] in C order")
+    if dtype.name not in DTYPES:
+        raise DataError(f"{where} holds {dtype}; allowed: {', '.join(DTYPES)}")
+    if shape[0] < 3:
+        raise DataError(f"{where} holds {shape[0]} case(s); allowed: at least 3 (train, validation and test)")
+    if min(shape[1:]) < MIN_SIDE:
+        raise DataError(f"{where} has frames x size {list(shape[1:])}; allowed: each >= {MIN_SIDE} "
+                        "(the 3-D SSIM's window)")
+
+
 def _convert(npz: Path, key: str, out: Path) -> None:
-    """Stream ``npz[key]`` into ``out/data.npy`` and record its shape, dtype and value range."""
+    """Stream ``npz[key]`` into ``out/data.npy`` and record its shape, dtype and value range;
+    DataError naming the file for anything the training could not use (checked before a byte
+    is written: the header against the member's size; while streaming: finite, non-constant cases)."""
     out.mkdir(parents=True)
     try:
         archive = zipfile.ZipFile(npz)
@@ -35,13 +56,20 @@ def _convert(npz: Path, key: str, out: Path) -> None:
         if member not in archive.namelist():
             keys = [n.removesuffix(".npy") for n in archive.namelist()]
             raise DataError(f"{npz}: no array {key!r}; it holds {', '.join(keys)} (set data.key)")
+        where = f"{npz}: {key}"
         with archive.open(member) as f:
-            version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read_header(f)
-            if len(shape) != 4 or fortran:
-                raise DataError(f"{npz}: {key} has shape {shape}; expected [N, T, X, Y] in C order")
+            try:
+                version = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read_header(f)
+            except ValueError as e:
+                raise DataError(f"{where} is not a NumPy array ({e})") from None
+            _check_header(where, shape, fortran, dtype)
             per_case = int(np.prod(shape[1:])) * dtype.itemsize
+            size, promised = archive.getinfo(member).file_size, f.tell() + shape[0] * per_case
+            if size != promised:  # a member cut short, or a header claiming more cases than it holds
+                raise DataError(f"{where}: the header promises {list(shape)} {dtype} ({promised:,} bytes), the "
+                                f"member holds {size:,} bytes; allowed: an array whose data matches its header")
             step = max(1, CHUNK_BYTES // per_case)
             lo, hi = math.inf, -math.inf
             # plain writes, not a writable map: mapped dirty pages would count as this process's memory
@@ -51,12 +79,29 @@ def _convert(npz: Path, key: str, out: Path) -> None:
                 for start in range(0, shape[0], step):
                     n = min(step, shape[0] - start)
                     chunk = f.read(n * per_case)
+                    values = np.frombuffer(chunk, dtype=dtype).reshape(n, -1)
+                    _check_cases(where, values, start)
                     target.write(chunk)
-                    mag = np.abs(np.frombuffer(chunk, dtype=dtype))
+                    mag = np.abs(values)
                     lo, hi = min(lo, float(mag.min())), max(hi, float(mag.max()))
     meta = {"source": str(npz), "key": key, "shape": list(shape), "dtype": str(dtype), "min": lo, "max": hi,
             "in_unit_range": lo >= 0 and hi <= 1}
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def _check_cases(where: str, values: np.ndarray, first: int) -> None:
+    """DataError naming the first case (of ``values``: ``(cases, T*X*Y)``) with a NaN or
+    infinite value, or whose magnitude is constant (an all-zero case has no PSNR)."""
+    finite = np.isfinite(values).all(axis=1)
+    if not finite.all():
+        raise DataError(f"{where}: case {first + int(np.argmin(finite))} holds NaN or infinite values; "
+                        "allowed: finite values")
+    mag = np.abs(values)
+    flat = mag.max(axis=1) == mag.min(axis=1)
+    if flat.any():
+        case = int(np.argmax(flat))
+        raise DataError(f"{where}: case {first + case} is {float(mag[case, 0]):g} everywhere; allowed: cases "
+                        "whose images vary (a constant target has no PSNR and nothing to learn)")
 
 
 def source_array(data) -> Path:

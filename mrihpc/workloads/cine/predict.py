@@ -43,8 +43,7 @@ def predict(paths: PointPaths, split: str = "test") -> list[Path]:
     model = CineNet(spec.model, np.load(folder / "data.npy", mmap_mode="r").shape[1])
     model.load_state_dict(nets["model"])
     model.eval()
-    out_dir = paths.predictions / split
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = paths.prediction_dir(split)
     preds, scores = [], []
     for i in range(len(data)):
         item = {k: torch.as_tensor(v)[None] if not isinstance(v, int) else v for k, v in data[i].items()}
@@ -57,7 +56,7 @@ def predict(paths: PointPaths, split: str = "test") -> list[Path]:
                check_contrast=False)
     np.save(out_dir / "reconstruction.npy", np.stack(preds).astype(np.float32))
     (out_dir / "cases.json").write_text(json.dumps({"cases": cases[split], "scores": scores}, indent=1))
-    epochs = [r for r in read_jsonl(paths.metrics) if r.get("kind") == "epoch"]
+    epochs = [r for r in read_jsonl(paths.metrics, dict) if r.get("kind") == "epoch"]
     lines = [f"Epoch [{r['epoch'] + 1}/{spec.train.epochs}], Train Loss: {r['train_loss']:.6f}, "
              f"Val Loss: {r.get('val_loss', float('nan')):.6f}" for r in epochs]
     for name, key in (("loss", "loss"), ("PSNR", "psnr1"), ("SSIM", "ssim")):

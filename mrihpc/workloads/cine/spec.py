@@ -5,8 +5,9 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from mrihpc.spec import ModelSpec, Section
-from mrihpc.workloads import Workload
+from mrihpc.data import SSIM_WINDOW
+from mrihpc.spec import MAX_WIDTH, ModelSpec, Section
+from mrihpc.workloads import SynthTwin, Workload
 
 
 class CineMask(Section):
@@ -21,11 +22,26 @@ class CineMask(Section):
     Validation masks are always fixed per case."""
 
 
+#: the smallest T, X and Y the metrics are defined for (the SSIM's 7-tap window on every axis)
+MIN_SIDE = SSIM_WINDOW
+
+
+def mask_problem(acceleration: int, sample_n: int, lines: int) -> str | None:
+    """Why ``data.mask`` cannot sample ``lines`` phase-encode lines, or None."""
+    kept = lines // acceleration
+    if kept < 1:
+        return f"acceleration {acceleration} keeps no line of {lines}; allowed: 1-{lines}"
+    if sample_n > kept:
+        return (f"sample_n {sample_n} centre lines exceed the {kept} of {lines} lines acceleration "
+                f"{acceleration} keeps; allowed: sample_n <= {kept}, or a lower acceleration")
+    return None
+
+
 class CineSynthetic(Section):
     cases: int = Field(28, ge=7)
     """Cases (split 4 : 1 : 2)."""
-    frames: int = Field(20, ge=6)
-    """Frames per case."""
+    frames: int = Field(20, ge=MIN_SIDE)
+    """Frames per case (at least 7: the 3-D SSIM's window spans 7 frames)."""
     size: int = Field(192, ge=32)
     """Image side (X = Y)."""
     seed: int = 0
@@ -51,11 +67,15 @@ class CineData(Section):
             raise ValueError("give exactly one of data.root (a .npz file) or data.synthetic (phantoms)")
         if min(self.split) < 1:
             raise ValueError(f"split {self.split}: every part needs a share >= 1")
+        if self.synthetic is not None:
+            why = mask_problem(self.mask.acceleration, self.mask.sample_n, self.synthetic.size)
+            if why:
+                raise ValueError(f"mask: {why}")
         return self
 
 
 class RefinerSpec(Section):
-    width: int = Field(64, ge=1)
+    width: int = Field(64, ge=1, le=MAX_WIDTH)
     """Feature channels of the residual blocks."""
     blocks: int = Field(2, ge=0)
     """Residual blocks (0: no refiner)."""
@@ -86,10 +106,20 @@ def check_data(spec, source: str) -> list[str]:
 
 
 def prepare_data(spec) -> None:
-    from mrihpc.workloads.cine.data import source_array
+    from mrihpc.data import DataError
+    from mrihpc.workloads.cine.data import meta, source_array
 
-    source_array(spec.data)  # converts the .npz (or writes the phantoms) into the cache once
+    folder = source_array(spec.data)  # converts the .npz (or writes the phantoms) into the cache once
+    why = mask_problem(spec.data.mask.acceleration, spec.data.mask.sample_n, meta(folder)["shape"][2])
+    if why and spec.data.root is not None:
+        raise DataError(f"{spec.data.root}: {spec.data.key} has {meta(folder)['shape'][2]} lines (X); data.mask: {why}")
 
+
+TWIN = SynthTwin(
+    kind="cine", help="cine.npz holding [N, T, X, Y] magnitude frames of beating-heart phantoms",
+    arguments=((("--cases",), {"type": int, "default": 200}), (("--frames",), {"type": int, "default": 20}),
+               (("--size",), {"type": int, "default": 192})),
+    write="mrihpc.workloads.cine.synth:write_twin")
 
 WORKLOAD = Workload(
     name="cine", title="Cine", data=CineData, model=CineModel,
@@ -101,4 +131,5 @@ WORKLOAD = Workload(
     check_data="mrihpc.workloads.cine.spec:check_data",
     prepare_data="mrihpc.workloads.cine.spec:prepare_data",
     report_std=("psnr1", "psnr", "ssim", "mse"),  # the seed reports mean +/- std over cases
+    synth="mrihpc.workloads.cine.spec:TWIN",
 )

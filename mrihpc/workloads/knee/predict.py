@@ -22,7 +22,8 @@ from mrihpc.data.slices import KSpaceSlices
 from mrihpc.node import checkpoint
 from mrihpc.paths import PointPaths
 from mrihpc.specfile import load_point_spec
-from mrihpc.workloads.knee.task import crop_of, data_root, split_files, volumes_of
+from mrihpc.workloads.knee.files import data_root, split_files, volumes_of
+from mrihpc.workloads.knee.task import crop_of
 
 
 def load_model(spec, paths: PointPaths) -> torch.nn.Module:
@@ -71,8 +72,7 @@ def write_predictions(spec, model: torch.nn.Module, paths: PointPaths, split: st
         files = split_files(d)[1]
     else:
         files = list_files(data_root(d) / "test")
-    out_dir = paths.predictions / split
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = paths.prediction_dir(split)
     mask = build_mask(d.mask.kind, d.mask.accelerations, d.mask.center_fractions)
     written = []
     for volume in volumes_of(files, d):

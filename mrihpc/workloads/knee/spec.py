@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from mrihpc import registry
 from mrihpc.data.cache import dataset_folder
 from mrihpc.spec import ModelSpec, Section, _registered
-from mrihpc.workloads import Workload
+from mrihpc.workloads import SynthTwin, Workload
 
 
 class MaskSpec(Section):
@@ -104,6 +104,16 @@ class DataSpec(Section):
         return self
 
 
+def check_spec(spec) -> list[str]:
+    """A crop the U-Net can take and SSIM can score: each side at least 2 ** depth (its pools halve
+    it) and 7 (SSIM's window)."""
+    depth = getattr(spec.model, "depth", None) or getattr(getattr(spec.model, "G", None), "depth", 0)
+    if spec.data.crop and min(spec.data.crop) < max(2 ** depth, 7):
+        return [f"data.crop: {list(spec.data.crop)}; allowed: each side >= {max(2 ** depth, 7)} (2 ** model depth "
+                f"{depth}, and SSIM's 7 x 7 window)"]
+    return []
+
+
 def check_data(spec, source: str) -> list[str]:
     """Problems with the data a spec points at (run at submit, before anything is queued)."""
     if spec.data.root is None:
@@ -113,6 +123,14 @@ def check_data(spec, source: str) -> list[str]:
         return [f"{source}: data.root: folder {root} does not exist"]
     if not (root / "train").is_dir():
         return [f"{source}: data.root: {root} has no train/ folder; expected train/ and val/ (optionally test/)"]
+    from mrihpc.data import DataError
+    from mrihpc.workloads.knee.files import split_files, volumes_of
+
+    try:  # every header, once (the index is cached for the nodes): a bad file is named before queueing
+        for files in split_files(spec.data):
+            volumes_of(files, spec.data)
+    except DataError as e:
+        return [f"{source}: data.root: {e}"]
     return []
 
 
@@ -125,6 +143,14 @@ def prepare_data(spec) -> None:
         ensure_synthetic(params, spec.data.format)
 
 
+TWIN = SynthTwin(
+    kind="knee", help="fastMRI / coursework HDF5 volumes (k-space, reference, ISMRMRD header) of knee phantoms",
+    arguments=((("--volumes",), {"type": int, "default": 8}), (("--slices",), {"type": int, "default": 16}),
+               (("--shape",), {"type": int, "nargs": 2, "default": [640, 368], "metavar": ("H", "W")}),
+               (("--recon-shape",), {"type": int, "nargs": 2, "default": [320, 320], "metavar": ("H", "W")}),
+               (("--layout",), {"choices": ["fastmri", "nc2019"], "default": "fastmri"})),
+    write="mrihpc.data.synth:write_twin")
+
 WORKLOAD = Workload(
     name="reconstruction", title="Reconstruction", data=DataSpec, model=ModelSpec,
     losses={"l1": "mrihpc.losses:l1_loss", "mse": "mrihpc.losses:mse_loss", "ssim": "mrihpc.losses:ssim_loss"},
@@ -133,5 +159,7 @@ WORKLOAD = Workload(
     task="mrihpc.workloads.knee.task:ReconstructionTask",
     predict="mrihpc.workloads.knee.predict:predict",
     check_data="mrihpc.workloads.knee.spec:check_data",
+    check_spec="mrihpc.workloads.knee.spec:check_spec",
     prepare_data="mrihpc.workloads.knee.spec:prepare_data",
+    synth="mrihpc.workloads.knee.spec:TWIN",
 )

@@ -7,59 +7,26 @@ original scale with fastMRI's metrics, and scores the zero-filled input the same
 """
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import torch
 from torch import nn
 
 from mrihpc import registry
 from mrihpc.data import DataError
-from mrihpc.data.fastmri import index_volumes, list_files, split_folds
 from mrihpc.data.masks import build_mask
 from mrihpc.data.slices import KSpaceSlices, finish_batch, numbers_on
-from mrihpc.data.cache import cache_root
-from mrihpc.data.synth import ensure_synthetic
 from mrihpc.losses import WeightedLoss
-from mrihpc.metrics import volume_metrics
+from mrihpc.metrics import seed_slice_ssim, volume_metrics
 from mrihpc.spec import JobSpec
 from mrihpc.node.task import StepContext, Task, to_device
+from mrihpc.data.fastmri import list_files
+from mrihpc.workloads.knee.files import data_root, split_files, volumes_of
 from mrihpc.workloads.knee.spec import WORKLOAD, DataSpec
-
-DEFAULT_HOLDOUT_FOLDS = 5  # no val/ folder and no folds: hold out one fifth of train/ (one volume at least)
-
-
-def data_root(data: DataSpec) -> Path:
-    """The dataset folder, generating the synthetic one into the cache on first use."""
-    if data.synthetic is not None:
-        return ensure_synthetic(data.synthetic.model_dump(), data.format)
-    return Path(data.root)
-
-
-def split_files(data: DataSpec) -> tuple[list[Path], list[Path]]:
-    """(train files, validation files): val/ when present and no folds are asked for, else a fold of train/."""
-    root = data_root(data)
-    train = list_files(root / "train")
-    if data.folds is None and (root / "val").is_dir():
-        val = list_files(root / "val")
-    else:
-        folds = data.folds or min(DEFAULT_HOLDOUT_FOLDS, max(2, len(train)))
-        train, val = split_folds(train, folds, data.fold or 0)
-    if data.max_volumes:
-        train, val = train[: data.max_volumes], val[: data.max_volumes]
-    return train, val
-
 
 def crop_of(data: DataSpec):
     """data.crop, else the synthetic recon size, else None (each file's header / 320 x 320)."""
     if data.crop:
         return tuple(data.crop)
     return tuple(data.synthetic.recon_shape) if data.synthetic else None
-
-
-def volumes_of(files: list[Path], data: DataSpec):
-    key = hashlib.sha1(str(Path(files[0]).parent.resolve()).encode()).hexdigest()[:12]
-    return index_volumes(files, data.format, cache_root() / "index" / f"{key}.json")
 
 
 class ReconstructionTask(Task):
@@ -71,19 +38,32 @@ class ReconstructionTask(Task):
         self.eval_loss = self.loss  # what val_loss reports
         self.shown: dict[str, torch.Tensor] | None = None
 
+    def _slices(self, volumes, train: bool) -> KSpaceSlices:
+        d = self.spec.data
+        mask = build_mask(d.mask.kind, d.mask.accelerations, d.mask.center_fractions)
+        return KSpaceSlices(volumes, mask, crop_of(d), d.normalize, d.skip_slices, train, self.spec.train.seed,
+                            raw=d.transform_on == "device")
+
     def datasets(self):
         d = self.spec.data
         train_files, val_files = split_files(d)
-        mask = build_mask(d.mask.kind, d.mask.accelerations, d.mask.center_fractions)
-        make = lambda files, train: KSpaceSlices(volumes_of(files, d), mask, crop_of(d), d.normalize,  # noqa: E731
-                                                 d.skip_slices, train, self.spec.train.seed,
-                                                 raw=d.transform_on == "device")
-        train, val = make(train_files, True), make(val_files, False)
+        train, val = self._slices(volumes_of(train_files, d), True), self._slices(volumes_of(val_files, d), False)
         for name, ds in (("train", train), ("validation", val)):
             missing = [v.name for v in ds.volumes if "kspace" not in v.kspace_keys]
             if missing:
                 raise DataError(f"{name} files without fully sampled 'kspace' (test files?): {', '.join(missing)}")
         return train, val
+
+    def test_dataset(self):
+        """test/ when every file there is fully sampled with a reference (fastMRI's challenge test
+        files are neither: nothing to score, and None)."""
+        folder = data_root(self.spec.data) / "test"
+        if not folder.is_dir():
+            return None
+        volumes = volumes_of(list_files(folder), self.spec.data)
+        if any("kspace" not in v.kspace_keys or v.target_key is None for v in volumes):
+            return None
+        return self._slices(volumes, False)
 
     def networks(self) -> dict[str, nn.Module]:
         return {"model": registry.resolve(registry.MODELS, self.spec.model.name)(self.spec.model)}
@@ -125,6 +105,7 @@ class ReconstructionTask(Task):
         for v in volumes.values():
             gt = torch.stack(v["target"])
             scores = volume_metrics(gt, torch.stack(v["pred"]))
+            scores["seed_ssim"] = seed_slice_ssim(gt, torch.stack(v["pred"]))  # seed 000's: data range max(pred)
             scores |= {f"zf_{k}": s for k, s in volume_metrics(gt, torch.stack(v["zf"])).items()}
             scores["loss"] = sum(v["loss"]) / len(v["loss"])
             out.append(scores)

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from mrihpc.spec import ModelSpec, Section
+from mrihpc.spec import ModelSpec, Section, check_widths
 from mrihpc.workloads import Workload
 from mrihpc.workloads.knee.spec import DataSpec
 
@@ -31,9 +31,7 @@ class DiscriminatorSpec(Section):
     @field_validator("widths")
     @classmethod
     def _widths(cls, v: list[int]) -> list[int]:
-        if not v or min(v) < 1:
-            raise ValueError("give at least one block width, each >= 1")
-        return v
+        return check_widths(v)
 
 
 class KneeGanModel(Section):
@@ -64,7 +62,9 @@ WORKLOAD = Workload(
     task="mrihpc.workloads.knee_gan.task:KneeGanTask",
     predict="mrihpc.workloads.knee_gan.predict:predict",
     check_data="mrihpc.workloads.knee.spec:check_data",
+    check_spec="mrihpc.workloads.knee.spec:check_spec",
     prepare_data="mrihpc.workloads.knee.spec:prepare_data",
     optimizers=("G", "D"),
     rejected_losses={"kl_div": KL_DIV, "kldiv": KL_DIV},
+    synth="mrihpc.workloads.knee.spec:TWIN",  # the knee workload's data
 )

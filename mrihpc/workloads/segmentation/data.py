@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.io import imread
 
-from mrihpc.data import DataError
+from mrihpc.data import DataError, check_data_file
 
 MASK_SUFFIX = "_mask.png"
 
@@ -42,6 +42,8 @@ def scan(root: Path, split: str, with_masks: bool) -> list[Pair]:
     """The sorted image / mask pairs of one split; DataError names every unpaired file."""
     image_dir, mask_dir = root / split / "image", root / split / "mask"
     images = sorted(image_dir.glob("*.png")) if image_dir.is_dir() else []
+    for path in images + (sorted(mask_dir.glob("*.png")) if with_masks and mask_dir.is_dir() else []):
+        check_data_file(path, "PNG files")
     if not images:
         raise DataError(f"{image_dir}: no *.png images (expected {split}/image/<stem>.png)")
     if not with_masks:
@@ -108,6 +110,10 @@ class PngSegmentation:
         self.images, self.labels, encodings = [], [], set()
         for pair in pairs:
             image = read_image(pair.image)
+            if image.dtype not in (np.uint8, np.uint16):  # a 1-bit PNG is a mask, not an image
+                raise DataError(f"{pair.image}: {image.dtype} pixels; allowed: 8- or 16-bit grayscale (uint8, uint16)")
+            if image.min() == image.max():  # nothing to segment; "instance" scaling would divide by ~0
+                raise DataError(f"{pair.image}: every pixel is {image.min()}; allowed: an image with contrast")
             self.images.append(image)
             if pair.mask is not None:
                 mask = read_image(pair.mask)

@@ -50,7 +50,7 @@ def predict(paths: PointPaths, split: str = "val") -> list[Path]:
     model = load_model(spec, paths)
     pairs = scan(root_of(spec.data), split, with_masks=split != "test")
     dataset = PngSegmentation(pairs, spec.data, train=False)
-    mask_dir, panel_dir = paths.predictions / split / "mask", paths.predictions / split / "panels"
+    mask_dir, panel_dir = paths.prediction_dir(split) / "mask", paths.prediction_dir(split) / "panels"
     mask_dir.mkdir(parents=True, exist_ok=True)
     panel_dir.mkdir(parents=True, exist_ok=True)
     written = []

@@ -5,13 +5,14 @@ check the PNG folders before anything is queued.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
 from mrihpc.data.cache import dataset_folder
 from mrihpc.spec import ModelSpec, Section
-from mrihpc.workloads import Workload
+from mrihpc.workloads import SynthTwin, Workload
 
 
 class AugmentSpec(Section):
@@ -96,6 +97,12 @@ def check_data(spec, source: str) -> list[str]:
         check_folders(spec.data)
     except DataError as e:
         return [f"{source}: data.root: {line}" for line in str(e).splitlines()]
+    from mrihpc.workloads.segmentation.data import scan
+
+    train = len(scan(Path(spec.data.root), "train", True))
+    if train < spec.train.batch_size:  # full batches only: fewer images would train no step at all
+        return [f"{source}: data.root: {Path(spec.data.root) / 'train'}: {train} training image(s); allowed: at "
+                f"least train.batch_size ({spec.train.batch_size})"]
     return []
 
 
@@ -105,6 +112,13 @@ def prepare_data(spec) -> None:
 
         ensure_synthetic(spec.data.synthetic)
 
+
+TWIN = SynthTwin(
+    kind="acdc", help="ACDC-layout PNG folders: {train,val}/{image,mask}, test/image, of cardiac phantoms",
+    arguments=((("--train",), {"type": int, "default": 60}), (("--val",), {"type": int, "default": 12}),
+               (("--test",), {"type": int, "default": 8, "help": "test images (no masks)"}),
+               (("--size",), {"type": int, "default": 96})),
+    write="mrihpc.workloads.segmentation.synth:write_twin")
 
 WORKLOAD = Workload(
     name="segmentation", title="Segmentation", data=SegmentationData, model=SegmentationModel,
@@ -118,4 +132,5 @@ WORKLOAD = Workload(
     check_data="mrihpc.workloads.segmentation.spec:check_data",
     prepare_data="mrihpc.workloads.segmentation.spec:prepare_data",
     check_spec="mrihpc.workloads.segmentation.spec:check_spec",
+    synth="mrihpc.workloads.segmentation.spec:TWIN",
 )

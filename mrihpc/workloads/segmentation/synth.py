@@ -74,3 +74,9 @@ def ensure_synthetic(params) -> Path:
     """The cached synthetic set for a SyntheticSpec, generated once."""
     p = params.model_dump()  # prepare_data looks for the folder under the same kind and params
     return cached_dataset("acdc", p, lambda out: generate(out, p["train"], p["val"], p["test"], p["size"], p["seed"]))
+
+
+def write_twin(out: Path, args) -> str:
+    """``mrihpc data synth acdc``."""
+    generate(out, args.train, args.val, args.test, args.size, args.seed)
+    return f"wrote {args.train} train, {args.val} val and {args.test} test cardiac phantoms (PNG) under {out}"

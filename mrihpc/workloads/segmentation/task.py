@@ -12,8 +12,8 @@ from torch import nn
 
 from mrihpc import registry
 from mrihpc.losses import WeightedLoss
-from mrihpc.metrics import segmentation_scores
-from mrihpc.node.task import StepContext, Task
+from mrihpc.metrics import seed_pooled_dice, segmentation_scores
+from mrihpc.node.task import BATCH_ROW, StepContext, Task
 from mrihpc.spec import JobSpec
 from mrihpc.workloads.segmentation.data import PngSegmentation, root_of, scan
 from mrihpc.workloads.segmentation.spec import WORKLOAD
@@ -61,6 +61,11 @@ class SegmentationTask(Task):
             for scores, baseline in zip(segmentation_scores(pred, label, self.classes),
                                         segmentation_scores(base, label, self.classes)):
                 out.append(scores | {f"base_{k}": v for k, v in baseline.items()} | {"loss": float(loss)})
+            # seed 004's Dice: the batch pooled as one volume; a row of its own per batch (BATCH_ROW),
+            # so the mean over batches is the seed's, and the images are still counted once
+            seed = seed_pooled_dice(pred, label, len(self.classes))
+            if seed == seed:  # NaN: no foreground class in this batch, as the seed could not score it
+                out.append({"seed_dice": seed, BATCH_ROW: True})
             if first is None:
                 first = (x[0, 0].float().cpu(), label[0].cpu(), pred[0].cpu())
         if first is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from mrihpc.data import DataError
+from mrihpc.data import DataError, check_data_file
 from mrihpc.data.cache import cache_root, cached_dataset
 
 SPLIT_DIRS = {"train": "train_dir", "val": "val_dir", "test": "test_dir"}
@@ -55,7 +55,9 @@ def list_cases(folder: Path, data, unpaired: bool = False) -> list[Case]:
     """The clean files of ``folder`` (sorted) with their noisy partners; DataError lists every
     clean file without its partner when denoising. ``unpaired`` (the folder predicted, when
     denoising): noisy files without a clean one are cases too, predicted but not scored."""
-    cleans = sorted(p for p in folder.glob(f"*{data.clean_suffix}") if p.is_file())
+    for path in sorted(p for suffix in {data.clean_suffix, data.noisy_suffix} for p in folder.glob(f"*{suffix}")):
+        check_data_file(path, "raw sinogram files")
+    cleans = sorted(folder.glob(f"*{data.clean_suffix}"))
     extra = []
     if unpaired and data.mode == "denoise":
         stems = {p.name[: -len(data.clean_suffix)] for p in cleans}
@@ -88,13 +90,16 @@ def read_mask(path: Path, shape) -> np.ndarray:
         raise DataError(f"{path}: no such .npy file; expected a .npy of [W, L] or [Slice, W, L] (1 measured, 0 missing)")
     try:
         mask = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        raise DataError(f"{path}: not a readable .npy ({e})") from None
+    except (ValueError, EOFError, OSError) as e:  # a pickle, a 0-byte or cut-short file
+        raise DataError(f"{path}: not a readable .npy ({type(e).__name__}: {e or 'empty file'})") from None
     if mask.shape not in ((w, length), (slices, w, length)):
         raise DataError(f"{path}: mask shape {list(mask.shape)}; expected [{w}, {length}] or [{slices}, {w}, {length}] "
                         f"for data.shape {list(shape)}")
     if not np.isin(mask, (0, 1)).all():
         raise DataError(f"{path}: mask values must be 0 (missing) or 1 (measured)")
+    if mask.min() == mask.max():  # all missing: no input; none missing: nothing to inpaint, hole metrics undefined
+        raise DataError(f"{path}: every block is {'measured (1)' if mask.min() else 'missing (0)'}; allowed: a mask "
+                        "with both measured (1) and missing (0) blocks")
     return np.broadcast_to(mask.astype(np.float32), (slices, w, length))
 
 
@@ -121,6 +126,8 @@ def check_folders(data) -> list[str]:
             if size != want:
                 problems.append(f"{key}: {path}: {size} bytes; data.shape {list(layout.shape)} of {layout.dtype} "
                                 f"needs {want} bytes")
+            elif why := value_problem(path, layout.dtype, target=path.name.endswith(data.clean_suffix)):
+                problems.append(f"{key}: {path}: {why}")
     if data.mode == "inpaint":
         try:
             read_mask(layout.mask_file, layout.shape)
@@ -140,25 +147,66 @@ def read_planes(path: Path, shape, dtype: str, planes: list[tuple[int, int]]) ->
             if len(data) != size:
                 raise DataError(f"{path}: short read at TOF {t} slice {s}: the file is smaller than data.shape says")
             out[i] = np.frombuffer(data, dtype=dtype).reshape(w, length)
+            if not np.isfinite(out[i]).all():  # changed since the submit's check: fail naming it
+                raise DataError(f"{path}: TOF {t} slice {s} holds NaN or infinite values; allowed: finite values")
     return out
 
 
-def file_max(path: Path, dtype: str, chunk: int = 1 << 24) -> float:
-    """The largest value in a raw file, streamed; cached on disk by (path, size, mtime)."""
+def file_stats(path: Path, dtype: str, chunk: int = 1 << 24) -> dict:
+    """{max, min, finite, max_abs} of a raw file, streamed once; cached on disk by (path, size,
+    mtime), so the submit's check and the nodes' scales read each file once between them."""
     st = path.stat()
-    key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{dtype}".encode()).hexdigest()[:16]
-    cached = cache_root() / "sinogram-max" / f"{key}.json"
+    key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{dtype}|stats".encode()).hexdigest()[:16]
+    cached = cache_root() / "sinogram-stats" / f"{key}.json"
     if cached.is_file():
-        return json.loads(cached.read_text())["max"]
-    top = 0.0
+        return json.loads(cached.read_text())
+    top, bottom, finite, nonzero, subnormal = -np.inf, np.inf, True, 0, 0
     with open(path, "rb") as f:
         while block := f.read(chunk):
-            top = max(top, float(np.frombuffer(block, dtype=dtype).max()))
+            values = np.frombuffer(block, dtype=dtype)
+            ok = np.isfinite(values)
+            finite = finite and bool(ok.all())
+            values = values if finite else values[ok]
+            if values.size:
+                top, bottom = max(top, float(values.max())), min(bottom, float(values.min()))
+                nonzero += int(np.count_nonzero(values))
+                if values.dtype.kind == "f":
+                    magnitude = np.abs(values)
+                    subnormal += int(np.count_nonzero((magnitude > 0) & (magnitude < np.finfo(values.dtype).tiny)))
+    stats = {"path": str(path), "max": top, "min": bottom, "max_abs": max(abs(top), abs(bottom), 0.0),
+             "finite": finite, "nonzero": nonzero, "subnormal": subnormal}
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"path": str(path), "max": top}))
+    tmp.write_text(json.dumps(stats))
     os.replace(tmp, cached)
-    return top
+    return stats
+
+
+def file_max(path: Path, dtype: str) -> float:
+    """The largest value in a raw file (the default scale)."""
+    return max(file_stats(path, dtype)["max"], 0.0)
+
+
+#: a float32 file whose every value is this small is not float32 data: uint16 counts read as
+#: float32 (the same byte count) are mostly subnormal (a pair of counts below 128 makes one around
+#: 1e-40) and all tiny for counts below a few thousand. Real float32 sinograms hold no subnormals.
+TINY = 1e-30
+SUBNORMAL_FRACTION = 0.01
+
+
+def value_problem(path: Path, dtype: str, target: bool) -> str:
+    """What is wrong with a raw file's values ('' when nothing): NaN or infinite values, another
+    dtype's bytes, and for a target (the clean file) no signal at all."""
+    stats = file_stats(path, dtype)
+    if not stats["finite"]:
+        return "holds NaN or infinite values; allowed: finite values"
+    if dtype == "float32" and (0 < stats["max_abs"] < TINY or stats["subnormal"] > SUBNORMAL_FRACTION * stats["nonzero"]):
+        return (f"not float32 data (uint16 counts read as float32?): {stats['subnormal']} of {stats['nonzero']} "
+                f"non-zero values are subnormal, the largest {stats['max_abs']:.3g}; allowed: data.dtype the files "
+                "were written in")
+    if target and stats["max"] == stats["min"]:
+        return f"every value is {stats['max']:g}; allowed: a clean sinogram with counts (the target)"
+    return ""
 
 
 def pad_amounts(n: int, multiple: int) -> tuple[int, int]:

@@ -43,8 +43,7 @@ def predict(paths: PointPaths, split: str = "test") -> list[Path]:
     tof, slices = task.layout.shape[:2]
     dtype = task.layout.dtype if spec.data.output_dtype == "input" else "float32"
     centre, inpaint = spec.data.channels // 2, spec.data.mode == "inpaint"
-    out_dir = paths.predictions / split
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = paths.prediction_dir(split)
     written, summary = [], {"shape": list(task.layout.shape), "dtype": dtype, "files": []}
     for index, case in enumerate(data.cases):
         target = out_dir / f"{case.stem}_pred.raw"

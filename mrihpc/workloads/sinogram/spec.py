@@ -13,7 +13,7 @@ from typing import Literal, Optional, Union
 from pydantic import Field, model_validator
 
 from mrihpc.spec import Section
-from mrihpc.workloads import Workload
+from mrihpc.workloads import SynthTwin, Workload
 
 
 class SinoSynthetic(Section):
@@ -62,8 +62,8 @@ class SinoData(Section):
     """denoise: input the noisy sinogram; inpaint: input the clean one times the bad-block mask."""
     mask_file: Optional[str] = None
     """inpaint: the .npy mask, [W, L] or [Slice, W, L], 1 = measured, 0 = missing."""
-    clean_suffix: str = "_clean.raw"
-    noisy_suffix: str = "_noisy.raw"
+    clean_suffix: str = Field("_clean.raw", min_length=1)
+    noisy_suffix: str = Field("_noisy.raw", min_length=1)
     channels: int = Field(5, ge=1)
     """Input channels: this many neighbouring slices centred on the target slice (odd; edges repeat)."""
     neighbours: Literal["slice", "tof"] = "slice"
@@ -93,8 +93,10 @@ class SinoData(Section):
             raise ValueError(f"channels {self.channels}: must be odd (neighbours centred on the target slice)")
         if self.pad_multiple % 4:
             raise ValueError(f"pad_multiple {self.pad_multiple}: must be a multiple of 4 (the model's two stride-2 levels)")
-        if self.shape is not None and min(self.shape) < 1:
-            raise ValueError(f"shape {list(self.shape)}: every dimension must be >= 1")
+        if self.shape is not None and (min(self.shape) < 1 or min(self.shape[2:]) < 7):
+            raise ValueError(f"shape {list(self.shape)}: every dimension must be >= 1, and W, L >= 7 (SSIM's window)")
+        if self.mode == "denoise" and self.clean_suffix == self.noisy_suffix:
+            raise ValueError(f"clean_suffix and noisy_suffix are both {self.clean_suffix!r}: a case needs two files")
         if isinstance(self.scale, float) and self.scale <= 0:
             raise ValueError(f"scale {self.scale}: a constant divisor must be > 0")
         return self
@@ -138,6 +140,17 @@ def prepare_data(spec) -> None:
     resolve_layout(spec.data)  # writes the phantom sinograms into the cache once
 
 
+TWIN = SynthTwin(
+    kind="sinogram", help="raw uint16 [TOF, Slice, W, L] clean / noisy sinogram pairs and a bad-block mask.npy",
+    arguments=((("--train",), {"type": int, "default": 4, "help": "training files"}),
+               (("--val",), {"type": int, "default": 1}), (("--test",), {"type": int, "default": 1}),
+               (("--tof",), {"type": int, "default": 2}), (("--slices",), {"type": int, "default": 8}),
+               (("--angles",), {"type": int, "default": 50, "help": "projection angles W"}),
+               (("--size",), {"type": int, "default": 64, "help": "radial bins L"}),
+               (("--counts",), {"type": float, "default": 100.0, "help": "expected counts in the brightest bin"}),
+               (("--bad-blocks",), {"type": int, "default": 3, "help": "dead detector blocks in the mask"})),
+    write="mrihpc.workloads.sinogram.synth:write_twin")
+
 WORKLOAD = Workload(
     name="sinogram", title="Sinogram", data=SinoData, model=SinoModel,
     losses={"l1": "mrihpc.losses:l1_loss", "mse": "mrihpc.losses:mse_loss", "msssim": "mrihpc.losses:msssim_loss"},
@@ -150,4 +163,5 @@ WORKLOAD = Workload(
     prepare_data="mrihpc.workloads.sinogram.spec:prepare_data",
     check_spec="mrihpc.workloads.sinogram.spec:check_spec",
     data_paths=("train_dir", "val_dir", "test_dir", "mask_file"),
+    synth="mrihpc.workloads.sinogram.spec:TWIN",
 )

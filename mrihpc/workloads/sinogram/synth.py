@@ -80,3 +80,11 @@ def generate(out: Path, train_files: int = 4, val_files: int = 1, test_files: in
     layout = {"shape": [tof, slices, angles, bins], "dtype": "uint16", "counts": counts}
     (out / "layout.json").write_text(json.dumps(layout, indent=1))
     return out
+
+
+def write_twin(out: Path, args) -> str:
+    """``mrihpc data synth sinogram``."""
+    generate(out, args.train, args.val, args.test, args.tof, args.slices, args.angles, args.size, args.counts,
+             args.bad_blocks, args.seed)
+    return (f"wrote {args.train} train, {args.val} val and {args.test} test raw uint16 sinograms "
+            f"[{args.tof}, {args.slices}, {args.angles}, {args.size}] and mask.npy under {out}")

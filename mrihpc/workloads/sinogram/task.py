@@ -57,6 +57,18 @@ class SinogramTask(Task):
     def datasets(self):
         return self.split("train"), self.split("val")
 
+    def test_dataset(self):
+        """The test folder's cases with a clean file (new acquisitions have none: predicted, not
+        scored); None when the test folder is the validation one (no data.test_dir)."""
+        d = self.spec.data
+        if d.synthetic is None and not d.test_dir:
+            return None
+        train_cases = list_cases(self.layout.dirs["train"], d)
+        cases = [c for c in list_cases(self.layout.dirs["test"], d) if c.clean is not None]
+        if not cases:
+            return None
+        return SinogramSlices(cases, self.layout, d, False, self.spec.train.seed, case_scales(cases, d, self.layout, train_cases))
+
     def networks(self) -> dict[str, nn.Module]:
         return {"model": build_denoise_unet(self.spec.model, self.spec.data.channels)}
 

@@ -12,10 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mrihpc.data import DataError
+from mrihpc.data import DataError, check_data_file
 from mrihpc.data.cache import cached_dataset
 
 NAME = re.compile(r"^(?P<id>\S+) - (?P<contrast>[^.]+)\.pt$")
+#: what an image file may hold: real values float32 represents exactly (a complex image would lose
+#: its imaginary part, a mask or a 64-bit count its meaning, in the cast)
+DTYPES = ("float16", "bfloat16", "float32", "float64", "uint8", "int8", "int16")
+#: the smallest side: SSIM's 7 x 7 window (the default metric)
+MIN_SIDE = 7
 
 
 def data_root(data) -> Path:
@@ -35,9 +40,10 @@ def pair_files(data) -> tuple[dict[str, tuple[Path, Path]], list[str]]:
     if not root.is_dir():
         raise DataError(f"{root}: no such folder")
     found: dict[str, dict[str, Path]] = {}
-    for path in root.iterdir():
+    for path in sorted(root.iterdir()):
         m = NAME.match(path.name)
         if m and m["contrast"] in (data.source, data.target):
+            check_data_file(path, "'<id> - <contrast>.pt' tensor files")
             found.setdefault(m["id"], {})[m["contrast"]] = path
     pairs = {i: (f[data.source], f[data.target]) for i, f in sorted(found.items()) if len(f) == 2}
     incomplete = sorted(set(found) - set(pairs))
@@ -47,12 +53,18 @@ def pair_files(data) -> tuple[dict[str, tuple[Path, Path]], list[str]]:
     return pairs, incomplete
 
 
-def split_subjects(ids: list[str], test_fraction: float, seed: int) -> dict[str, list[str]]:
-    """Sorted ids, a seeded permutation, the first (1 - test_fraction) for training (461 / 116 of 577)."""
+def split_subjects(ids: list[str], test_fraction: float, seed: int, val_fraction: float = 0.0) -> dict[str, list[str]]:
+    """Sorted ids and a seeded permutation: the last test_fraction are the test subjects (116 of
+    577, as the seed's), the first (1 - test_fraction) are for training, of which the last
+    ``val_fraction`` of all subjects validate (choose best.pt, val_*). The test subjects do not
+    depend on val_fraction; the seed had no validation split and chose on its test subjects."""
     ordered = sorted(ids)
     order = np.random.default_rng(seed).permutation(len(ordered))
     n_train = int((1 - test_fraction) * len(ordered))
-    return {"train": sorted(ordered[i] for i in order[:n_train]), "test": sorted(ordered[i] for i in order[n_train:])}
+    n_val = min(n_train, round(val_fraction * len(ordered)))
+    pick = lambda part: sorted(ordered[i] for i in part)  # noqa: E731
+    return {"train": pick(order[:n_train - n_val]), "val": pick(order[n_train - n_val:n_train]),
+            "test": pick(order[n_train:])}
 
 
 def load_image(path: Path):
@@ -65,12 +77,18 @@ def load_image(path: Path):
         raise DataError(f"{path}: not a readable tensor file ({type(e).__name__}: {e})") from None
     if not torch.is_tensor(t):
         raise DataError(f"{path}: holds a {type(t).__name__}, expected a tensor")
+    dtype = str(t.dtype).removeprefix("torch.")
+    if dtype not in DTYPES:
+        raise DataError(f"{path}: dtype {dtype}; allowed: {', '.join(DTYPES)}")
     t = t.squeeze(0) if t.dim() == 3 and t.shape[0] == 1 else t
-    if t.dim() != 2:
-        raise DataError(f"{path}: shape {list(t.shape)}; expected [H, W]")
+    if t.dim() != 2 or min(t.shape) < MIN_SIDE:
+        raise DataError(f"{path}: shape {list(t.shape)}; allowed: [H, W] or [1, H, W], each side >= {MIN_SIDE}")
+    t = t.float()
     if not torch.isfinite(t).all():
-        raise DataError(f"{path}: holds NaN or infinite values")
-    return t.float()
+        raise DataError(f"{path}: holds NaN or infinite values; allowed: finite values")
+    if t.min() == t.max():  # no contrast: nothing to learn from or to score against (SSIM, PSNR undefined)
+        raise DataError(f"{path}: every value is {float(t.min()):g}; allowed: an image with contrast")
+    return t
 
 
 class PairedImages:

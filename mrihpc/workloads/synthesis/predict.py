@@ -22,16 +22,14 @@ from mrihpc.workloads.synthesis.task import SynthesisTask, synthesis_scores, sam
 
 @torch.no_grad()
 def predict(paths: PointPaths, split: str = "test") -> list[Path]:
-    """``split``: test (the held-out subjects; val means the same here: the seed has no third set)."""
+    """``split``: train, val or test subjects (split.json's)."""
     spec = load_point_spec(paths)
     task = SynthesisTask(spec, world=None)
-    train, test = task.sets()
-    data = train if split == "train" else test
+    data = dict(zip(("train", "val", "test"), task.sets()))[split]
     G = task.networks()["G"]
     G.load_state_dict(checkpoint.trained_nets(paths.best_checkpoint, paths.last_checkpoint)["G"])
     G.eval()
-    out_dir = paths.predictions / split
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = paths.prediction_dir(split)
     rng_t, rng_s = data.ranges["target"], data.ranges["source"]
     written, rows = [], {}
     for start in range(0, len(data), 16):

@@ -11,12 +11,13 @@ CycleGAN cycle 10).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from mrihpc.spec import Section
-from mrihpc.workloads import Workload
+from mrihpc.spec import Section, check_widths
+from mrihpc.workloads import SynthTwin, Workload
 from mrihpc.workloads.knee_gan.spec import KL_DIV, DiscriminatorSpec
 
 
@@ -38,7 +39,11 @@ class IxiData(Section):
     """Input contrast (as in the file names)."""
     target: str = "T2"
     test_fraction: float = Field(0.2, gt=0, lt=1)
-    """Subjects held out (seed: 116 of 577) after sorting the ids and a seeded shuffle."""
+    """Subjects held out for the test (seed: 116 of 577) after sorting the ids and a seeded shuffle;
+    scored once when training ends (test_*, test_last_*), never used to choose a model."""
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    """Subjects of the training part that validate instead (val_*, best.pt): 58 of 577, leaving 403
+    to train. The seed had none and chose its model on the test subjects."""
     split_seed: int = 0
     """Seed of that shuffle (separate from train.seed, so a seed sweep keeps one split)."""
     value_range: Optional[tuple[float, float]] = None
@@ -63,7 +68,13 @@ class GeneratorSpec(Section):
     """The pix2pix-style U-Net (mrihpc/models/pix2pix.py): 13,611,073 parameters at the defaults."""
 
     widths: list[int] = [64, 128, 256, 512, 512]
+    """Channels per level; the image side must be a multiple of 2 ** levels."""
     norm: Literal["instance", "batch", "none"] = "instance"
+
+    @field_validator("widths")
+    @classmethod
+    def _widths(cls, v: list[int]) -> list[int]:
+        return check_widths(v)
 
 
 class SynthesisModel(Section):
@@ -73,6 +84,15 @@ class SynthesisModel(Section):
     D: DiscriminatorSpec = DiscriminatorSpec(widths=[64, 128, 256, 512], kernel=3, bias=True, pool="avg")
     """Discriminator(s): seed 002's blocks with a k4 head over the whole image (1,558,017 parameters;
     the cGAN's sees (image, T1): 2 channels). Its patch map is averaged when larger than 1 x 1."""
+
+
+#: the optimisers each mode trains (one per network)
+MODE_OPTIMIZERS = {"generator": ("G",), "cgan": ("G", "D"), "cyclegan": ("G", "D", "G_back", "D_back")}
+
+
+def optimizers_of(model: dict) -> tuple[str, ...]:
+    """The optimisers of a model section as written (``mode`` defaults to cgan)."""
+    return MODE_OPTIMIZERS.get(model.get("mode", "cgan"), MODE_OPTIMIZERS["cyclegan"])
 
 
 _MODE_LOSSES = {"generator": {"l1", "mse", "ssim"}, "cgan": {"adv", "l1", "mse", "ssim"},
@@ -94,16 +114,59 @@ def check_spec(spec) -> list[str]:
 
 
 def check_data(spec, source: str) -> list[str]:
-    from mrihpc.workloads.synthesis.data import DataError, pair_files
+    """Every image of every complete pair read once (a few seconds for IXI's 577 subjects): a bad
+    file is named before queueing; the split must leave a training batch and a test subject."""
+    from mrihpc.data import DataError
 
     if spec.data.root is None:
         return []
-    try:
-        pair_files(spec.data)
-    except DataError as e:
-        return [f"{source}: data.root: {e}"]
-    return []
+    root = Path(spec.data.root)
+    try:  # a sweep's points share their data: read it once per submit (unless a file changed)
+        files = tuple((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in sorted(root.iterdir()) if e.is_file())
+    except OSError:
+        files = ()  # pair_files names the missing folder
+    key = (spec.data.model_dump_json(), spec.train.batch_size, len(spec.model.G.widths), files)
+    if key not in _CHECKED:
+        try:
+            _CHECKED[key] = _read_all(spec.data, spec.train.batch_size, len(spec.model.G.widths))
+        except DataError as e:
+            _CHECKED[key] = str(e)
+    return [f"{source}: data.root: {_CHECKED[key]}"] if _CHECKED[key] else []
 
+
+_CHECKED: dict[tuple, str] = {}
+
+
+def _read_all(data: IxiData, batch: int, levels: int) -> str:
+    """The first problem of the data (a DataError from the reader), or ''."""
+    from mrihpc.workloads.synthesis.data import load_image, pair_files, split_subjects
+
+    pairs, _ = pair_files(data)
+    split = split_subjects(list(pairs), data.test_fraction, data.split_seed, data.val_fraction)
+    if len(split["train"]) < batch or not split["val"] or not split["test"]:
+        return (f"{data.root}: {len(pairs)} complete subject(s) give {len(split['train'])} training, "
+                f"{len(split['val'])} validation and {len(split['test'])} test subject(s) at data.val_fraction "
+                f"{data.val_fraction}, data.test_fraction {data.test_fraction}; allowed: at least train.batch_size "
+                f"({batch}) training, 1 validation and 1 test subject")
+    shapes: dict[tuple, Path] = {}
+    for pair in pairs.values():
+        for path in pair:
+            shapes.setdefault(tuple(load_image(path).shape), path)
+    if len(shapes) > 1:
+        (a, first), (b, other) = list(shapes.items())[:2]
+        return f"{other}: size {list(b)}, but {first} is {list(a)}; allowed: one size for every image"
+    (size, first), = shapes.items()
+    if any(side % 2 ** levels for side in size):
+        return f"{first}: size {list(size)}; allowed: sides divisible by {2 ** levels} (2 ** G levels, model.G.widths)"
+    return ""
+
+
+TWIN = SynthTwin(
+    kind="ixi", help="IXI-named '<id> - T1.pt' / '<id> - T2.pt' brain phantoms",
+    arguments=((("--subjects",), {"type": int, "default": 577, "help": "subjects with both contrasts"}),
+               (("--incomplete",), {"type": int, "default": 2, "help": "further subjects with T1 only"}),
+               (("--size",), {"type": int, "default": 64})),
+    write="mrihpc.workloads.synthesis.synth:write_twin")
 
 WORKLOAD = Workload(
     name="synthesis", title="Synthesis", data=IxiData, model=SynthesisModel,
@@ -116,6 +179,8 @@ WORKLOAD = Workload(
     check_data="mrihpc.workloads.synthesis.spec:check_data",
     check_spec="mrihpc.workloads.synthesis.spec:check_spec",
     optimizers=("G", "D", "G_back", "D_back"),
+    optimizers_of="mrihpc.workloads.synthesis.spec:optimizers_of",
     optimizer_fallbacks={"G_back": "G", "D_back": "D"},
     rejected_losses={"kl_div": KL_DIV, "kldiv": KL_DIV},
+    synth="mrihpc.workloads.synthesis.spec:TWIN",
 )

@@ -58,3 +58,10 @@ def generate(out: Path, subjects: int = 60, incomplete: int = 2, size: int = 64,
         if k < subjects:
             torch.save(torch.from_numpy(contrast(labels, 1, rng)), out / f"{name} - T2.pt")
     return out
+
+
+def write_twin(out: Path, args) -> str:
+    """``mrihpc data synth ixi``."""
+    generate(out, args.subjects, args.incomplete, args.size, args.seed)
+    return (f"wrote {args.subjects} subjects ('<id> - T1.pt' and '<id> - T2.pt') and {args.incomplete} with T1 only "
+            f"under {out}")

@@ -2,12 +2,12 @@
 CycleGAN (see spec.py). Images are ``(N, 1, H, W)`` in [-1, 1]; metrics are computed back in
 the files' units.
 
-Validation scores each test image: MAE, PSNR with peak = the target's data range, and SSIM
-(7 x 7 window, that data range); the identity baseline (T1 taken as the T2 prediction) as
-``base_*``; seed 002's own definitions as ``lab_*`` (per batch of 5 test images: PSNR with peak
+Validation (and the test split, once at the end) scores each held-out image: MAE, PSNR with
+peak = the target's data range, and SSIM (7 x 7 window, that data range); the identity baseline (T1 taken as the T2 prediction) as
+``base_*``; seed 002's own definitions as ``seed_*`` (per batch of 5 held-out images: PSNR with peak
 1, and a global SSIM over the batch with C1 = 0.01, C2 = 0.03 unsquared, sigma from torch.std),
 so its table (test SSIM 0.968 / 0.970 / 0.887) can be compared; and the same on the training
-subjects as ``train_*`` (lab batches of 40), so train and test sit side by side.
+subjects as ``train_*`` (the seed's batches of 40), so train and test sit side by side.
 """
 from __future__ import annotations
 
@@ -23,12 +23,13 @@ from mrihpc.losses import WeightedLoss
 from mrihpc.metrics import ssim_map
 from mrihpc.models.discriminator import build_discriminator
 from mrihpc.models.pix2pix import Pix2PixUNet
-from mrihpc.node.task import StepContext, Task
+from mrihpc.node.loading import dataset_of
+from mrihpc.node.task import BATCH_ROW, StepContext, Task
 from mrihpc.workloads.synthesis.data import (PairedImages, from_unit, measured_range, pair_files, split_subjects,
                                              write_split)
 from mrihpc.workloads.synthesis.spec import WORKLOAD
 
-LAB_BATCH = {"test": 5, "train": 40}  # the seed's loader batch sizes, over which its metrics were averaged
+SEED_BATCH = {"test": 5, "train": 40}  # the seed's loader batch sizes, over which its metrics were averaged
 
 
 def synthesis_scores(gt: torch.Tensor, pred: torch.Tensor, data_range: float) -> list[dict[str, float]]:
@@ -40,7 +41,7 @@ def synthesis_scores(gt: torch.Tensor, pred: torch.Tensor, data_range: float) ->
     return [{"mae": float(a), "psnr": float(b), "ssim": float(c)} for a, b, c in zip(mae, psnr, ssim)]
 
 
-def lab_scores(gt: torch.Tensor, pred: torch.Tensor) -> dict[str, float]:
+def seed_scores(gt: torch.Tensor, pred: torch.Tensor) -> dict[str, float]:
     """Seed 002's metrics of one batch: MAE, PSNR with peak 1, and its global SSIM."""
     gt, pred = gt.double(), pred.double()
     mu_t, mu_g = gt.mean(), pred.mean()
@@ -48,7 +49,7 @@ def lab_scores(gt: torch.Tensor, pred: torch.Tensor) -> dict[str, float]:
     c1, c2 = 0.01, 0.03  # the seed's constants, not squared
     ssim = (2 * mu_t * mu_g + c1) * (2 * cov + c2) / ((mu_t**2 + mu_g**2 + c1) * (gt.std() ** 2 + pred.std() ** 2 + c2))
     mse = float((gt - pred).pow(2).mean())
-    return {"lab_mae": float((gt - pred).abs().mean()), "lab_psnr": -10 * math.log10(max(mse, 1e-20)), "lab_ssim": float(ssim)}
+    return {"seed_mae": float((gt - pred).abs().mean()), "seed_psnr": -10 * math.log10(max(mse, 1e-20)), "seed_ssim": float(ssim)}
 
 
 def sample_grid(G: nn.Module, data: PairedImages, n: int) -> torch.Tensor:
@@ -82,19 +83,19 @@ class SynthesisTask(Task):
         self.shown = None
 
     # ----------------------------------------------------------------- data
-    def sets(self) -> tuple[PairedImages, PairedImages]:
-        """(train, test) subjects; split.json (ids, incomplete subjects, ranges) in the point folder."""
+    def sets(self) -> tuple[PairedImages, PairedImages, PairedImages]:
+        """(train, val, test) subjects; split.json (ids, incomplete subjects, ranges) in the point folder."""
         d = self.spec.data
         pairs, incomplete = pair_files(d)
-        split = split_subjects(list(pairs), d.test_fraction, d.split_seed)
+        split = split_subjects(list(pairs), d.test_fraction, d.split_seed, d.val_fraction)
         main = self.world is None or self.world.is_main
         if incomplete and main:
             print(f"[mrihpc] {len(incomplete)} subject(s) without both {d.source} and {d.target}, skipped: "
                   f"{', '.join(incomplete[:10])}{' ...' if len(incomplete) > 10 else ''}", flush=True)
-        train, test = PairedImages(split["train"], pairs, {}), PairedImages(split["test"], pairs, {})
+        train, val, test = (PairedImages(split[k], pairs, {}) for k in ("train", "val", "test"))
         ranges = ({"source": tuple(d.value_range), "target": tuple(d.value_range)} if d.value_range else
                   {"source": measured_range(train.source), "target": measured_range(train.target)})
-        for part in (train, test):
+        for part in (train, val, test):
             part.ranges = ranges
             outside = any(float(t.min()) < ranges[k][0] or float(t.max()) > ranges[k][1]
                           for k, t in (("source", part.source), ("target", part.target)))
@@ -102,11 +103,14 @@ class SynthesisTask(Task):
                 print(f"[mrihpc] note: some values lie outside the range {ranges} mapped to [-1, 1]", flush=True)
         if self.point_dir is not None and main:
             write_split(self.point_dir / "split.json", split, incomplete, ranges)
-        return train, test
+        return train, val, test
 
     def datasets(self):
-        self.train_set, self.test_set = self.sets()
-        return self.train_set, self.test_set
+        self.train_set, self.val_set, self.test_set = self.sets()
+        return self.train_set, self.val_set
+
+    def test_dataset(self):
+        return self.test_set
 
     # ----------------------------------------------------------------- networks
     def _generator(self) -> nn.Module:
@@ -176,8 +180,8 @@ class SynthesisTask(Task):
 
     # ----------------------------------------------------------------- evaluation
     def _score(self, data: PairedImages, indices: list[int], G: nn.Module, split: str) -> list[dict[str, float]]:
-        """Per image (mae, psnr, ssim, base_*, loss) and per lab batch (lab_*), prefixed for train."""
-        rows, lab = [], LAB_BATCH[split]
+        """Per image (mae, psnr, ssim, base_*, loss) and per batch of the seed (seed_*, a BATCH_ROW), prefixed for train."""
+        rows, lab = [], SEED_BATCH[split]
         rng_t, rng_s = data.ranges["target"], data.ranges["source"]
         span = rng_t[1] - rng_t[0]
         device = self.world.device if self.world is not None else torch.device("cpu")
@@ -192,24 +196,27 @@ class SynthesisTask(Task):
             base = from_unit(a, rng_s).cpu()
             for mine, ident in zip(synthesis_scores(gt, pred, span), synthesis_scores(gt, base, span)):
                 rows.append(mine | {f"base_{k}": v for k, v in ident.items()} | {"loss": float(loss)})
-            rows.append(lab_scores(gt, pred) | {f"base_{k}": v for k, v in lab_scores(gt, base).items()})
-        return rows if split == "test" else [{f"train_{k}": v for k, v in r.items()} for r in rows]
+            rows.append(seed_scores(gt, pred) | {f"base_{k}": v for k, v in seed_scores(gt, base).items()} | {BATCH_ROW: True})
+        return rows if split == "test" else [{k if k == BATCH_ROW else f"train_{k}": v for k, v in r.items()} for r in rows]
 
     def evaluate(self, loader, nets) -> list[dict[str, float]]:
         G = nets["G"]
         rank, size = (self.world.rank, self.world.size) if self.world is not None else (0, 1)
-        # this rank's test subjects, dealt as the Trainer's VolumeShard (node.loading) deals them (one subject a
-        # volume); read from memory here and scored in the seed's batches of 5, not as the loader batches
-        rows = self._score(self.test_set, list(range(len(self.test_set)))[rank::size], G, "test")
-        n_train = min(len(self.train_set), self.spec.data.train_scored or len(self.train_set))
-        rows += self._score(self.train_set, list(range(n_train))[rank::size], G, "train")
-        if rank == 0:
-            self.shown = self._grid(G)
+        # this rank's subjects of the split the loader reads (validation, or test at the end), dealt as the
+        # Trainer's VolumeShard (node.loading) deals them (one subject a volume); read from memory here and
+        # scored in the seed's batches of 5, not as the loader batches
+        held = dataset_of(loader)
+        rows = self._score(held, list(range(len(held)))[rank::size], G, "test")
+        if held is self.val_set:  # the training subjects' scores and the sample grid go with validation
+            n_train = min(len(self.train_set), self.spec.data.train_scored or len(self.train_set))
+            rows += self._score(self.train_set, list(range(n_train))[rank::size], G, "train")
+            if rank == 0:
+                self.shown = self._grid(G)
         return rows
 
     def _grid(self, G: nn.Module) -> dict[str, torch.Tensor]:
         """The sample grid, saved as samples/epoch-<E>.png in the point folder, and live panels."""
-        grid = sample_grid(G, self.test_set, self.spec.data.samples)
+        grid = sample_grid(G, self.val_set, self.spec.data.samples)
         if self.point_dir is not None:
             folder = Path(self.point_dir) / "samples"
             folder.mkdir(exist_ok=True)

@@ -1,0 +1,62 @@
+"""After the sweep: points that differ only by fold (or, with --by-seed, by seed) are one
+configuration in `results`, with n, mean and sample std of every score, ranked by the mean, the
+per-fold rows on request, and the same numbers in --csv."""
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+
+import pytest
+import yaml
+
+from conftest import TINY, merge
+from mrihpc.login.cli import main
+from mrihpc.paths import RunPaths
+
+
+def _submit(write_spec, tmp_path, sweep: dict) -> RunPaths:
+    spec = write_spec(merge(TINY, train={**TINY["train"], "epochs": 1}, sweep=sweep))
+    assert main(["submit", str(spec), "--runs", str(tmp_path / "runs")]) == 0
+    return RunPaths(next((tmp_path / "runs" / "tiny").iterdir()))
+
+
+def _csv(capsys, *args) -> list[dict]:
+    capsys.readouterr()
+    assert main(["results", *args, "--csv"]) == 0
+    return list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+
+
+@pytest.fixture(scope="module")
+def folded(tmp_path_factory):
+    """Two learning rates x three folds: six points, two configurations."""
+    tmp = tmp_path_factory.mktemp("folds")
+    spec = tmp / "spec.yaml"
+    spec.write_text(yaml.safe_dump(merge(TINY, train={**TINY["train"], "epochs": 1},
+                                         sweep={"grid": {"optim.lr": [2e-3, 1e-4]}, "folds": 3})))
+    assert main(["submit", str(spec), "--runs", str(tmp / "runs")]) == 0
+    return RunPaths(next((tmp / "runs" / "tiny").iterdir()))
+
+
+def test_folds_are_one_configuration_each_with_mean_std_and_n(folded, capsys):
+    points = _csv(capsys, str(folded.root), "--each")
+    assert len(points) == 6 and {p["name"].split(",")[-1] for p in points} == {"fold=0", "fold=1", "fold=2"}
+    grouped = _csv(capsys, str(folded.root))
+    assert [g["n"] for g in grouped] == ["3", "3"] and len(grouped) == 2
+    for g in grouped:
+        mine = [float(p["best_ssim"]) for p in points if p["point"] in g["points"].split()]
+        assert len(mine) == 3 and g["config"] == next(p["name"] for p in points if p["point"] == g["points"].split()[0]).rsplit(",", 1)[0]
+        assert float(g["best_ssim_mean"]) == pytest.approx(statistics.fmean(mine), rel=1e-9)
+        assert float(g["best_ssim_std"]) == pytest.approx(statistics.stdev(mine), rel=1e-9)
+    assert float(grouped[0]["best_ssim_mean"]) >= float(grouped[1]["best_ssim_mean"])  # ranked by the mean
+    assert main(["results", str(folded.root)]) == 0
+    out = capsys.readouterr().out
+    assert "2 configuration(s), ranked by the mean of best_ssim over 3 folds" in out and "results --each" in out
+    assert out.splitlines()[0].split()[:5] == ["config", "n", "points", "best_ssim_mean", "best_ssim_std"]
+
+
+def test_by_seed_groups_points_that_differ_only_by_seed(write_spec, tmp_path, capsys):
+    run = _submit(write_spec, tmp_path, {"grid": {"optim.lr": [2e-3, 1e-4], "train.seed": [1, 2]}})
+    assert len(_csv(capsys, str(run.root))) == 4  # no folds: one row per point unless asked
+    grouped = _csv(capsys, str(run.root), "--by-seed")
+    assert [g["n"] for g in grouped] == ["2", "2"] and {g["config"] for g in grouped} == {"lr=2e-3", "lr=1e-4"}
