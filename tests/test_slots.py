@@ -96,3 +96,30 @@ def test_a_sample_of_another_shape_is_named(volumes):
     slots = BatchSlots({"input": ((1, 20, 20), torch.float32)}, 2, 2, collate=data.collate)
     with pytest.raises(DataError, match=r"sample \S+\.h5 slice \d+: input has shape \(1, 24, 24\), the dataset declared \(1, 20, 20\)"):
         slots.collate([data[0] | {SLOT: 0}])
+
+
+def test_a_process_exits_with_a_loaders_workers_still_alive(tmp_path):
+    """Persistent workers ignore SIGTERM, so multiprocessing's exit hook (terminate, then join)
+    waited on them forever when nobody closed the loader and nothing collected it before exit:
+    the test session itself hung after its summary that way. Here the loader sits in a reference
+    cycle that no collection reaches before exit; the process must still end, with its output."""
+    import subprocess
+    import sys
+    script = tmp_path / "leave_open.py"
+    script.write_text(
+        "import gc, torch\n"
+        "from torch.utils.data import SequentialSampler, TensorDataset\n"
+        "from mrihpc.node.loading import rank_loader\n"
+        "gc.disable()\n"
+        "data = TensorDataset(torch.arange(8.0))\n"
+        "loader = rank_loader(data, SequentialSampler(data), 2, False, 2, False, 0)\n"
+        "first = next(iter(loader))\n"
+        "cycle = {'loader': loader}\n"
+        "cycle['self'] = cycle\n"
+        "print('first batch', first[0].tolist(), flush=True)\n")
+    try:
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired as hung:
+        pytest.fail(f"the process did not exit with its loader's workers alive: {hung}")
+    assert done.returncode == 0, done.stderr
+    assert "first batch [0.0, 1.0]" in done.stdout

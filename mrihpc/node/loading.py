@@ -4,8 +4,11 @@ step's signals to the training process and send fixed-shape batches through ``Ba
 """
 from __future__ import annotations
 
+import atexit
 import math
+import multiprocessing.util  # registers its exit hook (terminate, then join, live children) before ours
 import signal
+import weakref
 from typing import Any, Iterator, Optional
 
 import torch
@@ -29,6 +32,19 @@ def leave_signals_to_parent(worker_id: int) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STEP_SIGNALS)
 
 
+def _close_at_exit() -> None:
+    """Shut down every loader's workers still alive at interpreter exit. atexit runs its hooks
+    last-registered first, so this runs before multiprocessing's, whose SIGTERM the workers ignore
+    and whose join() would then wait on them forever: a Trainer nobody closed (in a reference
+    cycle, or kept by a traceback) would otherwise hang the process after its last line."""
+    for workers in list(_LIVE):
+        workers.close()
+
+
+_LIVE: "weakref.WeakSet[Workers]" = weakref.WeakSet()
+atexit.register(_close_at_exit)
+
+
 class Workers:
     """A DataLoader whose worker processes are forked with the step's signals blocked (the
     training process gets its own signals once the workers exist), its batches copied out of
@@ -36,6 +52,8 @@ class Workers:
 
     def __init__(self, loader: DataLoader, batch_size: int, slots: Optional[BatchSlots] = None, pin: bool = False):
         self.loader, self.batch_size, self.slots, self.pin = loader, batch_size, slots, pin
+        if loader.num_workers:
+            _LIVE.add(self)
 
     def __iter__(self):
         if not self.loader.num_workers:

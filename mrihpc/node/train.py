@@ -118,7 +118,6 @@ class Trainer:
         self.batch, self.epoch_losses = 0, []  # position inside the current epoch
         self.nonfinite = 0  # non-finite training losses in a row
         self.higher_is_better = workloads.get(spec.task).direction(train.metric) == "max"
-        self._ctx = _Step(self)
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -240,7 +239,7 @@ class Trainer:
         update, once, after every optimiser of the iteration has stepped. Training, ``mrihpc
         profile`` and the benchmarks all step through here. ``train_step``: the task's own, or
         a wrapper of it (the line profiler). Returns the step's logged floats."""
-        logged = (train_step or self.task.train_step)(batch, self.nets, self._ctx)
+        logged = (train_step or self.task.train_step)(batch, self.nets, _Step(self))  # not kept: a cycle outlives its Trainer
         self.scaler.update()
         self.step += 1
         return logged
