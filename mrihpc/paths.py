@@ -241,10 +241,11 @@ class PointPaths:
     def predictions(self) -> Path:
         return self.root / "predictions"
 
-    def prediction_dir(self, split: str) -> Path:
-        """``predictions/<split>/``, made if new; LinkRefused when it, a folder above it in the
-        run, or anything already in it is a symbolic link (the writers then write plain names)."""
-        folder = self.predictions / split
+    def prediction_dir(self, split: str, checkpoint: str = "best") -> Path:
+        """``predictions/<split>/`` (best.pt's) or ``predictions/<split>_last/`` (last.pt's), made
+        if new; LinkRefused when it, a folder above it in the run, or anything already in it is a
+        symbolic link (the writers then write plain names)."""
+        folder = self.predictions / (split if checkpoint == "best" else f"{split}_{checkpoint}")
         refuse_links_within(self.predictions)
         folder.mkdir(parents=True, exist_ok=True)
         return folder

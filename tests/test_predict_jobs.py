@@ -48,6 +48,28 @@ def test_best_is_the_point_with_the_best_validation_score_and_then_predict_runs_
     assert len(_masks(run.point(best).predictions / "val")) == 4
 
 
+def test_checkpoint_last_predicts_with_last_pt_into_its_own_folder(tmp_path, capsys):
+    """--checkpoint last writes predictions/<split>_last/ from last.pt, beside best.pt's; the same
+    masks as best's once best.pt holds last.pt's weights; a point without last.pt is refused
+    naming it (best falls back to last.pt when no epoch was validated, last has no fallback)."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**SEG, "name": "seg-last", "sweep": {}, "cluster": {"executor": "local"}}))
+    assert main(["submit", str(spec), "--runs", str(tmp_path / "runs")]) == 0
+    run = RunPaths(next((tmp_path / "runs" / "seg-last").iterdir()))
+    point = run.point(0)
+    for which in ("best", "last"):
+        assert main(["predict", str(run.root), "--point", "0", "--checkpoint", which]) == 0
+    assert len(_masks(point.predictions / "val")) == len(_masks(point.predictions / "val_last")) == 4
+    shutil.copyfile(point.last_checkpoint, point.best_checkpoint)
+    assert main(["predict", str(run.root), "--point", "0"]) == 0
+    best, last = _masks(point.predictions / "val"), _masks(point.predictions / "val_last")
+    assert best.keys() == last.keys() and all(np.array_equal(best[k], last[k]) for k in best)
+    point.last_checkpoint.unlink()
+    capsys.readouterr()
+    assert main(["predict", str(run.root), "--point", "0", "--checkpoint", "last"]) != 0
+    assert "no last.pt" in capsys.readouterr().err
+
+
 def _results(run, capsys) -> list[dict]:
     import csv
     import io

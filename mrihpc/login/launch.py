@@ -245,10 +245,11 @@ def submit_points(run: RunPaths, spec: JobSpec, indices: Sequence[int], executor
 
 
 def submit_prediction(run: RunPaths, spec: JobSpec, index: Optional[int], split: str,
-                      after: Sequence[str] = ()) -> submitit.Job:
-    """One Slurm job that writes point ``index``'s predictions of ``split`` (None: the best point
-    on validation, chosen on the node) with the point's partition, container and at most one GPU,
-    one task; ``after``: job ids it waits for (``--dependency=afterok``). Recorded in the manifest."""
+                      after: Sequence[str] = (), which: str = "best") -> submitit.Job:
+    """One Slurm job that writes point ``index``'s predictions of ``split`` with its ``which``
+    checkpoint (best or last; index None: the best point on validation, chosen on the node) with
+    the point's partition, container and at most one GPU, one task; ``after``: job ids it waits
+    for (``--dependency=afterok``). Recorded in the manifest."""
     from mrihpc.node.entry import PredictTask
     from mrihpc.paths import update_json
 
@@ -261,9 +262,9 @@ def submit_prediction(run: RunPaths, spec: JobSpec, index: Optional[int], split:
     if after:
         params["additional_parameters"] = {**params["additional_parameters"], "dependency": "afterok:" + ":".join(after)}
     ex.update_parameters(**params)
-    job = ex.submit(PredictTask(str(run.root), index, split))
+    job = ex.submit(PredictTask(str(run.root), index, split, which))
     record = {"time": dt.datetime.now().isoformat(timespec="seconds"), "job_id": job.job_id,
-              "point": "best" if index is None else index, "split": split, "after": list(after)}
+              "point": "best" if index is None else index, "split": split, "checkpoint": which, "after": list(after)}
     update_json(run.manifest, lambda m: {**m, "predictions": m.get("predictions", []) + [record]})
     return job
 

@@ -52,11 +52,19 @@ def save(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def trained_nets(best: Path, last: Path) -> dict[str, Any]:
-    """The networks' weights of a trained point: best.pt, else last.pt (on the CPU, safely)."""
-    state = load(best) or load(last)
+CHOICES = ("best", "last")
+
+
+def trained_nets(best: Path, last: Path, which: str = "best") -> dict[str, Any]:
+    """The networks' weights of a trained point (on the CPU, safely). ``which``: ``best`` is
+    best.pt (best on validation), else last.pt when no epoch was validated; ``last`` is last.pt,
+    the model at the end of training (seeds 001 and 004 report both)."""
+    if which not in CHOICES:
+        raise ValueError(f"checkpoint {which!r}: allowed: {', '.join(CHOICES)}")
+    state = load(best) or load(last) if which == "best" else load(last)
     if state is None:
-        raise FileNotFoundError(f"{best.parent}: no best.pt or last.pt; has the point trained?")
+        wanted = "best.pt or last.pt" if which == "best" else "last.pt"
+        raise FileNotFoundError(f"{best.parent}: no {wanted}; has the point trained?")
     return state["nets"]
 
 

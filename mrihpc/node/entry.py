@@ -37,8 +37,8 @@ class PredictTask:
     """Write the predictions of ``split`` for point ``index`` (None: the best point on validation,
     decided here, once the sweep it waited for has ended) in its workload's format, on the node."""
 
-    def __init__(self, run_dir: str, index: Optional[int], split: str):
-        self.run_dir, self.index, self.split = str(run_dir), index, split
+    def __init__(self, run_dir: str, index: Optional[int], split: str, which: str = "best"):
+        self.run_dir, self.index, self.split, self.which = str(run_dir), index, split, which
 
     def __call__(self) -> list[str]:
         from mrihpc import workloads
@@ -50,11 +50,11 @@ class PredictTask:
         index = best_point(run) if self.index is None else self.index
         paths = run.point(index)
         predict = workloads.resolve(workloads.get(load_point_spec(paths).task).predict)
-        written = [str(p) for p in predict(paths, self.split)]
+        written = [str(p) for p in predict(paths, self.split, self.which)]
         # on stderr: the verb's stdout is the list of files, one per line, for scripts
-        print(f"[mrihpc] point {index}: {len(written)} prediction file(s) of {self.split} under "
-              f"{paths.predictions / self.split}", file=sys.stderr, flush=True)
+        print(f"[mrihpc] point {index}: {len(written)} prediction file(s) of {self.split} with {self.which}.pt under "
+              f"{paths.prediction_dir(self.split, self.which)}", file=sys.stderr, flush=True)
         return written
 
     def __repr__(self) -> str:
-        return f"PredictTask({self.run_dir!r}, {self.index}, {self.split!r})"
+        return f"PredictTask({self.run_dir!r}, {self.index}, {self.split!r}, {self.which!r})"

@@ -74,7 +74,8 @@ class Workload:
     task: str
     """"module:Class" of its Task."""
     predict: str
-    """"module:function" ``(PointPaths, split) -> list[Path]`` writing predictions in its format."""
+    """"module:function" ``(PointPaths, split, which) -> list[Path]`` writing predictions in its format;
+    ``which``: the checkpoint, ``best`` or ``last`` (``checkpoint.trained_nets``)."""
     check_data: Optional[str] = None
     """"module:function" ``(spec, source) -> list[str]``: problems with the data, on the login node."""
     prepare_data: Optional[str] = None

@@ -31,6 +31,9 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--point", type=int)
     which.add_argument("--best", action="store_true", help="the point whose validation train.metric was best")
     s.add_argument("--split", choices=["val", "test"], default="val")
+    s.add_argument("--checkpoint", choices=["best", "last"], default="best",
+                   help="best.pt (best on validation; the default) or last.pt (the end of training), written under "
+                        "predictions/<split>/ or predictions/<split>_last/")
     s.add_argument("--here", action="store_true", help="in this process, even for a Slurm run")
     s.add_argument("--wait", action="store_true", help="with a job: wait for it and list the files it wrote")
     s.set_defaults(fn=cmd_predict)
@@ -93,14 +96,15 @@ def cmd_predict(args) -> int:
     if manifest.get("executor") == "slurm" and not args.here:
         from mrihpc.login import launch
 
-        job = launch.submit_prediction(run, load_point_spec(run.point(index)), index, args.split)
-        print(f"submitted prediction job {job.job_id} (point {index}, {args.split}); log: {run.logs}/{job.job_id}_0_log.out")
+        job = launch.submit_prediction(run, load_point_spec(run.point(index)), index, args.split,
+                                       which=args.checkpoint)
+        print(f"submitted prediction job {job.job_id} (point {index}, {args.split}, {args.checkpoint}.pt); log: {run.logs}/{job.job_id}_0_log.out")
         if args.wait:
             for path in job.result():
                 print(path)
         return 0
     from mrihpc.node.entry import PredictTask
 
-    for path in PredictTask(str(run.root), index, args.split)():
+    for path in PredictTask(str(run.root), index, args.split, args.checkpoint)():
         print(path)
     return 0

@@ -34,16 +34,16 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def predict(paths: PointPaths, split: str = "test") -> list[Path]:
+def predict(paths: PointPaths, split: str = "test", which: str = "best") -> list[Path]:
     spec = load_point_spec(paths)
     task = CineTask(spec, world=None)
     folder, cases = task.splits()
-    nets = checkpoint.trained_nets(paths.best_checkpoint, paths.last_checkpoint)
+    nets = checkpoint.trained_nets(paths.best_checkpoint, paths.last_checkpoint, which)
     data = CineCases(folder, cases[split], spec.data.mask, train=False, seed=spec.train.seed)
     model = CineNet(spec.model, np.load(folder / "data.npy", mmap_mode="r").shape[1])
     model.load_state_dict(nets["model"])
     model.eval()
-    out_dir = paths.prediction_dir(split)
+    out_dir = paths.prediction_dir(split, which)
     preds, scores = [], []
     for i in range(len(data)):
         item = {k: torch.as_tensor(v)[None] if not isinstance(v, int) else v for k, v in data[i].items()}

@@ -26,9 +26,9 @@ from mrihpc.workloads.knee.files import data_root, split_files, volumes_of
 from mrihpc.workloads.knee.task import crop_of
 
 
-def load_model(spec, paths: PointPaths) -> torch.nn.Module:
+def load_model(spec, paths: PointPaths, which: str = "best") -> torch.nn.Module:
     model = registry.resolve(registry.MODELS, spec.model.name)(spec.model)
-    model.load_state_dict(checkpoint.trained_nets(paths.best_checkpoint, paths.last_checkpoint)["model"])
+    model.load_state_dict(checkpoint.trained_nets(paths.best_checkpoint, paths.last_checkpoint, which)["model"])
     return model.eval()
 
 
@@ -59,20 +59,20 @@ def panel(zf: np.ndarray, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     return (np.clip(np.concatenate(tiles, axis=1) / top, 0, 1) * 255).astype(np.uint8)
 
 
-def predict(paths: PointPaths, split: str = "val") -> list[Path]:
+def predict(paths: PointPaths, split: str = "val", which: str = "best") -> list[Path]:
     """Write the predictions of ``split`` (val or test) under ``paths.predictions/split``; returns the files."""
     spec = load_point_spec(paths)
-    return write_predictions(spec, load_model(spec, paths), paths, split)
+    return write_predictions(spec, load_model(spec, paths, which), paths, split, which)
 
 
-def write_predictions(spec, model: torch.nn.Module, paths: PointPaths, split: str) -> list[Path]:
+def write_predictions(spec, model: torch.nn.Module, paths: PointPaths, split: str, which: str = "best") -> list[Path]:
     """``model`` (zero-filled ``(1, 1, h, w)`` -> image) over the files of ``split``."""
     d = spec.data
     if split == "val":
         files = split_files(d)[1]
     else:
         files = list_files(data_root(d) / "test")
-    out_dir = paths.prediction_dir(split)
+    out_dir = paths.prediction_dir(split, which)
     mask = build_mask(d.mask.kind, d.mask.accelerations, d.mask.center_fractions)
     written = []
     for volume in volumes_of(files, d):

@@ -11,8 +11,8 @@ from mrihpc.workloads.knee.predict import write_predictions
 from mrihpc.workloads.knee_gan.task import MagnitudeOf
 
 
-def predict(paths: PointPaths, split: str = "val") -> list[Path]:
+def predict(paths: PointPaths, split: str = "val", which: str = "best") -> list[Path]:
     spec = load_point_spec(paths)
     generator = build_unet(spec.model.G)
-    generator.load_state_dict(checkpoint.trained_nets(paths.best_checkpoint, paths.last_checkpoint)["G"])
-    return write_predictions(spec, MagnitudeOf(generator).eval(), paths, split)
+    generator.load_state_dict(checkpoint.trained_nets(paths.best_checkpoint, paths.last_checkpoint, which)["G"])
+    return write_predictions(spec, MagnitudeOf(generator).eval(), paths, split, which)

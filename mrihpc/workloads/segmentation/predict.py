@@ -23,9 +23,9 @@ from mrihpc.workloads.segmentation.data import MASK_SUFFIX, PngSegmentation, roo
 NUM_PANELS = 4
 
 
-def load_model(spec, paths: PointPaths) -> torch.nn.Module:
+def load_model(spec, paths: PointPaths, which: str = "best") -> torch.nn.Module:
     model = registry.resolve(registry.MODELS, spec.model.name)(spec.model)
-    model.load_state_dict(checkpoint.trained_nets(paths.best_checkpoint, paths.last_checkpoint)["model"])
+    model.load_state_dict(checkpoint.trained_nets(paths.best_checkpoint, paths.last_checkpoint, which)["model"])
     return model.eval()
 
 
@@ -44,13 +44,14 @@ def panel(image: np.ndarray, pred: np.ndarray, label: np.ndarray | None) -> np.n
 
 
 @torch.no_grad()
-def predict(paths: PointPaths, split: str = "val") -> list[Path]:
+def predict(paths: PointPaths, split: str = "val", which: str = "best") -> list[Path]:
     """Write the masks of ``split`` (val or test) under ``paths.predictions/split``; returns them."""
     spec = load_point_spec(paths)
-    model = load_model(spec, paths)
+    model = load_model(spec, paths, which)
     pairs = scan(root_of(spec.data), split, with_masks=split != "test")
     dataset = PngSegmentation(pairs, spec.data, train=False)
-    mask_dir, panel_dir = paths.prediction_dir(split) / "mask", paths.prediction_dir(split) / "panels"
+    folder = paths.prediction_dir(split, which)
+    mask_dir, panel_dir = folder / "mask", folder / "panels"
     mask_dir.mkdir(parents=True, exist_ok=True)
     panel_dir.mkdir(parents=True, exist_ok=True)
     written = []

@@ -33,17 +33,17 @@ def _mean(rows: list[dict]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def predict(paths: PointPaths, split: str = "test") -> list[Path]:
+def predict(paths: PointPaths, split: str = "test", which: str = "best") -> list[Path]:
     spec = load_point_spec(paths)
     task = SinogramTask(spec, world=None)
     data = task.split(split)
     model = task.networks()["model"]
-    model.load_state_dict(checkpoint.trained_nets(paths.best_checkpoint, paths.last_checkpoint)["model"])
+    model.load_state_dict(checkpoint.trained_nets(paths.best_checkpoint, paths.last_checkpoint, which)["model"])
     model.eval()
     tof, slices = task.layout.shape[:2]
     dtype = task.layout.dtype if spec.data.output_dtype == "input" else "float32"
     centre, inpaint = spec.data.channels // 2, spec.data.mode == "inpaint"
-    out_dir = paths.prediction_dir(split)
+    out_dir = paths.prediction_dir(split, which)
     written, summary = [], {"shape": list(task.layout.shape), "dtype": dtype, "files": []}
     for index, case in enumerate(data.cases):
         target = out_dir / f"{case.stem}_pred.raw"

@@ -21,15 +21,15 @@ from mrihpc.workloads.synthesis.task import SynthesisTask, synthesis_scores, sam
 
 
 @torch.no_grad()
-def predict(paths: PointPaths, split: str = "test") -> list[Path]:
+def predict(paths: PointPaths, split: str = "test", which: str = "best") -> list[Path]:
     """``split``: train, val or test subjects (split.json's)."""
     spec = load_point_spec(paths)
     task = SynthesisTask(spec, world=None)
     data = dict(zip(("train", "val", "test"), task.sets()))[split]
     G = task.networks()["G"]
-    G.load_state_dict(checkpoint.trained_nets(paths.best_checkpoint, paths.last_checkpoint)["G"])
+    G.load_state_dict(checkpoint.trained_nets(paths.best_checkpoint, paths.last_checkpoint, which)["G"])
     G.eval()
-    out_dir = paths.prediction_dir(split)
+    out_dir = paths.prediction_dir(split, which)
     rng_t, rng_s = data.ranges["target"], data.ranges["source"]
     written, rows = [], {}
     for start in range(0, len(data), 16):
