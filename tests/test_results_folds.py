@@ -60,3 +60,19 @@ def test_by_seed_groups_points_that_differ_only_by_seed(write_spec, tmp_path, ca
     assert len(_csv(capsys, str(run.root))) == 4  # no folds: one row per point unless asked
     grouped = _csv(capsys, str(run.root), "--by-seed")
     assert [g["n"] for g in grouped] == ["2", "2"] and {g["config"] for g in grouped} == {"lr=2e-3", "lr=1e-4"}
+
+
+def test_predict_each_fold_predicts_every_fold_of_the_best_configuration(folded, capsys):
+    """`predict --each-fold`: the configuration first in `results` (best mean over its folds)
+    predicts with each of its fold points, in each point's folder; the other one does not."""
+    rows = _csv(capsys, str(folded.root))
+    best = [int(p) for p in rows[0]["points"].split()]
+    assert len(best) == 3
+    capsys.readouterr()
+    assert main(["predict", str(folded.root), "--each-fold", "--split", "val"]) == 0
+    out = capsys.readouterr().out
+    assert f"(mean over its folds): points {' '.join(map(str, sorted(best)))}" in out
+    for point in range(6):
+        files = sorted((folded.point(point).predictions / "val").glob("*.h5"))
+        assert bool(files) == (point in best), point
+        assert all(str(f) in out for f in files)

@@ -9,12 +9,12 @@ Points that did not finish a scored epoch count in ``n_points`` but not in the m
 """
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from typing import Optional
 
-FOLD_KEYS = ("data.fold", "data.folds")
+from mrihpc.ranking import FOLD_KEYS, configuration_key
+
 SEED_KEY = "train.seed"
 
 
@@ -25,9 +25,8 @@ def has_folds(manifest: dict) -> bool:
 def configuration(point: dict, by_seed: bool) -> tuple[str, str]:
     """(grouping key, readable label) of a manifest point."""
     dropped = FOLD_KEYS + ((SEED_KEY,) if by_seed else ())
-    kept = {k: v for k, v in point.get("overrides", {}).items() if k not in dropped}
     parts = [p for p in point["name"].split(",") if not p.startswith(("fold=",) + (("seed=",) if by_seed else ()))]
-    return json.dumps(kept, sort_keys=True, default=str), ",".join(parts) or "(base)"
+    return configuration_key(point, dropped), ",".join(parts) or "(base)"
 
 
 def _numbers(rows: list[dict], column: str) -> list[float]:

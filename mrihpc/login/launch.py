@@ -245,9 +245,10 @@ def submit_points(run: RunPaths, spec: JobSpec, indices: Sequence[int], executor
 
 
 def submit_prediction(run: RunPaths, spec: JobSpec, index: Optional[int], split: str,
-                      after: Sequence[str] = (), which: str = "best") -> submitit.Job:
+                      after: Sequence[str] = (), which: str = "best", each_fold: bool = False) -> submitit.Job:
     """One Slurm job that writes point ``index``'s predictions of ``split`` with its ``which``
-    checkpoint (best or last; index None: the best point on validation, chosen on the node) with
+    checkpoint (best or last; index None: the best point on validation, or with ``each_fold`` the
+    folds of the best configuration, chosen on the node) in one job with
     the point's partition, container and at most one GPU, one task; ``after``: job ids it waits
     for (``--dependency=afterok``). Recorded in the manifest."""
     from mrihpc.node.entry import PredictTask
@@ -262,9 +263,9 @@ def submit_prediction(run: RunPaths, spec: JobSpec, index: Optional[int], split:
     if after:
         params["additional_parameters"] = {**params["additional_parameters"], "dependency": "afterok:" + ":".join(after)}
     ex.update_parameters(**params)
-    job = ex.submit(PredictTask(str(run.root), index, split, which))
+    job = ex.submit(PredictTask(str(run.root), index, split, which, each_fold))
     record = {"time": dt.datetime.now().isoformat(timespec="seconds"), "job_id": job.job_id,
-              "point": "best" if index is None else index, "split": split, "checkpoint": which, "after": list(after)}
+              "point": ("each-fold" if each_fold else "best") if index is None else index, "split": split, "checkpoint": which, "after": list(after)}
     update_json(run.manifest, lambda m: {**m, "predictions": m.get("predictions", []) + [record]})
     return job
 

@@ -34,27 +34,37 @@ class PointTask(Checkpointable):
 
 
 class PredictTask:
-    """Write the predictions of ``split`` for point ``index`` (None: the best point on validation,
-    decided here, once the sweep it waited for has ended) in its workload's format, on the node."""
+    """Write the predictions of ``split`` with checkpoint ``which`` (best or last) in the points'
+    workload's format, on the node, for point ``index``; None: the best point on validation, or
+    with ``each_fold`` every fold of the best configuration (by its mean over the folds), decided
+    here, once the sweep it waited for has ended."""
 
-    def __init__(self, run_dir: str, index: Optional[int], split: str, which: str = "best"):
+    def __init__(self, run_dir: str, index: Optional[int], split: str, which: str = "best", each_fold: bool = False):
         self.run_dir, self.index, self.split, self.which = str(run_dir), index, split, which
+        self.each_fold = each_fold
 
     def __call__(self) -> list[str]:
         from mrihpc import workloads
         from mrihpc.paths import RunPaths
-        from mrihpc.ranking import best_point
+        from mrihpc.ranking import best_configuration, best_point
         from mrihpc.specfile import load_point_spec
 
         run = RunPaths(Path(self.run_dir))
-        index = best_point(run) if self.index is None else self.index
-        paths = run.point(index)
-        predict = workloads.resolve(workloads.get(load_point_spec(paths).task).predict)
-        written = [str(p) for p in predict(paths, self.split, self.which)]
-        # on stderr: the verb's stdout is the list of files, one per line, for scripts
-        print(f"[mrihpc] point {index}: {len(written)} prediction file(s) of {self.split} with {self.which}.pt under "
-              f"{paths.prediction_dir(self.split, self.which)}", file=sys.stderr, flush=True)
+        if self.index is not None:
+            indices = [self.index]
+        else:
+            indices = best_configuration(run) if self.each_fold else [best_point(run)]
+        written = []
+        for index in indices:
+            paths = run.point(index)
+            predict = workloads.resolve(workloads.get(load_point_spec(paths).task).predict)
+            mine = [str(p) for p in predict(paths, self.split, self.which)]
+            # on stderr: the verb's stdout is the list of files, one per line, for scripts
+            print(f"[mrihpc] point {index}: {len(mine)} prediction file(s) of {self.split} with {self.which}.pt "
+                  f"under {paths.prediction_dir(self.split, self.which)}", file=sys.stderr, flush=True)
+            written += mine
         return written
 
     def __repr__(self) -> str:
-        return f"PredictTask({self.run_dir!r}, {self.index}, {self.split!r}, {self.which!r})"
+        return (f"PredictTask({self.run_dir!r}, {self.index}, {self.split!r}, {self.which!r}, "
+                f"each_fold={self.each_fold})")

@@ -30,6 +30,8 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     which = s.add_mutually_exclusive_group(required=True)
     which.add_argument("--point", type=int)
     which.add_argument("--best", action="store_true", help="the point whose validation train.metric was best")
+    which.add_argument("--each-fold", action="store_true",
+                       help="every fold of the configuration whose mean over its folds was best (as results ranks)")
     s.add_argument("--split", choices=["val", "test"], default="val")
     s.add_argument("--checkpoint", choices=["best", "last"], default="best",
                    help="best.pt (best on validation; the default) or last.pt (the end of training), written under "
@@ -81,30 +83,35 @@ def cmd_predict(args) -> int:
     from mrihpc.specfile import load_point_spec
 
     run, manifest = open_run(args.run)
-    if args.best:
-        from mrihpc.ranking import best_point
+    index = args.point
+    if args.best or args.each_fold:
+        from mrihpc.ranking import best_configuration, best_point
 
         try:
-            index = best_point(run)
+            indices = best_configuration(run) if args.each_fold else [best_point(run)]
         except ValueError as e:
             raise RunError(str(e)) from None
-        print(f"best point on validation: {index}")
+        what = "best configuration on validation (mean over its folds): points" if args.each_fold else \
+            "best point on validation:"
+        print(f"{what} {' '.join(map(str, indices))}")
+        index = None if args.each_fold else indices[0]
     else:
-        index = args.point
+        indices = [index]
         if index not in [p["index"] for p in manifest["points"]]:
             raise RunError(f"{run.root}: no point {index}")
     if manifest.get("executor") == "slurm" and not args.here:
         from mrihpc.login import launch
 
-        job = launch.submit_prediction(run, load_point_spec(run.point(index)), index, args.split,
-                                       which=args.checkpoint)
-        print(f"submitted prediction job {job.job_id} (point {index}, {args.split}, {args.checkpoint}.pt); log: {run.logs}/{job.job_id}_0_log.out")
+        job = launch.submit_prediction(run, load_point_spec(run.point(indices[0])), index, args.split,
+                                       which=args.checkpoint, each_fold=args.each_fold)
+        print(f"submitted prediction job {job.job_id} (point(s) {' '.join(map(str, indices))}, {args.split}, "
+              f"{args.checkpoint}.pt); log: {run.logs}/{job.job_id}_0_log.out")
         if args.wait:
             for path in job.result():
                 print(path)
         return 0
     from mrihpc.node.entry import PredictTask
 
-    for path in PredictTask(str(run.root), index, args.split, args.checkpoint)():
+    for path in PredictTask(str(run.root), index, args.split, args.checkpoint, args.each_fold)():
         print(path)
     return 0
