@@ -36,11 +36,13 @@ if [ "$gpu" = 1 ]; then
   step train_step 180 "$py" benchmarks/train_step.py --steps 20 --warmup 5
   step metrics_speed 60 "$py" benchmarks/metrics_speed.py --repeats 5
   step knee_loader 120 "$py" benchmarks/knee_loader.py --volumes 8 --slices 16 --workers 0 4 --step-steps 10
+  step predict_throughput 120 "$py" benchmarks/predict_throughput.py --repeats 2
 else
   step train_step 180 "$py" benchmarks/train_step.py --steps 2 --warmup 1 --batch 2 --size 64 --configs fp32
   step metrics_speed 60 "$py" benchmarks/metrics_speed.py --repeats 1 --shape 4 64 64
   step knee_loader 120 "$py" benchmarks/knee_loader.py --volumes 2 --slices 4 --workers 0 --step-steps 1 --step-size 64 \
     --rss-volumes 2 4
+  step predict_throughput 120 "$py" benchmarks/predict_throughput.py --repeats 1 --batch 4 --knee 4 4 32 --cine 10 7 32
 fi
 echo "gpu check: $([ $failed = 0 ] && echo passed || echo FAILED); files in $out" | tee -a "$log"
 exit $failed

@@ -27,6 +27,7 @@ run ddp_scaling --ranks 2 --steps 20
 run visdom_follower_lag --points 100 --seconds 20
 run visdom_hung_server --epochs 2 --repeats 2
 run cine_loader_rss
+run predict_throughput
 run faults --kills 20 --slurm
 run container_start --repeats 5 --epochs 3
 echo "all benchmarks done" >&2

@@ -19,6 +19,7 @@ TINY_RUNS = {
     "ddp_scaling": ["--ranks", "2", "--steps", "2", "--warmup", "1", "--batch", "1"],
     "visdom_hung_server": ["--epochs", "1", "--repeats", "1"],
     "cine_loader_rss": ["--cases", "7", "9", "--frames", "7", "--size", "32"],
+    "predict_throughput": ["--repeats", "1", "--batch", "4", "--knee", "4", "4", "32", "--cine", "10", "7", "32"],
 }
 
 
@@ -39,6 +40,10 @@ def test_benchmark_runs_at_a_tiny_size(name):
         assert set(result["speed"]) == {"0", "1"} and set(result["rss_peak_mib"]) == {"2", "3"}
         assert all(w["transform_on_device"]["loader_alone_over_step"] > 0 for w in result["speed"].values())
         assert set(result["speed"]["1"]["epoch_start_s"]) == {"persistent_workers", "re_forked"}
+    if name == "predict_throughput":  # batched prediction writes what the per-sample loop wrote
+        for workload in ("knee", "cine"):
+            assert result[workload]["files"] >= 1 and result[workload]["samples"] >= 3
+            assert result[workload]["max_abs_diff"] < 1e-5
     if name == "login_verbs":
         assert len(result["verbs"]) == 9
 

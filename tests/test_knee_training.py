@@ -15,6 +15,7 @@ from mrihpc.models.unet import build_unet
 from mrihpc.login.cli import main
 from mrihpc.paths import read_json, read_jsonl
 from mrihpc.paths import RunPaths
+from mrihpc.node.trained import load_trained
 from mrihpc.workloads.knee.predict import predict
 from mrihpc.node.preemption import Interrupted
 from mrihpc.node.runner import run_point
@@ -181,7 +182,7 @@ def test_memory_profile_is_read_by_mprof_and_peak_reaches_status(tmp_path):
 def test_predictions_in_fastmri_layout(tmp_path):
     run = _point(tmp_path, merge(TINY, train={**TINY["train"], "epochs": 1}))
     run_point(run.root, 0)
-    files = predict(run.point(0), "val")
+    files = predict(load_trained(run.root, 0), "val")
     assert files
     with h5py.File(files[0]) as f:
         rec = f["reconstruction"]
@@ -193,7 +194,7 @@ def test_predictions_for_coursework_test_layout(tmp_path):
     spec = merge(TINY, data={**TINY["data"], "format": "nc2019"}, train={**TINY["train"], "epochs": 1})
     run = _point(tmp_path, spec)
     run_point(run.root, 0)
-    files = predict(run.point(0), "test")
+    files = predict(load_trained(run.root, 0), "test")
     with h5py.File(files[0]) as f:
         assert sorted(f.keys()) == ["reconstruction_4af", "reconstruction_8af"]
         assert f["reconstruction_8af"].shape == (10, 64, 64)

@@ -45,9 +45,9 @@ class PredictTask:
 
     def __call__(self) -> list[str]:
         from mrihpc import workloads
+        from mrihpc.node.trained import load_trained
         from mrihpc.paths import RunPaths
         from mrihpc.ranking import best_configuration, best_point
-        from mrihpc.specfile import load_point_spec
 
         run = RunPaths(Path(self.run_dir))
         if self.index is not None:
@@ -56,12 +56,12 @@ class PredictTask:
             indices = best_configuration(run) if self.each_fold else [best_point(run)]
         written = []
         for index in indices:
-            paths = run.point(index)
-            predict = workloads.resolve(workloads.get(load_point_spec(paths).task).predict)
-            mine = [str(p) for p in predict(paths, self.split, self.which)]
+            trained = load_trained(run.root, index, which=self.which)
+            predict = workloads.resolve(workloads.get(trained.spec.task).predict)
+            mine = [str(p) for p in predict(trained, self.split)]
             # on stderr: the verb's stdout is the list of files, one per line, for scripts
             print(f"[mrihpc] point {index}: {len(mine)} prediction file(s) of {self.split} with {self.which}.pt "
-                  f"under {paths.prediction_dir(self.split, self.which)}", file=sys.stderr, flush=True)
+                  f"on {trained.device} under {trained.output_dir(self.split)}", file=sys.stderr, flush=True)
             written += mine
         return written
 

@@ -74,8 +74,9 @@ class Workload:
     task: str
     """"module:Class" of its Task."""
     predict: str
-    """"module:function" ``(PointPaths, split, which) -> list[Path]`` writing predictions in its format;
-    ``which``: the checkpoint, ``best`` or ``last`` (``checkpoint.trained_nets``)."""
+    """"module:function" ``(Trained, split) -> list[Path]`` writing predictions in its format under
+    ``Trained.output_dir(split)``: the networks come built, loaded and on the device
+    (``node.trained.load_trained``)."""
     check_data: Optional[str] = None
     """"module:function" ``(spec, source) -> list[str]``: problems with the data, on the login node."""
     prepare_data: Optional[str] = None

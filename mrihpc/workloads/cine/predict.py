@@ -15,11 +15,10 @@ import numpy as np
 import torch
 from skimage.io import imsave
 
-from mrihpc.node import checkpoint
-from mrihpc.paths import PointPaths, read_jsonl
-from mrihpc.specfile import load_point_spec
+from mrihpc.node.trained import Trained, chunks
+from mrihpc.paths import read_jsonl
 from mrihpc.workloads.cine.data import CineCases
-from mrihpc.workloads.cine.task import CineNet, CineTask, case_scores
+from mrihpc.workloads.cine.task import case_scores
 
 
 def frames_panel(zf: np.ndarray, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -34,29 +33,28 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def predict(paths: PointPaths, split: str = "test", which: str = "best") -> list[Path]:
-    spec = load_point_spec(paths)
-    task = CineTask(spec, world=None)
+def predict(trained: Trained, split: str = "test") -> list[Path]:
+    """Cases go through the network a training batch at a time, on the prediction device."""
+    spec, task, model = trained.spec, trained.task, trained.nets["model"]
     folder, cases = task.splits()
-    nets = checkpoint.trained_nets(paths.best_checkpoint, paths.last_checkpoint, which)
     data = CineCases(folder, cases[split], spec.data.mask, train=False, seed=spec.train.seed)
-    model = CineNet(spec.model, np.load(folder / "data.npy", mmap_mode="r").shape[1])
-    model.load_state_dict(nets["model"])
-    model.eval()
-    out_dir = paths.prediction_dir(split, which)
+    out_dir = trained.output_dir(split)
     preds, scores = [], []
-    for i in range(len(data)):
-        item = {k: torch.as_tensor(v)[None] if not isinstance(v, int) else v for k, v in data[i].items()}
-        pred = model(item["input"], item["kspace"], item["mask"]).float()
-        zf = torch.sqrt(item["input"][:, 0] ** 2 + item["input"][:, 1] ** 2)
-        mse = float((pred - item["target"]).pow(2).mean())
-        scores.append(case_scores(item["target"], pred)[0] | {"loss": mse})
-        preds.append(pred[0].numpy())
-        imsave(out_dir / f"case{item['case']:04d}.png", frames_panel(zf[0].numpy(), pred[0].numpy(), item["target"][0].numpy()),
-               check_contrast=False)
+    for part in chunks(range(len(data)), trained.batch_size):
+        items = [data[i] for i in part]
+        x, k, m = (torch.from_numpy(np.stack([it[key] for it in items])) for key in ("input", "kspace", "mask"))
+        pred = model(*trained.on_device(x, k, m)).float().cpu()  # (B, T, X, Y)
+        target = torch.from_numpy(np.stack([it["target"] for it in items]))
+        zf = torch.sqrt(x[:, 0] ** 2 + x[:, 1] ** 2)
+        mse = (pred - target).pow(2).mean(dim=(1, 2, 3))
+        scores += [row | {"loss": float(e)} for row, e in zip(case_scores(target, pred), mse)]
+        for b, item in enumerate(items):
+            preds.append(pred[b].numpy())
+            imsave(out_dir / f"case{item['case']:04d}.png", frames_panel(zf[b].numpy(), pred[b].numpy(), item["target"]),
+                   check_contrast=False)
     np.save(out_dir / "reconstruction.npy", np.stack(preds).astype(np.float32))
     (out_dir / "cases.json").write_text(json.dumps({"cases": cases[split], "scores": scores}, indent=1))
-    epochs = [r for r in read_jsonl(paths.metrics, dict) if r.get("kind") == "epoch"]
+    epochs = [r for r in read_jsonl(trained.paths.metrics, dict) if r.get("kind") == "epoch"]
     lines = [f"Epoch [{r['epoch'] + 1}/{spec.train.epochs}], Train Loss: {r['train_loss']:.6f}, "
              f"Val Loss: {r.get('val_loss', float('nan')):.6f}" for r in epochs]
     for name, key in (("loss", "loss"), ("PSNR", "psnr1"), ("SSIM", "ssim")):

@@ -14,40 +14,37 @@ import numpy as np
 import torch
 from skimage.io import imsave
 
-from mrihpc import registry
 from mrihpc.data import DataError
 from mrihpc.data.fastmri import list_files
 from mrihpc.data.masks import build_mask
 from mrihpc.data.slices import KSpaceSlices
-from mrihpc.node import checkpoint
-from mrihpc.paths import PointPaths
-from mrihpc.specfile import load_point_spec
+from mrihpc.node.trained import Trained, chunks
 from mrihpc.workloads.knee.files import data_root, split_files, volumes_of
 from mrihpc.workloads.knee.task import crop_of
 
 
-def load_model(spec, paths: PointPaths, which: str = "best") -> torch.nn.Module:
-    model = registry.resolve(registry.MODELS, spec.model.name)(spec.model)
-    model.load_state_dict(checkpoint.trained_nets(paths.best_checkpoint, paths.last_checkpoint, which)["model"])
-    return model.eval()
-
-
-def _original_scale(image: torch.Tensor, sample: dict) -> np.ndarray:
-    """Undo the sample's normalisation: ``(h, w)`` -> ``(h, w)``."""
-    return (image * sample["std"] + sample["mean"]).numpy()
+def _original_scale(images: torch.Tensor, samples: list[dict]) -> np.ndarray:
+    """Undo each sample's normalisation: ``(B, h, w)`` -> ``(B, h, w)``."""
+    mean = torch.tensor([float(s["mean"]) for s in samples]).view(-1, 1, 1)
+    std = torch.tensor([float(s["std"]) for s in samples]).view(-1, 1, 1)
+    return (images * std + mean).numpy()
 
 
 @torch.no_grad()
-def _reconstruct(model, dataset: KSpaceSlices) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(zero-filled, prediction, target) volumes ``(slices, h, w)`` in the original scale."""
+def _reconstruct(trained: Trained, model, dataset: KSpaceSlices) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(zero-filled, prediction, target) volumes ``(slices, h, w)`` in the original scale; the
+    slices go through ``model`` (``(B, 1, h, w)`` -> ``(B, 1, h, w)``) a training batch at a time,
+    on the prediction device."""
     zf, pred, target = [], [], []
-    for i in range(len(dataset)):
-        s = dataset[i]
-        out = model(s["input"].unsqueeze(0))[0, 0]
-        zf.append(_original_scale(s["input"][0], s))
-        pred.append(_original_scale(out, s))
-        target.append(_original_scale(s["target"][0], s))
-    return np.stack(zf), np.stack(pred).astype(np.float32), np.stack(target)
+    for part in chunks(range(len(dataset)), trained.batch_size):
+        samples = [dataset[i] for i in part]
+        inputs = torch.stack([s["input"] for s in samples])  # (B, 1, h, w)
+        (x,) = trained.on_device(inputs)
+        out = model(x).float().cpu()[:, 0]
+        zf.append(_original_scale(inputs[:, 0], samples))
+        pred.append(_original_scale(out, samples))
+        target.append(_original_scale(torch.stack([s["target"][0] for s in samples]), samples))
+    return np.concatenate(zf), np.concatenate(pred).astype(np.float32), np.concatenate(target)
 
 
 def panel(zf: np.ndarray, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -59,20 +56,20 @@ def panel(zf: np.ndarray, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     return (np.clip(np.concatenate(tiles, axis=1) / top, 0, 1) * 255).astype(np.uint8)
 
 
-def predict(paths: PointPaths, split: str = "val", which: str = "best") -> list[Path]:
-    """Write the predictions of ``split`` (val or test) under ``paths.predictions/split``; returns the files."""
-    spec = load_point_spec(paths)
-    return write_predictions(spec, load_model(spec, paths, which), paths, split, which)
+def predict(trained: Trained, split: str = "val") -> list[Path]:
+    """Write the predictions of ``split`` (val or test) under ``trained.output_dir(split)``; returns the files."""
+    return write_predictions(trained, trained.nets["model"], split)
 
 
-def write_predictions(spec, model: torch.nn.Module, paths: PointPaths, split: str, which: str = "best") -> list[Path]:
-    """``model`` (zero-filled ``(1, 1, h, w)`` -> image) over the files of ``split``."""
+def write_predictions(trained: Trained, model: torch.nn.Module, split: str) -> list[Path]:
+    """``model`` (zero-filled ``(B, 1, h, w)`` -> image) over the files of ``split``."""
+    spec = trained.spec
     d = spec.data
     if split == "val":
         files = split_files(d)[1]
     else:
         files = list_files(data_root(d) / "test")
-    out_dir = paths.prediction_dir(split, which)
+    out_dir = trained.output_dir(split)
     mask = build_mask(d.mask.kind, d.mask.accelerations, d.mask.center_fractions)
     written = []
     for volume in volumes_of(files, d):
@@ -84,7 +81,7 @@ def write_predictions(spec, model: torch.nn.Module, paths: PointPaths, split: st
             dataset = KSpaceSlices([volume], mask if key == "kspace" else None, crop_of(d), d.normalize,
                                    skip_slices=0, train=False, seed=spec.train.seed, kspace_key=key)
             name = "reconstruction" if key == "kspace" else key.replace("kspace", "reconstruction")
-            results[name] = _reconstruct(model, dataset)
+            results[name] = _reconstruct(trained, model, dataset)
         target = out_dir / volume.name
         with h5py.File(target, "w") as f:
             for name, (_, pred, _) in results.items():

@@ -14,19 +14,10 @@ import torch
 from skimage.color import label2rgb
 from skimage.io import imsave
 
-from mrihpc import registry
-from mrihpc.node import checkpoint
-from mrihpc.paths import PointPaths
-from mrihpc.specfile import load_point_spec
+from mrihpc.node.trained import Trained, chunks
 from mrihpc.workloads.segmentation.data import MASK_SUFFIX, PngSegmentation, root_of, scan
 
 NUM_PANELS = 4
-
-
-def load_model(spec, paths: PointPaths, which: str = "best") -> torch.nn.Module:
-    model = registry.resolve(registry.MODELS, spec.model.name)(spec.model)
-    model.load_state_dict(checkpoint.trained_nets(paths.best_checkpoint, paths.last_checkpoint, which)["model"])
-    return model.eval()
 
 
 def overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -44,24 +35,29 @@ def panel(image: np.ndarray, pred: np.ndarray, label: np.ndarray | None) -> np.n
 
 
 @torch.no_grad()
-def predict(paths: PointPaths, split: str = "val", which: str = "best") -> list[Path]:
-    """Write the masks of ``split`` (val or test) under ``paths.predictions/split``; returns them."""
-    spec = load_point_spec(paths)
-    model = load_model(spec, paths, which)
+def predict(trained: Trained, split: str = "val") -> list[Path]:
+    """Write the masks of ``split`` (val or test) under ``trained.output_dir(split)``; returns
+    them. Images of one size go through the network a training batch at a time, on the
+    prediction device."""
+    spec, model = trained.spec, trained.nets["model"]
     pairs = scan(root_of(spec.data), split, with_masks=split != "test")
     dataset = PngSegmentation(pairs, spec.data, train=False)
-    folder = paths.prediction_dir(split, which)
+    folder = trained.output_dir(split)
     mask_dir, panel_dir = folder / "mask", folder / "panels"
     mask_dir.mkdir(parents=True, exist_ok=True)
     panel_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for i, pair in enumerate(pairs):
-        item = dataset[i]
-        logits = model(torch.from_numpy(item["input"])[None])
-        pred = logits.argmax(dim=1)[0].numpy().astype(np.uint8)
-        target = mask_dir / f"{pair.stem}{MASK_SUFFIX}"
-        imsave(target, pred, check_contrast=False)
-        written.append(target)
-        if i < NUM_PANELS:
-            imsave(panel_dir / f"{pair.stem}.png", panel(item["input"][0], pred, item.get("label")), check_contrast=False)
-    return written
+    written: dict[int, Path] = {}
+    for part in chunks(range(len(pairs)), trained.batch_size):
+        items = {i: dataset[i] for i in part}
+        for shape in dict.fromkeys(item["input"].shape for item in items.values()):  # images may differ in size
+            same = [i for i, item in items.items() if item["input"].shape == shape]
+            (x,) = trained.on_device(torch.from_numpy(np.stack([items[i]["input"] for i in same])))
+            labels = model(x).argmax(dim=1).cpu().numpy().astype(np.uint8)  # (B, H, W)
+            for i, pred in zip(same, labels):
+                target = mask_dir / f"{pairs[i].stem}{MASK_SUFFIX}"
+                imsave(target, pred, check_contrast=False)
+                written[i] = target
+                if i < NUM_PANELS:
+                    imsave(panel_dir / f"{pairs[i].stem}.png", panel(items[i]["input"][0], pred, items[i].get("label")),
+                           check_contrast=False)
+    return [written[i] for i in sorted(written)]  # in the images' order

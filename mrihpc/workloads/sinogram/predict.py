@@ -19,13 +19,8 @@ import numpy as np
 import torch
 
 from mrihpc.metrics import image_scores
-from mrihpc.node import checkpoint
-from mrihpc.paths import PointPaths
-from mrihpc.specfile import load_point_spec
+from mrihpc.node.trained import Trained
 from mrihpc.workloads.sinogram.data import wrap_pad
-from mrihpc.workloads.sinogram.task import SinogramTask
-
-BATCH = 16  # slices per forward pass
 
 
 def _mean(rows: list[dict]) -> dict[str, float]:
@@ -33,27 +28,24 @@ def _mean(rows: list[dict]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def predict(paths: PointPaths, split: str = "test", which: str = "best") -> list[Path]:
-    spec = load_point_spec(paths)
-    task = SinogramTask(spec, world=None)
+def predict(trained: Trained, split: str = "test") -> list[Path]:
+    """Each file's slices a training batch at a time through the network, on the prediction device."""
+    spec, task, model = trained.spec, trained.task, trained.nets["model"]
     data = task.split(split)
-    model = task.networks()["model"]
-    model.load_state_dict(checkpoint.trained_nets(paths.best_checkpoint, paths.last_checkpoint, which)["model"])
-    model.eval()
     tof, slices = task.layout.shape[:2]
     dtype = task.layout.dtype if spec.data.output_dtype == "input" else "float32"
     centre, inpaint = spec.data.channels // 2, spec.data.mode == "inpaint"
-    out_dir = paths.prediction_dir(split, which)
+    out_dir, batch = trained.output_dir(split), trained.batch_size
     written, summary = [], {"shape": list(task.layout.shape), "dtype": dtype, "files": []}
     for index, case in enumerate(data.cases):
         target = out_dir / f"{case.stem}_pred.raw"
         mine, base, holes, truth_in_holes = [], [], 0.0, 0.0
         with open(target, "wb") as f:  # slices in file order: [TOF, Slice] row-major
             where = [(t, s) for t in range(tof) for s in range(slices)]
-            for start in range(0, len(where), BATCH):
-                items = [data.sample(index, t, s) for t, s in where[start:start + BATCH]]
+            for start in range(0, len(where), batch):
+                items = [data.sample(index, t, s) for t, s in where[start:start + batch]]
                 x = torch.from_numpy(np.stack([np.ascontiguousarray(wrap_pad(i["input"], spec.data.pad_multiple)) for i in items]))
-                pred = task.cropped(model(x).float())[:, 0]  # (B, W, L), scaled
+                pred = task.cropped(model(*trained.on_device(x)).float().cpu())[:, 0]  # (B, W, L), scaled
                 if case.clean is not None:
                     gt = torch.from_numpy(np.stack([i["target"][0] for i in items]))
                     given = torch.from_numpy(np.stack([i["input"][centre] for i in items]))

@@ -13,28 +13,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mrihpc.node import checkpoint
-from mrihpc.paths import PointPaths
-from mrihpc.specfile import load_point_spec
+from mrihpc.node.trained import Trained, chunks
 from mrihpc.workloads.synthesis.data import from_unit
-from mrihpc.workloads.synthesis.task import SynthesisTask, synthesis_scores, sample_grid, save_png
+from mrihpc.workloads.synthesis.task import synthesis_scores, sample_grid, save_png
 
 
 @torch.no_grad()
-def predict(paths: PointPaths, split: str = "test", which: str = "best") -> list[Path]:
-    """``split``: train, val or test subjects (split.json's)."""
-    spec = load_point_spec(paths)
-    task = SynthesisTask(spec, world=None)
-    data = dict(zip(("train", "val", "test"), task.sets()))[split]
-    G = task.networks()["G"]
-    G.load_state_dict(checkpoint.trained_nets(paths.best_checkpoint, paths.last_checkpoint, which)["G"])
-    G.eval()
-    out_dir = paths.prediction_dir(split, which)
+def predict(trained: Trained, split: str = "test") -> list[Path]:
+    """``split``: train, val or test subjects (split.json's), a training batch at a time through
+    the generator on the prediction device."""
+    spec, G = trained.spec, trained.nets["G"]
+    data = dict(zip(("train", "val", "test"), trained.task.sets()))[split]
+    out_dir = trained.output_dir(split)
     rng_t, rng_s = data.ranges["target"], data.ranges["source"]
     written, rows = [], {}
-    for start in range(0, len(data), 16):
-        items = [data[i] for i in range(start, min(start + 16, len(data)))]
-        fake = from_unit(G(torch.stack([it["source"] for it in items])), rng_t)
+    for part in chunks(range(len(data)), trained.batch_size):
+        start, items = part[0], [data[i] for i in part]
+        (source,) = trained.on_device(torch.stack([it["source"] for it in items]))
+        fake = from_unit(G(source).float().cpu(), rng_t)
         gt = from_unit(torch.stack([it["target"] for it in items]), rng_t)
         base = from_unit(torch.stack([it["source"] for it in items]), rng_s)
         span = rng_t[1] - rng_t[0]
