@@ -104,6 +104,15 @@ def test_then_predict_waits_for_the_sweep_on_the_cluster_and_matches_here(slurm_
     assert f"Dependency=afterok:{array}" in shown or "JobState=RUNNING" in shown or "COMPLETED" in shown, shown
     wait_done(run)
     assert _wait_job(record["job_id"]) == "COMPLETED"
+    # sacct (22.05 has no dependency field): queued when the sweep was, started once its last task ended
+    times = {}
+    for line in subprocess.run(["sacct", "-n", "-P", "-X", "-j", f"{array},{record['job_id']}", "-o", "JobID,Submit,Start,End"],
+                               capture_output=True, text=True, check=True).stdout.split():
+        job, submit, start, end = line.split("|")
+        times[job] = (submit, start, end)  # ISO timestamps sort as they read
+    sweep = [t for job, t in times.items() if job.startswith(f"{array}_")]
+    submit, start, _ = times[record["job_id"]]
+    assert len(sweep) == 2 and submit <= min(t[2] for t in sweep) and start >= max(t[2] for t in sweep), times
     best = best_point(run)
     on_node = run.point(best).predictions / "test"
     from_node = _masks(on_node)

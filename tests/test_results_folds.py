@@ -76,3 +76,34 @@ def test_predict_each_fold_predicts_every_fold_of_the_best_configuration(folded,
         files = sorted((folded.point(point).predictions / "val").glob("*.h5"))
         assert bool(files) == (point in best), point
         assert all(str(f) in out for f in files)
+
+
+def test_knee_gan_demo_with_three_folds_and_two_optimisers_is_two_configurations_of_three(tmp_path, capsys):
+    """The shipped knee GAN demo (seed 000 compares optimisers by the fold average), made tiny,
+    with ``folds: 3`` and the generator's optimiser swept over Adam and RMSprop: `results` shows
+    two configurations, n = 3 each, with the mean and sample std of their folds, ranked by the
+    mean."""
+    from conftest import REPO
+
+    spec = yaml.safe_load((REPO / "jobs" / "knee_gan_demo.yaml").read_text())
+    spec["data"] |= {"synthetic": {"volumes": 6, "slices": 3, "shape": [48, 40], "recon_shape": [32, 32], "seed": 0},
+                     "skip_slices": 0}
+    spec["model"]["G"] |= {"channels": 4, "depth": 2}
+    spec["model"]["D"]["widths"] = [4, 8]
+    spec["train"] |= {"epochs": 1, "steps_per_epoch": 2, "threads": 1}
+    spec["sweep"] = {"grid": {"optim.G.name": ["adam", "rmsprop"]}, "folds": 3}
+    path = tmp_path / "knee_gan_demo.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["submit", str(path), "--runs", str(tmp_path / "runs")]) == 0
+    run = RunPaths(next((tmp_path / "runs" / "knee-gan-demo").iterdir()))
+    points = _csv(capsys, str(run.root), "--each")
+    assert len(points) == 6 and all(p["best_ssim"] for p in points), points
+    grouped = _csv(capsys, str(run.root))
+    assert len(grouped) == 2 and [g["n"] for g in grouped] == ["3", "3"]
+    assert {g["config"] for g in grouped} == {"G=adam", "G=rmsprop"}
+    means = [float(g["best_ssim_mean"]) for g in grouped]
+    assert means == sorted(means, reverse=True)
+    for g in grouped:
+        mine = [float(p["best_ssim"]) for p in points if p["point"] in g["points"].split()]
+        assert float(g["best_ssim_mean"]) == pytest.approx(statistics.fmean(mine), rel=1e-9)
+        assert float(g["best_ssim_std"]) == pytest.approx(statistics.stdev(mine), rel=1e-9)
