@@ -17,6 +17,8 @@ from mrihpc.section import (MAIL_TYPES, NAME_PATTERN, Section, _registered,  # n
 from mrihpc.spec_cluster import ApptainerSpec, ClusterSpec, ContainerSpec, DockerSpec  # noqa: F401
 
 
+#: U-Net recipes any workload's model section offers as ``preset:``; a workload's own section
+#: adds its seed's (``ModelSpec.PRESETS`` in a subclass)
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # fastMRI's baseline U-Net: 7,756,097 parameters at chans 32, 4 pools.
     "fastmri": dict(channels=32, depth=4, norm="instance", activation="leaky_relu", pool="avg",
@@ -24,16 +26,6 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # Seed 000's U-Net: 64 base features, BatchNorm, ReLU, max-pool, bilinear up.
     "nc2019": dict(channels=64, depth=4, norm="batch", activation="relu", pool="max",
                    upsample="bilinear", conv_bias=True, dropout=0.0),
-    # Seed 004's segmentation U-Net (mateuszbuda topology): 96 base features, BatchNorm,
-    # max-pool, transposed-conv up with bias and no norm, 4 logits: 69,822,340 parameters.
-    "acdc": dict(channels=96, depth=4, norm="batch", activation="relu", pool="max", upsample="transpose",
-                 conv_bias=False, up_norm_act=False, up_bias=True, in_channels=1, out_channels=4),
-    # Seed 001's U-Nets (same topology, 64 features; 20 frames in and out: 31,048,660 parameters)
-    "cine": dict(channels=64, depth=4, norm="batch", activation="relu", pool="max", upsample="transpose",
-                 conv_bias=False, up_norm_act=False, up_bias=True),
-    # The same topology at CPU-demo size (16 base features, 3 pools): 0.47 M parameters.
-    "acdc_small": dict(channels=16, depth=3, norm="batch", activation="relu", pool="max", upsample="transpose",
-                       conv_bias=False, up_norm_act=False, up_bias=True, in_channels=1, out_channels=4),
 }
 
 
@@ -52,10 +44,14 @@ def check_widths(widths: list[int], levels: int = 8) -> list[int]:
 
 
 class ModelSpec(Section):
+    #: preset name -> defaults of the fields below (a workload's subclass adds its own)
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = MODEL_PRESETS
+
     name: str = "unet"
     """Network architecture."""
     preset: Optional[str] = None
-    """fastmri or nc2019: defaults for every field below not given explicitly."""
+    """A named recipe (``PRESETS``: fastmri, nc2019, and the workload's own): defaults for every
+    field below not given explicitly."""
     channels: int = Field(32, ge=1, le=MAX_WIDTH)
     """Base feature channels (doubled at each pool)."""
     depth: int = Field(4, ge=1, le=8)
@@ -94,9 +90,9 @@ class ModelSpec(Section):
     def _apply_preset(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("preset") is not None:
             preset = data["preset"]
-            if preset not in MODEL_PRESETS:
-                raise ValueError(f"unknown preset {preset!r}; allowed: {', '.join(MODEL_PRESETS)}")
-            data = {**MODEL_PRESETS[preset], **data}
+            if preset not in cls.PRESETS:
+                raise ValueError(f"unknown preset {preset!r}; allowed: {', '.join(cls.PRESETS)}")
+            data = {**cls.PRESETS[preset], **data}
         return data
 
     @model_validator(mode="after")

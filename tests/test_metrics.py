@@ -71,17 +71,34 @@ def test_seed_004_dice_pools_the_batch_and_averages_classes_1_to_3():
 
 
 def test_batch_rows_are_averaged_per_batch_and_not_counted_as_volumes():
-    """A seed's per-batch figure is the mean over batches, the standard ones over images."""
-    from mrihpc.node.task import BATCH_ROW
-    from mrihpc.node.train import Trainer
+    """The Trainer's validation loop: a key's parts are collected over batches and scored once
+    (a volume split across batches is one volume), a seed's per-batch figure is the mean over
+    batches, the standard ones over volumes; the preview comes from the first batch only."""
+    from types import SimpleNamespace
 
-    class Scored:
-        def evaluate(self, loader, nets):
-            return [{"dice": 0.5}, {"dice": 1.0}, {"dice": 0.0}, {"seed_dice": 0.9, BATCH_ROW: True},
-                    {"seed_dice": 0.3, BATCH_ROW: True}]
+    import torch
 
     from mrihpc.node.distributed import World
+    from mrihpc.node.task import Evaluated, Task
+    from mrihpc.node.train import Trainer
+
+    class Scored(Task):
+        def eval_step(self, batch, nets, preview):
+            parts = [(str(k), {"dice": float(d)}) for k, d in zip(batch["volume"], batch["dice"])]
+            return Evaluated(parts, [{"seed_dice": float(batch["dice"].mean())}],
+                             {"input": batch["dice"].view(1, -1)} if preview else None)
+
+        def score(self, key, parts):
+            return {"dice": sum(p["dice"] for p in parts) / len(parts), "slices": len(parts)}
+
+    batches = [{"volume": ["a", "a"], "dice": torch.tensor([0.2, 0.4])},
+               {"volume": ["a", "b"], "dice": torch.tensor([0.6, 1.0])},
+               {"volume": ["c"], "dice": torch.tensor([0.0])}]
     trainer = Trainer.__new__(Trainer)
-    trainer.task, trainer.nets, trainer.world = Scored(), {}, World()
-    out = trainer._scores(None, "val_")
-    assert out == {"val_dice": pytest.approx(0.5), "val_seed_dice": pytest.approx(0.6), "val_volumes": 3}
+    trainer.task, trainer.nets, trainer.world = Scored(None, World()), {}, World()
+    trainer.spec = SimpleNamespace(train=SimpleNamespace(channels_last=False))
+    out, images = trainer._scores(batches, "val_", preview=True)
+    # volumes a (0.2, 0.4, 0.6 over two batches), b, c; batches 0.3, 0.8, 0.0
+    assert out == {"val_dice": pytest.approx((0.4 + 1.0 + 0.0) / 3), "val_slices": pytest.approx(5 / 3),
+                   "val_seed_dice": pytest.approx((0.3 + 0.8 + 0.0) / 3), "val_volumes": 3}
+    assert torch.equal(images["input"], torch.tensor([[0.2, 0.4]]))

@@ -99,16 +99,6 @@ def rank_loader(dataset: Dataset, sampler: Sampler, batch_size: int, drop_last: 
     return Workers(loader, batch_size, slots, pin)
 
 
-def dataset_of(loader) -> Dataset:
-    """The dataset a loader (``Workers``, a DataLoader or a plain sequence of batches) reads,
-    under the loading wrappers (``EpochIndexed``, ``IntoSlots``): for a task whose evaluation
-    scores its samples itself, in its own batches."""
-    data = getattr(getattr(loader, "loader", loader), "dataset", None)
-    while data is not None and hasattr(data, "dataset"):
-        data = data.dataset
-    return data
-
-
 class EpochIndexed(Dataset):
     """The training set as workers that live across epochs see it: each index arrives with its
     epoch, ``(epoch, i)`` (``ShuffledShard`` yields them), and the worker's copy of the dataset gets

@@ -1,15 +1,19 @@
 """The Task interface: what one workload supplies; the Trainer owns everything else.
 
 A task builds its datasets and networks, and says how one training batch updates them
-(``train_step``) and how validation volumes are scored (``evaluate``). Networks and
+(``train_step``) and what one validation batch yields (``eval_step``: per-item outputs keyed by
+the volume, case or image they belong to) and how a key's outputs are scored (``score``); the
+Trainer runs the loops, moves batches to the device, shards volumes over ranks and gathers the
+scores. Networks and
 optimisers are named, so a GAN (generator + discriminator, two optimisers, alternating
 steps), a CycleGAN (four networks) or a two-U-Net cine model fit without touching the
 Trainer: ``train_step`` calls ``ctx.step(loss, "name")`` for each optimiser it updates.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Protocol, Sequence
+from typing import Any, Hashable, Optional, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -20,10 +24,26 @@ from mrihpc.spec import JobSpec
 from mrihpc.workloads import Workload
 
 
-#: key of a row of ``Task.evaluate`` that scores a batch rather than a volume (a seed's per-batch
-#: metric): its values are averaged with the other rows holding the same keys, and it is not
-#: counted as a volume (``val_volumes``)
+#: key of a row that scores a batch rather than a volume (``Evaluated.batch_rows``: a seed's
+#: per-batch metric): its values are averaged with the other rows holding the same keys, and it is
+#: not counted as a volume (``val_volumes``)
 BATCH_ROW = "_batch_row"
+
+
+@dataclass
+class Evaluated:
+    """What ``Task.eval_step`` makes of one validation batch (already on the device)."""
+
+    parts: list[tuple[Hashable, dict[str, Any]]]
+    """``(key, outputs)`` per item: the key names what is scored as one (a volume's slices share
+    it; a case or an image has its own). The Trainer collects each key's outputs, in loader
+    order, over the batches and passes them to ``Task.score``."""
+    batch_rows: list[dict[str, float]] = field(default_factory=list)
+    """Metrics of the batch as a whole (a seed's per-batch definition): averaged over the batches,
+    not counted as volumes."""
+    preview: Optional[dict[str, torch.Tensor]] = None
+    """When asked for (rank 0's first batch): name -> ``(H, W)`` image on the CPU for the live
+    plots, e.g. input, prediction, target, error."""
 
 
 class StepContext(Protocol):
@@ -73,22 +93,36 @@ class Task:
         return {"main": list(networks)}
 
     def on_device(self, batch: dict) -> dict:
-        """The batch once on the training device, before ``train_step`` (and, by the task's own
-        call, ``evaluate``) sees it: where a workload runs batched transforms on the GPU."""
+        """The batch once on the training device, before ``train_step`` or ``eval_step`` sees it:
+        where a workload runs batched transforms on the GPU."""
         return batch
 
     def train_step(self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext) -> dict[str, float]:
         """Update the networks on one batch; return scalars to log (at least ``loss``)."""
         raise NotImplementedError
 
-    def evaluate(self, loader: Any, nets: dict[str, nn.Module]) -> list[dict[str, float]]:
-        """Score this rank's validation volumes: one dict of metrics per volume."""
+    def eval_batch_size(self, split: str) -> Optional[int]:
+        """Samples per batch on each rank when ``split`` (val, test or a name of ``also_scored``)
+        is scored; None: the training batch per rank. A workload whose metric is defined over
+        fixed batches (a seed's) sets its own."""
+        return None
+
+    def eval_step(self, batch: dict, nets: dict[str, nn.Module], preview: bool) -> Evaluated:
+        """One validation batch through the networks (eval mode, no gradients, float32):
+        per-item outputs keyed by what they belong to, and the preview images when asked."""
         raise NotImplementedError
 
-    def preview(self) -> Optional[dict[str, torch.Tensor]]:
-        """Images from the last ``evaluate`` for live plots: name -> (H, W), e.g. input,
-        prediction, target, error. None: nothing to show."""
-        return None
+    def score(self, key: Hashable, parts: list[dict[str, Any]]) -> dict[str, float]:
+        """The metrics of one key (a volume from its slices' outputs, in order). Default: a key
+        has one part, which holds its metrics already."""
+        if len(parts) != 1:
+            raise ValueError(f"{type(self).__name__}: {len(parts)} outputs for {key!r}; score() must combine them")
+        return parts[0]
+
+    def also_scored(self) -> dict[str, Any]:
+        """Other sets scored at every validation, name -> dataset (``volumes_index`` too), logged
+        as ``val_<name>_<metric>``: synthesis scores its training subjects beside the held-out ones."""
+        return {}
 
 
 def to_device(value: Any, device: torch.device) -> Any:

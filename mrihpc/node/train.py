@@ -90,8 +90,8 @@ class Trainer:
         rank_batch, pin = train.batch_size // world.size, world.device.type == "cuda"
         self.train_loader = rank_loader(self.train_set, self.sampler, rank_batch, True, train.workers, pin, train.seed,
                                         keyed=EpochIndexed(self.train_set))
-        self.val_loader = rank_loader(self.val_set, VolumeShard(self.val_set.volumes_index(), world), max(1, rank_batch),
-                                      False, train.workers, pin, train.seed)
+        self.val_loader = self._eval_loader(self.val_set, "val")
+        self.also_scored = {name: self._eval_loader(data, name) for name, data in task.also_scored().items()}
         if len(self.train_loader) == 0:
             raise ValueError(f"no full batch: {len(self.train_set)} training samples over {world.size} ranks, "
                              f"batch size {train.batch_size}")
@@ -189,9 +189,9 @@ class Trainer:
         return record
 
     def close(self) -> None:
-        """Stop both loaders' worker processes (a failed point must still exit)."""
-        self.train_loader.close()
-        self.val_loader.close()
+        """Stop every loader's worker processes (a failed point must still exit)."""
+        for loader in (self.train_loader, self.val_loader, *self.also_scored.values()):
+            loader.close()
 
     def _epoch(self) -> dict:
         spec, epoch = self.spec, self.epoch
@@ -224,11 +224,15 @@ class Trainer:
         record = {"kind": "epoch", "epoch": epoch, "train_loss": float(mean),
                   "lr": self.lr(), "epoch_time_s": round(time.time() - start, 3)}
         last = epoch + 1 == spec.train.epochs
+        images = None
         if (epoch + 1) % spec.train.eval_every == 0 or last:
-            record.update(self.validate())
+            scores, images = self._scores(self.val_loader, "val_", preview=True)
+            for name, loader in self.also_scored.items():
+                scores |= self._scores(loader, f"val_{name}_")[0]
+            record.update(scores)
             self._keep_best(record)
         if self.world.is_main:
-            if (images := self.task.preview()) is not None:
+            if images is not None:
                 self.monitors.log({"kind": "images", "epoch": epoch, "images": images}, self.step)
             self.monitors.log(record, self.step)
         return record
@@ -278,24 +282,42 @@ class Trainer:
 
     def validate(self) -> dict[str, float]:
         """Mean over all validation volumes (gathered from every rank) of each metric, as val_*."""
-        return self._scores(self.val_loader, "val_")
+        return self._scores(self.val_loader, "val_")[0]
+
+    def _eval_loader(self, data, split: str):
+        """``data``'s volumes dealt whole over the ranks, in the task's evaluation batches."""
+        train = self.spec.train
+        size = self.task.eval_batch_size(split) or max(1, train.batch_size // self.world.size)
+        return rank_loader(data, VolumeShard(data.volumes_index(), self.world), size, False, train.workers,
+                           self.world.device.type == "cuda", train.seed)
 
     @torch.no_grad()
-    def _scores(self, loader, prefix: str) -> dict[str, float]:
-        """The task's evaluation of ``loader``'s volumes on every rank, gathered, as
-        ``<prefix><metric>`` means (and ``_std`` where the workload reports the spread)."""
+    def _scores(self, loader, prefix: str, preview: bool = False) -> tuple[dict[str, float], Optional[dict]]:
+        """``loader``'s batches through ``Task.eval_step`` (in fp32: metrics never see bf16
+        outputs), each key's outputs through ``Task.score``, gathered from every rank: the
+        ``<prefix><metric>`` means (and ``_std`` where the workload reports the spread), and
+        rank 0's preview of its first batch when ``preview``."""
         for net in self.nets.values():
             net.eval()
-        mine = self.task.evaluate(loader, self.nets)  # in fp32: metrics never see bf16 outputs
+        parts: dict = {}
+        rows: list[dict] = []
+        images = None
+        for i, batch in enumerate(loader):
+            out = self.task.eval_step(self.device_batch(batch), self.nets, preview and i == 0 and self.world.is_main)
+            for key, part in out.parts:
+                parts.setdefault(key, []).append(part)
+            rows += [r | {BATCH_ROW: True} for r in out.batch_rows]
+            images = images if images is not None else out.preview
+        mine = [self.task.score(key, p) for key, p in parts.items()] + rows
         volumes = [v for rank in all_gather(mine, self.world) for v in rank]
         keys = sorted({k for v in volumes for k in v} - {BATCH_ROW})
         out = {f"{prefix}{k}": float(sum(v[k] for v in volumes if k in v) / sum(1 for v in volumes if k in v))
                for k in keys} | {f"{prefix}volumes": sum(1 for v in volumes if BATCH_ROW not in v)}
         for k in getattr(getattr(self.task, "workload", None), "report_std", ()):  # the spread over cases, where reported
-            values = torch.tensor([v[k] for v in volumes if k in v], dtype=torch.float64)
+            values = torch.tensor([v[k] for v in volumes if k in v and BATCH_ROW not in v], dtype=torch.float64)
             if len(values) > 1:
                 out[f"{prefix}{k}_std"] = float(values.std())  # unbiased, as the seeds' torch.std
-        return out
+        return out, images
 
     def score_test(self) -> dict[str, float]:
         """Once training is over: the test split (``Task.test_dataset``) scored with last.pt
@@ -304,17 +326,14 @@ class Trainer:
         test = self.task.test_dataset()
         if test is None:
             return {}
-        train = self.spec.train
-        loader = rank_loader(test, VolumeShard(test.volumes_index(), self.world),
-                             max(1, train.batch_size // self.world.size), False, train.workers,
-                             self.world.device.type == "cuda", train.seed)
+        loader = self._eval_loader(test, "test")
         out: dict[str, float] = {}
         try:
             for name, prefix in (("last.pt", "test_last_"), ("best.pt", "test_")):
                 state = checkpoint.load(self.dir / name)
                 if state is not None:  # no best.pt when no epoch was validated
                     self._load_weights(state)
-                    out |= self._scores(loader, prefix)
+                    out |= self._scores(loader, prefix)[0]
             self._load_weights(checkpoint.load(self.dir / "last.pt"))
         finally:
             loader.close()

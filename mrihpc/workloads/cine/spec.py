@@ -1,7 +1,7 @@
 """Cine reconstruction (seed 001): the ``data`` and ``model`` sections and the descriptor."""
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -81,11 +81,22 @@ class RefinerSpec(Section):
     """Residual blocks (0: no refiner)."""
 
 
+class CineUNet(ModelSpec):
+    """One of the cine model's U-Nets; ``preset: cine`` is seed 001's."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        **ModelSpec.PRESETS,
+        # Seed 001's U-Nets (same topology, 64 features; 20 frames in and out: 31,048,660 parameters)
+        "cine": dict(channels=64, depth=4, norm="batch", activation="relu", pool="max", upsample="transpose",
+                     conv_bias=False, up_norm_act=False, up_bias=True),
+    }
+
+
 class CineModel(Section):
     """Two U-Nets (real and imaginary frames as channels, no shared weights), their magnitude,
     an optional data-consistency step, then a residual refiner over the frames."""
 
-    unet: ModelSpec = ModelSpec(preset="cine")
+    unet: CineUNet = CineUNet(preset="cine")
     """Each U-Net; in/out channels are set to the number of frames."""
     refiner: RefinerSpec = RefinerSpec()
     data_consistency: bool = False

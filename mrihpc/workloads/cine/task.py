@@ -19,7 +19,7 @@ from mrihpc.losses import WeightedLoss
 from mrihpc.metrics import ssim_gaussian_3d
 from mrihpc.models.refiner import ResidualRefiner
 from mrihpc.models.unet import build_unet
-from mrihpc.node.task import StepContext, Task, to_device
+from mrihpc.node.task import Evaluated, StepContext, Task
 from mrihpc.spec import JobSpec
 from mrihpc.workloads.cine.data import CineCases, meta, source_array, split_cases
 from mrihpc.workloads.cine.spec import WORKLOAD
@@ -68,7 +68,6 @@ class CineTask(Task):
     def __init__(self, spec: JobSpec, world):
         super().__init__(spec, world)
         self.loss = WeightedLoss(spec.loss, WORKLOAD.losses)
-        self.shown = None
 
     def splits(self):
         """(folder of the cached array, {train, val, test: case indices}); the split is written
@@ -106,21 +105,18 @@ class CineTask(Task):
         ctx.step(loss)
         return {"loss": float(loss.detach()), **parts}
 
-    def evaluate(self, loader, nets) -> list[dict[str, float]]:
-        out = []
-        for batch in loader:
-            batch = {k: to_device(v, self.world.device) for k, v in batch.items()}
-            pred = nets["model"](batch["input"], batch["kspace"], batch["mask"]).float()
-            zf = torch.sqrt(batch["input"][:, 0] ** 2 + batch["input"][:, 1] ** 2)
-            gt = batch["target"]
-            loss, _ = self.loss({"pred": pred}, {"target": gt})
-            for mine, base in zip(case_scores(gt, pred), case_scores(gt, zf)):
-                out.append(mine | {f"zf_{k}": v for k, v in base.items()} | {"loss": float(loss)})
-            if self.shown is None or len(out) == len(batch["target"]):
-                mid = gt.shape[1] // 2
-                self.shown = {"input": zf[0, mid].cpu(), "prediction": pred[0, mid].cpu(), "target": gt[0, mid].cpu(),
-                              "error": (pred[0, mid] - gt[0, mid]).abs().cpu()}
-        return out
-
-    def preview(self):
-        return self.shown
+    def eval_step(self, batch: dict, nets: dict[str, nn.Module], preview: bool) -> Evaluated:
+        """Per case (``(T, X, Y)`` frames, scored whole): its metrics, the zero-filled input's as
+        ``zf_*``, and the batch's loss; the preview is the first case's middle frame."""
+        pred = nets["model"](batch["input"], batch["kspace"], batch["mask"]).float()
+        zf = torch.sqrt(batch["input"][:, 0] ** 2 + batch["input"][:, 1] ** 2)
+        gt = batch["target"]
+        loss = float(self.loss({"pred": pred}, {"target": gt})[0])
+        parts = [(int(case), mine | {f"zf_{k}": v for k, v in base.items()} | {"loss": loss})
+                 for case, mine, base in zip(batch["case"], case_scores(gt, pred), case_scores(gt, zf))]
+        shown = None
+        if preview:
+            mid = gt.shape[1] // 2
+            shown = {"input": zf[0, mid].cpu(), "prediction": pred[0, mid].cpu(), "target": gt[0, mid].cpu(),
+                     "error": (pred[0, mid] - gt[0, mid]).abs().cpu()}
+        return Evaluated(parts, preview=shown)

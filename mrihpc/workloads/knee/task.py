@@ -17,7 +17,7 @@ from mrihpc.data.slices import KSpaceSlices, finish_batch, numbers_on
 from mrihpc.losses import WeightedLoss
 from mrihpc.metrics import seed_slice_ssim, volume_metrics
 from mrihpc.spec import JobSpec
-from mrihpc.node.task import StepContext, Task, to_device
+from mrihpc.node.task import Evaluated, StepContext, Task
 from mrihpc.data.fastmri import list_files
 from mrihpc.workloads.knee.files import data_root, split_files, volumes_of
 from mrihpc.workloads.knee.spec import WORKLOAD, DataSpec
@@ -36,7 +36,6 @@ class ReconstructionTask(Task):
         super().__init__(spec, world)
         self.loss = WeightedLoss(spec.loss, self.workload.losses)
         self.eval_loss = self.loss  # what val_loss reports
-        self.shown: dict[str, torch.Tensor] | None = None
 
     def _slices(self, volumes, train: bool) -> KSpaceSlices:
         d = self.spec.data
@@ -81,35 +80,29 @@ class ReconstructionTask(Task):
         ctx.step(loss)
         return {"loss": float(loss.detach()), **parts}
 
-    def evaluate(self, loader, nets) -> list[dict[str, float]]:
-        """Per volume: fastMRI metrics of the prediction and of the zero-filled input, and the loss."""
-        volumes: dict[str, dict[str, list]] = {}
-        for batch in loader:
-            batch = self.on_device({k: to_device(v, self.world.device) for k, v in batch.items()})
-            x, target = batch["input"], batch["target"]
-            pred = nets["model"](x).float()
-            mean, std = batch["mean"].view(-1, 1, 1, 1), batch["std"].view(-1, 1, 1, 1)
-            loss, _ = self.eval_loss({"pred": pred}, {"target": target})
-            for i, fname in enumerate(batch["fname"]):
-                v = volumes.setdefault(fname, {"pred": [], "target": [], "zf": [], "loss": []})
-                v["pred"].append((pred[i, 0] * std[i, 0] + mean[i, 0]))
-                v["target"].append((target[i, 0] * std[i, 0] + mean[i, 0]))
-                v["zf"].append((x[i, 0].float() * std[i, 0] + mean[i, 0]))
-                v["loss"].append(float(loss))
-        if volumes:  # the middle slice of the first volume, for live plots
-            v = next(iter(volumes.values()))
-            mid = len(v["target"]) // 2
-            zf, pred, gt = v["zf"][mid], v["pred"][mid], v["target"][mid]
-            self.shown = {"input": zf, "prediction": pred, "target": gt, "error": (pred - gt).abs()}
-        out = []
-        for v in volumes.values():
-            gt = torch.stack(v["target"])
-            scores = volume_metrics(gt, torch.stack(v["pred"]))
-            scores["seed_ssim"] = seed_slice_ssim(gt, torch.stack(v["pred"]))  # seed 000's: data range max(pred)
-            scores |= {f"zf_{k}": s for k, s in volume_metrics(gt, torch.stack(v["zf"])).items()}
-            scores["loss"] = sum(v["loss"]) / len(v["loss"])
-            out.append(scores)
-        return out
+    def eval_step(self, batch: dict, nets: dict[str, nn.Module], preview: bool) -> Evaluated:
+        """Per slice, keyed by its volume's file: prediction, target and zero-filled input
+        ``(h, w)`` back in the original scale, and the batch's loss."""
+        x, target = batch["input"], batch["target"]
+        pred = nets["model"](x).float()
+        mean, std = batch["mean"].view(-1, 1, 1, 1), batch["std"].view(-1, 1, 1, 1)
+        loss = float(self.eval_loss({"pred": pred}, {"target": target})[0])
+        original = lambda t: (t.float() * std + mean)[:, 0]  # noqa: E731 - (B, 1, h, w) -> (B, h, w)
+        pred, target, zf = original(pred), original(target), original(x)
+        parts = [(name, {"pred": pred[i], "target": target[i], "zf": zf[i], "loss": loss})
+                 for i, name in enumerate(batch["fname"])]
+        shown = None
+        if preview:
+            shown = {"input": zf[0].cpu(), "prediction": pred[0].cpu(), "target": target[0].cpu(),
+                     "error": (pred[0] - target[0]).abs().cpu()}
+        return Evaluated(parts, preview=shown)
 
-    def preview(self) -> dict[str, torch.Tensor] | None:
-        return self.shown
+    def score(self, key, parts: list[dict]) -> dict[str, float]:
+        """One volume from its slices: fastMRI metrics of the prediction and of the zero-filled
+        input (``zf_*``), seed 000's SSIM, and the mean loss of its batches."""
+        gt, pred = torch.stack([p["target"] for p in parts]), torch.stack([p["pred"] for p in parts])
+        scores = volume_metrics(gt, pred)
+        scores["seed_ssim"] = seed_slice_ssim(gt, pred)  # seed 000's: data range max(pred)
+        scores |= {f"zf_{k}": s for k, s in volume_metrics(gt, torch.stack([p["zf"] for p in parts])).items()}
+        scores["loss"] = sum(p["loss"] for p in parts) / len(parts)
+        return scores

@@ -10,7 +10,7 @@ from mrihpc.losses import WeightedLoss
 from mrihpc.gan import discriminator_step_loss, magnitude, unsynced
 from mrihpc.models.discriminator import build_discriminator
 from mrihpc.models.unet import build_unet
-from mrihpc.node.task import StepContext
+from mrihpc.node.task import Evaluated, StepContext
 from mrihpc.workloads.knee.task import ReconstructionTask
 from mrihpc.workloads.knee_gan.spec import WORKLOAD
 
@@ -52,5 +52,5 @@ class KneeGanTask(ReconstructionTask):
         ctx.step(loss, "G")
         return {"loss": float(loss.detach()), "loss_D": float(d_loss.detach()), **parts}
 
-    def evaluate(self, loader, nets) -> list[dict[str, float]]:
-        return super().evaluate(loader, {"model": MagnitudeOf(nets["G"])})
+    def eval_step(self, batch: dict, nets: dict[str, nn.Module], preview: bool) -> Evaluated:
+        return super().eval_step(batch, {"model": MagnitudeOf(nets["G"])}, preview)

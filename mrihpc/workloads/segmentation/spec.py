@@ -6,7 +6,7 @@ check the PNG folders before anything is queued.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -68,7 +68,19 @@ class SegmentationData(Section):
 
 
 class SegmentationModel(ModelSpec):
-    """The U-Net of seed 004 by default (``preset: acdc``); its head emits one logit per class."""
+    """The U-Net of seed 004 (``preset: acdc``; ``acdc_small``, the default, for CPU demos); its
+    head emits one logit per class."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        **ModelSpec.PRESETS,
+        # Seed 004's segmentation U-Net (mateuszbuda topology): 96 base features, BatchNorm,
+        # max-pool, transposed-conv up with bias and no norm, 4 logits: 69,822,340 parameters.
+        "acdc": dict(channels=96, depth=4, norm="batch", activation="relu", pool="max", upsample="transpose",
+                     conv_bias=False, up_norm_act=False, up_bias=True, in_channels=1, out_channels=4),
+        # The same topology at CPU-demo size (16 base features, 3 pools): 0.47 M parameters.
+        "acdc_small": dict(channels=16, depth=3, norm="batch", activation="relu", pool="max", upsample="transpose",
+                           conv_bias=False, up_norm_act=False, up_bias=True, in_channels=1, out_channels=4),
+    }
 
     @model_validator(mode="before")
     @classmethod

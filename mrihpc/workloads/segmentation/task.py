@@ -13,7 +13,7 @@ from torch import nn
 from mrihpc import registry
 from mrihpc.losses import WeightedLoss
 from mrihpc.metrics import seed_pooled_dice, segmentation_scores
-from mrihpc.node.task import BATCH_ROW, StepContext, Task
+from mrihpc.node.task import Evaluated, StepContext, Task
 from mrihpc.spec import JobSpec
 from mrihpc.workloads.segmentation.data import PngSegmentation, root_of, scan
 from mrihpc.workloads.segmentation.spec import WORKLOAD
@@ -27,7 +27,6 @@ class SegmentationTask(Task):
         self.classes = list(spec.data.classes)
         self.loss = WeightedLoss(spec.loss, WORKLOAD.losses)
         self.majority = 0
-        self.shown: dict[str, torch.Tensor] | None = None
 
     def datasets(self):
         d, root = self.spec.data, root_of(self.spec.data)
@@ -49,31 +48,24 @@ class SegmentationTask(Task):
         ctx.step(loss)
         return {"loss": float(loss.detach()), **parts}
 
-    def evaluate(self, loader, nets) -> list[dict[str, float]]:
-        """Per image: Dice and HD95 per class and their means, the same for the baseline, the loss."""
-        out, first = [], None
-        for batch in loader:
-            x, label = batch["input"].to(self.world.device), batch["label"].to(self.world.device)
-            logits = nets["model"](x).float()
-            pred = logits.argmax(dim=1)
-            loss, _ = self.loss({"logits": logits}, {"label": label})
-            base = torch.full_like(label, self.majority)
-            for scores, baseline in zip(segmentation_scores(pred, label, self.classes),
-                                        segmentation_scores(base, label, self.classes)):
-                out.append(scores | {f"base_{k}": v for k, v in baseline.items()} | {"loss": float(loss)})
-            # seed 004's Dice: the batch pooled as one volume; a row of its own per batch (BATCH_ROW),
-            # so the mean over batches is the seed's, and the images are still counted once
-            seed = seed_pooled_dice(pred, label, len(self.classes))
-            if seed == seed:  # NaN: no foreground class in this batch, as the seed could not score it
-                out.append({"seed_dice": seed, BATCH_ROW: True})
-            if first is None:
-                first = (x[0, 0].float().cpu(), label[0].cpu(), pred[0].cpu())
-        if first is not None:
-            image, label, pred = first
+    def eval_step(self, batch: dict, nets: dict[str, nn.Module], preview: bool) -> Evaluated:
+        """Per image (keyed by its file's stem): Dice and HD95 per class and their means, the same
+        for the majority-class baseline (``base_*``), the batch's loss; and seed 004's Dice, the
+        batch pooled as one volume, as a batch row (the mean over batches is the seed's)."""
+        x, label = batch["input"], batch["label"]
+        logits = nets["model"](x).float()
+        pred = logits.argmax(dim=1)
+        loss = float(self.loss({"logits": logits}, {"label": label})[0])
+        base = torch.full_like(label, self.majority)
+        parts = [(name, scores | {f"base_{k}": v for k, v in baseline.items()} | {"loss": loss})
+                 for name, scores, baseline in zip(batch["name"], segmentation_scores(pred, label, self.classes),
+                                                   segmentation_scores(base, label, self.classes))]
+        seed = seed_pooled_dice(pred, label, len(self.classes))
+        rows = [{"seed_dice": seed}] if seed == seed else []  # NaN: no foreground in the batch; the seed could not score it
+        shown = None
+        if preview:
             scale = max(len(self.classes) - 1, 1)
-            self.shown = {"input": image, "target": label.float() / scale, "prediction": pred.float() / scale,
-                          "error": (pred != label).float()}
-        return out
-
-    def preview(self) -> dict[str, torch.Tensor] | None:
-        return self.shown
+            image, truth, guess = x[0, 0].float().cpu(), label[0].cpu(), pred[0].cpu()
+            shown = {"input": image, "target": truth.float() / scale, "prediction": guess.float() / scale,
+                     "error": (guess != truth).float()}
+        return Evaluated(parts, rows, shown)

@@ -293,7 +293,8 @@ class SinogramSlices:
         if self.train and (self.data.augment.rotate_deg or self.data.augment.zoom_max > 1):
             item = self._augmented(item, np.random.default_rng([self.seed, self.epoch, i, 1]))
         m = self.data.pad_multiple
-        return {k: np.ascontiguousarray(wrap_pad(v, m)) if k != "scale" else v for k, v in item.items()}
+        padded = {k: np.ascontiguousarray(wrap_pad(v, m)) if k != "scale" else v for k, v in item.items()}
+        return padded | {"index": i}  # what validation scores it as
 
     def _augmented(self, item: dict, rng: np.random.Generator) -> dict:
         """The same rotation and zoom (centre crop back) for input, target and hole; nearest for the hole."""

@@ -15,7 +15,7 @@ from torch import nn
 from mrihpc.losses import WeightedLoss
 from mrihpc.metrics import image_scores
 from mrihpc.models.denoise_unet import build_denoise_unet
-from mrihpc.node.task import StepContext, Task, to_device
+from mrihpc.node.task import Evaluated, StepContext, Task
 from mrihpc.spec import JobSpec
 from mrihpc.workloads.sinogram.data import SinogramSlices, crop, file_max, list_cases, resolve_layout
 from mrihpc.workloads.sinogram.spec import WORKLOAD
@@ -42,7 +42,6 @@ class SinogramTask(Task):
         self.loss = WeightedLoss(spec.loss, WORKLOAD.losses)
         self.layout = resolve_layout(spec.data)
         self.size = self.layout.shape[2:]
-        self.shown = None
 
     def split(self, name: str) -> SinogramSlices:
         d = self.spec.data
@@ -82,21 +81,18 @@ class SinogramTask(Task):
         ctx.step(loss)
         return {"loss": float(loss.detach()), **parts}
 
-    def evaluate(self, loader, nets) -> list[dict[str, float]]:
-        out, inpaint = [], self.spec.data.mode == "inpaint"
-        centre = self.spec.data.channels // 2
-        for batch in loader:
-            batch = {k: to_device(v, self.world.device) for k, v in batch.items()}
-            pred = self.cropped(nets["model"](batch["input"]).float())
-            gt, hole = self.cropped(batch["target"]), self.cropped(batch["hole"]) if inpaint else None
-            given = self.cropped(batch["input"][:, centre:centre + 1])
-            loss, _ = self.loss({"pred": pred}, {"target": gt})
-            for mine, base in zip(image_scores(gt, pred, hole), image_scores(gt, given, hole)):
-                out.append(mine | {f"base_{k}": v for k, v in base.items()} | {"loss": float(loss)})
-            if self.shown is None or len(out) == len(gt):
-                self.shown = {"input": given[0, 0].cpu(), "prediction": pred[0, 0].cpu(), "target": gt[0, 0].cpu(),
-                              "error": (pred[0, 0] - gt[0, 0]).abs().cpu()}
-        return out
-
-    def preview(self):
-        return self.shown
+    def eval_step(self, batch: dict, nets: dict[str, nn.Module], preview: bool) -> Evaluated:
+        """Per slice (keyed by its index in the set), cropped back to ``(1, W, L)``: its metrics, the
+        input's centre slice's as ``base_*`` (and inside the bad blocks when inpainting), the batch's loss."""
+        inpaint, centre = self.spec.data.mode == "inpaint", self.spec.data.channels // 2
+        pred = self.cropped(nets["model"](batch["input"]).float())
+        gt, hole = self.cropped(batch["target"]), self.cropped(batch["hole"]) if inpaint else None
+        given = self.cropped(batch["input"][:, centre:centre + 1])
+        loss = float(self.loss({"pred": pred}, {"target": gt})[0])
+        parts = [(int(i), mine | {f"base_{k}": v for k, v in base.items()} | {"loss": loss})
+                 for i, mine, base in zip(batch["index"], image_scores(gt, pred, hole), image_scores(gt, given, hole))]
+        shown = None
+        if preview:
+            shown = {"input": given[0, 0].cpu(), "prediction": pred[0, 0].cpu(), "target": gt[0, 0].cpu(),
+                     "error": (pred[0, 0] - gt[0, 0]).abs().cpu()}
+        return Evaluated(parts, preview=shown)

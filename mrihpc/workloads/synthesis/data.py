@@ -112,6 +112,13 @@ class PairedImages:
     def volumes_index(self) -> list[list[int]]:
         return [[i] for i in range(len(self))]
 
+    def head(self, n: int) -> "PairedImages":
+        """The first ``n`` subjects, sharing this set's images and ranges."""
+        part = object.__new__(PairedImages)
+        part.ids, part.ranges = self.ids[:n], self.ranges
+        part.source, part.target = self.source[:n], self.target[:n]
+        return part
+
     def __getitem__(self, i: int) -> dict:
         return {"source": to_unit(self.source[i], self.ranges["source"]),
                 "target": to_unit(self.target[i], self.ranges["target"]), "subject": i}

@@ -23,8 +23,7 @@ from mrihpc.losses import WeightedLoss
 from mrihpc.metrics import ssim_map
 from mrihpc.models.discriminator import build_discriminator
 from mrihpc.models.pix2pix import Pix2PixUNet
-from mrihpc.node.loading import dataset_of
-from mrihpc.node.task import BATCH_ROW, StepContext, Task
+from mrihpc.node.task import Evaluated, StepContext, Task
 from mrihpc.workloads.synthesis.data import (PairedImages, from_unit, measured_range, pair_files, split_subjects,
                                              write_split)
 from mrihpc.workloads.synthesis.spec import WORKLOAD
@@ -80,7 +79,6 @@ class SynthesisTask(Task):
         self.loss = WeightedLoss(spec.loss, WORKLOAD.losses)
         content = {k: w for k, w in spec.loss.items() if k in ("l1", "mse", "ssim")} or {"l1": 1.0}
         self.eval_loss = WeightedLoss(content, WORKLOAD.losses)
-        self.shown = None
 
     # ----------------------------------------------------------------- data
     def sets(self) -> tuple[PairedImages, PairedImages, PairedImages]:
@@ -179,40 +177,30 @@ class SynthesisTask(Task):
         return {"loss": float(loss.detach()), "loss_D": float(d_loss.detach()), **parts}
 
     # ----------------------------------------------------------------- evaluation
-    def _score(self, data: PairedImages, indices: list[int], G: nn.Module, split: str) -> list[dict[str, float]]:
-        """Per image (mae, psnr, ssim, base_*, loss) and per batch of the seed (seed_*, a BATCH_ROW), prefixed for train."""
-        rows, lab = [], SEED_BATCH[split]
-        rng_t, rng_s = data.ranges["target"], data.ranges["source"]
-        span = rng_t[1] - rng_t[0]
-        device = self.world.device if self.world is not None else torch.device("cpu")
-        for start in range(0, len(indices), lab):
-            idx = indices[start:start + lab]
-            items = [data[i] for i in idx]
-            a = torch.stack([it["source"] for it in items]).to(device)
-            b = torch.stack([it["target"] for it in items]).to(device)
-            fake = G(a).float()
-            loss, _ = self.eval_loss({"pred": fake}, {"target": b})
-            gt, pred = from_unit(b, rng_t).cpu(), from_unit(fake, rng_t).cpu()
-            base = from_unit(a, rng_s).cpu()
-            for mine, ident in zip(synthesis_scores(gt, pred, span), synthesis_scores(gt, base, span)):
-                rows.append(mine | {f"base_{k}": v for k, v in ident.items()} | {"loss": float(loss)})
-            rows.append(seed_scores(gt, pred) | {f"base_{k}": v for k, v in seed_scores(gt, base).items()} | {BATCH_ROW: True})
-        return rows if split == "test" else [{k if k == BATCH_ROW else f"train_{k}": v for k, v in r.items()} for r in rows]
+    def eval_batch_size(self, split: str) -> int:
+        """The seed's batches (5 held-out, 40 training subjects): its seed_* metrics are per batch."""
+        return SEED_BATCH["train" if split == "train" else "test"]
 
-    def evaluate(self, loader, nets) -> list[dict[str, float]]:
-        G = nets["G"]
-        rank, size = (self.world.rank, self.world.size) if self.world is not None else (0, 1)
-        # this rank's subjects of the split the loader reads (validation, or test at the end), dealt as the
-        # Trainer's VolumeShard (node.loading) deals them (one subject a volume); read from memory here and
-        # scored in the seed's batches of 5, not as the loader batches
-        held = dataset_of(loader)
-        rows = self._score(held, list(range(len(held)))[rank::size], G, "test")
-        if held is self.val_set:  # the training subjects' scores and the sample grid go with validation
-            n_train = min(len(self.train_set), self.spec.data.train_scored or len(self.train_set))
-            rows += self._score(self.train_set, list(range(n_train))[rank::size], G, "train")
-            if rank == 0:
-                self.shown = self._grid(G)
-        return rows
+    def also_scored(self) -> dict[str, PairedImages]:
+        """The first ``data.train_scored`` training subjects (all by default), as ``val_train_*``."""
+        n = min(len(self.train_set), self.spec.data.train_scored or len(self.train_set))
+        return {"train": self.train_set.head(n)}
+
+    def eval_step(self, batch: dict, nets: dict[str, nn.Module], preview: bool) -> Evaluated:
+        """Per subject (mae, psnr, ssim, the identity baseline as base_*, the batch's loss) in the
+        files' units; the seed's per-batch metrics as a batch row; the sample grid as the preview."""
+        G, ranges = nets["G"], self.train_set.ranges  # one mapping to [-1, 1] for every split
+        a, b = batch["source"], batch["target"]
+        fake = G(a).float()
+        loss = float(self.eval_loss({"pred": fake}, {"target": b})[0])
+        gt, pred = from_unit(b, ranges["target"]).cpu(), from_unit(fake, ranges["target"]).cpu()
+        base = from_unit(a, ranges["source"]).cpu()
+        span = ranges["target"][1] - ranges["target"][0]
+        parts = [(int(subject), mine | {f"base_{k}": v for k, v in ident.items()} | {"loss": loss})
+                 for subject, mine, ident in zip(batch["subject"], synthesis_scores(gt, pred, span),
+                                                 synthesis_scores(gt, base, span))]
+        seed = seed_scores(gt, pred) | {f"base_{k}": v for k, v in seed_scores(gt, base).items()}
+        return Evaluated(parts, [seed], self._grid(G) if preview else None)
 
     def _grid(self, G: nn.Module) -> dict[str, torch.Tensor]:
         """The sample grid, saved as samples/epoch-<E>.png in the point folder, and live panels."""
@@ -224,6 +212,3 @@ class SynthesisTask(Task):
         h = grid.shape[0] // 3
         t1, fake, t2 = grid[:h, :h], grid[h:2 * h, :h], grid[2 * h:, :h]
         return {"samples": grid, "input": t1, "prediction": fake, "target": t2, "error": (fake - t2).abs()}
-
-    def preview(self):
-        return self.shown
