@@ -23,7 +23,7 @@ from mrihpc.login.cli import main
 from mrihpc.login.launch import dry_run_text, prepare
 from mrihpc.node import checkpoint
 from mrihpc import snapshot
-from mrihpc.paths import RunPaths, atomic_write_json, read_json
+from mrihpc.paths import RunPaths, read_json
 
 GOLDEN = Path(__file__).parent / "golden"
 STANDINS = Path(__file__).parent / "standins"

@@ -74,7 +74,7 @@ def test_a_sweep_runs_inside_a_stock_image_that_lacks_mrihpc(slurm_cluster, dock
     installed = {p.split("==")[0] for p in site["installed"]}
     assert {"numpy", "submitit", "pydantic", "h5py", "scikit-image", "monai"} <= installed
     assert not installed & {"torch", "networkx", "sympy"}  # the image has them: never replaced
-    assert f"torch==2.13.0+cpu" in seen["packages"]
+    assert "torch==2.13.0+cpu" in seen["packages"]
     manifest = read_json(run.manifest)
     assert manifest["container"]["python_version"] == f"{sys.version_info[0]}.{sys.version_info[1]}"
     assert manifest["code"]["sha256"] == seen["code_sha256"]

@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO, scoped_env
 from mrihpc.login.cli import main
 from mrihpc.login.container import enter_script
-from mrihpc.login.launch import prepare, sbatch_script
+from mrihpc.login.launch import prepare
 
 KNEE = str(REPO / "jobs" / "knee_unet.yaml")
 

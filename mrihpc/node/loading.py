@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import atexit
 import math
-import multiprocessing.util  # registers its exit hook (terminate, then join, live children) before ours
+import multiprocessing.util  # noqa: F401 - registers its exit hook (terminate, then join, live children) before ours
 import signal
 import weakref
 from typing import Any, Iterator, Optional

@@ -28,6 +28,7 @@ from mrihpc.node.monitors.memory import MemoryProfile
 from mrihpc.node.monitors.visdom import VisdomMonitor
 from mrihpc.node.preemption import Interrupted, StopSignals
 from mrihpc.node import parameters
+from mrihpc.node.task import TaskContext
 from mrihpc.node.train import Trainer
 from mrihpc.paths import (DamagedFile, LinkRefused, PointPaths, RunPaths, atomic_write_bytes, dump_yaml, overwrite_in_place, read_json,
                           refuse_links_within,
@@ -79,8 +80,7 @@ def train_point(spec: JobSpec, run: RunPaths, index: int, world: World, signals:
     paths = run.point(index)
     if spec.train.threads and world.device.type == "cpu":
         torch.set_num_threads(spec.train.threads)
-    task = workloads.resolve(workloads.get(spec.task).task)(spec, world)
-    task.point_dir = paths.root
+    task = workloads.resolve(workloads.get(spec.task).task)(spec, TaskContext(world, paths.root))
     chosen, live = [], None
     if world.is_main:
         if spec.monitor.memory is not None:  # first: it adds the peaks to the epoch records

@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from mrihpc.node.distributed import World
+from mrihpc.paths import atomic_write_bytes
 from mrihpc.spec import JobSpec
 from mrihpc.workloads import Workload
 
@@ -59,20 +60,49 @@ class StepContext(Protocol):
         """Backward ``loss`` (scaled for fp16), clip, step the named optimiser(s) and schedule(s)."""
 
 
+@dataclass
+class TaskContext:
+    """Where a task runs: the ranks, the point's folder (None outside a run: a benchmark, a
+    test) and the epoch being trained (the Trainer advances it). The task writes to the point
+    folder and prints through it, once (rank 0), and never through a link."""
+
+    world: World
+    point_dir: Optional[Path] = None
+    epoch: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.world.is_main
+
+    def write(self, name: str, data: bytes | str) -> Optional[Path]:
+        """Rank 0 writes ``<point folder>/<name>`` whole (readers never see half of it); nothing
+        on the other ranks or without a point folder. Returns the path written, or None."""
+        if self.point_dir is None or not self.is_main:
+            return None
+        path = Path(self.point_dir) / name
+        atomic_write_bytes(path, data.encode() if isinstance(data, str) else data)
+        return path
+
+    def log(self, message: str) -> None:
+        """``[mrihpc] message`` on rank 0's output (the point's log)."""
+        if self.is_main:
+            print(f"[mrihpc] {message}", flush=True)
+
+
 class Task:
     """Base class of every workload."""
 
     #: the descriptor this task belongs to (its losses, metrics and directions)
     workload: Workload
 
-    #: the point's folder when the runner knows it (a task may record e.g. its split there)
-    point_dir: Optional[Path] = None
+    def __init__(self, spec: JobSpec, context: TaskContext | World):
+        """``context``: a World alone gives a context without a point folder."""
+        self.spec = spec
+        self.ctx = context if isinstance(context, TaskContext) else TaskContext(context)
 
-    #: the epoch being trained and evaluated (set by the Trainer), e.g. to name per-epoch outputs
-    epoch: int = 0
-
-    def __init__(self, spec: JobSpec, world: World):
-        self.spec, self.world = spec, world
+    @property
+    def world(self) -> World:
+        return self.ctx.world
 
     def datasets(self) -> tuple[Dataset, Dataset]:
         """(train, validation). The validation set must offer ``volumes() -> list[list[int]]``:

@@ -195,7 +195,7 @@ class Trainer:
 
     def _epoch(self) -> dict:
         spec, epoch = self.spec, self.epoch
-        self.task.epoch = epoch
+        self.task.ctx.epoch = epoch
         self.sampler.set_epoch(epoch)  # the dataset's set_epoch follows in whichever process reads it (EpochIndexed)
         for net in self.nets.values():
             net.train()

@@ -18,7 +18,7 @@ from torch import nn
 from mrihpc import workloads
 from mrihpc.node import checkpoint
 from mrihpc.node.distributed import World
-from mrihpc.node.task import Task
+from mrihpc.node.task import Task, TaskContext
 from mrihpc.paths import PointPaths, RunPaths
 from mrihpc.spec import JobSpec
 from mrihpc.specfile import load_point_spec
@@ -61,8 +61,7 @@ def load_trained(run_dir: Path, index: int, device: Optional[torch.device] = Non
     paths = RunPaths(Path(run_dir)).point(index)
     spec = load_point_spec(paths)
     device = device or prediction_device()
-    task = workloads.resolve(workloads.get(spec.task).task)(spec, World(device=device))
-    task.point_dir = paths.root
+    task = workloads.resolve(workloads.get(spec.task).task)(spec, TaskContext(World(device=device), paths.root))
     weights = checkpoint.trained_nets(paths.best_checkpoint, paths.last_checkpoint, which)
     nets = task.networks()
     for name, net in nets.items():

@@ -215,7 +215,7 @@ def cmd_resubmit(args) -> int:
     is written; a refused sbatch leaves every point's state and reason as they were."""
     from mrihpc.login.accounting import FAILED_STATES
     from mrihpc.login.results import RunError, point_views
-    from mrihpc.paths import read_json, refuse_links_within, update_json
+    from mrihpc.paths import refuse_links_within, update_json
 
     run, manifest = open_run(args.run)
     notes: list[str] = []

@@ -76,15 +76,14 @@ class CineTask(Task):
         folder = source_array(d)
         n = meta(folder)["shape"][0]
         split = split_cases(min(n, d.max_cases or n), d.split, self.spec.train.seed)
-        if self.point_dir is not None and self.world.is_main:
-            (self.point_dir / "split.json").write_text(json.dumps(split | {"range": meta(folder)}, indent=1))
+        self.ctx.write("split.json", json.dumps(split | {"range": meta(folder)}, indent=1))
         return folder, split
 
     def datasets(self):
         folder, split = self.splits()
         m = meta(folder)
         if not m["in_unit_range"]:
-            print(f"[mrihpc] note: {m['source']} holds magnitudes in [{m['min']:.3g}, {m['max']:.3g}], not [0, 1]; "
+            self.ctx.log(f"note: {m['source']} holds magnitudes in [{m['min']:.3g}, {m['max']:.3g}], not [0, 1]; "
                   "psnr1 (peak 1) assumes [0, 1]", flush=True)
         self.frames = m["shape"][1]
         seed, mask = self.spec.train.seed, self.spec.data.mask

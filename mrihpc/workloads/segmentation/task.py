@@ -35,7 +35,7 @@ class SegmentationTask(Task):
         counts = np.bincount(np.concatenate([lab.ravel() for lab in train.labels]), minlength=len(self.classes))
         self.majority = int(counts.argmax())
         for note in train.notes + val.notes:
-            print(f"[mrihpc] {note}", flush=True)
+            self.ctx.log(note)
         return train, val
 
     def networks(self) -> dict[str, nn.Module]:

@@ -48,8 +48,8 @@ class SinogramTask(Task):
         train_cases = list_cases(self.layout.dirs["train"], d)
         cases = train_cases if name == "train" else list_cases(self.layout.dirs[name], d, unpaired=name == "test")
         scales = case_scales(cases, d, self.layout, train_cases)
-        if name == "train" and self.point_dir is not None and self.world.is_main:
-            (self.point_dir / "scales.json").write_text(json.dumps(
+        if name == "train":
+            self.ctx.write("scales.json", json.dumps(
                 {"scale": d.scale, "files": {str(c.clean): s for c, s in zip(cases, scales)}}, indent=1))
         return SinogramSlices(cases, self.layout, d, name == "train", self.spec.train.seed, scales)
 

@@ -139,5 +139,6 @@ def from_unit(x, value_range):
     return (x + 1) / 2 * (hi - lo) + lo
 
 
-def write_split(path: Path, split: dict, incomplete: list[str], ranges: dict) -> None:
-    path.write_text(json.dumps({**split, "incomplete": incomplete, "ranges": ranges}, indent=1))
+def split_json(split: dict, incomplete: list[str], ranges: dict) -> str:
+    """split.json: the subjects of each split, those skipped, the value ranges mapped to [-1, 1]."""
+    return json.dumps({**split, "incomplete": incomplete, "ranges": ranges}, indent=1)

@@ -24,8 +24,9 @@ from mrihpc.metrics import ssim_map
 from mrihpc.models.discriminator import build_discriminator
 from mrihpc.models.pix2pix import Pix2PixUNet
 from mrihpc.node.task import Evaluated, StepContext, Task
+from mrihpc.paths import atomic_write_bytes
 from mrihpc.workloads.synthesis.data import (PairedImages, from_unit, measured_range, pair_files, split_subjects,
-                                             write_split)
+                                             split_json)
 from mrihpc.workloads.synthesis.spec import WORKLOAD
 
 SEED_BATCH = {"test": 5, "train": 40}  # the seed's loader batch sizes, over which its metrics were averaged
@@ -63,11 +64,16 @@ def sample_grid(G: nn.Module, data: PairedImages, n: int) -> torch.Tensor:
     return ((torch.cat(rows, dim=0) + 1) / 2).clamp(0, 1)
 
 
-def save_png(image: torch.Tensor, path: Path) -> None:
-    """An ``(H, W)`` image in [0, 1] as an 8-bit PNG."""
-    from skimage.io import imsave
+def png_bytes(image: torch.Tensor) -> bytes:
+    """An ``(H, W)`` image in [0, 1] as the bytes of an 8-bit PNG."""
+    import imageio.v3 as iio  # scikit-image's own image I/O
 
-    imsave(path, np.ascontiguousarray((image * 255).round().to(torch.uint8).numpy()), check_contrast=False)
+    return iio.imwrite("<bytes>", np.ascontiguousarray((image * 255).round().to(torch.uint8).numpy()), extension=".png")
+
+
+def save_png(image: torch.Tensor, path: Path) -> None:
+    """An ``(H, W)`` image in [0, 1] as an 8-bit PNG file."""
+    atomic_write_bytes(path, png_bytes(image))
 
 
 class SynthesisTask(Task):
@@ -86,10 +92,9 @@ class SynthesisTask(Task):
         d = self.spec.data
         pairs, incomplete = pair_files(d)
         split = split_subjects(list(pairs), d.test_fraction, d.split_seed, d.val_fraction)
-        main = self.world is None or self.world.is_main
-        if incomplete and main:
-            print(f"[mrihpc] {len(incomplete)} subject(s) without both {d.source} and {d.target}, skipped: "
-                  f"{', '.join(incomplete[:10])}{' ...' if len(incomplete) > 10 else ''}", flush=True)
+        if incomplete:
+            self.ctx.log(f"{len(incomplete)} subject(s) without both {d.source} and {d.target}, skipped: "
+                  f"{', '.join(incomplete[:10])}{' ...' if len(incomplete) > 10 else ''}")
         train, val, test = (PairedImages(split[k], pairs, {}) for k in ("train", "val", "test"))
         ranges = ({"source": tuple(d.value_range), "target": tuple(d.value_range)} if d.value_range else
                   {"source": measured_range(train.source), "target": measured_range(train.target)})
@@ -97,10 +102,9 @@ class SynthesisTask(Task):
             part.ranges = ranges
             outside = any(float(t.min()) < ranges[k][0] or float(t.max()) > ranges[k][1]
                           for k, t in (("source", part.source), ("target", part.target)))
-            if outside and main:
-                print(f"[mrihpc] note: some values lie outside the range {ranges} mapped to [-1, 1]", flush=True)
-        if self.point_dir is not None and main:
-            write_split(self.point_dir / "split.json", split, incomplete, ranges)
+            if outside:
+                self.ctx.log(f"note: some values lie outside the range {ranges} mapped to [-1, 1]")
+        self.ctx.write("split.json", split_json(split, incomplete, ranges))
         return train, val, test
 
     def datasets(self):
@@ -205,10 +209,7 @@ class SynthesisTask(Task):
     def _grid(self, G: nn.Module) -> dict[str, torch.Tensor]:
         """The sample grid, saved as samples/epoch-<E>.png in the point folder, and live panels."""
         grid = sample_grid(G, self.val_set, self.spec.data.samples)
-        if self.point_dir is not None:
-            folder = Path(self.point_dir) / "samples"
-            folder.mkdir(exist_ok=True)
-            save_png(grid, folder / f"epoch-{self.epoch:03d}.png")
+        self.ctx.write(f"samples/epoch-{self.ctx.epoch:03d}.png", png_bytes(grid))
         h = grid.shape[0] // 3
         t1, fake, t2 = grid[:h, :h], grid[h:2 * h, :h], grid[2 * h:, :h]
         return {"samples": grid, "input": t1, "prediction": fake, "target": t2, "error": (fake - t2).abs()}
