@@ -36,7 +36,12 @@ MASKS = {
     "equispaced": "mrihpc.data.masks:EquispacedMask",
 }
 
+def load(target: str) -> Any:
+    """Import and return the object at ``"module:attribute"`` (every registry's entries)."""
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 def resolve(table: dict[str, str], name: str) -> Any:
     """Import and return the object registered under ``name`` in ``table``."""
-    module, _, attr = table[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return load(table[name])

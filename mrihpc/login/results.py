@@ -241,12 +241,18 @@ def run_metric(run: RunPaths) -> tuple[str, str]:
         manifest = read_json(run.manifest) or {}
         if "metric" in manifest:
             return manifest["metric"], manifest["task"]
+        raw = yaml.safe_load(run.spec.read_text()) if run.spec.is_file() else None
+        if isinstance(raw, dict) and raw.get("task") in workloads.WORKLOADS:  # as written: the metric a point may override
+            metric = (raw.get("train") or {}).get("metric") or workloads.get(raw["task"]).default_metric
+            return metric, raw["task"]
         from mrihpc.specfile import load_point_spec
 
         spec = load_point_spec(run.point(0))
         return spec.train.metric, spec.task
-    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
-        return "ssim", "reconstruction"
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as e:
+        # no guess: another task's metric would rank the points by a column they may not have
+        raise RunError(f"{run.root}: neither {run.point(0).config.name} of point 0, nor the manifest, nor the "
+                       f"point's spec says the task and its metric ({type(e).__name__}: {e})") from None
 
 
 def metric_directions(run: RunPaths, manifest: dict) -> dict[str, str]:

@@ -7,6 +7,7 @@ submitit, which calls ``checkpoint`` and requeues the same callable: it resumes 
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Optional
@@ -56,9 +57,10 @@ class PredictTask:
             indices = best_configuration(run) if self.each_fold else [best_point(run)]
         written = []
         for index in indices:
-            trained = load_trained(run.root, index, which=self.which)
-            predict = workloads.resolve(workloads.get(trained.spec.task).predict)
-            mine = [str(p) for p in predict(trained, self.split)]
+            with contextlib.redirect_stdout(sys.stderr):  # the task's notes; stdout lists the files
+                trained = load_trained(run.root, index, which=self.which)
+                predict = workloads.resolve(workloads.get(trained.spec.task).predict)
+                mine = [str(p) for p in predict(trained, self.split)]
             # on stderr: the verb's stdout is the list of files, one per line, for scripts
             print(f"[mrihpc] point {index}: {len(mine)} prediction file(s) of {self.split} with {self.which}.pt "
                   f"on {trained.device} under {trained.output_dir(self.split)}", file=sys.stderr, flush=True)

@@ -8,9 +8,10 @@ strings of its ``Workload`` only when it trains. Adding a workload is one line i
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Optional
+
+from mrihpc.registry import load
 
 #: task name -> "module:attribute" of its Workload descriptor (a light module)
 WORKLOADS = {
@@ -24,9 +25,8 @@ WORKLOADS = {
 
 
 def resolve(target: str) -> Any:
-    """Import and return the object at ``"module:attribute"``."""
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    """Import and return the object at ``"module:attribute"`` of a descriptor."""
+    return load(target)
 
 
 @dataclass(frozen=True)
