@@ -2,6 +2,10 @@
 # A real single-host Slurm cluster for tests and trials: slurmctld, two slurmd (node1,
 # node2: two hosts as far as Slurm and torch know), slurmdbd with MariaDB (so sacct
 # answers) and munge. Every config, state file, socket and log lives under DIR.
+# Each node declares 2 GPUs as GRES (gpu:2) on device files made for the purpose (null
+# devices: there is no GPU), so Slurm itself deals --gpus-per-task / --gres: distinct indices
+# per task, CUDA_VISIBLE_DEVICES and SLURM_STEP_GPUS as on a DGX, gres/gpu in sacct's TRES.
+# Training still runs on the CPU.
 #
 #   slurm/cluster.sh start DIR    idempotent; returns when sinfo shows both nodes idle
 #   slurm/cluster.sh stop DIR     stops what start recorded (by PID, never by name)
@@ -36,7 +40,13 @@ wait_for() {  # seconds, description, test command...
 }
 
 write_configs() {
-  mkdir -p "$dir"/{etc,run,log,state/ctld,state/node1,state/node2,munge,mysql}
+  mkdir -p "$dir"/{etc,run,log,state/ctld,state/node1,state/node2,munge,mysql,dev}
+  local n g
+  for n in node1 node2; do
+    for g in 0 1; do  # GPU device files of each node (a null device's numbers: nothing to drive)
+      [[ -c $dir/dev/$n-nvidia$g ]] || { rm -f "$dir/dev/$n-nvidia$g"; mknod "$dir/dev/$n-nvidia$g" c 1 3; }
+    done
+  done
   chmod 755 "$dir" "$dir/munge"  # munged refuses a socket folder that is not world-executable
   [[ -f $dir/munge/munge.key ]] || { dd if=/dev/urandom of="$dir/munge/munge.key" bs=1024 count=1 2>/dev/null; chmod 400 "$dir/munge/munge.key"; }
   local sock=$dir/munge/munge.socket host; host=$(hostname)
@@ -61,6 +71,8 @@ TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
+GresTypes=gpu
+AccountingStorageTRES=gres/gpu
 ReturnToService=2
 MpiDefault=none
 SchedulerType=sched/backfill
@@ -78,8 +90,8 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 AccountingStoragePort=$dbd_port
 AccountingStoragePass=$sock
-NodeName=node1 NodeHostname=$host NodeAddr=127.0.0.1 Port=16821 CPUs=2 RealMemory=4000 State=UNKNOWN
-NodeName=node2 NodeHostname=$host NodeAddr=127.0.0.1 Port=16822 CPUs=2 RealMemory=4000 State=UNKNOWN
+NodeName=node1 NodeHostname=$host NodeAddr=127.0.0.1 Port=16821 CPUs=2 RealMemory=4000 Gres=gpu:2 State=UNKNOWN
+NodeName=node2 NodeHostname=$host NodeAddr=127.0.0.1 Port=16822 CPUs=2 RealMemory=4000 Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes=node1,node2 Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 PartitionName=short Nodes=node1 MaxTime=00:30:00 State=UP OverSubscribe=NO
 CONF
@@ -99,6 +111,11 @@ StorageUser=root
 StorageLoc=slurm_acct_db
 CONF
   chmod 600 "$dir/etc/slurmdbd.conf"
+  cat >"$dir/etc/gres.conf" <<CONF
+AutoDetect=off
+NodeName=node1 Name=gpu File=$dir/dev/node1-nvidia[0-1]
+NodeName=node2 Name=gpu File=$dir/dev/node2-nvidia[0-1]
+CONF
   touch "$dir/etc/cgroup.conf"
   # node names must resolve (torch's rendezvous uses the first node's name)
   grep -qE '^127\.0\.0\.1[[:space:]].*\bnode1\b' /etc/hosts || echo "127.0.0.1 node1 node2" >>/etc/hosts

@@ -254,7 +254,7 @@ def test_status_answers_without_accounting(slurm_cluster, tmp_path, write_spec, 
 
 @pytest.mark.parametrize("cluster,expected", [
     ({"partition": "nope"}, "cluster.partition: no partition 'nope'; the cluster has: debug, short"),
-    ({"gpus_per_node": 2}, "cluster.gpus_per_node: 2, but the nodes of partition debug have at most 0 GPU(s)"),
+    ({"gpus_per_node": 3}, "cluster.gpus_per_node: 3, but the nodes of partition debug have at most 2 GPU(s)"),
     ({"partition": "short", "time": "01:00:00"}, "cluster.time: 01:00:00 exceeds partition short's MaxTime 00:30:00"),
     ({"cpus_per_task": 4}, "cluster.cpus_per_task: 1 task(s) x 4 CPU(s) = 4, but the nodes of partition debug have at most 2 CPUs"),
     ({"mem_gb": 64}, "cluster.mem_gb: 64.0, but the nodes of partition debug have at most 3.9 GB"),

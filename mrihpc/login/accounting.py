@@ -52,29 +52,45 @@ def _expand(job_id: str) -> list[str]:
     return ids
 
 
-def sacct(job_ids: Sequence[str]) -> Optional[dict[str, dict]]:
-    """job id -> {slurm_state, state, elapsed_s, exit_code, nodes, incarnations}; None without accounting.
+def tres(alloc: str) -> dict[str, int]:
+    """``billing=2,cpu=2,gres/gpu=2,mem=4000M,node=1`` -> {cpu: 2, gpu: 2} (what is counted in hours)."""
+    out = {}
+    for item in alloc.split(","):
+        name, _, value = item.partition("=")
+        key = {"cpu": "cpu", "gres/gpu": "gpu"}.get(name)
+        if key and value.isdigit():
+            out[key] = int(value)
+    return out
 
-    ``-D`` lists each requeued incarnation of a job; ``incarnations`` counts them."""
+
+def sacct(job_ids: Sequence[str]) -> Optional[dict[str, dict]]:
+    """job id -> {slurm_state, state, elapsed_s, exit_code, nodes, incarnations, gpu_hours,
+    cpu_hours}; None without accounting. One sacct call for every array of the run.
+
+    ``-D`` lists each requeued incarnation of a job; ``incarnations`` counts them, and the hours
+    (allocated GPUs or CPUs x elapsed, from AllocTRES) are summed over them."""
     arrays = sorted({j.split("_")[0] for j in job_ids})
     if not arrays:
         return {}
     out = _run(["sacct", "-n", "-P", "-X", "-D", "-j", ",".join(arrays),
-                "-o", "JobID,State,ElapsedRaw,ExitCode,NodeList"])
+                "-o", "JobID,State,ElapsedRaw,ExitCode,NodeList,AllocTRES"])
     if out is None:
         return None
     rows: dict[str, dict] = {}
     for line in out.splitlines():
         parts = line.split("|")
-        if len(parts) < 5:
+        if len(parts) < 6:
             continue
-        jid, state, elapsed, exit_code, nodes = parts[:5]
+        jid, state, elapsed, exit_code, nodes, alloc = parts[:6]
+        seconds, held = int(elapsed or 0), tres(alloc)
         for j in _expand(jid):
             # -D lists every requeued incarnation; the last row of a job id is the current one
             previous = rows.get(j, {})
-            rows[j] = {"slurm_state": state, "state": normalise(state), "elapsed_s": int(elapsed or 0),
+            rows[j] = {"slurm_state": state, "state": normalise(state), "elapsed_s": seconds,
                        "exit_code": exit_code, "nodes": nodes,
-                       "incarnations": previous.get("incarnations", 0) + 1}
+                       "incarnations": previous.get("incarnations", 0) + 1,
+                       "gpu_hours": previous.get("gpu_hours", 0.0) + held.get("gpu", 0) * seconds / 3600,
+                       "cpu_hours": previous.get("cpu_hours", 0.0) + held.get("cpu", 0) * seconds / 3600}
     return rows
 
 

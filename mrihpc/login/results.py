@@ -89,6 +89,10 @@ class PointView:
     attempts: int = 0
     params: dict = field(default_factory=dict)
     """{network: parameter count}, as the node built them."""
+    gpu_hours: Optional[float] = None
+    """Allocated GPUs x elapsed, summed over requeued incarnations (sacct's AllocTRES); None
+    without accounting."""
+    cpu_hours: Optional[float] = None
 
 
 def _alive(pid: Optional[int]) -> bool:
@@ -169,7 +173,8 @@ def point_views(run: RunPaths, manifest: dict, notes: Optional[list[str]] = None
         views.append(PointView(i, point["name"], state, job.get("job_id", ""), str(reason)[:120], elapsed,
                                status.get("epoch"), status.get("epochs"), status.get("latest") or {},
                                int(status.get("attempts", 0)),
-                               status.get("params") if isinstance(status.get("params"), dict) else {}))
+                               status.get("params") if isinstance(status.get("params"), dict) else {},
+                               row.get("gpu_hours"), row.get("cpu_hours")))
     return views, source
 
 
@@ -284,6 +289,8 @@ def results_rows(run: RunPaths, manifest: dict, metric: str, directions: Optiona
         best = (max(values) if higher else min(values)) if values else None
         row = {"point": i, "name": point["name"], "state": views[i].state, "epochs": final.get("epoch", -1) + 1 if final else 0,
                f"best_{metric}": best}
+        if views[i].gpu_hours is not None:  # from sacct: a Slurm run
+            row |= {"gpu_hours": round(views[i].gpu_hours, 6), "cpu_hours": round(views[i].cpu_hours or 0.0, 6)}
         row |= {k: v for k, v in final.items() if k.startswith("val_") and k != "val_volumes"}
         row |= {k: v for k, v in test.items() if k.startswith("test_") and not k.endswith("volumes")}
         rows.append(row)
@@ -322,9 +329,19 @@ def results_report(run: RunPaths, manifest: dict, metric: str, sort: Optional[st
             text = f"{table(grouped, list(dict.fromkeys(k for r in grouped for k in r)))}\n" \
                    f"{aggregate.summary_line(grouped, key, folds)}"
             if not each:
-                return text + "\n(each point: results --each)"
-            return f"{text}\n\n{_points_table(rows, as_csv)}"
-    return _points_table(rows, as_csv)
+                return text + _hours_line(rows) + "\n(each point: results --each)"
+            return f"{text}\n\n{_points_table(rows, as_csv)}" + _hours_line(rows)
+    return _points_table(rows, as_csv) + ("" if as_csv else _hours_line(rows))
+
+
+def _hours_line(rows: list[dict]) -> str:
+    """The sweep's GPU- and CPU-hours, when sacct gave them."""
+    counted = [r for r in rows if r.get("gpu_hours") is not None]
+    if not counted:
+        return ""
+    gpu, cpu = sum(r["gpu_hours"] for r in counted), sum(r["cpu_hours"] for r in counted)
+    return (f"\nGPU-hours {gpu:.4g}, CPU-hours {cpu:.4g} over {len(counted)} point(s) "
+            f"(sacct: allocated x elapsed, requeues included)")
 
 
 def _points_table(rows: list[dict], as_csv: bool) -> str:

@@ -173,8 +173,14 @@ def run_point(run_dir: Path, index: int) -> dict:
     except DamagedFile as e:  # the attempt count is lost; the status is rewritten whole below
         print(f"[mrihpc] {e}; writing a new one", file=sys.stderr)
         previous = {}
+    # the GPUs Slurm dealt each rank (srun's SLURM_STEP_GPUS; CUDA_VISIBLE_DEVICES where only that is set)
+    ranks = all_gather({"rank": world.rank, "host": socket.gethostname(),
+                        "gpus": os.environ.get("SLURM_STEP_GPUS") or os.environ.get("CUDA_VISIBLE_DEVICES")}, world)
+    if world.is_main and any(r["gpus"] for r in ranks):
+        print("[mrihpc] GPUs dealt: " + ", ".join(f"rank {r['rank']} on {r['host']}: {r['gpus']}" for r in ranks),
+              flush=True)
     write_status(paths, world, state="running", host=socket.gethostname(), pid=os.getpid(), job_id=_job_id(),
-                 world_size=world.size, device=str(world.device), error=None, traceback=None,
+                 world_size=world.size, device=str(world.device), ranks=ranks, error=None, traceback=None,
                  started=dt.datetime.now().isoformat(timespec="seconds"),
                  attempts=int(previous.get("attempts", 0)) + 1)
     try:
