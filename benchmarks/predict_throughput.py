@@ -9,6 +9,7 @@ The figure includes what a user waits for: reading the data, the forward passes,
 
     python benchmarks/predict_throughput.py [--repeats 3] [--batch 8] > result.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,27 +26,62 @@ from common import machine  # benchmarks/: the script's own folder
 
 
 def knee_spec(volumes: int, slices: int, size: int, batch: int) -> dict:
-    return {"name": "predict-knee", "task": "reconstruction",
-            "data": {"format": "fastmri", "skip_slices": 0, "normalize": "zero_filled_max",
-                     "synthetic": {"volumes": volumes, "slices": slices, "shape": [2 * size, size],
-                                   "recon_shape": [size, size], "seed": 0},
-                     "mask": {"kind": "random", "accelerations": [4], "center_fractions": [0.08]}},
-            "model": {"preset": "fastmri"}, "loss": {"l1": 1.0}, "optim": {"name": "adam", "lr": 1e-4},
-            "train": {"epochs": 1, "steps_per_epoch": 1, "batch_size": batch, "workers": 0,
-                      "precision": "fp32", "seed": 0},
-            "cluster": {"executor": "local"}}
+    return {
+        "name": "predict-knee",
+        "task": "reconstruction",
+        "data": {
+            "format": "fastmri",
+            "skip_slices": 0,
+            "normalize": "zero_filled_max",
+            "synthetic": {
+                "volumes": volumes,
+                "slices": slices,
+                "shape": [2 * size, size],
+                "recon_shape": [size, size],
+                "seed": 0,
+            },
+            "mask": {"kind": "random", "accelerations": [4], "center_fractions": [0.08]},
+        },
+        "model": {"preset": "fastmri"},
+        "loss": {"l1": 1.0},
+        "optim": {"name": "adam", "lr": 1e-4},
+        "train": {
+            "epochs": 1,
+            "steps_per_epoch": 1,
+            "batch_size": batch,
+            "workers": 0,
+            "precision": "fp32",
+            "seed": 0,
+        },
+        "cluster": {"executor": "local"},
+    }
 
 
 def cine_spec(cases: int, frames: int, size: int, batch: int) -> dict:
-    return {"name": "predict-cine", "task": "cine",
-            "data": {"synthetic": {"cases": cases, "frames": frames, "size": size, "seed": 0},
-                     "mask": {"acceleration": 4, "sample_n": 6}},
-            "model": {"unet": {"preset": "cine", "channels": 32, "depth": 4, "residual": True},
-                      "refiner": {"width": 32, "blocks": 2}, "data_consistency": True},
-            "loss": {"mse": 1.0}, "optim": {"name": "adam", "lr": 1e-3},
-            "train": {"epochs": 1, "steps_per_epoch": 1, "batch_size": batch, "workers": 0,
-                      "precision": "fp32", "seed": 0},
-            "cluster": {"executor": "local"}}
+    return {
+        "name": "predict-cine",
+        "task": "cine",
+        "data": {
+            "synthetic": {"cases": cases, "frames": frames, "size": size, "seed": 0},
+            "mask": {"acceleration": 4, "sample_n": 6},
+        },
+        "model": {
+            "unet": {"preset": "cine", "channels": 32, "depth": 4, "residual": True},
+            "refiner": {"width": 32, "blocks": 2},
+            "data_consistency": True,
+        },
+        "loss": {"mse": 1.0},
+        "optim": {"name": "adam", "lr": 1e-3},
+        "train": {
+            "epochs": 1,
+            "steps_per_epoch": 1,
+            "batch_size": batch,
+            "workers": 0,
+            "precision": "fp32",
+            "seed": 0,
+        },
+        "cluster": {"executor": "local"},
+    }
 
 
 def train_point(spec: dict, root: Path) -> Path:
@@ -60,7 +96,9 @@ def train_point(spec: dict, root: Path) -> Path:
         code = cli(["run", str(path), "--point", "0", "--runs", str(root / "runs")])
     if code != 0:
         raise SystemExit(f"training {path} failed")
-    return next(p.parents[3] for p in (root / "runs").rglob("last.pt") if spec["name"] in str(p))  # run/points/0/checkpoints
+    return next(
+        p.parents[3] for p in (root / "runs").rglob("last.pt") if spec["name"] in str(p)
+    )  # run/points/0/checkpoints
 
 
 def predictions(folder: Path) -> dict[str, "object"]:
@@ -98,23 +136,42 @@ def measure(run: Path, split: str, batch: int, repeats: int) -> dict:
         outputs[name] = predictions(trained.output_dir(split))
         shutil.rmtree(trained.output_dir(split))
     samples = sum(len(a) for a in outputs["batched"].values())  # knee slices, cine cases
-    diff = max(float(np.abs(outputs["batched"][k] - v).max()) for k, v in outputs["per_sample"].items())
-    return {"samples": samples, "batch": batch,
-            "per_sample_s": round(timings["per_sample"], 3), "batched_s": round(timings["batched"], 3),
-            "per_sample_samples_per_s": round(samples / timings["per_sample"], 2),
-            "batched_samples_per_s": round(samples / timings["batched"], 2),
-            "speedup": round(timings["per_sample"] / timings["batched"], 2),
-            "files": len(outputs["batched"]), "max_abs_diff": diff}
+    diff = max(
+        float(np.abs(outputs["batched"][k] - v).max()) for k, v in outputs["per_sample"].items()
+    )
+    return {
+        "samples": samples,
+        "batch": batch,
+        "per_sample_s": round(timings["per_sample"], 3),
+        "batched_s": round(timings["batched"], 3),
+        "per_sample_samples_per_s": round(samples / timings["per_sample"], 2),
+        "batched_samples_per_s": round(samples / timings["batched"], 2),
+        "speedup": round(timings["per_sample"] / timings["batched"], 2),
+        "files": len(outputs["batched"]),
+        "max_abs_diff": diff,
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--knee", nargs=3, type=int, default=[8, 16, 320], metavar=("VOLUMES", "SLICES", "SIZE"),
-                   help="volumes (a quarter predicted), slices each, image size (fastMRI U-Net, chans 32, 4 pools)")
-    p.add_argument("--cine", nargs=3, type=int, default=[40, 20, 96], metavar=("CASES", "FRAMES", "SIZE"),
-                   help="cases (the test split is a fifth), frames, image size")
+    p.add_argument(
+        "--knee",
+        nargs=3,
+        type=int,
+        default=[8, 16, 320],
+        metavar=("VOLUMES", "SLICES", "SIZE"),
+        help="volumes (a quarter predicted), slices each, image size (fastMRI U-Net, chans 32, 4 pools)",
+    )
+    p.add_argument(
+        "--cine",
+        nargs=3,
+        type=int,
+        default=[40, 20, 96],
+        metavar=("CASES", "FRAMES", "SIZE"),
+        help="cases (the test split is a fifth), frames, image size",
+    )
     args = p.parse_args()
     root = Path(tempfile.mkdtemp(prefix="mrihpc-bench-predict-"))
     os.environ.setdefault("MRIHPC_CACHE", str(root / "cache"))
@@ -126,13 +183,26 @@ def main() -> None:
         cases, frames, csize = args.cine
         cine = train_point(cine_spec(cases, frames, csize, args.batch), root)
         # the knee twin holds out a quarter of its volumes as val (fastMRI has no test targets)
-        results = {"knee": measure(knee, "val", args.batch, args.repeats),
-                   "cine": measure(cine, "test", args.batch, args.repeats)}
-        print(json.dumps({"benchmark": "predict_throughput", "target_speedup": 3.0, "target_max_abs_diff": 1e-5,
-                          "knee": {"volumes": volumes, "slices": slices, "size": size, **results["knee"]},
-                          "cine": {"cases": cases, "frames": frames, "size": csize, **results["cine"]},
-                          "device": torch.cuda.get_device_name() if torch.cuda.is_available()
-                          else f"cpu ({torch.get_num_threads()} threads)", "machine": machine()}, indent=1))
+        results = {
+            "knee": measure(knee, "val", args.batch, args.repeats),
+            "cine": measure(cine, "test", args.batch, args.repeats),
+        }
+        print(
+            json.dumps(
+                {
+                    "benchmark": "predict_throughput",
+                    "target_speedup": 3.0,
+                    "target_max_abs_diff": 1e-5,
+                    "knee": {"volumes": volumes, "slices": slices, "size": size, **results["knee"]},
+                    "cine": {"cases": cases, "frames": frames, "size": csize, **results["cine"]},
+                    "device": torch.cuda.get_device_name()
+                    if torch.cuda.is_available()
+                    else f"cpu ({torch.get_num_threads()} threads)",
+                    "machine": machine(),
+                },
+                indent=1,
+            )
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -68,9 +68,16 @@ SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
+# memory limits enforced without cgroups: each step's RSS polled every second, and a step over
+# its --mem killed (OUT_OF_MEMORY), as a site's cgroups would
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
+JobAcctGatherParams=OverMemoryKill
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
+# memory is a consumable resource, so a step has a limit to enforce; 2 GB per CPU by default
+# (two single-CPU points per node, as CPUs alone allow)
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=2000
 GresTypes=gpu
 AccountingStorageTRES=gres/gpu
 ReturnToService=2

@@ -1,5 +1,6 @@
 """The linter, as CI runs it: ruff with pyproject.toml's rules (pyflakes, the syntax and
 statement checks, whitespace), over the package, tests, benchmarks and tools."""
+
 from __future__ import annotations
 
 import shutil
@@ -11,7 +12,7 @@ from conftest import REPO
 
 #: lines over the 100-character target when the linter came in; lower it as lines are wrapped
 #: (E501 is enforced once it reaches 0)
-LONG_LINES_AT_MOST = 1700
+LONG_LINES_AT_MOST = 1683
 
 
 def _ruff() -> str:
@@ -20,11 +21,22 @@ def _ruff() -> str:
 
 
 def test_ruff_finds_nothing():
-    out = subprocess.run([_ruff(), "check", "--no-cache", "."], cwd=REPO, capture_output=True, text=True)
+    out = subprocess.run(
+        [_ruff(), "check", "--no-cache", "."], cwd=REPO, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
 
 
 def test_long_lines_do_not_grow():
-    files = subprocess.run(["git", "ls-files", "*.py"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    long = [f"{f}:{n}" for f in files for n, line in enumerate((REPO / f).read_text().splitlines(), 1) if len(line) > 100]
-    assert len(long) <= LONG_LINES_AT_MOST, f"{len(long)} lines over 100 characters, at most {LONG_LINES_AT_MOST}"
+    files = subprocess.run(
+        ["git", "ls-files", "*.py"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    long = [
+        f"{f}:{n}"
+        for f in files
+        for n, line in enumerate((REPO / f).read_text().splitlines(), 1)
+        if len(line) > 100
+    ]
+    assert len(long) <= LONG_LINES_AT_MOST, (
+        f"{len(long)} lines over 100 characters, at most {LONG_LINES_AT_MOST}"
+    )

@@ -1,6 +1,7 @@
 """A seventh workload (tests/blobs/: spec, task, prediction writer) joins with its registry line
 alone: it validates, trains through the Trainer (steps, validation, test scores), predicts
 through load_trained and shows in `results`, and no central module names it."""
+
 from __future__ import annotations
 
 import io
@@ -39,14 +40,21 @@ def blobs_registered(monkeypatch):
 def test_a_seventh_workload_needs_only_its_registry_line(blobs_registered, tmp_path, capsys):
     for split, n in (("train", 8), ("val", 3), ("test", 2)):
         _blobs(tmp_path / "data" / split, n, seed=len(split))
-    spec = {"name": "blobs", "task": "blobs", "data": {"root": str(tmp_path / "data"), "noise": 0.2},
-            "model": {"channels": 8, "depth": 2, "residual": True}, "optim": {"lr": 3e-3},
-            "train": {"epochs": 3, "batch_size": 2, "workers": 0, "seed": 0},
-            "cluster": {"executor": "local"}}
+    spec = {
+        "name": "blobs",
+        "task": "blobs",
+        "data": {"root": str(tmp_path / "data"), "noise": 0.2},
+        "model": {"channels": 8, "depth": 2, "residual": True},
+        "optim": {"lr": 3e-3},
+        "train": {"epochs": 3, "batch_size": 2, "workers": 0, "seed": 0},
+        "cluster": {"executor": "local"},
+    }
     path = tmp_path / "blobs.yaml"
     path.write_text(yaml.safe_dump(spec))
     assert main(["validate", str(path), "--params"]) == 0
-    assert re.search(r"parameters, point 0 \(blobs\): model \d[\d,]*", capsys.readouterr().out)  # its network's count
+    assert re.search(
+        r"parameters, point 0 \(blobs\): model \d[\d,]*", capsys.readouterr().out
+    )  # its network's count
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**spec, "loss": {"dice": 1.0}}))
     assert main(["validate", str(bad)]) != 0
@@ -56,7 +64,9 @@ def test_a_seventh_workload_needs_only_its_registry_line(blobs_registered, tmp_p
     run = RunPaths(next((tmp_path / "runs" / "blobs").iterdir()))
     records = read_jsonl(run.point(0).metrics, dict)
     epochs = [r for r in records if r.get("kind") == "epoch"]
-    assert len(epochs) == 3 and all(r["val_volumes"] == 3 for r in epochs)  # three images, each scored once
+    assert len(epochs) == 3 and all(
+        r["val_volumes"] == 3 for r in epochs
+    )  # three images, each scored once
     assert {"val_psnr", "val_ssim", "val_nmse", "val_loss"} <= set(epochs[-1])
     test = next(r for r in records if r.get("kind") == "test")
     assert test["test_volumes"] == 2 and "test_last_psnr" in test
@@ -74,8 +84,13 @@ def _code_words(path) -> list[str]:
     """The names and non-doc strings of a Python file, lower case (comments and docstrings are
     prose, and may mention a workload as an example)."""
     tokens = tokenize.generate_tokens(io.StringIO(path.read_text()).readline)
-    return [t.string.lower() for t in tokens
-            if t.type == tokenize.NAME or t.type == tokenize.STRING and not t.string.startswith(('"""', "'''"))]
+    return [
+        t.string.lower()
+        for t in tokens
+        if t.type == tokenize.NAME
+        or t.type == tokenize.STRING
+        and not t.string.startswith(('"""', "'''"))
+    ]
 
 
 def test_no_central_module_names_a_workload():
@@ -83,9 +98,17 @@ def test_no_central_module_names_a_workload():
     registry: no workload's name (nor its data's) in its code."""
     names = (set(workloads.WORKLOADS) - {"reconstruction"}) | {"knee", "acdc", "ixi", "sinogram"}
     package = REPO / "mrihpc"
-    central = [p for p in package.rglob("*.py") if p.relative_to(package).parts[0] in ("node", "login")]
-    central += [package / f"{name}.py" for name in ("spec", "spec_cluster", "specfile", "section", "sweep")]
+    central = [
+        p for p in package.rglob("*.py") if p.relative_to(package).parts[0] in ("node", "login")
+    ]
+    central += [
+        package / f"{name}.py" for name in ("spec", "spec_cluster", "specfile", "section", "sweep")
+    ]
     assert len(central) > 40
-    found = [f"{path.relative_to(REPO)}: {word}" for path in central for word in _code_words(path)
-             if any(name in word for name in names)]
+    found = [
+        f"{path.relative_to(REPO)}: {word}"
+        for path in central
+        for word in _code_words(path)
+        if any(name in word for name in names)
+    ]
     assert not found, "\n".join(found)

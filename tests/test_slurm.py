@@ -326,8 +326,12 @@ def test_a_failed_node_requeues_or_marks_the_point_as_the_spec_says(slurm_cluste
         while time.time() < deadline and subprocess.run(["sinfo", "-h", "-n", node, "-o", "%t"], capture_output=True,
                                                         text=True).stdout.strip() != "idle":
             time.sleep(1)
-    if not requeue:
-        assert main(["resubmit", str(run.root), "--failed"]) == 0
+    if not requeue:  # --adapt: the node it died on is excluded from its next attempt
+        capsys.readouterr()
+        assert main(["resubmit", str(run.root), "--failed", "--adapt"]) == 0
+        assert f"point 0: NODE_FAIL: resubmit, cluster.exclude={node} (died on {node})" in capsys.readouterr().out
         wait_done(run, timeout=300)
         point = read_json(run.point(0).status)
         assert point["state"] == "done" and point["attempts"] == 2, point
+        assert sacct_rows(point["job_id"], "NodeList")[-1][0] != node
+        assert read_json(run.manifest)["adaptations"]["0"][-1]["changes"] == {"exclude": node}

@@ -52,14 +52,15 @@ def _expand(job_id: str) -> list[str]:
     return ids
 
 
-def tres(alloc: str) -> dict[str, int]:
-    """``billing=2,cpu=2,gres/gpu=2,mem=4000M,node=1`` -> {cpu: 2, gpu: 2} (what is counted in hours)."""
-    out = {}
+def tres(alloc: str) -> dict[str, float]:
+    """``billing=2,cpu=2,gres/gpu=2,mem=1536M,node=1`` -> {cpu: 2, gpu: 2, mem_gb: 1.5}."""
+    out: dict[str, float] = {}
     for item in alloc.split(","):
         name, _, value = item.partition("=")
-        key = {"cpu": "cpu", "gres/gpu": "gpu"}.get(name)
-        if key and value.isdigit():
-            out[key] = int(value)
+        if name in ("cpu", "gres/gpu") and value.isdigit():
+            out["gpu" if name == "gres/gpu" else "cpu"] = int(value)
+        elif name == "mem" and (m := re.fullmatch(r"([\d.]+)([KMGT]?)", value)):
+            out["mem_gb"] = float(m.group(1)) * {"K": 2**-20, "M": 2**-10, "": 2**-10, "G": 1, "T": 2**10}[m.group(2)]
     return out
 
 
@@ -87,7 +88,7 @@ def sacct(job_ids: Sequence[str]) -> Optional[dict[str, dict]]:
             # -D lists every requeued incarnation; the last row of a job id is the current one
             previous = rows.get(j, {})
             rows[j] = {"slurm_state": state, "state": normalise(state), "elapsed_s": seconds,
-                       "exit_code": exit_code, "nodes": nodes,
+                       "exit_code": exit_code, "nodes": nodes, "mem_gb": held.get("mem_gb"),
                        "incarnations": previous.get("incarnations", 0) + 1,
                        "gpu_hours": previous.get("gpu_hours", 0.0) + held.get("gpu", 0) * seconds / 3600,
                        "cpu_hours": previous.get("cpu_hours", 0.0) + held.get("cpu", 0) * seconds / 3600}

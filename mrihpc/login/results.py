@@ -93,6 +93,10 @@ class PointView:
     """Allocated GPUs x elapsed, summed over requeued incarnations (sacct's AllocTRES); None
     without accounting."""
     cpu_hours: Optional[float] = None
+    nodes: str = ""
+    """Where its last attempt ran (sacct's NodeList)."""
+    mem_gb: Optional[float] = None
+    """The memory its last attempt was allocated (sacct's AllocTRES)."""
 
 
 def _alive(pid: Optional[int]) -> bool:
@@ -174,7 +178,7 @@ def point_views(run: RunPaths, manifest: dict, notes: Optional[list[str]] = None
                                status.get("epoch"), status.get("epochs"), status.get("latest") or {},
                                int(status.get("attempts", 0)),
                                status.get("params") if isinstance(status.get("params"), dict) else {},
-                               row.get("gpu_hours"), row.get("cpu_hours")))
+                               row.get("gpu_hours"), row.get("cpu_hours"), row.get("nodes") or "", row.get("mem_gb")))
     return views, source
 
 
@@ -206,7 +210,12 @@ def status_report(run: RunPaths, manifest: dict, metric: str, notes: Optional[li
     for v in views:
         counts[v.state] = counts.get(v.state, 0) + 1
     summary = f"{len(views)} points: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    return f"{table(rows, list(rows[0]))}\n{summary} (Slurm state from {source})"
+    adapted = [f"point {i}: {a['cause']} -> " + (", ".join(f"cluster.{k}={v}" for k, v in a["changes"].items())
+                                                 or "unchanged" if a["resubmitted"] else f"not resubmitted: {a['why']}")
+               for i, history in sorted((manifest.get("adaptations") or {}).items(), key=lambda kv: int(kv[0]))
+               for a in history]
+    adapted_text = "".join(f"\nresubmit --adapt: {line}" for line in adapted)
+    return f"{table(rows, list(rows[0]))}\n{summary} (Slurm state from {source}){adapted_text}"
 
 
 def _millions(params: dict) -> Optional[str]:

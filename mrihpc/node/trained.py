@@ -6,6 +6,7 @@ last.pt's weights, sit in eval mode on the prediction device (the GPU where ther
 run in float32, as the Trainer's validation does: the predictions are what the scores in
 metrics.jsonl were computed from.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,7 +39,6 @@ class Trained:
     which: str
     batch_size: int  # samples per forward pass
 
-
     def output_dir(self, split: str) -> Path:
         """``predictions/<split>/`` for best.pt, ``predictions/<split>_last/`` for last.pt."""
         return self.paths.prediction_dir(split, self.which)
@@ -49,11 +49,20 @@ class Trained:
 
 def prediction_device() -> torch.device:
     """The job's GPU (one is asked for: ``launch.submit_prediction``), else the CPU."""
-    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if torch.cuda.is_available()
+        else torch.device("cpu")
+    )
 
 
-def load_trained(run_dir: Path, index: int, device: Optional[torch.device] = None, which: str = "best",
-                 batch_size: Optional[int] = None) -> Trained:
+def load_trained(
+    run_dir: Path,
+    index: int,
+    device: Optional[torch.device] = None,
+    which: str = "best",
+    batch_size: Optional[int] = None,
+) -> Trained:
     """Point ``index`` of the run at ``run_dir`` with its ``which`` checkpoint (``best``: best.pt,
     else last.pt when no epoch was validated; ``last``: last.pt), on ``device`` (default
     ``prediction_device()``), predicting ``batch_size`` samples per forward pass (default:
@@ -61,7 +70,9 @@ def load_trained(run_dir: Path, index: int, device: Optional[torch.device] = Non
     paths = RunPaths(Path(run_dir)).point(index)
     spec = load_point_spec(paths)
     device = device or prediction_device()
-    task = workloads.resolve(workloads.get(spec.task).task)(spec, TaskContext(World(device=device), paths.root))
+    task = workloads.resolve(workloads.get(spec.task).task)(
+        spec, TaskContext(World(device=device), paths.root)
+    )
     weights = checkpoint.trained_nets(paths.best_checkpoint, paths.last_checkpoint, which)
     nets = task.networks()
     for name, net in nets.items():
@@ -70,11 +81,15 @@ def load_trained(run_dir: Path, index: int, device: Optional[torch.device] = Non
         nets[name] = net.to(device).eval()
     missing = [name for name in nets if name not in weights]
     if missing:
-        raise checkpoint.CheckpointError(f"{paths.root}: {which}.pt holds no weights of {', '.join(missing)}")
-    return Trained(paths, spec, task, nets, device, which, max(1, batch_size or spec.train.batch_size))
+        raise checkpoint.CheckpointError(
+            f"{paths.root}: {which}.pt holds no weights of {', '.join(missing)}"
+        )
+    return Trained(
+        paths, spec, task, nets, device, which, max(1, batch_size or spec.train.batch_size)
+    )
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     """``items`` in consecutive runs of at most ``size``."""
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]

@@ -1,4 +1,5 @@
 """The ``blobs`` prediction writer: ``<name>_denoised.npy`` ``(H, W)`` per image of the split."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """The ``blobs`` workload's spec sections and its descriptor: light (pydantic only), since the
 login node imports it to validate a spec."""
+
 from __future__ import annotations
 
 from pydantic import Field
@@ -16,10 +17,14 @@ class BlobsData(Section):
 
 
 WORKLOAD = Workload(
-    name="blobs", title="Blobs", data=BlobsData, model=ModelSpec,  # the shared U-Net section
+    name="blobs",
+    title="Blobs",
+    data=BlobsData,
+    model=ModelSpec,  # the shared U-Net section
     losses={"mse": "mrihpc.losses:mse_loss", "l1": "mrihpc.losses:l1_loss"},
     metrics={"psnr": "max", "ssim": "max", "nmse": "min", "loss": "min"},
-    default_metric="psnr", default_loss={"mse": 1.0},
+    default_metric="psnr",
+    default_loss={"mse": 1.0},
     task="blobs.task:BlobsTask",
     predict="blobs.predict:predict",
 )

@@ -1,5 +1,6 @@
 """The ``blobs`` task: a noisy image ``(N, 1, H, W)`` -> U-Net -> the clean image; validation
 scores each image (PSNR, SSIM, NMSE) with the shared metrics."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,7 +36,11 @@ class NoisyImages(Dataset):
     def __getitem__(self, i: int) -> dict:
         clean = np.load(self.files[i]).astype(np.float32)[None]
         rng = np.random.default_rng([self.seed, self.epoch, i] if self.train else [self.seed, i])
-        return {"input": clean + rng.normal(0, self.noise, clean.shape).astype(np.float32), "target": clean, "index": i}
+        return {
+            "input": clean + rng.normal(0, self.noise, clean.shape).astype(np.float32),
+            "target": clean,
+            "index": i,
+        }
 
 
 class BlobsTask(Task):
@@ -58,7 +63,9 @@ class BlobsTask(Task):
     def networks(self) -> dict[str, nn.Module]:
         return {"model": build_unet(self.spec.model)}
 
-    def train_step(self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext) -> dict[str, float]:
+    def train_step(
+        self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext
+    ) -> dict[str, float]:
         with ctx.autocast():
             pred = nets["model"](batch["input"])
         loss, parts = self.loss({"pred": pred.float()}, batch)
@@ -68,9 +75,17 @@ class BlobsTask(Task):
     def eval_step(self, batch: dict, nets: dict[str, nn.Module], preview: bool) -> Evaluated:
         pred = nets["model"](batch["input"]).float()
         loss = float(self.loss({"pred": pred}, batch)[0])
-        parts = [(int(i), s | {"loss": loss}) for i, s in zip(batch["index"], image_scores(batch["target"], pred))]
+        parts = [
+            (int(i), s | {"loss": loss})
+            for i, s in zip(batch["index"], image_scores(batch["target"], pred))
+        ]
         shown = None
         if preview:
             x, gt = batch["input"][0, 0].cpu(), batch["target"][0, 0].cpu()
-            shown = {"input": x, "prediction": pred[0, 0].cpu(), "target": gt, "error": (pred[0, 0].cpu() - gt).abs()}
+            shown = {
+                "input": x,
+                "prediction": pred[0, 0].cpu(),
+                "target": gt,
+                "error": (pred[0, 0].cpu() - gt).abs(),
+            }
         return Evaluated(parts, preview=shown)

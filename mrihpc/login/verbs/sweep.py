@@ -47,6 +47,10 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     s.add_argument("points", nargs="*", type=int)
     s.add_argument("--executor", choices=["slurm", "local", "debug", "auto"])
     s.add_argument("--force", action="store_true", help="cancel named points that are pending or running, then resubmit")
+    s.add_argument("--adapt", action="store_true",
+                   help="act on each point's cause: OUT_OF_MEMORY more memory, TIMEOUT without progress more time, "
+                        "NODE_FAIL exclude the node, NonFiniteLoss / DataError not resubmitted")
+    s.add_argument("--dry-run", action="store_true", help="say what would be resubmitted, and how; submit nothing")
     sbatch_flags.add_arguments(s)
     s.set_defaults(fn=cmd_resubmit)
 
@@ -196,6 +200,40 @@ def cancel_points(run, manifest: dict, points: list[int], wait_s: float = 0.0) -
         time.sleep(0.5)
 
 
+def _partition(spec):
+    """The spec's partition as Slurm describes it (its nodes, MaxTime); None when Slurm cannot say."""
+    import subprocess
+
+    from mrihpc.login import cluster_check
+
+    try:
+        parts, _ = cluster_check.read_cluster()
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+    name = spec.cluster.partition or next((p.name for p in parts.values() if p.default), None)
+    return parts.get(name)
+
+
+def _by_cluster(manifest: dict, indices: list[int]) -> dict[tuple, list[int]]:
+    """Points grouped by the cluster changes their adaptations gave them."""
+    from mrihpc.login.adapt import adapted_cluster
+
+    groups: dict[tuple, list[int]] = {}
+    for i in indices:
+        groups.setdefault(tuple(sorted(adapted_cluster(manifest, i).items())), []).append(i)
+    return groups
+
+
+def _with_cluster(spec, changes: dict):
+    """``spec`` with ``changes`` on its cluster section, validated."""
+    if not changes:
+        return spec
+    from mrihpc.spec_cluster import ClusterSpec
+
+    cluster = ClusterSpec.model_validate({**spec.cluster.model_dump(exclude_unset=True), **changes})
+    return spec.model_copy(update={"cluster": cluster})
+
+
 def _status_or_none(path):
     """A point's status.json, None when damaged (its next write replaces it)."""
     from mrihpc.paths import DamagedFile, read_json
@@ -243,14 +281,32 @@ def cmd_resubmit(args) -> int:
     if not todo:
         print("nothing to resubmit: no failed, cancelled, timed-out or unsubmitted points")
         return 1 if notes else 0
-    from mrihpc.login import launch  # the spec models and submitit: only when there is something to submit
+    from mrihpc.login import adapt, launch  # the spec models and submitit: only when there is something to submit
     from mrihpc.specfile import load_point_spec
 
     spec = sbatch_flags.apply(load_point_spec(run.point(todo[0])), args)
     executor = launch.resolve_executor(args.executor or manifest["executor"])
+    steps = [adapt.Step(i, state[i], True) for i in todo]
+    if args.adapt:
+        by_index = {v.index: v for v in views}
+        steps = adapt.plan(run, manifest, [by_index[i] for i in todo], spec.cluster, _partition(spec))
+        for step in steps:
+            print(step.line())
+    if args.dry_run:
+        print(f"dry run: would resubmit point(s) {', '.join(str(s.index) for s in steps if s.resubmit) or 'none'}")
+        return 0
+    if args.adapt:
+        adapt.record(run, steps)
+        manifest = open_run(run.root)[1]
+    todo = [s.index for s in steps if s.resubmit]
+    if not todo:
+        print("nothing to resubmit: every chosen point needs a change only you can make (above)")
+        return 1
     before = {i: _status_or_none(run.point(i).status) for i in todo}
     print(f"resubmitting point(s) {', '.join(map(str, todo))} ({executor})")
-    jobs = launch.submit_points(run, spec, todo, executor)  # a refusal raises: nothing below runs
+    jobs = []
+    for changes, indices in _by_cluster(manifest, todo).items():  # one array per distinct set of resources
+        jobs += launch.submit_points(run, _with_cluster(spec, dict(changes)), indices, executor)  # a refusal raises
     if executor == "slurm":
         for i in todo:  # queued: pending, unless the new job has already written its own state
             update_json(run.point(i).status, lambda s, old=before[i]: {**(s or {}), "state": "pending", "error": None}

@@ -1,0 +1,209 @@
+"""`resubmit --failed --adapt`: each failed point's cause decides what its next attempt gets.
+
+    OUT_OF_MEMORY (or killed for memory) memory x 1.5, capped by the partition's largest node
+    TIMEOUT, no progress since last time time x 2, capped by the partition's MaxTime
+    TIMEOUT that made progress           as it was (it resumes from last.pt)
+    NODE_FAIL                            --exclude the node it died on
+    NonFiniteLoss, DataError             not resubmitted: the reason and what to change
+    anything else                        as it was
+
+Every change is recorded per point in the manifest (``adaptations``) and is where the next
+adaptation starts from; `status` shows it. Torch-free, as every login verb.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from mrihpc.login.results import PointView, latest_jobs
+from mrihpc.paths import RunPaths, read_json, update_json
+from mrihpc.section import slurm_time_minutes
+
+MEMORY_FACTOR, TIME_FACTOR = 1.5, 2
+#: errors a rerun repeats: the fix is the user's
+NOT_RERUN = {
+    "NonFiniteLoss": "the loss was not finite; lower optim.lr, set train.grad_clip or check the data, "
+    "then resubmit the point by its index",
+    "DataError": "a data file is bad (named in the reason); fix or remove it, then resubmit the point by its index",
+}
+
+
+@dataclass
+class Step:
+    """What happens to one point."""
+
+    index: int
+    cause: str
+    resubmit: bool
+    changes: dict[str, Any] = field(default_factory=dict)
+    """cluster key -> value for its next attempt (mem_gb, time, exclude), on top of the spec's."""
+    why: str = ""
+
+    def line(self) -> str:
+        what = ", ".join(f"cluster.{k}={v}" for k, v in self.changes.items()) or "unchanged"
+        return (
+            f"point {self.index}: {self.cause}: "
+            + (f"resubmit, {what}" if self.resubmit else "not resubmitted")
+            + (f" ({self.why})" if self.why else "")
+        )
+
+
+def adapted_cluster(manifest: dict, index: int) -> dict[str, Any]:
+    """The cluster changes earlier adaptations gave point ``index``, latest last."""
+    out: dict[str, Any] = {}
+    for record in (manifest.get("adaptations") or {}).get(str(index), []):
+        out |= record.get("changes", {})
+    return out
+
+
+#: what slurmstepd writes into a task's stderr when it kills a step over its memory: sites that
+#: enforce memory by polling (JobAcctGatherParams=OverMemoryKill) end the job FAILED, not
+#: OUT_OF_MEMORY, and this line is the only trace
+MEMORY_KILL = ("exceeded memory limit", "exceeded job memory limit", "oom-kill", "out of memory")
+
+
+def killed_for_memory(manifest: dict, view: PointView) -> bool:
+    """The point's last job ended OUT_OF_MEMORY, or its stderr says slurmstepd killed it for memory."""
+    if view.state == "out_of_memory":
+        return True
+    if view.state != "failed":
+        return False
+    log = (latest_jobs(manifest).get(view.index) or {}).get("stderr")
+    try:
+        with open(log, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 65536))
+            tail = f.read().decode(errors="replace").lower()
+    except (OSError, TypeError):
+        return False
+    return any(line in tail for line in MEMORY_KILL)
+
+
+def _progress(run: RunPaths, index: int) -> Optional[int]:
+    """Epochs the point has finished, from its status.json (None: never ran)."""
+    status = read_json(run.point(index).status, {}) or {}
+    epoch = status.get("epoch")
+    return int(epoch) if isinstance(epoch, int) else None
+
+
+def plan(run: RunPaths, manifest: dict, views: list[PointView], cluster, partition) -> list[Step]:
+    """One Step per view (the points chosen for resubmission). ``cluster``: the spec's cluster
+    section; ``partition``: its ``cluster_check.Partition`` or None when Slurm cannot say."""
+    steps = []
+    for v in views:
+        before = {**cluster.model_dump(), **adapted_cluster(manifest, v.index)}
+        error = (v.reason or "").split(":", 1)[0]
+        if v.state == "failed" and error in NOT_RERUN:
+            steps.append(Step(v.index, error, False, why=NOT_RERUN[error]))
+        elif killed_for_memory(manifest, v):
+            steps.append(_more_memory(v, before, partition))
+        elif v.state == "timeout":
+            steps.append(_more_time(run, manifest, v, before, partition))
+        elif v.state == "node_fail" and v.nodes:
+            excluded = [n for n in (before.get("exclude") or "").split(",") if n]
+            steps.append(
+                Step(
+                    v.index,
+                    "NODE_FAIL",
+                    True,
+                    {"exclude": ",".join(dict.fromkeys(excluded + [v.nodes]))},
+                    f"died on {v.nodes}",
+                )
+            )
+        else:
+            steps.append(
+                Step(v.index, v.state.upper() if v.state != "failed" else error or "failed", True)
+            )
+    return steps
+
+
+def _more_memory(v: PointView, before: dict, partition) -> Step:
+    had = before.get("mem_gb") or v.mem_gb
+    if not had:
+        return Step(
+            v.index,
+            "OUT_OF_MEMORY",
+            True,
+            why="its memory is unknown (no cluster.mem_gb, no sacct); as it was",
+        )
+    cap = (
+        max((float(n.get("RealMemory", 0) or 0) for n in partition.nodes), default=0) / 1024
+        if partition
+        else None
+    )
+    want = math.ceil(had * MEMORY_FACTOR * 100) / 100
+    if cap and want > cap:
+        want = math.floor(cap * 100) / 100
+    if want <= had:
+        return Step(
+            v.index,
+            "OUT_OF_MEMORY",
+            False,
+            why=f"it had {had:g} GB, all a node of partition "
+            f"{partition.name} has; lower train.batch_size or train.workers",
+        )
+    return Step(v.index, "OUT_OF_MEMORY", True, {"mem_gb": want}, f"had {had:g} GB")
+
+
+def _more_time(run: RunPaths, manifest: dict, v: PointView, before: dict, partition) -> Step:
+    last = ((manifest.get("adaptations") or {}).get(str(v.index)) or [{}])[-1]
+    now = _progress(run, v.index)
+    if (
+        last
+        and now is not None
+        and now > (last.get("epoch") if last.get("epoch") is not None else -1)
+    ):
+        return Step(
+            v.index,
+            "TIMEOUT",
+            True,
+            why=f"progress since the last attempt (epoch {now}): resumes from last.pt",
+        )
+    if not last and now is not None:
+        return Step(
+            v.index, "TIMEOUT", True, why=f"first timeout, at epoch {now}: resumes from last.pt"
+        )
+    minutes = slurm_time_minutes(before["time"])
+    want = minutes * TIME_FACTOR
+    if partition is not None and partition.max_minutes is not None:
+        if minutes >= partition.max_minutes:
+            return Step(
+                v.index,
+                "TIMEOUT",
+                False,
+                why=f"no progress, and {before['time']} is partition "
+                f"{partition.name}'s MaxTime; lower train.steps_per_epoch or the data size",
+            )
+        want = min(want, partition.max_minutes)
+    return Step(
+        v.index,
+        "TIMEOUT",
+        True,
+        {"time": f"{want // 60:02d}:{want % 60:02d}:00"},
+        "no progress since the last attempt",
+    )
+
+
+def record(run: RunPaths, steps: list[Step]) -> None:
+    """The manifest remembers each point's step (resubmitted or not) with its progress then."""
+    stamp = dt.datetime.now().isoformat(timespec="seconds")
+
+    def add(manifest: dict) -> dict:
+        adaptations = manifest.setdefault("adaptations", {})
+        for s in steps:
+            adaptations.setdefault(str(s.index), []).append(
+                {
+                    "time": stamp,
+                    "cause": s.cause,
+                    "resubmitted": s.resubmit,
+                    "changes": s.changes,
+                    "why": s.why,
+                    "epoch": _progress(run, s.index),
+                }
+            )
+        return manifest
+
+    update_json(run.manifest, add)
