@@ -50,7 +50,7 @@ def classify(code: int | None, err: str, named: str, queued: bool = False) -> st
 
 # ----------------------------------------------------------------------------- data
 def _knee(work: Path) -> tuple[Path, Callable]:
-    from mrihpc.data.synth import generate
+    from mrihpc.workloads.knee.kspace.synth import generate
 
     root = generate(work / "knee", 4, slices=8, shape=(96, 80), recon_shape=(64, 64), seed=1)
     data = {"format": "fastmri", "skip_slices": 3,

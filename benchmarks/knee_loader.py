@@ -124,7 +124,7 @@ def second_epoch_first_batch_s(dataset, workers: int, batch: int, persistent: bo
 
 def with_transform(dataset, workers: int, batch: int, device) -> float:
     """data.transform_on: device: the Trainer's raw loader, each batch moved to ``device`` and finished there."""
-    from mrihpc.data.slices import finish_batch
+    from mrihpc.workloads.knee.kspace.slices import finish_batch
     from mrihpc.node.loading import rank_loader
     from mrihpc.node.task import to_device
 
@@ -180,7 +180,7 @@ def main() -> None:
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mrihpc-bench-loader-"))
     os.environ.setdefault("MRIHPC_CACHE", str(work / "cache"))
-    from mrihpc.data.synth import generate
+    from mrihpc.workloads.knee.kspace.synth import generate
 
     root = generate(work / "knee", args.volumes, args.slices, (640, 368), (320, 320), "fastmri", 0)
     files = sorted((root / "train").glob("*.h5"))

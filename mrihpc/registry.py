@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-#: data.format -> the file layout it reads (both read by mrihpc.data.fastmri)
+#: data.format -> the file layout it reads (both read by mrihpc.workloads.knee.kspace.fastmri)
 DATA_FORMATS = {
     "fastmri": "fastMRI single-coil: kspace, reconstruction_esc, ismrmrd_header, attrs",
     "nc2019": "coursework: train kspace only; test kspace_4af / kspace_8af",
@@ -32,8 +32,8 @@ OPTIMIZERS = {
 
 #: data.mask.kind -> "module:Class" of its mask function
 MASKS = {
-    "random": "mrihpc.data.masks:RandomMask",
-    "equispaced": "mrihpc.data.masks:EquispacedMask",
+    "random": "mrihpc.workloads.knee.kspace.masks:RandomMask",
+    "equispaced": "mrihpc.workloads.knee.kspace.masks:EquispacedMask",
 }
 
 def load(target: str) -> Any:

@@ -102,6 +102,25 @@ class ModelSpec(Section):
         return self
 
 
+class StageSpec(Section):
+    """Copy the data to the node's local disk before training: once per node (the first task
+    there copies, under a lock; the others wait and read the copy), again only when a source
+    file's name, size or mtime changed. A copy that cannot be made (no space, no folder) is
+    skipped with a warning and the point reads the shared path."""
+
+    to: str = Field(..., min_length=1)
+    """Folder on the node, ``$VARIABLES`` expanded there, e.g. ``$TMPDIR`` or ``/raid/$USER``."""
+    when: Literal["auto", "never"] = "auto"
+    """auto: stage when ``to`` expands on the node; never: read the shared path."""
+
+
+class DataSection(Section):
+    """Base of a workload's ``data:`` section: what every workload's data offers."""
+
+    stage: Optional[StageSpec] = None
+    """Node-local staging of the data's folders and files (the workload's ``data_paths``)."""
+
+
 class OptimSpec(Section):
     name: str = "adam"
     """Optimiser: adam, adamw, sgd, rmsprop or adagrad."""

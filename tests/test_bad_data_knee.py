@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import TINY
-from mrihpc.data.synth import generate
+from mrihpc.workloads.knee.kspace.synth import generate
 from mrihpc.login.cli import main
 from mrihpc.paths import RunPaths, read_json
 

@@ -68,7 +68,7 @@ def test_fewer_training_images_than_a_batch_are_refused(acdc, tmp_path, capsys):
 
 def _knee(root: Path) -> tuple[dict, Path]:
     from conftest import TINY
-    from mrihpc.data.synth import generate as knee
+    from mrihpc.workloads.knee.kspace.synth import generate as knee
 
     knee(root, 4, slices=8, shape=(96, 80), recon_shape=(64, 64), seed=1)
     spec = {**TINY, "data": {k: v for k, v in TINY["data"].items() if k != "synthetic"} | {"root": str(root)}}

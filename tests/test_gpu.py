@@ -109,8 +109,8 @@ def test_fp16_gan_step_updates_the_scaler_once_per_iteration(tmp_path):
 def test_the_device_transform_on_cuda_equals_the_host_path():
     """data.transform_on: device on a GPU: cuFFT's batched zero-filled inputs against the host's
     per-slice ones (PocketFFT), on the same raw k-space and masks."""
-    from mrihpc.data.masks import RandomMask
-    from mrihpc.data.slices import KSpaceSlices, collate_raw, finish_batch
+    from mrihpc.workloads.knee.kspace.masks import RandomMask
+    from mrihpc.workloads.knee.kspace.slices import KSpaceSlices, collate_raw, finish_batch
     from mrihpc.node.task import to_device
     from mrihpc.workloads.knee.files import split_files, volumes_of
 

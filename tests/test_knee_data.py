@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from mrihpc.data import DataError
-from mrihpc.data.fastmri import index_volumes, list_files, parse_header, scan_volume, split_folds
-from mrihpc.data.masks import EquispacedMask, RandomMask, seed_from_name
-from mrihpc.data.slices import KSpaceSlices
-from mrihpc.data.synth import HEADER, generate
-from mrihpc.data.transforms import center_crop, fft2c, ifft2c
+from mrihpc.workloads.knee.kspace.fastmri import (index_volumes, list_files, parse_header,
+                                                  scan_volume, split_folds)
+from mrihpc.workloads.knee.kspace.masks import EquispacedMask, RandomMask, seed_from_name
+from mrihpc.workloads.knee.kspace.slices import KSpaceSlices
+from mrihpc.workloads.knee.kspace.synth import HEADER, generate
+from mrihpc.workloads.knee.kspace.transforms import center_crop, fft2c, ifft2c
 
 
 @pytest.mark.parametrize("cls", [RandomMask, EquispacedMask])
@@ -168,7 +169,7 @@ def test_index_cache_is_reused_and_refreshed(tmp_path):
 def test_zero_filled_from_the_sampled_columns_equals_the_full_transform(shape, crop):
     import torch
 
-    from mrihpc.data.transforms import apply_mask, zero_filled, zero_filled_columns
+    from mrihpc.workloads.knee.kspace.transforms import apply_mask, zero_filled, zero_filled_columns
 
     g = torch.Generator().manual_seed(0)
     kspace = torch.randn(*shape, dtype=torch.complex64, generator=g)
@@ -190,7 +191,7 @@ def _two_widths(tmp_path, recon=((32, 32), (32, 32))) -> list:
 def test_the_device_transform_equals_the_host_path_across_kspace_widths(tmp_path, normalize, train):
     """data.transform_on: device: workers hand out raw k-space and masks, one batch mixes two
     k-space widths, and finish_batch gives what the per-slice host path gives."""
-    from mrihpc.data.slices import collate_raw, finish_batch
+    from mrihpc.workloads.knee.kspace.slices import collate_raw, finish_batch
 
     volumes = _two_widths(tmp_path)
     assert len({v.kspace_shape for v in volumes}) == 2
@@ -213,7 +214,7 @@ def test_the_device_transform_equals_the_host_path_across_kspace_widths(tmp_path
 
 
 def test_the_device_transform_refuses_a_batch_of_two_image_sizes(tmp_path):
-    from mrihpc.data.slices import collate_raw
+    from mrihpc.workloads.knee.kspace.slices import collate_raw
 
     volumes = _two_widths(tmp_path, recon=((32, 32), (32, 40)))
     ds = KSpaceSlices(volumes, RandomMask([4], [0.08]), None, "instance", 0, True, 0, raw=True)

@@ -220,7 +220,7 @@ def test_a_test_folder_with_references_is_scored_once_with_best_and_last(tmp_pat
     best.pt, test_last_* with last.pt), never during it; results shows the columns."""
     import shutil
 
-    from mrihpc.data.synth import generate
+    from mrihpc.workloads.knee.kspace.synth import generate
 
     root = generate(tmp_path / "data", 5, slices=8, shape=(96, 80), recon_shape=(64, 64), seed=3)
     shutil.copytree(root / "val", root / "test")

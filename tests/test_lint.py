@@ -12,7 +12,7 @@ from conftest import REPO
 
 #: lines over the 100-character target when the linter came in; lower it as lines are wrapped
 #: (E501 is enforced once it reaches 0)
-LONG_LINES_AT_MOST = 1683
+LONG_LINES_AT_MOST = 1682
 
 
 def _ruff() -> str:

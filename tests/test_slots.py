@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from mrihpc.data import DataError
-from mrihpc.data.fastmri import index_volumes, list_files
-from mrihpc.data.masks import RandomMask
-from mrihpc.data.slices import KSpaceSlices
-from mrihpc.data.synth import generate
+from mrihpc.workloads.knee.kspace.fastmri import index_volumes, list_files
+from mrihpc.workloads.knee.kspace.masks import RandomMask
+from mrihpc.workloads.knee.kspace.slices import KSpaceSlices
+from mrihpc.workloads.knee.kspace.synth import generate
 from mrihpc.node.distributed import World
 from mrihpc.node.loading import EpochIndexed, ShuffledShard, VolumeShard, rank_loader
 from mrihpc.node.slots import SLOT, BatchSlots

@@ -18,7 +18,7 @@ from conftest import REPO, TINY, merge
 from mrihpc.login.cli import main
 from mrihpc.node import checkpoint
 from mrihpc.login.accounting import sacct
-from mrihpc.data.synth import generate
+from mrihpc.workloads.knee.kspace.synth import generate
 from mrihpc.paths import RunPaths, read_json
 
 pytestmark = pytest.mark.slurm

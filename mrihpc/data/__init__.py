@@ -1,4 +1,5 @@
-"""Readers for the on-disk layouts, masks, transforms and synthetic data in the same layouts."""
+"""What every workload's data shares: DataError, the file checks, the synthetic-data cache. (The
+knee workloads' k-space reader is mrihpc/workloads/knee/kspace/.)"""
 import os
 
 

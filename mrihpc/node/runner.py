@@ -19,7 +19,7 @@ import torch
 
 import mrihpc
 from mrihpc import snapshot, specfile, workloads
-from mrihpc.node import provenance
+from mrihpc.node import provenance, staging
 from mrihpc.node.distributed import World, all_gather, barrier, close_world, init_world
 from mrihpc.node.monitors import Monitors
 from mrihpc.node.monitors.console import Console
@@ -80,6 +80,14 @@ def train_point(spec: JobSpec, run: RunPaths, index: int, world: World, signals:
     paths = run.point(index)
     if spec.train.threads and world.device.type == "cpu":
         torch.set_num_threads(spec.train.threads)
+    def say(line: str) -> None:
+        if world.is_main:
+            print(f"[mrihpc] {line}", flush=True)
+
+    # every rank stages: once per node, the node's other tasks reuse the copy
+    spec, staged = staging.stage_data(spec, workloads.get(spec.task).data_paths, say)
+    if staged:
+        write_status(paths, world, staged=staged)
     task = workloads.resolve(workloads.get(spec.task).task)(spec, TaskContext(world, paths.root))
     chosen, live = [], None
     if world.is_main:

@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal, Optional
 from pydantic import Field, model_validator
 
 from mrihpc.data import SSIM_WINDOW
-from mrihpc.spec import MAX_WIDTH, ModelSpec, Section
+from mrihpc.spec import DataSection, MAX_WIDTH, ModelSpec, Section
 from mrihpc.workloads import SynthTwin, Workload
 
 
@@ -47,7 +47,7 @@ class CineSynthetic(Section):
     seed: int = 0
 
 
-class CineData(Section):
+class CineData(DataSection):
     root: Optional[str] = None
     """The .npz file holding one array [N, T, X, Y], real or complex (the course's cine.npz)."""
     key: str = "dataset"

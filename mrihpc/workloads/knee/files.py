@@ -6,8 +6,8 @@ import hashlib
 from pathlib import Path
 
 from mrihpc.data.cache import cache_root
-from mrihpc.data.fastmri import Volume, index_volumes, list_files, split_folds
-from mrihpc.data.synth import ensure_synthetic
+from mrihpc.workloads.knee.kspace.fastmri import Volume, index_volumes, list_files, split_folds
+from mrihpc.workloads.knee.kspace.synth import ensure_synthetic
 
 DEFAULT_HOLDOUT_FOLDS = 5  # no val/ folder and no folds: hold out one fifth of train/ (one volume at least)
 

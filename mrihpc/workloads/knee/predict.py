@@ -15,9 +15,9 @@ import torch
 from skimage.io import imsave
 
 from mrihpc.data import DataError
-from mrihpc.data.fastmri import list_files
-from mrihpc.data.masks import build_mask
-from mrihpc.data.slices import KSpaceSlices
+from mrihpc.workloads.knee.kspace.fastmri import list_files
+from mrihpc.workloads.knee.kspace.masks import build_mask
+from mrihpc.workloads.knee.kspace.slices import KSpaceSlices
 from mrihpc.node.trained import Trained, chunks
 from mrihpc.workloads.knee.files import data_root, split_files, volumes_of
 from mrihpc.workloads.knee.task import crop_of

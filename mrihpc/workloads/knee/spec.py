@@ -11,7 +11,7 @@ from pydantic import Field, field_validator, model_validator
 
 from mrihpc import registry
 from mrihpc.data.cache import dataset_folder
-from mrihpc.spec import ModelSpec, Section, _registered
+from mrihpc.spec import DataSection, ModelSpec, Section, _registered
 from mrihpc.workloads import SynthTwin, Workload
 
 
@@ -66,7 +66,7 @@ class SyntheticSpec(Section):
         return self
 
 
-class DataSpec(Section):
+class DataSpec(DataSection):
     format: str = "fastmri"
     """File layout: fastmri (kspace + reconstruction_esc + ismrmrd_header) or nc2019 (coursework)."""
     root: Optional[str] = None
@@ -138,7 +138,7 @@ def prepare_data(spec) -> None:
     """Generate the synthetic dataset once on the submitting host, so array tasks only read it."""
     params = spec.data.synthetic.model_dump() if spec.data.synthetic is not None else None
     if params is not None and not dataset_folder(spec.data.format, params).is_dir():
-        from mrihpc.data.synth import ensure_synthetic
+        from mrihpc.workloads.knee.kspace.synth import ensure_synthetic
 
         ensure_synthetic(params, spec.data.format)
 
@@ -149,7 +149,7 @@ TWIN = SynthTwin(
                (("--shape",), {"type": int, "nargs": 2, "default": [640, 368], "metavar": ("H", "W")}),
                (("--recon-shape",), {"type": int, "nargs": 2, "default": [320, 320], "metavar": ("H", "W")}),
                (("--layout",), {"choices": ["fastmri", "nc2019"], "default": "fastmri"})),
-    write="mrihpc.data.synth:write_twin")
+    write="mrihpc.workloads.knee.kspace.synth:write_twin")
 
 WORKLOAD = Workload(
     name="reconstruction", title="Reconstruction", data=DataSpec, model=ModelSpec,

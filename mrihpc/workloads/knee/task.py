@@ -12,13 +12,13 @@ from torch import nn
 
 from mrihpc import registry
 from mrihpc.data import DataError
-from mrihpc.data.masks import build_mask
-from mrihpc.data.slices import KSpaceSlices, finish_batch, numbers_on
+from mrihpc.workloads.knee.kspace.masks import build_mask
+from mrihpc.workloads.knee.kspace.slices import KSpaceSlices, finish_batch, numbers_on
 from mrihpc.losses import WeightedLoss
 from mrihpc.metrics import seed_slice_ssim, volume_metrics
 from mrihpc.spec import JobSpec
 from mrihpc.node.task import Evaluated, StepContext, Task
-from mrihpc.data.fastmri import list_files
+from mrihpc.workloads.knee.kspace.fastmri import list_files
 from mrihpc.workloads.knee.files import data_root, split_files, volumes_of
 from mrihpc.workloads.knee.spec import WORKLOAD, DataSpec
 

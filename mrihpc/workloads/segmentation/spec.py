@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal, Optional
 from pydantic import Field, model_validator
 
 from mrihpc.data.cache import dataset_folder
-from mrihpc.spec import ModelSpec, Section
+from mrihpc.spec import DataSection, ModelSpec, Section
 from mrihpc.workloads import SynthTwin, Workload
 
 
@@ -42,7 +42,7 @@ class SyntheticSpec(Section):
     """Seed of the phantom generator; the same seed gives byte-identical files."""
 
 
-class SegmentationData(Section):
+class SegmentationData(DataSection):
     root: Optional[str] = None
     """Folder with train/{image,mask}, val/{image,mask} and test/image (mask: <stem>_mask.png)."""
     synthetic: Optional[SyntheticSpec] = None

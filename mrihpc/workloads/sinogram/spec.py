@@ -12,7 +12,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
-from mrihpc.spec import Section
+from mrihpc.spec import DataSection, Section
 from mrihpc.workloads import SynthTwin, Workload
 
 
@@ -47,7 +47,7 @@ class SinoAugment(Section):
     zoom_p: float = Field(0.5, ge=0, le=1)
 
 
-class SinoData(Section):
+class SinoData(DataSection):
     train_dir: Optional[str] = None
     val_dir: Optional[str] = None
     test_dir: Optional[str] = None

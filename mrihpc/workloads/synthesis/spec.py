@@ -16,7 +16,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from mrihpc.spec import Section, check_widths
+from mrihpc.spec import check_widths, DataSection, Section
 from mrihpc.workloads import SynthTwin, Workload
 from mrihpc.workloads.knee_gan.spec import KL_DIV, DiscriminatorSpec
 
@@ -30,7 +30,7 @@ class IxiSynthetic(Section):
     seed: int = 0
 
 
-class IxiData(Section):
+class IxiData(DataSection):
     root: Optional[str] = None
     """Folder of '<id> - <contrast>.pt' files."""
     synthetic: Optional[IxiSynthetic] = None

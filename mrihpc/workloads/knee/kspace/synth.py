@@ -82,8 +82,8 @@ def write_volume(path: Path, rng: np.random.Generator, slices: int, shape: tuple
     import h5py
     import torch
 
-    from mrihpc.data.masks import RandomMask, seed_from_name
-    from mrihpc.data.transforms import apply_mask, center_crop, fft2c
+    from mrihpc.workloads.knee.kspace.masks import RandomMask, seed_from_name
+    from mrihpc.workloads.knee.kspace.transforms import apply_mask, center_crop, fft2c
 
     images = phantom_volume(rng, slices, shape, (recon[0], min(recon[1], shape[1])))
     kspace = fft2c(torch.from_numpy(images))

@@ -22,10 +22,11 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from mrihpc.data import DataError
-from mrihpc.data.fastmri import Volume, VolumeReader
-from mrihpc.data.masks import MaskFunc, seed_from_name
-from mrihpc.data.transforms import (center_crop, complex_abs, ifft2c, normalize_batch, normalize_instance,
-                                   normalize_max, zero_filled_batch, zero_filled_columns)
+from mrihpc.workloads.knee.kspace.fastmri import Volume, VolumeReader
+from mrihpc.workloads.knee.kspace.masks import MaskFunc, seed_from_name
+from mrihpc.workloads.knee.kspace.transforms import (
+    center_crop, complex_abs, ifft2c, normalize_batch, normalize_instance, normalize_max,
+    zero_filled_batch, zero_filled_columns)
 
 RAW_KEYS = ("kspace", "columns", "width", "group")
 
