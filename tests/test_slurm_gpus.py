@@ -80,3 +80,7 @@ def test_two_ranks_get_different_gpus_and_gpu_hours_sum_over_a_requeue(
     capsys.readouterr()
     assert main(["results", str(run.root)]) == 0
     assert "GPU-hours" in capsys.readouterr().out
+    assert main(["status", str(run.root)]) == 0
+    header, line = capsys.readouterr().out.splitlines()[:2]
+    assert "gpu_h" in header.split() and float(line.split()[header.split().index("gpu_h")]) > 0
+    assert "energy_kwh" not in row  # the test cluster accounts no energy (AcctGatherEnergyType)

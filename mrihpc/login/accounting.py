@@ -65,8 +65,8 @@ def tres(alloc: str) -> dict[str, float]:
 
 
 def sacct(job_ids: Sequence[str]) -> Optional[dict[str, dict]]:
-    """job id -> {slurm_state, state, elapsed_s, exit_code, nodes, incarnations, gpu_hours,
-    cpu_hours}; None without accounting. One sacct call for every array of the run.
+    """job id -> {slurm_state, state, elapsed_s, exit_code, nodes, mem_gb, incarnations, gpu_hours,
+    cpu_hours, energy_kwh}; None without accounting. One sacct call for every array of the run.
 
     ``-D`` lists each requeued incarnation of a job; ``incarnations`` counts them, and the hours
     (allocated GPUs or CPUs x elapsed, from AllocTRES) are summed over them."""
@@ -74,15 +74,15 @@ def sacct(job_ids: Sequence[str]) -> Optional[dict[str, dict]]:
     if not arrays:
         return {}
     out = _run(["sacct", "-n", "-P", "-X", "-D", "-j", ",".join(arrays),
-                "-o", "JobID,State,ElapsedRaw,ExitCode,NodeList,AllocTRES"])
+                "-o", "JobID,State,ElapsedRaw,ExitCode,NodeList,AllocTRES,ConsumedEnergyRaw"])
     if out is None:
         return None
     rows: dict[str, dict] = {}
     for line in out.splitlines():
         parts = line.split("|")
-        if len(parts) < 6:
+        if len(parts) < 7:
             continue
-        jid, state, elapsed, exit_code, nodes, alloc = parts[:6]
+        jid, state, elapsed, exit_code, nodes, alloc, joules = parts[:7]
         seconds, held = int(elapsed or 0), tres(alloc)
         for j in _expand(jid):
             # -D lists every requeued incarnation; the last row of a job id is the current one
@@ -91,7 +91,10 @@ def sacct(job_ids: Sequence[str]) -> Optional[dict[str, dict]]:
                        "exit_code": exit_code, "nodes": nodes, "mem_gb": held.get("mem_gb"),
                        "incarnations": previous.get("incarnations", 0) + 1,
                        "gpu_hours": previous.get("gpu_hours", 0.0) + held.get("gpu", 0) * seconds / 3600,
-                       "cpu_hours": previous.get("cpu_hours", 0.0) + held.get("cpu", 0) * seconds / 3600}
+                       "cpu_hours": previous.get("cpu_hours", 0.0)
+                       + held.get("cpu", 0) * seconds / 3600,
+                       # where the site accounts energy (AcctGatherEnergyType); blank or 0 elsewhere
+                       "energy_kwh": previous.get("energy_kwh", 0.0) + int(joules or 0) / 3.6e6}
     return rows
 
 

@@ -93,6 +93,8 @@ class PointView:
     """Allocated GPUs x elapsed, summed over requeued incarnations (sacct's AllocTRES); None
     without accounting."""
     cpu_hours: Optional[float] = None
+    energy_kwh: Optional[float] = None
+    """Where the site accounts energy (sacct's ConsumedEnergyRaw), summed like the hours."""
     nodes: str = ""
     """Where its last attempt ran (sacct's NodeList)."""
     mem_gb: Optional[float] = None
@@ -178,7 +180,8 @@ def point_views(run: RunPaths, manifest: dict, notes: Optional[list[str]] = None
                                status.get("epoch"), status.get("epochs"), status.get("latest") or {},
                                int(status.get("attempts", 0)),
                                status.get("params") if isinstance(status.get("params"), dict) else {},
-                               row.get("gpu_hours"), row.get("cpu_hours"), row.get("nodes") or "", row.get("mem_gb")))
+                               row.get("gpu_hours"), row.get("cpu_hours"), row.get("energy_kwh"),
+                               row.get("nodes") or "", row.get("mem_gb")))
     return views, source
 
 
@@ -206,6 +209,10 @@ def status_report(run: RunPaths, manifest: dict, metric: str, notes: Optional[li
              "epoch": f"{v.epoch}/{v.epochs}" if v.epoch is not None else None,
              f"val_{metric}": v.latest.get(f"val_{metric}"), "mem_peak_mib": v.latest.get("mem_host_peak_mib"),
              "params": _millions(v.params), "reason": v.reason} for v in views]
+    if any(v.gpu_hours is not None for v in views):  # a Slurm run with accounting: GPU-hours so far
+        for r, v in zip(rows, views):
+            reason = r.pop("reason")
+            r |= {"gpu_h": None if v.gpu_hours is None else round(v.gpu_hours, 4), "reason": reason}
     counts: dict[str, int] = {}
     for v in views:
         counts[v.state] = counts.get(v.state, 0) + 1
@@ -300,6 +307,8 @@ def results_rows(run: RunPaths, manifest: dict, metric: str, directions: Optiona
                f"best_{metric}": best}
         if views[i].gpu_hours is not None:  # from sacct: a Slurm run
             row |= {"gpu_hours": round(views[i].gpu_hours, 6), "cpu_hours": round(views[i].cpu_hours or 0.0, 6)}
+            if views[i].energy_kwh:
+                row["energy_kwh"] = round(views[i].energy_kwh, 6)
         row |= {k: v for k, v in final.items() if k.startswith("val_") and k != "val_volumes"}
         row |= {k: v for k, v in test.items() if k.startswith("test_") and not k.endswith("volumes")}
         rows.append(row)
@@ -349,8 +358,10 @@ def _hours_line(rows: list[dict]) -> str:
     if not counted:
         return ""
     gpu, cpu = sum(r["gpu_hours"] for r in counted), sum(r["cpu_hours"] for r in counted)
-    return (f"\nGPU-hours {gpu:.4g}, CPU-hours {cpu:.4g} over {len(counted)} point(s) "
-            f"(sacct: allocated x elapsed, requeues included)")
+    energy = sum(r.get("energy_kwh", 0.0) for r in counted)
+    kwh = f", energy {energy:.4g} kWh" if energy else ""
+    return (f"\nGPU-hours {gpu:.4g}, CPU-hours {cpu:.4g}{kwh} over {len(counted)} point(s) "
+            "(sacct: allocated x elapsed, requeues included)")
 
 
 def _points_table(rows: list[dict], as_csv: bool) -> str:
