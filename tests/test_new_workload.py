@@ -112,3 +112,26 @@ def test_no_central_module_names_a_workload():
         if any(name in word for name in names)
     ]
     assert not found, "\n".join(found)
+
+
+def test_a_validation_set_without_volumes_is_refused_by_name(blobs_registered, tmp_path):
+    """The Trainer checks a workload's sets against node/datasets.py's protocols: a validation
+    set that cannot say which items form a volume is a TypeError naming the task, at start."""
+    from mrihpc.node.distributed import World
+    from mrihpc.node.train import Trainer
+    from mrihpc.specfile import validate_dict
+
+    from blobs.task import BlobsTask
+
+    _blobs(tmp_path / "data" / "train", 4)
+    _blobs(tmp_path / "data" / "val", 2)
+
+    class Unscored(BlobsTask):
+        def datasets(self):
+            train, val = super().datasets()
+            return train, [val[i] for i in range(len(val))]  # items, no volumes_index
+
+    spec = validate_dict({"name": "blobs", "task": "blobs", "data": {"root": str(tmp_path / "data")},
+                          "model": {"channels": 4, "depth": 1}, "train": {"epochs": 1, "batch_size": 2}}, "spec")
+    with pytest.raises(TypeError, match="the val set of task blobs \\(list\\) has no volumes_index"):
+        Trainer(spec, Unscored(spec, World()), World(), tmp_path / "ckpt", None)

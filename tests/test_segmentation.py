@@ -155,7 +155,7 @@ def test_losses_read_logits_and_dice_has_the_2x_form():
 def test_foreign_keys_are_rejected_for_each_task(write_spec):
     with pytest.raises(SpecError) as e:
         load_spec(write_spec({**SEG, "data": {**SEG["data"], "mask": {"kind": "random"}}}))
-    assert "data.mask: unknown key for task segmentation; allowed: augment, classes, mask_values, max_images, normalize, root, synthetic" in str(e.value)
+    assert "data.mask: unknown key for task segmentation; allowed: augment, classes, mask_values, max_images, normalize, root, stage, synthetic" in str(e.value)
     knee = yaml_load(REPO / "jobs" / "quickstart.yaml")
     with pytest.raises(SpecError) as e:
         load_spec(write_spec({**knee, "data": {**knee["data"], "classes": ["a", "b"]}, "sweep": {}}))

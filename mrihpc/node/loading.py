@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from mrihpc.node.distributed import World
+from mrihpc.node.datasets import Collated, EpochDependent
 from mrihpc.node.slots import BatchSlots, IntoSlots, SlottedBatches
 
 #: what Slurm sends every process of a step: TERM (preemption, requeue, scancel), USR2 (before the
@@ -88,7 +89,7 @@ def rank_loader(dataset: Dataset, sampler: Sampler, batch_size: int, drop_last: 
     itself. The loader draws its workers' seeds from its own generator (seeded by ``seed``):
     creating an iterator must not draw from the global RNG, or a run resumed inside an epoch would
     see other dropout masks than the uninterrupted one."""
-    source, collate = keyed or dataset, getattr(dataset, "collate", None)
+    source, collate = keyed or dataset, dataset.collate if isinstance(dataset, Collated) else None
     batches: Sampler = BatchSampler(sampler, batch_size, drop_last)
     slots = BatchSlots.for_loader(dataset, batch_size, workers, collate=collate)
     if slots is not None:
@@ -107,13 +108,14 @@ class EpochIndexed(Dataset):
 
     def __init__(self, dataset: Dataset):
         self.dataset, self.epoch = dataset, None
+        self.follows_epochs = isinstance(dataset, EpochDependent)  # once: slow per item
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         epoch, i = key
-        if epoch != self.epoch and hasattr(self.dataset, "set_epoch"):
+        if epoch != self.epoch and self.follows_epochs:
             self.dataset.set_epoch(epoch)
         self.epoch = epoch
         return self.dataset[i]

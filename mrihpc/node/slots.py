@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import Dataset, Sampler, default_collate
 
 from mrihpc.data import DataError
+from mrihpc.node.datasets import Slotted
 
 NUMPY_DTYPES = {torch.float32, torch.float64, torch.float16, torch.complex64, torch.complex128, torch.int64,
                 torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool}
@@ -51,7 +52,7 @@ class BatchSlots:
                    collate: Optional[Callable[[list], Any]] = None) -> Optional["BatchSlots"]:
         """Slots for a DataLoader over ``dataset`` with ``workers`` processes; None when there are no
         workers (batches never leave the process) or the dataset's shapes vary."""
-        shapes = getattr(dataset, "slot_shapes", lambda: None)()
+        shapes = dataset.slot_shapes() if isinstance(dataset, Slotted) else None
         if not workers or not shapes:
             return None
         return cls(shapes, batch_size, prefetch_factor * workers + 2, collate)

@@ -25,6 +25,7 @@ from mrihpc.node.distributed import World, all_gather, all_reduce_mean, barrier
 from mrihpc.node.loading import EpochIndexed, ShuffledShard, VolumeShard, rank_loader
 from mrihpc.node.optim import build_optimizer, build_schedule
 from mrihpc.node.preemption import Interrupted
+from mrihpc.node.datasets import scored_set
 from mrihpc.node.task import BATCH_ROW, StepContext, Task, to_device
 from mrihpc.spec import JobSpec
 
@@ -288,7 +289,8 @@ class Trainer:
         """``data``'s volumes dealt whole over the ranks, in the task's evaluation batches."""
         train = self.spec.train
         size = self.task.eval_batch_size(split) or max(1, train.batch_size // self.world.size)
-        return rank_loader(data, VolumeShard(data.volumes_index(), self.world), size, False, train.workers,
+        volumes = scored_set(data, f"the {split} set of task {self.spec.task}").volumes_index()
+        return rank_loader(data, VolumeShard(volumes, self.world), size, False, train.workers,
                            self.world.device.type == "cuda", train.seed)
 
     @torch.no_grad()
