@@ -25,6 +25,12 @@ from pathlib import Path
 from common import machine  # benchmarks/: the script's own folder
 
 
+def one_step(batch: int) -> dict:
+    """The train and cluster sections of a point trained for one step, here."""
+    train = {"epochs": 1, "steps_per_epoch": 1, "batch_size": batch, "workers": 0, "precision": "fp32", "seed": 0}
+    return {"train": train, "cluster": {"executor": "local"}}
+
+
 def knee_spec(volumes: int, slices: int, size: int, batch: int) -> dict:
     return {
         "name": "predict-knee",
@@ -45,15 +51,7 @@ def knee_spec(volumes: int, slices: int, size: int, batch: int) -> dict:
         "model": {"preset": "fastmri"},
         "loss": {"l1": 1.0},
         "optim": {"name": "adam", "lr": 1e-4},
-        "train": {
-            "epochs": 1,
-            "steps_per_epoch": 1,
-            "batch_size": batch,
-            "workers": 0,
-            "precision": "fp32",
-            "seed": 0,
-        },
-        "cluster": {"executor": "local"},
+        **one_step(batch),
     }
 
 
@@ -72,15 +70,7 @@ def cine_spec(cases: int, frames: int, size: int, batch: int) -> dict:
         },
         "loss": {"mse": 1.0},
         "optim": {"name": "adam", "lr": 1e-3},
-        "train": {
-            "epochs": 1,
-            "steps_per_epoch": 1,
-            "batch_size": batch,
-            "workers": 0,
-            "precision": "fp32",
-            "seed": 0,
-        },
-        "cluster": {"executor": "local"},
+        **one_step(batch),
     }
 
 

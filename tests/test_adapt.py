@@ -48,13 +48,13 @@ def test_each_cause_gets_its_own_step(run):
     views = [
         PointView(0, "p0", "out_of_memory", mem_gb=1.0),
         PointView(1, "p1", "timeout"),
-        PointView(2, "p2", "timeout"),
+        PointView(2, "p2", "timeout", epoch=3),
         PointView(3, "p3", "node_fail", nodes="node2"),
         PointView(4, "p4", "failed", reason="NonFiniteLoss: loss nan at epoch 2 step 5"),
         PointView(5, "p5", "cancelled"),
     ]
     steps = {
-        s.index: s for s in adapt.plan(run, read_json(run.manifest), views, cluster, PARTITION)
+        s.index: s for s in adapt.plan(read_json(run.manifest), views, cluster, PARTITION)
     }
     assert (steps[0].resubmit, steps[0].changes) == (True, {"mem_gb": 1.5})
     assert (steps[1].resubmit, steps[1].changes) == (
@@ -77,7 +77,6 @@ def test_changes_build_on_the_last_adaptation_and_stop_at_the_partitions_limits(
     cluster = ClusterSpec(executor="slurm", time="00:10:00", mem_gb=2.0, exclude="node1")
     _status(run, 1, state="running")
     first = adapt.plan(
-        run,
         read_json(run.manifest),
         [
             PointView(0, "p0", "out_of_memory"),
@@ -96,7 +95,6 @@ def test_changes_build_on_the_last_adaptation_and_stop_at_the_partitions_limits(
     ]
     assert adapt.adapted_cluster(manifest, 0) == {"mem_gb": 3.0}
     again = adapt.plan(
-        run,
         manifest,
         [PointView(0, "p0", "out_of_memory"), PointView(1, "p1", "timeout")],
         cluster,
@@ -106,7 +104,6 @@ def test_changes_build_on_the_last_adaptation_and_stop_at_the_partitions_limits(
     assert again[1].changes == {"time": "00:30:00"}  # 40 minutes capped by MaxTime
     adapt.record(run, again)
     last = adapt.plan(
-        run,
         read_json(run.manifest),
         [PointView(0, "p0", "out_of_memory"), PointView(1, "p1", "timeout")],
         cluster,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from mrihpc.login.results import PointView, latest_jobs
-from mrihpc.paths import RunPaths, read_json, update_json
+from mrihpc.paths import RunPaths, update_json
 from mrihpc.section import slurm_time_minutes
 
 MEMORY_FACTOR, TIME_FACTOR = 1.5, 2
@@ -41,6 +41,8 @@ class Step:
     changes: dict[str, Any] = field(default_factory=dict)
     """cluster key -> value for its next attempt (mem_gb, time, exclude), on top of the spec's."""
     why: str = ""
+    epoch: Optional[int] = None
+    """Its progress when planned (status.json's epoch): a later TIMEOUT compares against it."""
 
     def line(self) -> str:
         what = ", ".join(f"cluster.{k}={v}" for k, v in self.changes.items()) or "unchanged"
@@ -82,14 +84,7 @@ def killed_for_memory(manifest: dict, view: PointView) -> bool:
     return any(line in tail for line in MEMORY_KILL)
 
 
-def _progress(run: RunPaths, index: int) -> Optional[int]:
-    """Epochs the point has finished, from its status.json (None: never ran)."""
-    status = read_json(run.point(index).status, {}) or {}
-    epoch = status.get("epoch")
-    return int(epoch) if isinstance(epoch, int) else None
-
-
-def plan(run: RunPaths, manifest: dict, views: list[PointView], cluster, partition) -> list[Step]:
+def plan(manifest: dict, views: list[PointView], cluster, partition) -> list[Step]:
     """One Step per view (the points chosen for resubmission). ``cluster``: the spec's cluster
     section; ``partition``: its ``cluster_check.Partition`` or None when Slurm cannot say."""
     steps = []
@@ -101,7 +96,7 @@ def plan(run: RunPaths, manifest: dict, views: list[PointView], cluster, partiti
         elif killed_for_memory(manifest, v):
             steps.append(_more_memory(v, before, partition))
         elif v.state == "timeout":
-            steps.append(_more_time(run, manifest, v, before, partition))
+            steps.append(_more_time(manifest, v, before, partition))
         elif v.state == "node_fail" and v.nodes:
             excluded = [n for n in (before.get("exclude") or "").split(",") if n]
             steps.append(
@@ -117,6 +112,7 @@ def plan(run: RunPaths, manifest: dict, views: list[PointView], cluster, partiti
             steps.append(
                 Step(v.index, v.state.upper() if v.state != "failed" else error or "failed", True)
             )
+        steps[-1].epoch = v.epoch
     return steps
 
 
@@ -148,9 +144,9 @@ def _more_memory(v: PointView, before: dict, partition) -> Step:
     return Step(v.index, "OUT_OF_MEMORY", True, {"mem_gb": want}, f"had {had:g} GB")
 
 
-def _more_time(run: RunPaths, manifest: dict, v: PointView, before: dict, partition) -> Step:
+def _more_time(manifest: dict, v: PointView, before: dict, partition) -> Step:
     last = ((manifest.get("adaptations") or {}).get(str(v.index)) or [{}])[-1]
-    now = _progress(run, v.index)
+    now = v.epoch
     if (
         last
         and now is not None
@@ -201,7 +197,7 @@ def record(run: RunPaths, steps: list[Step]) -> None:
                     "resubmitted": s.resubmit,
                     "changes": s.changes,
                     "why": s.why,
-                    "epoch": _progress(run, s.index),
+                    "epoch": s.epoch,
                 }
             )
         return manifest

@@ -62,17 +62,22 @@ def as_overrides(args: argparse.Namespace) -> list[str]:
 def apply(spec, args: argparse.Namespace):
     """``spec`` with the flags applied to its cluster section, validated (``resubmit``)."""
     import yaml
+
+    return with_cluster(spec, {k: yaml.safe_load(v) for k, v in changes(args).items()}, "the sbatch flags")
+
+
+def with_cluster(spec, new: dict, origin: str):
+    """``spec`` with ``new`` values on its cluster section, validated; a SpecError names ``origin``."""
     from pydantic import ValidationError
 
     from mrihpc.errors import SpecError
     from mrihpc.spec_cluster import ClusterSpec
 
-    new = {k: yaml.safe_load(v) for k, v in changes(args).items()}
     if not new:
         return spec
     try:
         cluster = ClusterSpec.model_validate({**spec.cluster.model_dump(exclude_unset=True), **new})
     except ValidationError as e:
-        raise SpecError([f"cluster.{'.'.join(map(str, err['loc']))}: {err['msg']} (from the sbatch flags)"
+        raise SpecError([f"cluster.{'.'.join(map(str, err['loc']))}: {err['msg']} (from {origin})"
                          for err in e.errors()]) from None
     return spec.model_copy(update={"cluster": cluster})

@@ -281,10 +281,6 @@ class Trainer:
         opt = self.optimizers.get(optimizer) or next(iter(self.optimizers.values()))
         return float(opt.param_groups[0]["lr"])
 
-    def validate(self) -> dict[str, float]:
-        """Mean over all validation volumes (gathered from every rank) of each metric, as val_*."""
-        return self._scores(self.val_loader, "val_")[0]
-
     def _eval_loader(self, data, split: str):
         """``data``'s volumes dealt whole over the ranks, in the task's evaluation batches."""
         train = self.spec.train

@@ -224,16 +224,6 @@ def _by_cluster(manifest: dict, indices: list[int]) -> dict[tuple, list[int]]:
     return groups
 
 
-def _with_cluster(spec, changes: dict):
-    """``spec`` with ``changes`` on its cluster section, validated."""
-    if not changes:
-        return spec
-    from mrihpc.spec_cluster import ClusterSpec
-
-    cluster = ClusterSpec.model_validate({**spec.cluster.model_dump(exclude_unset=True), **changes})
-    return spec.model_copy(update={"cluster": cluster})
-
-
 def _status_or_none(path):
     """A point's status.json, None when damaged (its next write replaces it)."""
     from mrihpc.paths import DamagedFile, read_json
@@ -289,7 +279,7 @@ def cmd_resubmit(args) -> int:
     steps = [adapt.Step(i, state[i], True) for i in todo]
     if args.adapt:
         by_index = {v.index: v for v in views}
-        steps = adapt.plan(run, manifest, [by_index[i] for i in todo], spec.cluster, _partition(spec))
+        steps = adapt.plan(manifest, [by_index[i] for i in todo], spec.cluster, _partition(spec))
         for step in steps:
             print(step.line())
     if args.dry_run:
@@ -306,7 +296,8 @@ def cmd_resubmit(args) -> int:
     print(f"resubmitting point(s) {', '.join(map(str, todo))} ({executor})")
     jobs = []
     for changes, indices in _by_cluster(manifest, todo).items():  # one array per distinct set of resources
-        jobs += launch.submit_points(run, _with_cluster(spec, dict(changes)), indices, executor)  # a refusal raises
+        adapted = sbatch_flags.with_cluster(spec, dict(changes), "resubmit --adapt")
+        jobs += launch.submit_points(run, adapted, indices, executor)  # a refusal raises
     if executor == "slurm":
         for i in todo:  # queued: pending, unless the new job has already written its own state
             update_json(run.point(i).status, lambda s, old=before[i]: {**(s or {}), "state": "pending", "error": None}
