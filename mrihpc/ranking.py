@@ -37,6 +37,11 @@ def _scored(run: RunPaths) -> tuple[str, bool, list[tuple[float, dict]]]:
     higher = (manifest.get("metric_directions") or {}).get(metric, "max") == "max"
     scored = [(v, p) for p in manifest.get("points", [])
               if (v := best_value(run.point(p["index"]).metrics, metric, higher)) is not None]
+    # adaptive: the points of the last rung with a score rank
+    for rung in reversed((manifest.get("adaptive") or {}).get("rungs", [])):
+        if top := [(v, p) for v, p in scored if p["index"] in rung["points"]]:
+            scored = top
+            break
     if not scored:
         raise ValueError(f"{run.root}: no point has a validated epoch of val_{metric} yet")
     return metric, higher, scored
@@ -44,7 +49,8 @@ def _scored(run: RunPaths) -> tuple[str, bool, list[tuple[float, dict]]]:
 
 def best_point(run: RunPaths) -> int:
     """The index of the point whose validation ``train.metric`` was best (the manifest's metric
-    and direction; the higher index on a tie); ValueError when no point has a validated epoch."""
+    and direction; the higher index on a tie; of an adaptive sweep, among the points of its last
+    rung); ValueError when no point has a validated epoch."""
     _, higher, scored = _scored(run)
     sign = -1 if higher else 1
     return min(scored, key=lambda s: (sign * s[0], -s[1]["index"]))[1]["index"]

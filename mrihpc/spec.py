@@ -254,6 +254,27 @@ class MonitorSpec(Section):
     """Memory profile to points/<i>/memory.dat; off when absent."""
 
 
+class AdaptiveSpec(Section):
+    """Successive halving over the sweep's points, from Slurm arrays and no server: rung 0 trains
+    every point for ``min_epochs``; a small promotion job after each rung keeps the best
+    1/``eta`` (by the validation ``metric``) and queues the next rung, which resumes them from
+    their last.pt for ``eta`` times the epochs, up to ``max_epochs`` (the points' train.epochs,
+    so the schedule is the full run's, cut short)."""
+
+    kind: Literal["successive_halving"] = "successive_halving"
+    """successive_halving: synchronous rungs, each one array and one promotion job."""
+    metric: Optional[str] = None
+    """The validation metric that ranks a rung (the best ``val_<metric>`` of its epochs);
+    default ``train.metric``."""
+    min_epochs: int = Field(1, ge=1, le=MAX_EPOCHS)
+    """Rung 0's epochs."""
+    eta: int = Field(2, ge=2, le=100)
+    """Each rung keeps the best 1/eta of the last (at least one configuration) and trains them
+    eta times as long."""
+    max_epochs: Optional[int] = Field(None, ge=1, le=MAX_EPOCHS)
+    """The last rung's epochs; default ``train.epochs``, and if given it must equal it."""
+
+
 class SweepSpec(Section):
     grid: dict[str, list[Any]] = {}
     """key.path -> values; the cartesian product of all keys."""
@@ -265,6 +286,8 @@ class SweepSpec(Section):
     """K-fold cross-validation: every point runs once per held-out fold."""
     max_points: int = Field(10_000, ge=1)
     """Refuse a sweep of more points than this (counted before expanding); raise it on purpose."""
+    adaptive: Optional[AdaptiveSpec] = None
+    """Successive halving instead of training every point to the end; off when absent."""
 
     @model_validator(mode="after")
     def _zip_lengths(self) -> "SweepSpec":
@@ -280,7 +303,10 @@ class SweepSpec(Section):
     def _without_empty_axes(self, handler) -> dict:
         """Dumps (config.yaml, provenance) leave out the axes not swept along: a spec file that
         writes an empty axis is refused (``specfile.load_raw``), and a dump must submit again."""
-        return {k: v for k, v in handler(self).items() if not (k in ("grid", "zip", "points") and v in ({}, []))}
+        def empty(k: str, v: Any) -> bool:
+            return (k in ("grid", "zip", "points") and v in ({}, [])) or (k == "adaptive" and v is None)
+
+        return {k: v for k, v in handler(self).items() if not empty(k, v)}
 
 
 def per_name(section: type[Section]):

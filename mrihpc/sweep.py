@@ -94,8 +94,39 @@ def check_keys(spec: JobSpec, source: str) -> None:
         for key in overrides:
             if why := _why_not(key, spec):
                 problems.append(f"{source}: sweep.points[{i}].{key}: {why}")
+    problems += adaptive_problems(spec, source)
     if problems:
         raise SpecError(problems)
+
+
+def adaptive_problems(spec: JobSpec, source: str) -> list[str]:
+    """What makes ``sweep.adaptive`` unusable: a metric the task does not report, rungs that
+    cannot halve, points that would not share the rungs' epochs."""
+    from mrihpc import workloads
+
+    a, where = spec.sweep.adaptive, f"{source}: sweep.adaptive"
+    if a is None:
+        return []
+    problems = []
+    metrics = workloads.get(spec.task).metrics
+    if a.metric is not None and a.metric not in metrics:
+        problems.append(f"{where}.metric: {a.metric!r} is not a validation metric of {spec.task}; "
+                        f"allowed: {', '.join(sorted(metrics))}")
+    if a.max_epochs is not None and a.max_epochs != spec.train.epochs:
+        problems.append(f"{where}.max_epochs: {a.max_epochs} differs from train.epochs "
+                        f"({spec.train.epochs}); the last rung trains to train.epochs, as the full run "
+                        "would: set one of them, or both alike")
+    if a.min_epochs >= spec.train.epochs:
+        problems.append(f"{where}.min_epochs: {a.min_epochs} leaves no rung to promote to: it must "
+                        f"be below train.epochs ({spec.train.epochs})")
+    swept = [*spec.sweep.grid, *spec.sweep.zip, *(k for p in spec.sweep.points for k in p)]
+    if "train.epochs" in swept:
+        problems.append(f"{where}: train.epochs cannot vary between points: the rungs set every "
+                        "point's epochs")
+    if (configurations := count_points(spec) // (spec.sweep.folds or 1)) < 2:
+        problems.append(f"{where}: successive halving needs at least 2 configurations to choose "
+                        f"between; the sweep has {configurations}")
+    return problems
 
 
 def count_points(spec: JobSpec) -> int:

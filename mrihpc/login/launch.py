@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import mrihpc
-from mrihpc import snapshot, workloads
+from mrihpc import rungs, snapshot, workloads
 from mrihpc.login import container, provenance
 from mrihpc.login.provision import ProvisionError
 from mrihpc.paths import RunPaths, atomic_write_json, dump_yaml, update_json
@@ -200,6 +200,8 @@ def _write_run_files(run: RunPaths, spec: JobSpec, raw: dict, source: str,
         # what status and results rank by, readable without the spec models
         "task": spec.task, "metric": points[0][1].train.metric, "metric_directions": workloads.get(spec.task).metrics,
         "points": [p.to_json() for p, _ in points], "submissions": [],
+        **({"adaptive": a} if (a := rungs.plan(spec, workloads.get(spec.task).metrics,
+                                               [p.index for p, _ in points])) else {}),
     })
 
 
@@ -256,7 +258,7 @@ def submit_prediction(run: RunPaths, spec: JobSpec, index: Optional[int], split:
 
     c = spec.cluster
     spec = spec.model_copy(update={"cluster": c.model_copy(update={
-        "nodes": 1, "num_tasks_per_node": 1, "gpus_per_node": min(c.gpus_per_node, 1)})})
+        "nodes": 1, "tasks_per_node": 1, "gpus_per_node": min(c.gpus_per_node, 1)})})
     ex = make_executor(spec, "slurm", run.logs)
     params = slurm_parameters(spec, run.root)
     params["job_name"] = f"{params['job_name']}-predict"

@@ -19,7 +19,7 @@ from typing import Optional
 
 import yaml
 
-from mrihpc import workloads
+from mrihpc import rungs, workloads
 from mrihpc.login import accounting
 from mrihpc.paths import DamagedFile, RunPaths, read_json, scan_jsonl
 
@@ -209,6 +209,12 @@ def status_report(run: RunPaths, manifest: dict, metric: str, notes: Optional[li
              "epoch": f"{v.epoch}/{v.epochs}" if v.epoch is not None else None,
              f"val_{metric}": v.latest.get(f"val_{metric}"), "mem_peak_mib": v.latest.get("mem_host_peak_mib"),
              "params": _millions(v.params), "reason": v.reason} for v in views]
+    if manifest.get("adaptive"):  # successive halving: each point's last rung, and where it stopped
+        last = len(manifest["adaptive"]["rungs"]) - 1
+        for r, v in zip(rows, views):
+            k = rungs.rung_of(manifest, v.index)
+            stopped = k < last and v.state == "done"
+            r |= {"rung": k, "reason": f"stopped at rung {k}" if stopped else r.pop("reason")}
     if any(v.gpu_hours is not None for v in views):  # a Slurm run with accounting: GPU-hours so far
         for r, v in zip(rows, views):
             reason = r.pop("reason")
@@ -222,7 +228,9 @@ def status_report(run: RunPaths, manifest: dict, metric: str, notes: Optional[li
                for i, history in sorted((manifest.get("adaptations") or {}).items(), key=lambda kv: int(kv[0]))
                for a in history]
     adapted_text = "".join(f"\nresubmit --adapt: {line}" for line in adapted)
-    return f"{table(rows, list(rows[0]))}\n{summary} (Slurm state from {source}){adapted_text}"
+    rung_text = f"\n{rungs.summary(manifest)}" if manifest.get("adaptive") else ""
+    return (f"{table(rows, list(rows[0]))}\n{summary} (Slurm state from {source})"
+            f"{adapted_text}{rung_text}")
 
 
 def _millions(params: dict) -> Optional[str]:
@@ -305,6 +313,8 @@ def results_rows(run: RunPaths, manifest: dict, metric: str, directions: Optiona
         best = (max(values) if higher else min(values)) if values else None
         row = {"point": i, "name": point["name"], "state": views[i].state, "epochs": final.get("epoch", -1) + 1 if final else 0,
                f"best_{metric}": best}
+        if manifest.get("adaptive"):  # successive halving: ranked by the last rung first
+            row = {**row, "rung": rungs.rung_of(manifest, i)}
         if views[i].gpu_hours is not None:  # from sacct: a Slurm run
             row |= {"gpu_hours": round(views[i].gpu_hours, 6), "cpu_hours": round(views[i].cpu_hours or 0.0, 6)}
             if views[i].energy_kwh:
@@ -338,6 +348,8 @@ def results_report(run: RunPaths, manifest: dict, metric: str, sort: Optional[st
     key = sort or f"best_{metric}"
     higher = workloads.metric_direction(directions, key) == "max"
     rows = sort_rows(rows, key, higher)
+    if manifest.get("adaptive"):  # the last rung's points first (stable: best first in a rung)
+        rows.sort(key=lambda r: -r["rung"])
     if by_seed or aggregate.has_folds(manifest):
         grouped = aggregate.aggregate_rows(rows, manifest, key, higher, by_seed)
         if as_csv and not each:

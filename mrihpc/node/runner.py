@@ -14,11 +14,12 @@ import socket
 import sys
 import traceback
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 import mrihpc
-from mrihpc import snapshot, specfile, workloads
+from mrihpc import rungs, snapshot, specfile, workloads
 from mrihpc.node import provenance, staging
 from mrihpc.node.distributed import World, all_gather, barrier, close_world, init_world
 from mrihpc.node.monitors import Monitors
@@ -75,8 +76,12 @@ def visdom_monitor(spec: JobSpec, run: RunPaths, index: int) -> VisdomMonitor:
                          run.point(index).config.read_text(), v.url, v.timeout_s, v.backoff_s, v.flush_every, post)
 
 
-def train_point(spec: JobSpec, run: RunPaths, index: int, world: World, signals: StopSignals) -> dict:
-    """Build the task and train it; returns the last epoch's record."""
+def train_point(spec: JobSpec, run: RunPaths, index: int, world: World, signals: StopSignals,
+                until: Optional[int] = None) -> dict:
+    """Build the task and train it (to epoch ``until``: its successive-halving rung's, else
+    train.epochs); returns the last epoch's record. The test split is scored at the end of
+    training, not at a rung's end."""
+    until = until or spec.train.epochs
     paths = run.point(index)
     if spec.train.threads and world.device.type == "cpu":
         torch.set_num_threads(spec.train.threads)
@@ -93,7 +98,7 @@ def train_point(spec: JobSpec, run: RunPaths, index: int, world: World, signals:
     if world.is_main:
         if spec.monitor.memory is not None:  # first: it adds the peaks to the epoch records
             chosen.append(MemoryProfile(paths.memory, spec.monitor.memory.interval_s, world.device))
-        chosen += [MetricsFile(paths.metrics), Console(spec.name, spec.train.epochs, spec.train.metric)]
+        chosen += [MetricsFile(paths.metrics), Console(spec.name, until, spec.train.metric)]
         if spec.monitor.visdom is not None:
             try:
                 live = visdom_monitor(spec, run, index)
@@ -103,7 +108,7 @@ def train_point(spec: JobSpec, run: RunPaths, index: int, world: World, signals:
     monitors = Monitors(chosen)
 
     def on_epoch(record: dict) -> None:
-        write_status(paths, world, state="running", epoch=record["epoch"] + 1, epochs=spec.train.epochs,
+        write_status(paths, world, state="running", epoch=record["epoch"] + 1, epochs=until,
                      latest={k: v for k, v in record.items() if k.startswith(("val_", "mem_")) or k == "train_loss"})
 
     signals.every = spec.train.stop_check_every
@@ -114,8 +119,9 @@ def train_point(spec: JobSpec, run: RunPaths, index: int, world: World, signals:
         if world.is_main:  # as every seed printed it; status shows the total
             print(f"[mrihpc] parameters: {parameters.describe(counts)}", flush=True)
         write_status(paths, world, params=counts)
-        record = trainer.fit() | {"best": trainer.best}
-        if test := trainer.score_test():  # every rank: the evaluation is collective
+        record = trainer.fit(until) | {"best": trainer.best}
+        # every rank: the evaluation is collective
+        if until >= spec.train.epochs and (test := trainer.score_test()):
             write_status(paths, world, test={k: v for k, v in test.items() if not k.endswith("volumes")})
         signals.settle()  # the last stop-signal all-reduce, before any other collective or teardown
         # DDP keeps replicas equal; record each rank's digest so that is checked, not assumed
@@ -192,7 +198,11 @@ def run_point(run_dir: Path, index: int) -> dict:
                  started=dt.datetime.now().isoformat(timespec="seconds"),
                  attempts=int(previous.get("attempts", 0)) + 1)
     try:
-        record = train_point(load_point_spec(paths), run, index, world, signals)
+        until = rungs.epochs_for(manifest, index)  # None unless the sweep is adaptive
+        if until is not None and world.is_main:
+            rung = rungs.rung_of(manifest, index)
+            print(f"[mrihpc] successive halving: rung {rung}, to epoch {until}", flush=True)
+        record = train_point(load_point_spec(paths), run, index, world, signals, until)
         barrier(world)  # every rank past its last collective before any closes its gloo/NCCL sockets
     except Interrupted as e:
         # SIGTERM may be a preemption, a requeue or a scancel: Slurm's accounting tells which

@@ -116,6 +116,7 @@ class Trainer:
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.precision) if cuda else None
         self.scaler = torch.amp.GradScaler(world.device.type, enabled=cuda and train.precision == "fp16")
         self.epoch, self.step, self.best = 0, 0, None
+        self.until = train.epochs  # where ``fit`` stops
         self.batch, self.epoch_losses = 0, []  # position inside the current epoch
         self.nonfinite = 0  # non-finite training losses in a row
         self.higher_is_better = workloads.get(spec.task).direction(train.metric) == "max"
@@ -175,13 +176,16 @@ class Trainer:
             checkpoint.save(self.dir / name, self.state(rng_ranks))
 
     # ----------------------------------------------------------------- loop
-    def fit(self) -> dict:
-        """Train to ``train.epochs``; returns the last epoch's record."""
+    def fit(self, until: Optional[int] = None) -> dict:
+        """Train to ``train.epochs``, or stop after epoch ``until`` (a successive-halving rung: the
+        schedule stays the full run's, and the rung's last epoch is validated); returns the last
+        epoch's record."""
+        self.until = min(until or self.spec.train.epochs, self.spec.train.epochs)
         resumed = self.resume()
         if resumed and self.world.is_main:  # said in the log, so a restart from scratch would show
             print(f"[mrihpc] resumed from epoch {self.epoch} batch {self.batch} (step {self.step})", flush=True)
         record: dict = {"kind": "epoch", "epoch": self.epoch - 1, "resumed": resumed}
-        while self.epoch < self.spec.train.epochs:
+        while self.epoch < self.until:
             record = self._epoch()
             self.epoch, self.batch, self.epoch_losses = self.epoch + 1, 0, []
             self._save("last.pt")
@@ -224,7 +228,7 @@ class Trainer:
         mean = all_reduce_mean({"loss": sum(losses) / max(1, len(losses))}, self.world)["loss"]
         record = {"kind": "epoch", "epoch": epoch, "train_loss": float(mean),
                   "lr": self.lr(), "epoch_time_s": round(time.time() - start, 3)}
-        last = epoch + 1 == spec.train.epochs
+        last = epoch + 1 in (spec.train.epochs, self.until)
         images = None
         if (epoch + 1) % spec.train.eval_every == 0 or last:
             scores, images = self._scores(self.val_loader, "val_", preview=True)

@@ -13,6 +13,7 @@ from mrihpc.login import sbatch_flags
 from mrihpc.login.results import RunError, SubmitRefused, open_run
 from mrihpc.login.verbs import OVERRIDE, RUNS_DIR
 from mrihpc.errors import SpecError
+from mrihpc.paths import update_json
 
 
 def add_verbs(sub: argparse._SubParsersAction) -> None:
@@ -103,6 +104,9 @@ def cmd_submit(args) -> int:
         print(f"\n# sbatch script submitit would submit ({len(points)} array tasks):")
         print(launch.dry_run_text(spec, logs, len(points)))
         return 0
+    if args.then == "predict" and spec.sweep.adaptive is not None and executor == "slurm":
+        print("note: --then predict with sweep.adaptive: the prediction job is queued with the "
+              "last rung, after its array", file=sys.stderr)
     launch.prepare_data(spec)
     run = launch.write_run_directory(Path(args.runs), spec, raw, args.spec, points, executor)
     print(f"run directory: {run.root}")
@@ -124,11 +128,25 @@ def cmd_submit(args) -> int:
             run.root.parent.rmdir()
         raise RunError(f"sbatch refused the job ({e.reason}); nothing was queued "
                        f"and {run.root} was removed: fix the cause and submit again") from None
+    if spec.sweep.adaptive is not None and executor != "slurm":  # the rungs in turn, here
+        from mrihpc.login import promote
+
+        progress.close()
+        promote.advance_locally(run, executor)
     progress.close()
     if executor == "slurm":
         arrays = list(dict.fromkeys(j.job_id.split("_")[0] for j in jobs))  # one per MaxArraySize chunk
         print(f"submitted array job {', '.join(arrays)} with {len(jobs)} tasks")
-        if args.then == "predict":
+        if spec.sweep.adaptive is not None:
+            from mrihpc.login import promote
+
+            if args.then == "predict":  # queued by the promotion that queues the last rung
+                update_json(run.manifest,
+                            lambda m: {**m, "adaptive": {**m["adaptive"], "then": "predict"}})
+            job = promote.submit_promotion(run, 0, arrays)
+            print(f"submitted promotion job {job}: once rung 0 ends it keeps the best "
+                  f"1/{spec.sweep.adaptive.eta} and queues rung 1")
+        elif args.then == "predict":
             job = launch.submit_prediction(run, spec, None, "test", after=arrays)
             print(f"submitted prediction job {job.job_id}: the best point's test predictions, after array(s) "
                   f"{', '.join(arrays)} succeed")
@@ -142,7 +160,10 @@ def cmd_submit(args) -> int:
         from mrihpc.login.results import point_views
         from mrihpc.node.entry import PredictTask
 
-        if all(v.state == "done" for v in point_views(run, manifest)[0]):
+        # adaptive: the last rung's points
+        last = manifest.get("adaptive", {}).get("rungs", [{}])[-1].get("points")
+        views = point_views(run, manifest)[0]
+        if all(v.state == "done" for v in views if last is None or v.index in last):
             written = PredictTask(str(run.root), None, "test")()
             print(f"predictions: {len(written)} file(s)")
         else:
@@ -156,6 +177,12 @@ def cmd_cancel(args) -> int:
     _known(run, manifest, points)
     cancel_points(run, manifest, points)
     print(f"cancelled point(s) {', '.join(map(str, points))}")
+    promotions = [p["job_id"] for p in manifest.get("adaptive", {}).get("promotions", [])]
+    if not args.points and promotions:
+        from mrihpc.login import accounting
+
+        accounting.cancel(promotions)  # the whole run: no later rung either
+        print(f"cancelled promotion job(s) {', '.join(promotions)}")
     return 0
 
 
@@ -269,6 +296,9 @@ def cmd_resubmit(args) -> int:
         print(f"cancelling point(s) {', '.join(map(str, busy))} first (--force)")
         cancel_points(run, manifest, busy, wait_s=60)
     if not todo:
+        executor = args.executor or manifest["executor"]
+        if manifest.get("adaptive") and _continue_rungs(run, executor, []):
+            return 1 if notes else 0
         print("nothing to resubmit: no failed, cancelled, timed-out or unsubmitted points")
         return 1 if notes else 0
     from mrihpc.login import adapt, launch  # the spec models and submitit: only when there is something to submit
@@ -304,8 +334,54 @@ def cmd_resubmit(args) -> int:
                         if s == old else s, replace_damaged=True)
         arrays = list(dict.fromkeys(j.job_id.split("_")[0] for j in jobs))  # one per MaxArraySize chunk
         print(f"submitted array job {', '.join(arrays)} with {len(jobs)} tasks")
+        if manifest.get("adaptive"):
+            _continue_rungs(run, executor, arrays)
     else:
         from mrihpc.login.results import status_report
 
+        if manifest.get("adaptive"):
+            _continue_rungs(run, executor, [])
+
         print(status_report(run, *open_run(run.root)[1:], spec.train.metric))
     return 1 if notes else 0
+
+
+def _continue_rungs(run, executor: str, after: list[str]) -> bool:
+    """An adaptive run whose promotion has not happened and has no promotion job alive (it was
+    killed, or failed): queue one (after ``after``, the arrays just resubmitted), or with the
+    local executor run the remaining rungs here. True when something was done."""
+    from mrihpc.login import launch, promote
+
+    manifest = open_run(run.root)[1]
+    rung = promote.pending_promotion(manifest)
+    if rung is None:
+        return False
+    executor = launch.resolve_executor(executor)
+    if executor != "slurm":
+        print(f"promoting rung {rung} here ({executor})")
+        promote.advance_locally(run, executor)
+        return True
+    job = next((p for p in reversed(manifest["adaptive"]["promotions"]) if p["rung"] == rung), None)
+    if job and _job_alive(job["job_id"]) and not after:
+        print(f"rung {rung}'s promotion job {job['job_id']} is queued or running: nothing to add")
+        return False
+    if job and _job_alive(job["job_id"]):  # it waits for the rung's first arrays
+        return False
+    new = promote.submit_promotion(run, rung, after)
+    gone = f" (job {job['job_id']} ended without promoting)" if job else ""
+    waits = f", after array(s) {', '.join(after)}" if after else ""
+    print(f"submitted promotion job {new} for rung {rung}{gone}{waits}")
+    return True
+
+
+def _job_alive(job_id: str) -> bool:
+    """Queued or running by sacct (or squeue, where sacct does not know it yet); True when Slurm
+    cannot be asked, so a second promotion is never queued beside a live one."""
+    from mrihpc.login import accounting
+
+    rows = accounting.sacct([job_id])
+    if rows is None or job_id not in rows:
+        rows = accounting.squeue([job_id])
+        if rows is None:
+            return True
+    return rows.get(job_id, {}).get("state") in BUSY
