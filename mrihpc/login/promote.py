@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from pathlib import Path
 from typing import Optional
 
 from mrihpc import rungs
@@ -31,7 +32,7 @@ class PromoteTask:
         # srun of the array it queues; the site's configuration file stays
         for key in [k for k in os.environ if k.startswith("SLURM_") and k != "SLURM_CONF"]:
             del os.environ[key]
-        return promote(RunPaths(self.run_dir), self.rung, "slurm")
+        return promote(RunPaths(Path(self.run_dir)), self.rung, "slurm")
 
     def __repr__(self) -> str:
         return f"PromoteTask({self.run_dir!r}, {self.rung})"
