@@ -59,6 +59,13 @@ def promote(run: RunPaths, rung: int, executor: str) -> list[int]:
             "values": {str(i): v for i, v in values.items()},
             "time": dt.datetime.now().isoformat(timespec="seconds"),
         }
+        # first: no point of the new rung may read "done" (its last rung's end) once it is recorded
+        for i in chosen:
+            update_json(
+                run.point(i).status,
+                lambda s: {**(s or {}), "state": "pending", "error": None},
+                replace_damaged=True,
+            )
 
         def add(m: dict) -> dict:  # under the manifest's lock: a second promotion adds nothing
             if len(m["adaptive"]["rungs"]) <= rung + 1:
@@ -101,12 +108,6 @@ def _queue(run: RunPaths, manifest: dict, rung: int, executor: str) -> None:
 
     points = manifest["adaptive"]["rungs"][rung]["points"]
     spec = load_point_spec(run.point(points[0]))
-    for i in points:  # status reads "pending" until the job writes its own state
-        update_json(
-            run.point(i).status,
-            lambda s: {**(s or {}), "state": "pending", "error": None},
-            replace_damaged=True,
-        )
     groups: dict[tuple, list[int]] = {}
     for i in points:
         groups.setdefault(tuple(sorted(adapted_cluster(manifest, i).items())), []).append(i)
