@@ -9,6 +9,7 @@ way. Target: our difference between N2 and N1 under 150 MB.
 
     python benchmarks/cine_loader_rss.py [--cases 50 200] [--frames 20] [--size 192] > result.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,17 +60,27 @@ def main() -> None:
     args = p.parse_args()
     from mrihpc.workloads.cine.synth import generate
 
-    result = {"benchmark": "cine_loader_rss", "frames": args.frames, "size": args.size, "workers": 2, "runs": {}}
+    result = {
+        "benchmark": "cine_loader_rss",
+        "frames": args.frames,
+        "size": args.size,
+        "workers": 2,
+        "runs": {},
+    }
     start = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.cases:
             npz = generate(Path(tmp) / f"src{n}", n, args.frames, args.size, seed=0)
-            result["runs"][n] = {"npz_mib": round(npz.stat().st_size / 2**20, 1),
-                                 "ours_peak_rss_mib": peak_mib(OURS, str(npz), str(Path(tmp) / f"cache{n}")),
-                                 "seed_np_load_peak_rss_mib": peak_mib(SEED, str(npz))}
+            result["runs"][n] = {
+                "npz_mib": round(npz.stat().st_size / 2**20, 1),
+                "ours_peak_rss_mib": peak_mib(OURS, str(npz), str(Path(tmp) / f"cache{n}")),
+                "seed_np_load_peak_rss_mib": peak_mib(SEED, str(npz)),
+            }
     a, b = (result["runs"][n] for n in args.cases)
     result["ours_growth_mib"] = round(b["ours_peak_rss_mib"] - a["ours_peak_rss_mib"], 1)
-    result["seed_growth_mib"] = round(b["seed_np_load_peak_rss_mib"] - a["seed_np_load_peak_rss_mib"], 1)
+    result["seed_growth_mib"] = round(
+        b["seed_np_load_peak_rss_mib"] - a["seed_np_load_peak_rss_mib"], 1
+    )
     result["target_growth_mib"] = 150
     result["seconds"] = round(time.time() - start, 1)
     text = json.dumps(result, indent=2)

@@ -1,4 +1,5 @@
 """What every benchmark script shares: a free TCP port and the machine line of its JSON."""
+
 from __future__ import annotations
 
 import os

@@ -11,6 +11,7 @@
 
 Needs root (dockerd) and the test image (built into $MRIHPC_TEST_CACHE on first use, 3-5 min).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,13 +48,20 @@ def point(work: Path, env: dict, name: str, spec: dict) -> dict:
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump({**spec, "name": name}))
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "mrihpc", "submit", str(path), "--runs", str(work / "runs")],
-                         env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "mrihpc", "submit", str(path), "--runs", str(work / "runs")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - start
     if out.returncode:
         raise SystemExit(f"{name}: {out.stdout}\n{out.stderr}")
     run = sorted((work / "runs" / name).iterdir())[-1]
-    rows = [json.loads(line) for line in (run / "points" / "0" / "metrics.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (run / "points" / "0" / "metrics.jsonl").read_text().splitlines()
+    ]
     epochs = [r["epoch_time_s"] for r in rows if r.get("kind") == "epoch"]
     return {"wall_s": round(wall, 2), "epoch_times_s": epochs, "run": run}
 
@@ -73,30 +81,61 @@ def main() -> None:
         subprocess.run(["bash", str(ENGINE), "image"], check=True, env=env)
         docker = ["docker", "--host", host]
         start_host = median_s([sys.executable, "-c", "pass"], args.repeats)
-        start_ctr = median_s([*docker, "run", "--rm", "--network", "none", IMAGE, "python", "-c", "pass"], args.repeats)
-        start_torch = median_s([*docker, "run", "--rm", "--network", "none", IMAGE, "python", "-c", "import torch"],
-                               args.repeats)
+        start_ctr = median_s(
+            [*docker, "run", "--rm", "--network", "none", IMAGE, "python", "-c", "pass"],
+            args.repeats,
+        )
+        start_torch = median_s(
+            [*docker, "run", "--rm", "--network", "none", IMAGE, "python", "-c", "import torch"],
+            args.repeats,
+        )
         spec = yaml.safe_load((REPO / "benchmarks" / "bench_point.yaml").read_text())
         spec["train"]["epochs"] = args.epochs
-        in_docker = {**spec, "container": {"runtime": "docker", "image": IMAGE,
-                                           "docker": {"host": host, "network": "none"}}}
+        in_docker = {
+            **spec,
+            "container": {
+                "runtime": "docker",
+                "image": IMAGE,
+                "docker": {"host": host, "network": "none"},
+            },
+        }
         on_host = point(work, env, "host", spec)  # also makes the synthetic data
-        cold = point(work, env, "cold", in_docker)  # wheelhouse downloaded at submit, site installed by the task
+        cold = point(
+            work, env, "cold", in_docker
+        )  # wheelhouse downloaded at submit, site installed by the task
         site = json.loads(next((work / "cache" / "sites").glob("*/site.json")).read_text())
         warm = point(work, env, "warm", in_docker)
-        ctr_epochs, host_epochs = cold["epoch_times_s"][1:] + warm["epoch_times_s"][1:], on_host["epoch_times_s"][1:]
+        ctr_epochs, host_epochs = (
+            cold["epoch_times_s"][1:] + warm["epoch_times_s"][1:],
+            on_host["epoch_times_s"][1:],
+        )
         result = {
-            "benchmark": "container_start", "machine": machine(), "image": IMAGE, "repeats": args.repeats,
-            "startup_s": {"host_python": round(start_host, 3), "container_python": round(start_ctr, 3),
-                          "container_import_torch": round(start_torch, 3),
-                          "container_over_host": round(start_ctr / start_host, 1)},
-            "provisioning": {"site_install_s": site["seconds"], "distributions_installed": len(site["installed"]),
-                             "kept_from_image": sorted(site["kept_from_image"]),
-                             "first_task_submit_s": cold["wall_s"], "warm_submit_s": warm["wall_s"],
-                             "host_submit_s": on_host["wall_s"]},
-            "epoch_s": {"host_median": statistics.median(host_epochs), "container_median": statistics.median(ctr_epochs),
-                        "container_over_host": round(statistics.median(ctr_epochs) / statistics.median(host_epochs), 3),
-                        "note": "epochs after the first (the first includes the data loader's start)"},
+            "benchmark": "container_start",
+            "machine": machine(),
+            "image": IMAGE,
+            "repeats": args.repeats,
+            "startup_s": {
+                "host_python": round(start_host, 3),
+                "container_python": round(start_ctr, 3),
+                "container_import_torch": round(start_torch, 3),
+                "container_over_host": round(start_ctr / start_host, 1),
+            },
+            "provisioning": {
+                "site_install_s": site["seconds"],
+                "distributions_installed": len(site["installed"]),
+                "kept_from_image": sorted(site["kept_from_image"]),
+                "first_task_submit_s": cold["wall_s"],
+                "warm_submit_s": warm["wall_s"],
+                "host_submit_s": on_host["wall_s"],
+            },
+            "epoch_s": {
+                "host_median": statistics.median(host_epochs),
+                "container_median": statistics.median(ctr_epochs),
+                "container_over_host": round(
+                    statistics.median(ctr_epochs) / statistics.median(host_epochs), 3
+                ),
+                "note": "epochs after the first (the first includes the data loader's start)",
+            },
         }
         print(json.dumps(result, indent=2))
     finally:

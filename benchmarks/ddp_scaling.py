@@ -13,6 +13,7 @@ Scaling efficiency = steps/s at N ranks / steps/s at 1 rank (per-rank work is co
 
     python benchmarks/ddp_scaling.py [--ranks 2] [--steps 30] > result.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,14 +38,29 @@ class Quiet:
 
 
 def spec_for(batch: int) -> dict:
-    return {"name": "ddp", "task": "reconstruction",
-            "data": {"format": "fastmri", "synthetic": {"volumes": 4, "slices": 16, "shape": [320, 256],
-                                                        "recon_shape": [160, 160]}, "skip_slices": 0},
-            "model": {"channels": 16, "depth": 3}, "loss": {"l1": 1.0}, "optim": {"name": "adam", "lr": 1e-4},
-            "train": {"epochs": 1, "batch_size": batch, "workers": 0, "precision": "fp32", "seed": 0}}
+    return {
+        "name": "ddp",
+        "task": "reconstruction",
+        "data": {
+            "format": "fastmri",
+            "synthetic": {
+                "volumes": 4,
+                "slices": 16,
+                "shape": [320, 256],
+                "recon_shape": [160, 160],
+            },
+            "skip_slices": 0,
+        },
+        "model": {"channels": 16, "depth": 3},
+        "loss": {"l1": 1.0},
+        "optim": {"name": "adam", "lr": 1e-4},
+        "train": {"epochs": 1, "batch_size": batch, "workers": 0, "precision": "fp32", "seed": 0},
+    }
 
 
-def steps_per_s(rank: int, size: int, per_rank_batch: int, steps: int, warmup: int, check: int | None) -> float:
+def steps_per_s(
+    rank: int, size: int, per_rank_batch: int, steps: int, warmup: int, check: int | None
+) -> float:
     from mrihpc.node.distributed import World
     from mrihpc.node.preemption import StopSignals
     from mrihpc.node.train import Trainer
@@ -55,7 +71,9 @@ def steps_per_s(rank: int, size: int, per_rank_batch: int, steps: int, warmup: i
     device = torch.device("cuda", rank) if cuda else torch.device("cpu")
     world = World(rank=rank, size=size, device=device)
     spec = validate_dict(spec_for(per_rank_batch * size), "bench")
-    trainer = Trainer(spec, ReconstructionTask(spec, world), world, Path(tempfile.mkdtemp()), Quiet())
+    trainer = Trainer(
+        spec, ReconstructionTask(spec, world), world, Path(tempfile.mkdtemp()), Quiet()
+    )
     signals = StopSignals(every=check or 1)
     batches = [trainer.device_batch(b) for _, b in zip(range(4), trainer.train_loader)]
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -77,7 +95,9 @@ def _rank(rank: int, size: int, port: int, args, check, out: str) -> None:
     backend = "nccl" if torch.cuda.is_available() and torch.cuda.device_count() >= size else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(rank)
-    torch_dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size)
+    torch_dist.init_process_group(
+        backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size
+    )
     try:
         rate = steps_per_s(rank, size, args.batch, args.steps, args.warmup, check)
         if rank == 0:
@@ -89,7 +109,6 @@ def _rank(rank: int, size: int, port: int, args, check, out: str) -> None:
         torch_dist.destroy_process_group()
 
 
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--ranks", type=int, default=2)
@@ -98,23 +117,43 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=2, help="per rank")
     args = p.parse_args()
     os.environ.setdefault("MRIHPC_CACHE", tempfile.mkdtemp(prefix="mrihpc-bench-ddp-"))
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) // args.ranks))  # the same threads per rank as below
+    torch.set_num_threads(
+        max(1, (os.cpu_count() or 2) // args.ranks)
+    )  # the same threads per rank as below
     single = steps_per_s(0, 1, args.batch, args.steps, args.warmup, None)
     multi = {}
     for name, check in CHECKS.items():
         out = tempfile.mktemp()
-        mp.spawn(_rank, args=(args.ranks, free_port(), args, check, out), nprocs=args.ranks, join=True)
+        mp.spawn(
+            _rank, args=(args.ranks, free_port(), args, check, out), nprocs=args.ranks, join=True
+        )
         multi[name] = round(json.loads(Path(out).read_text()), 3)
     none = multi["none"]
-    print(json.dumps({
-        "benchmark": "ddp_scaling", "ranks": args.ranks, "per_rank_batch": args.batch, "steps": args.steps,
-        "backend": "nccl" if torch.cuda.is_available() and torch.cuda.device_count() >= args.ranks else "gloo (CPU)",
-        "steps_per_s": {"1_rank": round(single, 3), **{f"{args.ranks}_ranks_stop_check_{k}": v for k, v in multi.items()}},
-        "scaling_efficiency": round(multi["pipelined"] / single, 3),
-        "stop_check_cost_fraction": {k: round(1 - multi[k] / none, 4) for k in ("pipelined", "every_step")},
-        "target_stop_check_cost": 0.01, "target_efficiency_8_gpus": 0.9,
-        "machine": machine(),
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "benchmark": "ddp_scaling",
+                "ranks": args.ranks,
+                "per_rank_batch": args.batch,
+                "steps": args.steps,
+                "backend": "nccl"
+                if torch.cuda.is_available() and torch.cuda.device_count() >= args.ranks
+                else "gloo (CPU)",
+                "steps_per_s": {
+                    "1_rank": round(single, 3),
+                    **{f"{args.ranks}_ranks_stop_check_{k}": v for k, v in multi.items()},
+                },
+                "scaling_efficiency": round(multi["pipelined"] / single, 3),
+                "stop_check_cost_fraction": {
+                    k: round(1 - multi[k] / none, 4) for k in ("pipelined", "every_step")
+                },
+                "target_stop_check_cost": 0.01,
+                "target_efficiency_8_gpus": 0.9,
+                "machine": machine(),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

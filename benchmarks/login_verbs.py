@@ -7,6 +7,7 @@ little more than the interpreter. Median of ``--repeats`` runs; target <= 0.3 s 
 
     python benchmarks/login_verbs.py [--repeats 5] > result.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,9 @@ def median_s(cmd: list[str], env: dict, repeats: int, ok=(0,)) -> float:
         out = subprocess.run(cmd, env=env, capture_output=True, text=True)
         times.append(time.perf_counter() - start)
         if out.returncode not in ok:
-            raise SystemExit(f"{' '.join(cmd)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
+            raise SystemExit(
+                f"{' '.join(cmd)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}"
+            )
     return statistics.median(times)
 
 
@@ -44,13 +47,31 @@ def main() -> None:
     py = [sys.executable]
     mrihpc = py + ["-m", "mrihpc"]
     quickstart = str(REPO / "jobs" / "quickstart.yaml")
-    subprocess.run(mrihpc + ["submit", quickstart, "--runs", str(work / "runs"), "-o", "train.epochs=1",
-                             "-o", "train.steps_per_epoch=2", "-o", "sweep.zip={}"], env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        mrihpc
+        + [
+            "submit",
+            quickstart,
+            "--runs",
+            str(work / "runs"),
+            "-o",
+            "train.epochs=1",
+            "-o",
+            "train.steps_per_epoch=2",
+            "-o",
+            "sweep.zip={}",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     run = str(next((work / "runs" / "quickstart").iterdir()))
     verbs = {
         "validate": (["validate", quickstart], (0,)),
-        "submit --dry-run": (["submit", quickstart, "--dry-run", "--runs", str(work / "dry")], (0,)),
+        "submit --dry-run": (
+            ["submit", quickstart, "--dry-run", "--runs", str(work / "dry")],
+            (0,),
+        ),
         "status": (["status", run], (0,)),
         "results": (["results", run], (0,)),
         "logs": (["logs", run, "0"], (0,)),
@@ -64,13 +85,26 @@ def main() -> None:
     results = {}
     for name, (argv, ok) in verbs.items():
         seconds = median_s(mrihpc + argv, env, args.repeats, ok)
-        results[name] = {"median_s": round(seconds, 3), "minus_interpreter_s": round(seconds - startup, 3),
-                         "meets_target": seconds <= 0.3}
-    print(json.dumps({"benchmark": "login_verbs", "repeats": args.repeats, "target_s": 0.3,
-                      "python_startup_s": round(startup, 3), "import_torch_s": round(torch_s, 3), "verbs": results,
-                      "slowest_verb_s": max(v["median_s"] for v in results.values()),
-                      "machine": machine()},
-                     indent=1))
+        results[name] = {
+            "median_s": round(seconds, 3),
+            "minus_interpreter_s": round(seconds - startup, 3),
+            "meets_target": seconds <= 0.3,
+        }
+    print(
+        json.dumps(
+            {
+                "benchmark": "login_verbs",
+                "repeats": args.repeats,
+                "target_s": 0.3,
+                "python_startup_s": round(startup, 3),
+                "import_torch_s": round(torch_s, 3),
+                "verbs": results,
+                "slowest_verb_s": max(v["median_s"] for v in results.values()),
+                "machine": machine(),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ definitions in float64 torch on the CPU (and on the GPU when there is one). Medi
 
     python benchmarks/metrics_speed.py [--repeats 5] > result.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,14 @@ from common import machine  # benchmarks/: the script's own folder
 
 def reference(gt: np.ndarray, pred: np.ndarray) -> dict:
     maxval = gt.max()
-    ssim = np.mean([structural_similarity(g, p, data_range=maxval, win_size=7) for g, p in zip(gt, pred)])
-    return {"ssim": float(ssim), "psnr": float(peak_signal_noise_ratio(gt, pred, data_range=maxval)),
-            "nmse": float(np.linalg.norm(gt - pred) ** 2 / np.linalg.norm(gt) ** 2)}
+    ssim = np.mean(
+        [structural_similarity(g, p, data_range=maxval, win_size=7) for g, p in zip(gt, pred)]
+    )
+    return {
+        "ssim": float(ssim),
+        "psnr": float(peak_signal_noise_ratio(gt, pred, data_range=maxval)),
+        "nmse": float(np.linalg.norm(gt - pred) ** 2 / np.linalg.norm(gt) ** 2),
+    }
 
 
 def timed(fn, repeats: int) -> tuple[float, dict]:
@@ -51,10 +57,17 @@ def main() -> None:
     ref_s, ref = timed(lambda: reference(gt, pred), args.repeats)
     g, q = torch.from_numpy(gt), torch.from_numpy(pred)
     cpu_s, cpu = timed(lambda: volume_metrics(g, q), args.repeats)
-    result = {"benchmark": "metrics_speed", "volume": args.shape, "skimage_s": round(ref_s, 4),
-              "torch_cpu_s": round(cpu_s, 4), "speedup_cpu": round(ref_s / cpu_s, 1),
-              "max_abs_diff_cpu": max(abs(cpu[k] - ref[k]) for k in ref), "values": ref, "target_speedup": 10,
-              "tolerance": 1e-4}
+    result = {
+        "benchmark": "metrics_speed",
+        "volume": args.shape,
+        "skimage_s": round(ref_s, 4),
+        "torch_cpu_s": round(cpu_s, 4),
+        "speedup_cpu": round(ref_s / cpu_s, 1),
+        "max_abs_diff_cpu": max(abs(cpu[k] - ref[k]) for k in ref),
+        "values": ref,
+        "target_speedup": 10,
+        "tolerance": 1e-4,
+    }
     if torch.cuda.is_available():
         gc, qc = g.cuda(), q.cuda()
         volume_metrics(gc, qc)
@@ -63,9 +76,13 @@ def main() -> None:
             out = volume_metrics(gc, qc)
             torch.cuda.synchronize()
             return out
+
         gpu_s, gpu = timed(on_gpu, args.repeats)
-        result |= {"torch_gpu_s": round(gpu_s, 5), "speedup_gpu": round(ref_s / gpu_s, 1),
-                   "max_abs_diff_gpu": max(abs(gpu[k] - ref[k]) for k in ref)}
+        result |= {
+            "torch_gpu_s": round(gpu_s, 5),
+            "speedup_gpu": round(ref_s / gpu_s, 1),
+            "max_abs_diff_gpu": max(abs(gpu[k] - ref[k]) for k in ref),
+        }
     result["machine"] = f"{machine()} ({torch.get_num_threads()} threads)"
     print(json.dumps(result, indent=1))
 

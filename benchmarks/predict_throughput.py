@@ -27,7 +27,14 @@ from common import machine  # benchmarks/: the script's own folder
 
 def one_step(batch: int) -> dict:
     """The train and cluster sections of a point trained for one step, here."""
-    train = {"epochs": 1, "steps_per_epoch": 1, "batch_size": batch, "workers": 0, "precision": "fp32", "seed": 0}
+    train = {
+        "epochs": 1,
+        "steps_per_epoch": 1,
+        "batch_size": batch,
+        "workers": 0,
+        "precision": "fp32",
+        "seed": 0,
+    }
     return {"train": train, "cluster": {"executor": "local"}}
 
 

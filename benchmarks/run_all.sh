@@ -29,5 +29,6 @@ run visdom_hung_server --epochs 2 --repeats 2
 run cine_loader_rss
 run predict_throughput
 run faults --kills 20 --slurm
+run adaptive_sweep
 run container_start --repeats 5 --epochs 3
 echo "all benchmarks done" >&2

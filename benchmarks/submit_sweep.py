@@ -11,6 +11,7 @@ counted by a shim on PATH; files and bytes written are counted in each one's fol
 
     python benchmarks/submit_sweep.py [--points 1000 10000] [--repeats 3] > result.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,7 @@ from common import machine  # benchmarks/: the script's own folder
 
 REPO = Path(__file__).resolve().parents[1]
 
-REFERENCE = '''
+REFERENCE = """
 import sys, submitit
 def trivial(i):
     return i
@@ -39,23 +40,36 @@ ex.update_parameters(timeout_min=10, slurm_array_parallelism=8, slurm_additional
 n, chunk = int(sys.argv[2]), int(sys.argv[3])  # submitit does not split at MaxArraySize: by hand
 arrays = [ex.map_array(trivial, range(s, min(s + chunk, n)))[0].job_id.split("_")[0] for s in range(0, n, chunk)]
 print(" ".join(arrays))
-'''
+"""
 
 
 def cluster_env(directory: Path) -> dict:
     conf = directory / "etc" / "slurm.conf"
-    up = conf.is_file() and subprocess.run(["scontrol", "ping"], env={**os.environ, "SLURM_CONF": str(conf)},
-                                           capture_output=True).returncode == 0
+    up = (
+        conf.is_file()
+        and subprocess.run(
+            ["scontrol", "ping"], env={**os.environ, "SLURM_CONF": str(conf)}, capture_output=True
+        ).returncode
+        == 0
+    )
     if not up:
-        subprocess.run(["bash", str(REPO / "slurm" / "cluster.sh"), "start", str(directory)], check=True,
-                       stdout=sys.stderr)
+        subprocess.run(
+            ["bash", str(REPO / "slurm" / "cluster.sh"), "start", str(directory)],
+            check=True,
+            stdout=sys.stderr,
+        )
     return {**os.environ, "SLURM_CONF": str(conf)}
 
 
 def spec_for(points: int, folder: Path) -> Path:
     spec = yaml.safe_load((REPO / "jobs" / "quickstart.yaml").read_text())
     spec["name"] = "bench"
-    spec["cluster"] = {"executor": "slurm", "time": "10:00", "array_parallelism": 8, "sbatch": {"hold": True}}
+    spec["cluster"] = {
+        "executor": "slurm",
+        "time": "10:00",
+        "array_parallelism": 8,
+        "sbatch": {"hold": True},
+    }
     spec["sweep"] = {"grid": {"train.seed": list(range(points))}, "max_points": max(points, 10_000)}
     path = folder / f"bench-{points}.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -81,8 +95,12 @@ def cancel(job_ids: list[str], env: dict) -> None:
 
 
 def max_array_size(env: dict) -> int:
-    out = subprocess.run(["scontrol", "show", "config"], env=env, capture_output=True, text=True).stdout
-    return next(int(line.split("=")[1]) for line in out.splitlines() if line.startswith("MaxArraySize"))
+    out = subprocess.run(
+        ["scontrol", "show", "config"], env=env, capture_output=True, text=True
+    ).stdout
+    return next(
+        int(line.split("=")[1]) for line in out.splitlines() if line.startswith("MaxArraySize")
+    )
 
 
 def one_size(points: int, repeats: int, work: Path, env: dict, calls: Path) -> dict:
@@ -96,35 +114,58 @@ def one_size(points: int, repeats: int, work: Path, env: dict, calls: Path) -> d
         seconds, out = timed(mrihpc + ["submit", str(spec), "--runs", str(runs)], env)
         ours.append(seconds)
         ours_sbatch = len(calls.read_text().splitlines()) - before
-        cancel([j for line in out.splitlines() if "submitted array job " in line
-                for j in line.split("submitted array job ")[1].split(" with")[0].split(", ")], env)
+        cancel(
+            [
+                j
+                for line in out.splitlines()
+                if "submitted array job " in line
+                for j in line.split("submitted array job ")[1].split(" with")[0].split(", ")
+            ],
+            env,
+        )
         ours_written = written(runs)
 
         folder = work / f"submitit-{points}-{r}"
         script = work / "reference.py"
         script.write_text(REFERENCE)
         before = len(calls.read_text().splitlines())
-        seconds, out = timed([sys.executable, str(script), str(folder), str(points), str(max_array)], env)
+        seconds, out = timed(
+            [sys.executable, str(script), str(folder), str(points), str(max_array)], env
+        )
         theirs.append(seconds)
         theirs_sbatch = len(calls.read_text().splitlines()) - before
         cancel(out.split(), env)
         theirs_written = written(folder)
 
-        seconds, _ = timed(mrihpc + ["submit", str(spec), "--dry-run", "--runs", str(work / "dry")], env)
+        seconds, _ = timed(
+            mrihpc + ["submit", str(spec), "--dry-run", "--runs", str(work / "dry")], env
+        )
         dry.append(seconds)
     mine, ref = statistics.median(ours), statistics.median(theirs)
-    return {"points": points, "mrihpc_submit_s": round(mine, 3), "submitit_map_array_s": round(ref, 3),
-            "ratio_to_submitit": round(mine / ref, 2), "mrihpc_dry_run_s": round(statistics.median(dry), 3),
-            "mrihpc_sbatch_calls": ours_sbatch, "submitit_sbatch_calls": theirs_sbatch,
-            "mrihpc_written": ours_written, "submitit_written": theirs_written,
-            "runs": {"mrihpc_s": [round(s, 3) for s in ours], "submitit_s": [round(s, 3) for s in theirs]}}
+    return {
+        "points": points,
+        "mrihpc_submit_s": round(mine, 3),
+        "submitit_map_array_s": round(ref, 3),
+        "ratio_to_submitit": round(mine / ref, 2),
+        "mrihpc_dry_run_s": round(statistics.median(dry), 3),
+        "mrihpc_sbatch_calls": ours_sbatch,
+        "submitit_sbatch_calls": theirs_sbatch,
+        "mrihpc_written": ours_written,
+        "submitit_written": theirs_written,
+        "runs": {
+            "mrihpc_s": [round(s, 3) for s in ours],
+            "submitit_s": [round(s, 3) for s in theirs],
+        },
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--points", type=int, nargs="+", default=[1000, 10_000])
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--cluster", default=os.environ.get("MRIHPC_TEST_CLUSTER", "/tmp/mrihpc-test-cluster"))
+    p.add_argument(
+        "--cluster", default=os.environ.get("MRIHPC_TEST_CLUSTER", "/tmp/mrihpc-test-cluster")
+    )
     args = p.parse_args()
     env = cluster_env(Path(args.cluster))
     work = Path(tempfile.mkdtemp(prefix="mrihpc-bench-"))
@@ -132,17 +173,48 @@ def main() -> None:
     shim.mkdir()
     calls = work / "sbatch-calls.log"
     calls.touch()
-    (shim / "sbatch").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\nexec {shutil.which('sbatch')} \"$@\"\n")
+    (shim / "sbatch").write_text(
+        f'#!/bin/sh\necho "$@" >> {calls}\nexec {shutil.which("sbatch")} "$@"\n'
+    )
     (shim / "sbatch").chmod(0o755)
     env = {**env, "PATH": f"{shim}:{env['PATH']}", "MRIHPC_CACHE": str(work / "cache")}
     # the synthetic data is generated once per cache, not per submission: keep it out of the timing
-    subprocess.run([sys.executable, "-m", "mrihpc", "run", str(spec_for(1, work)), "-o", "train.epochs=1",
-                    "-o", "train.steps_per_epoch=1", "--runs", str(work / "warm")], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mrihpc",
+            "run",
+            str(spec_for(1, work)),
+            "-o",
+            "train.epochs=1",
+            "-o",
+            "train.steps_per_epoch=1",
+            "--runs",
+            str(work / "warm"),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     sizes = [one_size(n, args.repeats, work, env, calls) for n in args.points]
-    print(json.dumps({"benchmark": "submit_sweep", "sizes": sizes, "repeats": args.repeats,
-                      "targets": {"points": 1000, "submit_s": 0.5, "ratio_to_submitit": 4.0, "written_bytes": 2_000_000},
-                      "machine": machine()},
-                     indent=1))
+    print(
+        json.dumps(
+            {
+                "benchmark": "submit_sweep",
+                "sizes": sizes,
+                "repeats": args.repeats,
+                "targets": {
+                    "points": 1000,
+                    "submit_s": 0.5,
+                    "ratio_to_submitit": 4.0,
+                    "written_bytes": 2_000_000,
+                },
+                "machine": machine(),
+            },
+            indent=1,
+        )
+    )
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -10,6 +10,7 @@ CPU the figures are a smoke test (bf16 autocast is a GPU option there).
 
     python benchmarks/train_step.py [--steps 10] [--configs fp32 channels_last compile] > result.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,12 +23,23 @@ from pathlib import Path
 from common import machine  # benchmarks/: the script's own folder
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = {"fp32": {}, "bf16": {"precision": "bf16"}, "channels_last": {"channels_last": True},
-           "compile": {"compile": True}, "channels_last+compile": {"channels_last": True, "compile": True},
-           "bf16+channels_last+compile": {"precision": "bf16", "channels_last": True, "compile": True}}
+CONFIGS = {
+    "fp32": {},
+    "bf16": {"precision": "bf16"},
+    "channels_last": {"channels_last": True},
+    "compile": {"compile": True},
+    "channels_last+compile": {"channels_last": True, "compile": True},
+    "bf16+channels_last+compile": {"precision": "bf16", "channels_last": True, "compile": True},
+}
 # dense tensor-core bf16 peaks from NVIDIA's data sheets, most specific name first: an H100 PCIe
 # card peaks lower than the SXM part, and dividing by the SXM figure would understate its MFU
-PEAK_BF16 = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
+PEAK_BF16 = (
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),
+    ("H200", 989e12),
+    ("A100", 312e12),
+)
 
 
 def peak_bf16(name: str) -> float | None:
@@ -41,11 +53,31 @@ class Quiet:
 
 
 def spec_for(options: dict, batch: int, size: int) -> dict:
-    return {"name": "step", "task": "reconstruction",
-            "data": {"format": "fastmri", "synthetic": {"volumes": 2, "slices": max(4, batch), "shape": [size * 2, size],
-                                                        "recon_shape": [size, size]}, "skip_slices": 0},
-            "model": {"preset": "fastmri"}, "loss": {"l1": 1.0}, "optim": {"name": "adam", "lr": 1e-4},
-            "train": {"epochs": 1, "batch_size": batch, "workers": 0, "precision": "fp32", "seed": 0, **options}}
+    return {
+        "name": "step",
+        "task": "reconstruction",
+        "data": {
+            "format": "fastmri",
+            "synthetic": {
+                "volumes": 2,
+                "slices": max(4, batch),
+                "shape": [size * 2, size],
+                "recon_shape": [size, size],
+            },
+            "skip_slices": 0,
+        },
+        "model": {"preset": "fastmri"},
+        "loss": {"l1": 1.0},
+        "optim": {"name": "adam", "lr": 1e-4},
+        "train": {
+            "epochs": 1,
+            "batch_size": batch,
+            "workers": 0,
+            "precision": "fp32",
+            "seed": 0,
+            **options,
+        },
+    }
 
 
 def measure(options: dict, steps: int, batch: int, size: int, warmup: int) -> dict:
@@ -59,7 +91,9 @@ def measure(options: dict, steps: int, batch: int, size: int, warmup: int) -> di
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     world = World(device=device)
     spec = validate_dict(spec_for(options, batch, size), "bench")
-    trainer = Trainer(spec, ReconstructionTask(spec, world), world, Path(tempfile.mkdtemp()), Quiet())
+    trainer = Trainer(
+        spec, ReconstructionTask(spec, world), world, Path(tempfile.mkdtemp()), Quiet()
+    )
     batch_data = trainer.device_batch(next(iter(trainer.train_loader)))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     start = time.perf_counter()
@@ -72,7 +106,11 @@ def measure(options: dict, steps: int, batch: int, size: int, warmup: int) -> di
         trainer.run_step(batch_data)
     sync()
     step_s = (time.perf_counter() - start) / steps
-    out = {"step_s": round(step_s, 4), "slices_per_s": round(batch / step_s, 2), "warmup_s": round(warm_s, 2)}
+    out = {
+        "step_s": round(step_s, 4),
+        "slices_per_s": round(batch / step_s, 2),
+        "warmup_s": round(warm_s, 2),
+    }
     if device.type == "cuda":
         from torch.utils.flop_counter import FlopCounterMode
 
@@ -92,23 +130,44 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--size", type=int, default=320)
-    p.add_argument("--configs", nargs="+", default=None, help=f"of {', '.join(CONFIGS)} (default: all the device runs)")
+    p.add_argument(
+        "--configs",
+        nargs="+",
+        default=None,
+        help=f"of {', '.join(CONFIGS)} (default: all the device runs)",
+    )
     args = p.parse_args()
     os.environ.setdefault("MRIHPC_CACHE", tempfile.mkdtemp(prefix="mrihpc-bench-step-"))
     import torch
 
     cuda = torch.cuda.is_available()
     names = args.configs or [n for n in CONFIGS if cuda or "bf16" not in n]
-    results = {name: measure(CONFIGS[name], args.steps, args.batch, args.size, args.warmup) for name in names}
+    results = {
+        name: measure(CONFIGS[name], args.steps, args.batch, args.size, args.warmup)
+        for name in names
+    }
     ref = results.get("fp32")
     for r in results.values():
         if ref:
             r["speedup_vs_fp32"] = round(ref["step_s"] / r["step_s"], 2)
-    print(json.dumps({"benchmark": "train_step", "model": "fastMRI U-Net, chans 32, 4 pools (7,756,097 parameters)",
-                      "image": [args.size, args.size], "batch": args.batch, "steps": args.steps,
-                      "device": torch.cuda.get_device_name() if cuda else f"cpu ({torch.get_num_threads()} threads)",
-                      "configs": results, "target_mfu_h100": 0.35,
-                      "machine": machine()}, indent=1))
+    print(
+        json.dumps(
+            {
+                "benchmark": "train_step",
+                "model": "fastMRI U-Net, chans 32, 4 pools (7,756,097 parameters)",
+                "image": [args.size, args.size],
+                "batch": args.batch,
+                "steps": args.steps,
+                "device": torch.cuda.get_device_name()
+                if cuda
+                else f"cpu ({torch.get_num_threads()} threads)",
+                "configs": results,
+                "target_mfu_h100": 0.35,
+                "machine": machine(),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ against the reference.
 
     python benchmarks/visdom_hung_server.py [--epochs 3] [--repeats 3] > result.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,6 @@ from common import free_port  # benchmarks/: the script's own folder
 REPO = Path(__file__).resolve().parents[1]
 
 
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--epochs", type=int, default=3)
@@ -37,7 +37,7 @@ def main() -> None:
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mrihpc-bench-visdom-"))
     os.environ.setdefault("MRIHPC_CACHE", str(work / "cache"))
-    from mrihpc.login import launch
+    from mrihpc.login import checks, launch
     from mrihpc.login.live import server
     from mrihpc.node.runner import run_point
     from mrihpc.paths import read_json
@@ -53,18 +53,27 @@ def main() -> None:
     try:
         for _ in range(args.repeats):
             for case, case_port in cases.items():
-                spec = dict(base, monitor={**base.get("monitor", {}),
-                                           **({"visdom": {"port": case_port}} if case_port else {})})
+                spec = dict(
+                    base,
+                    monitor={
+                        **base.get("monitor", {}),
+                        **({"visdom": {"port": case_port}} if case_port else {}),
+                    },
+                )
                 path = work / f"{case}.yaml"
                 path.write_text(yaml.safe_dump(spec))
-                prepared, raw, points, _ = launch.prepare(str(path), [], "debug")
-                launch.prepare_data(prepared)
-                run = launch.write_run_directory(work / "runs", prepared, raw, str(path), points, "debug")
+                prepared, raw, points, _ = checks.prepare(str(path), [], "debug")
+                checks.prepare_data(prepared)
+                run = launch.write_run_directory(
+                    work / "runs", prepared, raw, str(path), points, "debug"
+                )
                 if case == "hung":
                     os.kill(state["pid"], signal.SIGSTOP)
                 start = time.perf_counter()
                 try:
-                    with contextlib.redirect_stdout(sys.stderr):  # the training's console lines: stdout is the JSON
+                    with contextlib.redirect_stdout(
+                        sys.stderr
+                    ):  # the training's console lines: stdout is the JSON
                         run_point(run.root, 0)
                 finally:
                     times[case].append(time.perf_counter() - start)
@@ -75,13 +84,23 @@ def main() -> None:
         server.stop(port)
     median = {c: statistics.median(t) for c, t in times.items()}
     ref = median["reference"]
-    print(json.dumps({
-        "benchmark": "visdom_hung_server", "epochs": args.epochs, "repeats": args.repeats,
-        "seconds": {c: round(v, 3) for c, v in median.items()},
-        "overhead_s": {c: round(v - ref, 3) for c, v in median.items() if c != "reference"},
-        "ratio_to_reference": {c: round(v / ref, 3) for c, v in median.items() if c != "reference"},
-        "transport": stats, "python": sys.version.split()[0],
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "visdom_hung_server",
+                "epochs": args.epochs,
+                "repeats": args.repeats,
+                "seconds": {c: round(v, 3) for c, v in median.items()},
+                "overhead_s": {c: round(v - ref, 3) for c, v in median.items() if c != "reference"},
+                "ratio_to_reference": {
+                    c: round(v / ref, 3) for c, v in median.items() if c != "reference"
+                },
+                "transport": stats,
+                "python": sys.version.split()[0],
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

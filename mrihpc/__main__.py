@@ -1,4 +1,5 @@
 """``python -m mrihpc``: the ``mrihpc`` command (``mrihpc.login.cli``)."""
+
 import sys
 
 from mrihpc.login.cli import main

@@ -1,5 +1,6 @@
 """The spec's error, in a module of its own: every login-node verb catches it, and most never load
 a spec, so catching it must not import pydantic and the spec models (0.13 s on a 2-core VM)."""
+
 from __future__ import annotations
 
 

@@ -8,6 +8,7 @@ in ``no_sync``, which is also what keeps DDP from waiting for gradients it will 
 Nothing toggles ``requires_grad``: a DDP module whose parameters stop receiving gradients
 between a forward and its backward fails its next iteration.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,7 +40,9 @@ def unsynced(*nets: nn.Module) -> Iterator[None]:
     """Forward passes whose gradients stay local to this rank (DDP ``no_sync``); plain modules pass."""
     with contextlib.ExitStack() as stack:
         for net in nets:
-            net = getattr(net, "_orig_mod", net)  # under train.compile, DDP is inside the compiled wrapper
+            net = getattr(
+                net, "_orig_mod", net
+            )  # under train.compile, DDP is inside the compiled wrapper
             if isinstance(net, DistributedDataParallel):
                 stack.enter_context(net.no_sync())
         yield
@@ -49,4 +52,6 @@ def magnitude(out: torch.Tensor) -> torch.Tensor:
     """``(N, 2, H, W)`` real / imaginary -> ``(N, 1, H, W)`` magnitude; one channel passes through."""
     if out.shape[1] == 1:
         return out
-    return torch.sqrt(out[:, :1].float() ** 2 + out[:, 1:2].float() ** 2 + 1e-12)  # eps: finite gradient at 0
+    return torch.sqrt(
+        out[:, :1].float() ** 2 + out[:, 1:2].float() ** 2 + 1e-12
+    )  # eps: finite gradient at 0

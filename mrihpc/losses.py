@@ -6,6 +6,7 @@ and ``batch`` the batch, so each workload picks what its terms read. Image terms
 ``out["logits"]`` ``(N, K, H, W)`` (never probabilities: the activation lives inside the loss)
 and ``batch["label"]`` ``(N, H, W)`` integers in 0..K-1. The segmentation terms are MONAI's.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -57,7 +58,9 @@ def msssim_loss(out: dict, batch: dict) -> torch.Tensor:
     """1 - MS-SSIM (window 9, up to 5 scales, fewer on small images; data range 1: scaled data)."""
     from mrihpc.msssim import ms_ssim
 
-    return 1 - ms_ssim(out["pred"].float(), batch["target"].float(), data_range=1.0, win_size=9).mean()
+    return (
+        1 - ms_ssim(out["pred"].float(), batch["target"].float(), data_range=1.0, win_size=9).mean()
+    )
 
 
 def cross_entropy(out: dict, batch: dict) -> torch.Tensor:
@@ -71,14 +74,19 @@ def _monai(name: str):
 
     return {  # include_background: the seed averages its soft Dice over all four classes
         "dice": lambda: losses.DiceLoss(softmax=True, to_onehot_y=True, include_background=True),
-        "dice_ce": lambda: losses.DiceCELoss(softmax=True, to_onehot_y=True, include_background=True),
-        "focal": lambda: losses.FocalLoss(to_onehot_y=True, gamma=2.0, alpha=0.25, use_softmax=False),
+        "dice_ce": lambda: losses.DiceCELoss(
+            softmax=True, to_onehot_y=True, include_background=True
+        ),
+        "focal": lambda: losses.FocalLoss(
+            to_onehot_y=True, gamma=2.0, alpha=0.25, use_softmax=False
+        ),
     }[name]()
 
 
 def _monai_term(name: str) -> Callable:
     def term(out: dict, batch: dict) -> torch.Tensor:
         return _monai(name)(out["logits"].float(), batch["label"].unsqueeze(1))
+
     term.__name__ = name
     return term
 
@@ -105,7 +113,8 @@ class WeightedLoss:
         from mrihpc.workloads import resolve
 
         self.terms: dict[str, tuple[float, Callable]] = {
-            name: (w, resolve(table[name])) for name, w in weights.items() if w > 0}
+            name: (w, resolve(table[name])) for name, w in weights.items() if w > 0
+        }
 
     def __call__(self, out: dict, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         parts = {name: fn(out, batch) for name, (_, fn) in self.terms.items()}

@@ -8,17 +8,28 @@ Per volume (gt, pred of shape ``(slices, H, W)``):
          ``structural_similarity(win_size=7)``: its interior crop is exactly a valid convolution.
 Computed in float64 so the values match skimage to well under 1e-4.
 """
+
 from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
 
 
-def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: torch.Tensor, win_size: int = 7,
-             k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+def ssim_map(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data_range: torch.Tensor,
+    win_size: int = 7,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
     """SSIM per image. x, y ``(N, 1, H, W)``; data_range ``(N,)`` -> ``(N,)``."""
-    return torch.cat([ssim_pixels(x[i], y[i], data_range[i], win_size, k1, k2).mean(dim=(1, 2, 3))
-                      for i in _chunks(x)])
+    return torch.cat(
+        [
+            ssim_pixels(x[i], y[i], data_range[i], win_size, k1, k2).mean(dim=(1, 2, 3))
+            for i in _chunks(x)
+        ]
+    )
 
 
 def _chunks(t: torch.Tensor) -> list[slice]:
@@ -28,13 +39,21 @@ def _chunks(t: torch.Tensor) -> list[slice]:
     return [slice(i, i + step) for i in range(0, t.shape[0], step)]
 
 
-def ssim_pixels(x: torch.Tensor, y: torch.Tensor, data_range: torch.Tensor, win_size: int = 7,
-                k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+def ssim_pixels(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data_range: torch.Tensor,
+    win_size: int = 7,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
     """The SSIM map: ``(N, 1, H - win + 1, W - win + 1)`` (valid windows, as skimage's interior).
     The five local means come from one box filter over the stacked moments; with the sample
     covariance factor ``n = w^2 / (w^2 - 1)``, ``a = ux uy`` and ``b = ux^2 + uy^2``:
     SSIM = (2a + c1) (2n (uxy - a) + c2) / ((b + c1) (n (uxx + uyy - b) + c2))."""
-    ux, uy, uxx, uyy, uxy = _box_mean(torch.cat([x, y, x * x, y * y, x * y], dim=1), win_size).split(1, dim=1)
+    ux, uy, uxx, uyy, uxy = _box_mean(
+        torch.cat([x, y, x * x, y * y, x * y], dim=1), win_size
+    ).split(1, dim=1)
     n = win_size**2 / (win_size**2 - 1)
     r = data_range.view(-1, 1, 1, 1)
     c1, c2 = (k1 * r) ** 2, (k2 * r) ** 2
@@ -54,8 +73,13 @@ def _box_mean(m: torch.Tensor, w: int) -> torch.Tensor:
         return F.avg_pool2d(m, w, stride=1)
     for axis in (-2, -1):
         c = m.cumsum(axis)
-        m = torch.cat([c.narrow(axis, w - 1, 1), c.narrow(axis, w, c.shape[axis] - w) -
-                       c.narrow(axis, 0, c.shape[axis] - w)], dim=axis)
+        m = torch.cat(
+            [
+                c.narrow(axis, w - 1, 1),
+                c.narrow(axis, w, c.shape[axis] - w) - c.narrow(axis, 0, c.shape[axis] - w),
+            ],
+            dim=axis,
+        )
     return m / (w * w)
 
 
@@ -74,7 +98,9 @@ def volume_metrics(gt: torch.Tensor, pred: torch.Tensor) -> dict[str, float]:
     return {"nmse": float(nmse), "psnr": float(psnr), "ssim": float(ssim / gt.shape[0])}
 
 
-def image_scores(gt: torch.Tensor, pred: torch.Tensor, region: torch.Tensor | None = None) -> list[dict[str, float]]:
+def image_scores(
+    gt: torch.Tensor, pred: torch.Tensor, region: torch.Tensor | None = None
+) -> list[dict[str, float]]:
     """Per image of ``(N, 1, H, W)``: PSNR (peak = max(gt), the data range), SSIM (7x7, data range
     max(gt)) and NMSE; with ``region`` ``(N, 1, H, W)`` (1 inside) also the same inside it alone
     (``*_hole``: MSE, energy and the SSIM map restricted to the region's pixels)."""
@@ -82,21 +108,29 @@ def image_scores(gt: torch.Tensor, pred: torch.Tensor, region: torch.Tensor | No
     peak = gt.amax(dim=(1, 2, 3)).clamp_min(1e-12)
     err = (gt - pred) ** 2
     smap = ssim_pixels(gt, pred, peak)
-    out = {"psnr": 10 * torch.log10(peak**2 / err.mean(dim=(1, 2, 3)).clamp_min(1e-20)),
-           "ssim": smap.mean(dim=(1, 2, 3)),
-           "nmse": err.sum(dim=(1, 2, 3)) / (gt**2).sum(dim=(1, 2, 3)).clamp_min(1e-20)}
+    out = {
+        "psnr": 10 * torch.log10(peak**2 / err.mean(dim=(1, 2, 3)).clamp_min(1e-20)),
+        "ssim": smap.mean(dim=(1, 2, 3)),
+        "nmse": err.sum(dim=(1, 2, 3)) / (gt**2).sum(dim=(1, 2, 3)).clamp_min(1e-20),
+    }
     if region is not None:
         r = region.double()
         n = r.sum(dim=(1, 2, 3)).clamp_min(1)
-        out["psnr_hole"] = 10 * torch.log10(peak**2 / ((err * r).sum(dim=(1, 2, 3)) / n).clamp_min(1e-20))
-        out["nmse_hole"] = (err * r).sum(dim=(1, 2, 3)) / (gt**2 * r).sum(dim=(1, 2, 3)).clamp_min(1e-20)
+        out["psnr_hole"] = 10 * torch.log10(
+            peak**2 / ((err * r).sum(dim=(1, 2, 3)) / n).clamp_min(1e-20)
+        )
+        out["nmse_hole"] = (err * r).sum(dim=(1, 2, 3)) / (gt**2 * r).sum(dim=(1, 2, 3)).clamp_min(
+            1e-20
+        )
         h = (gt.shape[-2] - smap.shape[-2]) // 2  # the map's pixels are the windows' centres
-        inner = r[..., h:h + smap.shape[-2], h:h + smap.shape[-1]]
+        inner = r[..., h : h + smap.shape[-2], h : h + smap.shape[-1]]
         out["ssim_hole"] = (smap * inner).sum(dim=(1, 2, 3)) / inner.sum(dim=(1, 2, 3)).clamp_min(1)
     return [{k: float(v[i]) for k, v in out.items()} for i in range(gt.shape[0])]
 
 
-def segmentation_scores(pred: torch.Tensor, label: torch.Tensor, classes: list[str]) -> list[dict[str, float]]:
+def segmentation_scores(
+    pred: torch.Tensor, label: torch.Tensor, classes: list[str]
+) -> list[dict[str, float]]:
     """Per image: Dice and the 95th-percentile Hausdorff distance of every foreground class, and
     their means over the foreground classes (``dice``, ``hd95``). pred, label ``(N, H, W)`` integer
     class maps; ``classes`` names the labels (``classes[0]`` is the background).
@@ -113,13 +147,18 @@ def segmentation_scores(pred: torch.Tensor, label: torch.Tensor, classes: list[s
 
     k = len(classes)
     onehot = lambda t: F.one_hot(t.long(), k).permute(0, 3, 1, 2).float()  # noqa: E731 - (N, K, H, W)
-    p, g = onehot(pred.cpu()), onehot(label.cpu())  # surface distances run on the CPU (scipy) anyway
+    p, g = (
+        onehot(pred.cpu()),
+        onehot(label.cpu()),
+    )  # surface distances run on the CPU (scipy) anyway
     dice = compute_dice(p, g, include_background=True, ignore_empty=False)
     with warnings.catch_warnings():  # MONAI warns about every empty class; handled below
         warnings.simplefilter("ignore")
         hd = compute_hausdorff_distance(p, g, include_background=True, percentile=95)
     present_p, present_g = p.sum(dim=(2, 3)) > 0, g.sum(dim=(2, 3)) > 0
-    diagonal = float(torch.hypot(torch.tensor(float(pred.shape[-2])), torch.tensor(float(pred.shape[-1]))))
+    diagonal = float(
+        torch.hypot(torch.tensor(float(pred.shape[-2])), torch.tensor(float(pred.shape[-1])))
+    )
     hd = torch.where(~present_p & ~present_g, 0.0, torch.where(present_p & present_g, hd, diagonal))
     out = []
     for i in range(pred.shape[0]):
@@ -152,14 +191,18 @@ def _smooth(t: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def ssim_gaussian_3d(gt: torch.Tensor, pred: torch.Tensor, sigma: float = 1.5, win_size: int = 7) -> torch.Tensor:
+def ssim_gaussian_3d(
+    gt: torch.Tensor, pred: torch.Tensor, sigma: float = 1.5, win_size: int = 7
+) -> torch.Tensor:
     """scikit-image's ``structural_similarity(gt, pred, gaussian_weights=True, sigma=1.5,
     use_sample_covariance=False, win_size=7, data_range=gt.max() - gt.min())`` on each volume of
     ``(N, D, H, W)`` (e.g. a cine case, frames as D), in torch on the tensors' device: 11-tap
     Gaussian over all three axes, population covariance, a (win_size - 1) / 2 border cropped on
     every axis. Returns ``(N,)``; float64 inside."""
     if min(gt.shape[1:]) < win_size:  # as scikit-image: no window fits, so no SSIM (not NaN)
-        raise ValueError(f"SSIM needs every axis of (D, H, W) >= win_size {win_size}, got {tuple(gt.shape[1:])}")
+        raise ValueError(
+            f"SSIM needs every axis of (D, H, W) >= win_size {win_size}, got {tuple(gt.shape[1:])}"
+        )
     x, y = gt.double(), pred.double()
     r = (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))).view(-1, 1, 1, 1)
     taps = _gaussian_taps(sigma, 3.5, x.dtype, x.device)
@@ -176,6 +219,7 @@ def ssim_gaussian_3d(gt: torch.Tensor, pred: torch.Tensor, sigma: float = 1.5, w
 # ------------------------------------------------------------------ the seeds' own definitions
 # Reported as seed_* beside the standard metrics, only so a figure can be put next to a seed's
 # table; each says what in it differs from the standard one.
+
 
 def seed_slice_ssim(gt: torch.Tensor, pred: torch.Tensor) -> float:
     """Seed 000's SSIM of a volume ``(slices, H, W)``: per slice, skimage's 7x7 uniform SSIM

@@ -9,6 +9,7 @@ sum to 1. Per scale: separable Gaussian window (sigma 1.5), valid filtering, K =
 2 x 2 average pooling padded on odd sides; contrast-structure terms are clamped at a tiny positive
 value (pytorch-msssim clamps at 0, whose fractional power has an infinite gradient).
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,7 +31,9 @@ def _filter(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
 
 
-def _ssim_cs(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, data_range: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _ssim_cs(
+    x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, data_range: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(SSIM, contrast-structure) per image and channel, ``(N, C)`` each."""
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     mx, my = _filter(x, g), _filter(y, g)
@@ -48,12 +51,20 @@ def scales_for(height: int, width: int, win_size: int, max_scales: int = 5) -> i
     while k < max_scales and (h + 1) // 2 >= win_size and (w + 1) // 2 >= win_size:
         k, h, w = k + 1, (h + 1) // 2, (w + 1) // 2
     if min(height, width) < win_size:
-        raise ValueError(f"image {height} x {width} is smaller than the {win_size}-pixel SSIM window")
+        raise ValueError(
+            f"image {height} x {width} is smaller than the {win_size}-pixel SSIM window"
+        )
     return k
 
 
-def ms_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, win_size: int = 9, sigma: float = 1.5,
-            scales: int | None = None) -> torch.Tensor:
+def ms_ssim(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data_range: float = 1.0,
+    win_size: int = 9,
+    sigma: float = 1.5,
+    scales: int | None = None,
+) -> torch.Tensor:
     """MS-SSIM per image, ``(N,)``, of ``(N, C, H, W)`` images (channel mean). ``scales``: default
     the most that fit (at most 5)."""
     k = scales or scales_for(x.shape[-2], x.shape[-1], win_size)

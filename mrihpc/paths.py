@@ -7,6 +7,7 @@
 spec.yaml and manifest.json (each point's overrides and seed) are written at submission;
 ``points/<i>/`` and its config.yaml appear when the point starts on its node.
 """
+
 from __future__ import annotations
 
 import errno
@@ -32,8 +33,10 @@ class LinkRefused(OSError):
 
 
 def _refuse(link: Path) -> None:
-    raise LinkRefused(f"{link}: a symbolic link (to {os.readlink(link)}) inside the run directory; "
-                      "mrihpc writes there only to real files and folders: remove the link")
+    raise LinkRefused(
+        f"{link}: a symbolic link (to {os.readlink(link)}) inside the run directory; "
+        "mrihpc writes there only to real files and folders: remove the link"
+    )
 
 
 def refuse_links(path: Path) -> None:
@@ -44,8 +47,15 @@ def refuse_links(path: Path) -> None:
     ``runs`` that links to scratch space is fine). Outside any run only ``path`` is checked."""
     path = Path(os.path.abspath(path))
     chain = [path, *path.parents]
-    root = next((i for i, p in enumerate(chain) if os.path.isfile(p / "manifest.json") and not p.is_symlink()), None)
-    for p in chain[:1] if root is None else chain[:root + 2]:
+    root = next(
+        (
+            i
+            for i, p in enumerate(chain)
+            if os.path.isfile(p / "manifest.json") and not p.is_symlink()
+        ),
+        None,
+    )
+    for p in chain[:1] if root is None else chain[: root + 2]:
         if p.is_symlink():
             _refuse(p)
 
@@ -54,7 +64,9 @@ def refuse_links_within(folder: Path) -> None:
     """refuse_links(folder), and LinkRefused for any link already inside it (a file there that
     links out would take the next write of that name along). A folder not made yet has none."""
     refuse_links(folder)
-    for top, dirs, files in os.walk(folder):  # followlinks=False: a linked folder is listed, not entered
+    for top, dirs, files in os.walk(
+        folder
+    ):  # followlinks=False: a linked folder is listed, not entered
         for name in dirs + files:
             if os.path.islink(os.path.join(top, name)):
                 _refuse(Path(top) / name)
@@ -65,7 +77,12 @@ def open_no_follow(path: Path, mode: str = "a", **kwargs):
     within the run directory (O_NOFOLLOW, so a link planted between the check and the open
     fails too)."""
     refuse_links(path.parent)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if mode.startswith("a") else os.O_TRUNC)
+    flags = (
+        os.O_WRONLY
+        | os.O_CREAT
+        | os.O_NOFOLLOW
+        | (os.O_APPEND if mode.startswith("a") else os.O_TRUNC)
+    )
     try:
         fd = os.open(path, flags, 0o644)
     except OSError as e:
@@ -97,7 +114,9 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
 
 
-def update_json(path: Path, change: Callable[[Any], Any], default: Any = None, replace_damaged: bool = False) -> Any:
+def update_json(
+    path: Path, change: Callable[[Any], Any], default: Any = None, replace_damaged: bool = False
+) -> Any:
     """Read, change and write ``path`` under an exclusive lock (``.<name>.lock`` beside it), so
     updates from several processes (the job, ``cancel``, ``resubmit``, a second submission)
     never lose one another. ``change`` gets the current value and returns the new one.
@@ -165,11 +184,17 @@ def read_json(path: Path, default: Any = None, kind: type | None = None) -> Any:
     except UnicodeDecodeError as e:
         raise DamagedFile(f"{path}: damaged: byte {e.start} is not UTF-8 text") from None
     except json.JSONDecodeError as e:
-        what = "empty" if not data.strip() else f"not valid JSON at line {e.lineno} column {e.colno} ({e.msg})"
+        what = (
+            "empty"
+            if not data.strip()
+            else f"not valid JSON at line {e.lineno} column {e.colno} ({e.msg})"
+        )
         raise DamagedFile(f"{path}: damaged: {what}; cut short or edited?") from None
     if kind is not None and not isinstance(value, kind):
-        raise DamagedFile(f"{path}: damaged: expected a JSON {'object' if kind is dict else kind.__name__}, "
-                          f"found {type(value).__name__}")
+        raise DamagedFile(
+            f"{path}: damaged: expected a JSON {'object' if kind is dict else kind.__name__}, "
+            f"found {type(value).__name__}"
+        )
     return value
 
 
@@ -264,7 +289,9 @@ class RunPaths:
     @classmethod
     def create(cls, runs_dir: Path, name: str, sweep_id: str) -> "RunPaths":
         paths = cls(Path(runs_dir).resolve() / name / sweep_id)
-        if paths.root.parent.is_symlink():  # runs/<name> planted as a link: the run would land at its target
+        if (
+            paths.root.parent.is_symlink()
+        ):  # runs/<name> planted as a link: the run would land at its target
             _refuse(paths.root.parent)
         paths.root.parent.mkdir(parents=True, exist_ok=True)
         paths.root.mkdir(exist_ok=False)  # never an existing folder or link

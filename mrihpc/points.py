@@ -1,5 +1,6 @@
 """One point of a sweep and its concrete spec dict: no spec models, no validation, so both the
 sweep's expansion (``sweep``) and the reading of a point's spec (``specfile.point_raw``) use it."""
+
 from __future__ import annotations
 
 import copy
@@ -21,7 +22,12 @@ class Point:
     """train.seed of this point, derived from the spec seed and the index."""
 
     def to_json(self) -> dict:
-        return {"index": self.index, "name": self.name, "overrides": self.overrides, "seed": self.seed}
+        return {
+            "index": self.index,
+            "name": self.name,
+            "overrides": self.overrides,
+            "seed": self.seed,
+        }
 
 
 def point_config(raw: dict, point: Point) -> dict:
@@ -40,4 +46,3 @@ def _set_copied(data: dict, parts: list[str], value: Any) -> None:
         data[part] = dict(child) if isinstance(child, dict) else {}
         data = data[part]
     data[parts[-1]] = copy.deepcopy(value)
-

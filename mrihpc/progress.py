@@ -4,6 +4,7 @@ A point's progress is read from the last record of its metrics.jsonl (every logg
 carries ``epoch``, ``batch`` and ``batches``), so the waiting ``submit`` of a local sweep
 can draw one bar for all its points without talking to them.
 """
+
 from __future__ import annotations
 
 import json
@@ -70,8 +71,10 @@ class SweepProgress:
             return
         fractions = [point_fraction(last_record(f), self.epochs) for f in self.files]
         done = sum(fractions) / max(1, len(fractions))
-        line = (f"{finished}/{len(self.files)} points finished {bar(done)} {done:4.0%} "
-                f"elapsed {duration(time.time() - self.start)} eta {eta(time.time() - self.start, done)}")
+        line = (
+            f"{finished}/{len(self.files)} points finished {bar(done)} {done:4.0%} "
+            f"elapsed {duration(time.time() - self.start)} eta {eta(time.time() - self.start, done)}"
+        )
         self.stream.write("\r" + line.ljust(100))
         self.stream.flush()
         self.drawn = True

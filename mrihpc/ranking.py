@@ -1,6 +1,7 @@
 """The best point (or configuration) of a run by its own records, torch-free and shared by
 both sides: the login node's ``predict --best`` / ``--each-fold`` and the prediction job that
 ``submit --then predict`` queues, which decides on the node once the sweep has ended."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,11 @@ def best_value(metrics_file: Path, metric: str, higher: bool) -> Optional[float]
     """The best finite ``val_<metric>`` of a point's epochs, None without one."""
     records, _ = scan_jsonl(metrics_file, dict)
     values = [r.get(f"val_{metric}") for r in records if r.get("kind") == "epoch"]
-    values = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    values = [
+        float(v)
+        for v in values
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ]
     return (max(values) if higher else min(values)) if values else None
 
 
@@ -35,8 +40,11 @@ def _scored(run: RunPaths) -> tuple[str, bool, list[tuple[float, dict]]]:
     manifest = read_json(run.manifest, {}, dict) or {}
     metric = manifest.get("metric", "ssim")
     higher = (manifest.get("metric_directions") or {}).get(metric, "max") == "max"
-    scored = [(v, p) for p in manifest.get("points", [])
-              if (v := best_value(run.point(p["index"]).metrics, metric, higher)) is not None]
+    scored = [
+        (v, p)
+        for p in manifest.get("points", [])
+        if (v := best_value(run.point(p["index"]).metrics, metric, higher)) is not None
+    ]
     # adaptive: the points of the last rung with a score rank
     for rung in reversed((manifest.get("adaptive") or {}).get("rungs", [])):
         if top := [(v, p) for v, p in scored if p["index"] in rung["points"]]:
@@ -65,7 +73,12 @@ def best_configuration(run: RunPaths) -> list[int]:
     for value, point in scored:
         groups.setdefault(configuration_key(point), []).append(value)
     sign = -1 if higher else 1
-    best = min(groups, key=lambda g: (sign * statistics.fmean(groups[g]),
-                                      min(p["index"] for _, p in scored if configuration_key(p) == g)))
+    best = min(
+        groups,
+        key=lambda g: (
+            sign * statistics.fmean(groups[g]),
+            min(p["index"] for _, p in scored if configuration_key(p) == g),
+        ),
+    )
     manifest = read_json(run.manifest, {}, dict) or {}
     return sorted(p["index"] for p in manifest.get("points", []) if configuration_key(p) == best)

@@ -5,6 +5,7 @@ the object behind a name only when it builds it. A name added here is a name the
 accepts, so add one only together with its implementation. Workloads (tasks, their losses
 and metrics) are registered in ``mrihpc.workloads``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -35,6 +36,7 @@ MASKS = {
     "random": "mrihpc.workloads.knee.kspace.masks:RandomMask",
     "equispaced": "mrihpc.workloads.knee.kspace.masks:EquispacedMask",
 }
+
 
 def load(target: str) -> Any:
     """Import and return the object at ``"module:attribute"`` (every registry's entries)."""

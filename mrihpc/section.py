@@ -1,5 +1,6 @@
 """The base of every spec section and the checks they share (names, Slurm times, control
 characters); torch-free, imported by the login node and by each workload's sections."""
+
 from __future__ import annotations
 
 import re
@@ -11,8 +12,21 @@ from pydantic import BaseModel, ConfigDict, field_validator
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # Slurm's --time formats: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS
 _TIME = re.compile(r"^(?:(\d+)-(\d+)(?::(\d+)(?::(\d+))?)?|(\d+)(?::(\d+)(?::(\d+))?)?)$")
-MAIL_TYPES = ("NONE", "BEGIN", "END", "FAIL", "REQUEUE", "ALL", "INVALID_DEPEND", "STAGE_OUT",
-              "TIME_LIMIT", "TIME_LIMIT_90", "TIME_LIMIT_80", "TIME_LIMIT_50", "ARRAY_TASKS")
+MAIL_TYPES = (
+    "NONE",
+    "BEGIN",
+    "END",
+    "FAIL",
+    "REQUEUE",
+    "ALL",
+    "INVALID_DEPEND",
+    "STAGE_OUT",
+    "TIME_LIMIT",
+    "TIME_LIMIT_90",
+    "TIME_LIMIT_80",
+    "TIME_LIMIT_50",
+    "ARRAY_TASKS",
+)
 
 
 def _one_of(value: str, table: dict, what: str) -> str:
@@ -33,7 +47,9 @@ def slurm_time_minutes(text: str) -> int:
     """
     m = _TIME.match(str(text).strip())
     if not m:
-        raise ValueError(f"not a Slurm time {text!r}; allowed: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS")
+        raise ValueError(
+            f"not a Slurm time {text!r}; allowed: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS"
+        )
     if m.group(1) is not None:  # D-HH[:MM[:SS]]
         days, hours, mins, secs = (int(g or 0) for g in m.group(1, 2, 3, 4))
     elif m.group(7) is not None:  # HH:MM:SS
@@ -82,14 +98,14 @@ class Section(BaseModel):
     # The attribute docstrings document each field where it is declared; pydantic is not asked to
     # read them (use_attribute_docstrings parses every class's source at import: 55 ms of each
     # login verb that loads a spec, for descriptions nothing reads).
-    model_config = ConfigDict(extra="forbid", validate_default=True,
-                              allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
     @field_validator("*")
     @classmethod
     def _printable(cls, value: Any) -> Any:
         bad = _control_characters(value)
         if bad is not None:
-            raise ValueError(f"control character in {bad!r}; newlines, tabs and other control characters are not allowed")
+            raise ValueError(
+                f"control character in {bad!r}; newlines, tabs and other control characters are not allowed"
+            )
         return value
-

@@ -5,6 +5,7 @@ importing NumPy only for this costs the login node 40 ms on every verb. This is 
 algorithm (O'Neill's hash-mixing of the entropy words into a pool of 4, then one output word),
 tested against NumPy on random inputs in tests/test_sweep.py.
 """
+
 from __future__ import annotations
 
 MASK = 0xFFFFFFFF

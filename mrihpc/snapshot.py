@@ -7,6 +7,7 @@ The manifest records the copy's sha256 (over every file's relative path and byte
 that the package it imported is that copy and that the copy still has that digest. Stdlib only:
 the login node takes it and the node checks it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,8 +27,11 @@ class CodeMismatch(RuntimeError):
 
 def _files(package: Path) -> list[Path]:
     """The package's files, sorted; no byte-code (the task's Python compiles its own)."""
-    return sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-                  and p.suffix not in (".pyc", ".pyo"))
+    return sorted(
+        p
+        for p in package.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo")
+    )
 
 
 def digest(package: Path) -> str:
@@ -54,8 +58,13 @@ def take(code_dir: Path, source: Path | None = None) -> dict:
         mode = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
         os.chmod(path, mode | (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH if path.is_dir() else 0))
     os.chmod(target, 0o555)
-    return {"path": str(code_dir), "sha256": digest(target), "files": len(files),
-            "bytes": sum(f.stat().st_size for f in files), "source": str(source)}
+    return {
+        "path": str(code_dir),
+        "sha256": digest(target),
+        "files": len(files),
+        "bytes": sum(f.stat().st_size for f in files),
+        "source": str(source),
+    }
 
 
 def make_writable(code_dir: Path) -> None:
@@ -74,10 +83,14 @@ def check(manifest: dict, imported: Path) -> None:
         return  # run in the submitting process (debug executor, `mrihpc run`), or an older run
     expected = Path(code["path"]) / PACKAGE
     if imported.resolve() != expected.resolve():
-        raise CodeMismatch(f"this task imported mrihpc from {imported}, not the run's snapshot {expected}: "
-                           "something put another mrihpc before it on PYTHONPATH (a cluster.setup line, the image's "
-                           "own install under PYTHONPATH?)")
+        raise CodeMismatch(
+            f"this task imported mrihpc from {imported}, not the run's snapshot {expected}: "
+            "something put another mrihpc before it on PYTHONPATH (a cluster.setup line, the image's "
+            "own install under PYTHONPATH?)"
+        )
     found = digest(expected)
     if found != code["sha256"]:
-        raise CodeMismatch(f"{expected}: the snapshot's sha256 is {found[:12]}, but {code['sha256'][:12]} was "
-                           "submitted: it was changed after submit; resubmit from a fresh `mrihpc submit`")
+        raise CodeMismatch(
+            f"{expected}: the snapshot's sha256 is {found[:12]}, but {code['sha256'][:12]} was "
+            "submitted: it was changed after submit; resubmit from a fresh `mrihpc submit`"
+        )

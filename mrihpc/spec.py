@@ -5,15 +5,28 @@ every problem in one pass with its key path (``loc``), unknown keys rejected
 (``extra="forbid"``) and range checks.
 Loading YAML, ``extends:``, ``-o`` overrides and the error format live in ``specfile.py``.
 """
+
 from __future__ import annotations
 
 from typing import Any, ClassVar, Literal, Optional
 
-from pydantic import Field, create_model, field_serializer, field_validator, model_serializer, model_validator
+from pydantic import (
+    Field,
+    create_model,
+    field_serializer,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from mrihpc import registry
-from mrihpc.section import (MAIL_TYPES, NAME_PATTERN, Section, _registered,  # noqa: F401 - re-exported
-                            slurm_time_minutes)
+from mrihpc.section import (  # noqa: F401 - MAIL_TYPES, _registered, slurm_time_minutes re-exported
+    MAIL_TYPES,
+    NAME_PATTERN,
+    Section,
+    _registered,
+    slurm_time_minutes,
+)
 from mrihpc.spec_cluster import ApptainerSpec, ClusterSpec, ContainerSpec, DockerSpec  # noqa: F401
 
 
@@ -21,11 +34,27 @@ from mrihpc.spec_cluster import ApptainerSpec, ClusterSpec, ContainerSpec, Docke
 #: adds its seed's (``ModelSpec.PRESETS`` in a subclass)
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # fastMRI's baseline U-Net: 7,756,097 parameters at chans 32, 4 pools.
-    "fastmri": dict(channels=32, depth=4, norm="instance", activation="leaky_relu", pool="avg",
-                    upsample="transpose", conv_bias=False, dropout=0.0),
+    "fastmri": dict(
+        channels=32,
+        depth=4,
+        norm="instance",
+        activation="leaky_relu",
+        pool="avg",
+        upsample="transpose",
+        conv_bias=False,
+        dropout=0.0,
+    ),
     # Seed 000's U-Net: 64 base features, BatchNorm, ReLU, max-pool, bilinear up.
-    "nc2019": dict(channels=64, depth=4, norm="batch", activation="relu", pool="max",
-                   upsample="bilinear", conv_bias=True, dropout=0.0),
+    "nc2019": dict(
+        channels=64,
+        depth=4,
+        norm="batch",
+        activation="relu",
+        pool="max",
+        upsample="bilinear",
+        conv_bias=True,
+        dropout=0.0,
+    ),
 }
 
 
@@ -175,8 +204,10 @@ class ScheduleSpec(Section):
     @model_validator(mode="after")
     def _kind(self) -> "ScheduleSpec":
         if self.kind == "decay_restarts" and (self.warmup_epochs or self.restart_mult != 1):
-            raise ValueError("kind decay_restarts has no warm-up and grows periods by restart_increment; "
-                             "leave warmup_epochs 0 and restart_mult 1")
+            raise ValueError(
+                "kind decay_restarts has no warm-up and grows periods by restart_increment; "
+                "leave warmup_epochs 0 and restart_mult 1"
+            )
         return self
 
 
@@ -303,8 +334,11 @@ class SweepSpec(Section):
     def _without_empty_axes(self, handler) -> dict:
         """Dumps (config.yaml, provenance) leave out the axes not swept along: a spec file that
         writes an empty axis is refused (``specfile.load_raw``), and a dump must submit again."""
+
         def empty(k: str, v: Any) -> bool:
-            return (k in ("grid", "zip", "points") and v in ({}, [])) or (k == "adaptive" and v is None)
+            return (k in ("grid", "zip", "points") and v in ({}, [])) or (
+                k == "adaptive" and v is None
+            )
 
         return {k: v for k, v in handler(self).items() if not empty(k, v)}
 
@@ -316,13 +350,18 @@ def per_name(section: type[Section]):
 
     def wrap(cls, value: Any) -> Any:
         return value if keyed_by_name(value, section) else {"all": value}
+
     return classmethod(wrap)
 
 
 def keyed_by_name(value: Any, section: type[Section]) -> bool:
     """True when ``value`` maps optimiser names to settings rather than giving one setting."""
-    return (isinstance(value, dict) and bool(value) and all(isinstance(v, dict) for v in value.values())
-            and not set(value) & set(section.model_fields))
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(v, dict) for v in value.values())
+        and not set(value) & set(section.model_fields)
+    )
 
 
 class JobSpec(Section):
@@ -386,10 +425,17 @@ class JobSpec(Section):
         return table[fallback] if fallback in table else table["all"]
 
 
-def typed_job_spec(title: str, data: type, model: type, optimizer_fallbacks: dict[str, str]) -> type[JobSpec]:
+def typed_job_spec(
+    title: str, data: type, model: type, optimizer_fallbacks: dict[str, str]
+) -> type[JobSpec]:
     """JobSpec with ``data`` and ``model`` typed by a workload (``workloads.job_spec_class``
     builds and caches one per task: the registry is asked once, not per ``optim_for``)."""
-    cls = create_model(f"{title}JobSpec", __base__=JobSpec, __doc__=JobSpec.__doc__,
-                       data=(data, ...), model=(model, model()))
+    cls = create_model(
+        f"{title}JobSpec",
+        __base__=JobSpec,
+        __doc__=JobSpec.__doc__,
+        data=(data, ...),
+        model=(model, model()),
+    )
     cls.OPTIMIZER_FALLBACKS = dict(optimizer_fallbacks)
     return cls

@@ -1,4 +1,5 @@
 """The ``cluster`` and ``container`` sections: where and how the points run (login node only)."""
+
 from __future__ import annotations
 
 import re
@@ -68,8 +69,15 @@ class ClusterSpec(Section):
     sbatch: dict[str, Any] = {}
     """Other sbatch options passed through verbatim, e.g. {reservation: foo}."""
 
-    _sbatch_keys = field_validator("sbatch")(classmethod(lambda cls, v: _names(
-        v, r"[A-Za-z][A-Za-z0-9_-]*", "option name(s) {} are not sbatch options; allowed: letters, digits, - and _")))
+    _sbatch_keys = field_validator("sbatch")(
+        classmethod(
+            lambda cls, v: _names(
+                v,
+                r"[A-Za-z][A-Za-z0-9_-]*",
+                "option name(s) {} are not sbatch options; allowed: letters, digits, - and _",
+            )
+        )
+    )
 
     @field_validator("time")
     @classmethod
@@ -82,7 +90,9 @@ class ClusterSpec(Section):
     def _mail(cls, v: Optional[str]) -> Optional[str]:
         bad = [t for t in (v or "").split(",") if t and t.strip().upper() not in MAIL_TYPES]
         if bad:
-            raise ValueError(f"unknown mail type(s) {', '.join(bad)}; allowed: {', '.join(MAIL_TYPES)}")
+            raise ValueError(
+                f"unknown mail type(s) {', '.join(bad)}; allowed: {', '.join(MAIL_TYPES)}"
+            )
         return v
 
     @property
@@ -109,7 +119,6 @@ class DockerSpec(Section):
     gpus: bool = True
     """Pass the task's GPUs (--gpus device=..., or NVIDIA_VISIBLE_DEVICES for a `docker run`
     wrapper); false passes none (a wrapper that picks them itself)."""
-
 
     _wrapper = field_validator("wrapper")(classmethod(lambda cls, v: _command_words(v)))
 
@@ -138,8 +147,15 @@ class ContainerSpec(Section):
 
     _python = field_validator("python")(classmethod(lambda cls, v: _command_words(v)))
 
-    _env_names = field_validator("env")(classmethod(lambda cls, v: _names(
-        v, r"[A-Za-z_][A-Za-z0-9_]*", "variable name(s) {} are not POSIX names; allowed: letters, digits and _, not first a digit")))
+    _env_names = field_validator("env")(
+        classmethod(
+            lambda cls, v: _names(
+                v,
+                r"[A-Za-z_][A-Za-z0-9_]*",
+                "variable name(s) {} are not POSIX names; allowed: letters, digits and _, not first a digit",
+            )
+        )
+    )
     python: str = Field("python", min_length=1)
     """The image's Python command."""
     python_version: Optional[str] = Field(None, pattern=r"^3\.[0-9]+$")
@@ -159,10 +175,11 @@ class ContainerSpec(Section):
         if self.runtime != "none" and not self.image:
             raise ValueError(f"runtime {self.runtime} needs container.image")
         if self.runtime == "none" and self.image:
-            raise ValueError("container.image is set but container.runtime is none; pick pyxis, docker or apptainer")
+            raise ValueError(
+                "container.image is set but container.runtime is none; pick pyxis, docker or apptainer"
+            )
         for m in self.mounts:
             parts = m.split(":")
             if not parts[0] or len(parts) > 3 or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
                 raise ValueError(f"mount {m!r}: expected host[:container[:ro|rw]]")
         return self
-

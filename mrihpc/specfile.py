@@ -3,6 +3,7 @@
 Every user mistake becomes one line ``file: key.path: what is wrong; allowed: ...`` in a
 SpecError; the CLI prints them and exits non-zero, never with a traceback.
 """
+
 from __future__ import annotations
 
 import copy
@@ -47,8 +48,12 @@ class _StrictLoader(_LOADER):  # type: ignore[misc, valid-type]
                 continue  # unhashable key: the constructor below says so
             if line != key_node.start_mark.line + 1:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} given twice (lines {line} and {key_node.start_mark.line + 1}); "
-                    "keep one", key_node.start_mark)
+                    None,
+                    None,
+                    f"key {key!r} given twice (lines {line} and {key_node.start_mark.line + 1}); "
+                    "keep one",
+                    key_node.start_mark,
+                )
         return super().construct_mapping(node, deep=deep)
 
 
@@ -86,8 +91,10 @@ def expanded_size(data: Any, limit: int) -> Optional[str]:
     except RecursionError:
         return "nested too deeply"
     if total > limit:
-        return (f"expands to more than {limit:,} values (aliases repeated inside aliases?); "
-                f"a spec holds at most {limit:,}")
+        return (
+            f"expands to more than {limit:,} values (aliases repeated inside aliases?); "
+            f"a spec holds at most {limit:,}"
+        )
     return None
 
 
@@ -101,13 +108,21 @@ def read_yaml(path: Path) -> dict:
         if stat.S_ISDIR(info.st_mode):
             raise IsADirectoryError
         if not stat.S_ISREG(info.st_mode):
-            raise SpecError([f"{path}: not a regular file (a device, pipe or socket); a spec is a YAML file"])
+            raise SpecError(
+                [f"{path}: not a regular file (a device, pipe or socket); a spec is a YAML file"]
+            )
         if info.st_size > MAX_SPEC_BYTES:
-            raise SpecError([f"{path}: {info.st_size:,} bytes; a spec file holds at most {MAX_SPEC_BYTES:,}"])
+            raise SpecError(
+                [f"{path}: {info.st_size:,} bytes; a spec file holds at most {MAX_SPEC_BYTES:,}"]
+            )
         with open(path, "rb") as f:
             text = f.read(MAX_SPEC_BYTES + 1)
         if len(text) > MAX_SPEC_BYTES:  # grew since the stat
-            raise SpecError([f"{path}: over {MAX_SPEC_BYTES:,} bytes; a spec file holds at most {MAX_SPEC_BYTES:,}"])
+            raise SpecError(
+                [
+                    f"{path}: over {MAX_SPEC_BYTES:,} bytes; a spec file holds at most {MAX_SPEC_BYTES:,}"
+                ]
+            )
         data = yaml.load(text.decode("utf-8"), Loader=_StrictLoader)
     except FileNotFoundError:
         raise SpecError([f"{path}: no such file"]) from None
@@ -116,8 +131,12 @@ def read_yaml(path: Path) -> dict:
     except PermissionError:
         raise SpecError([f"{path}: not readable (permission denied)"]) from None
     except UnicodeDecodeError as e:
-        raise SpecError([f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r}); "
-                         "a spec is a UTF-8 YAML file (binary, or saved as UTF-16?)"]) from None
+        raise SpecError(
+            [
+                f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start : e.start + 1]!r}); "
+                "a spec is a UTF-8 YAML file (binary, or saved as UTF-16?)"
+            ]
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "?"
@@ -125,7 +144,9 @@ def read_yaml(path: Path) -> dict:
     except RecursionError:
         raise SpecError([f"{path}: nested too deeply to read"]) from None
     if not isinstance(data, dict):
-        raise SpecError([f"{path}: the top level must be a mapping of keys, got {type(data).__name__}"])
+        raise SpecError(
+            [f"{path}: the top level must be a mapping of keys, got {type(data).__name__}"]
+        )
     why = expanded_size(data, MAX_SPEC_VALUES)
     if why:
         raise SpecError([f"{path}: {why}"])
@@ -154,13 +175,26 @@ def load_raw(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
     """The spec file as a dict with its ``extends:`` chain merged in (paths relative to it)."""
     path = Path(path).resolve()
     if path in _seen:
-        raise SpecError([f"{path}: extends: cycle through {' -> '.join(map(str, _seen + (path,)))}"])
+        raise SpecError(
+            [f"{path}: extends: cycle through {' -> '.join(map(str, _seen + (path,)))}"]
+        )
     data = read_yaml(path)
     sweep = data.get("sweep")
-    empty = [a for a in ("grid", "zip", "points") if isinstance(sweep, dict) and a in sweep and sweep[a] in ({}, [], None)]
-    if empty:  # written but empty: a slip, not "one point" (a child's sweep: replaces its parent's whole)
-        raise SpecError([f"{path}: sweep.{a}: empty; give it at least one entry, or leave sweep.{a} out for "
-                         "no sweep along it" for a in empty])
+    empty = [
+        a
+        for a in ("grid", "zip", "points")
+        if isinstance(sweep, dict) and a in sweep and sweep[a] in ({}, [], None)
+    ]
+    if (
+        empty
+    ):  # written but empty: a slip, not "one point" (a child's sweep: replaces its parent's whole)
+        raise SpecError(
+            [
+                f"{path}: sweep.{a}: empty; give it at least one entry, or leave sweep.{a} out for "
+                "no sweep along it"
+                for a in empty
+            ]
+        )
     parent = data.pop("extends", None)
     if parent is None:
         return data
@@ -242,14 +276,19 @@ def _per_name(annotation: Any) -> bool:
 
 def _as_written(loc: tuple, raw: dict) -> tuple:
     """The key path as the user wrote it: ``optim.all.lr`` -> ``optim.lr`` when optim was one mapping."""
-    if len(loc) > 1 and loc[0] in ("optim", "schedule") and loc[1] == "all" \
-            and "all" not in (raw.get(loc[0]) if isinstance(raw.get(loc[0]), dict) else {}):
+    if (
+        len(loc) > 1
+        and loc[0] in ("optim", "schedule")
+        and loc[1] == "all"
+        and "all" not in (raw.get(loc[0]) if isinstance(raw.get(loc[0]), dict) else {})
+    ):
         return loc[:1] + loc[2:]
     return loc
 
 
-def format_errors(error: ValidationError, source: str, root: type[BaseModel] = JobSpec,
-                  raw: Optional[dict] = None) -> list[str]:
+def format_errors(
+    error: ValidationError, source: str, root: type[BaseModel] = JobSpec, raw: Optional[dict] = None
+) -> list[str]:
     """pydantic's errors as ``source: key.path: message`` lines, with suggestions for typos."""
     lines = []
     task = getattr(root, "model_fields", {}).get("task")
@@ -262,7 +301,9 @@ def format_errors(error: ValidationError, source: str, root: type[BaseModel] = J
             known = sorted(section.model_fields) if section else []
             close = difflib.get_close_matches(loc[-1], known, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
-            owner = f" for task {raw['task']}" if raw and task and loc[0] in ("data", "model") else ""
+            owner = (
+                f" for task {raw['task']}" if raw and task and loc[0] in ("data", "model") else ""
+            )
             msg = f"unknown key{owner}; {hint}allowed: {', '.join(known)}"
         elif err["type"] == "missing":
             msg = "required key is missing"
@@ -283,7 +324,11 @@ def valid_key_path(dotted: str, root: type[BaseModel] = JobSpec) -> Optional[str
                 continue  # an optimiser's name; its settings follow
         if not _is_model(model):
             # inside a free mapping (loss, cluster.sbatch): any key is fine; below a scalar is not
-            return None if typing.get_origin(model) is dict else f"{'.'.join(dotted.split('.')[:i])} has no sub-keys"
+            return (
+                None
+                if typing.get_origin(model) is dict
+                else f"{'.'.join(dotted.split('.')[:i])} has no sub-keys"
+            )
         if key not in model.model_fields:
             close = difflib.get_close_matches(key, model.model_fields, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
@@ -317,7 +362,9 @@ def validate_dict(raw: dict, source: str) -> JobSpec:
         problems += format_errors(e, source, cls, raw)
     else:
         hook = workloads.get(spec.task).check_spec if cls is not JobSpec else None
-        problems += [f"{source}: {line}" for line in (workloads.resolve(hook)(spec) if hook else [])]
+        problems += [
+            f"{source}: {line}" for line in (workloads.resolve(hook)(spec) if hook else [])
+        ]
     if problems:
         raise SpecError(problems)
     return spec

@@ -3,6 +3,7 @@
 grid (cartesian product) x zip (paired lists) x points (explicit override sets) x folds.
 The order is fixed by the spec alone, so the same spec always gives the same points.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -14,8 +15,14 @@ from mrihpc.spec import JobSpec
 from mrihpc.specfile import SpecError, valid_key_path, validate_dict
 
 # Short names for the coordinates people sweep most (the point name reads "lr=3e-4,acc=8").
-ALIASES = {"accelerations": "acc", "center_fractions": "cf", "batch_size": "bs",
-           "weight_decay": "wd", "channels": "ch", "restart_epochs": "T0"}
+ALIASES = {
+    "accelerations": "acc",
+    "center_fractions": "cf",
+    "batch_size": "bs",
+    "weight_decay": "wd",
+    "channels": "ch",
+    "restart_epochs": "T0",
+}
 
 
 def format_value(value: Any) -> str:
@@ -30,8 +37,14 @@ def format_value(value: Any) -> str:
     if isinstance(value, dict):  # {ce: 1} -> ce; {name: sgd, lr: 0.01} -> sgd+lr:0.01
         head = [str(value["name"])] if "name" in value else []
         weights = not head  # a loss: a term of weight 1 reads as its bare name
-        return "+".join(head + [k if weights and v == 1 else f"{ALIASES.get(k, k)}:{format_value(v)}"
-                                for k, v in value.items() if k != "name"])
+        return "+".join(
+            head
+            + [
+                k if weights and v == 1 else f"{ALIASES.get(k, k)}:{format_value(v)}"
+                for k, v in value.items()
+                if k != "name"
+            ]
+        )
     return str(value)
 
 
@@ -53,7 +66,9 @@ def short_names(keys: list[str]) -> dict[str, str]:
 
 def point_seed(base_seed: int, index: int) -> int:
     """A seed for point ``index`` that differs between points and never changes for a spec."""
-    return seed_sequence_word([base_seed & 0xFFFFFFFF, index]) & 0x7FFFFFFF  # NumPy's SeedSequence, without NumPy
+    return (
+        seed_sequence_word([base_seed & 0xFFFFFFFF, index]) & 0x7FFFFFFF
+    )  # NumPy's SeedSequence, without NumPy
 
 
 def _axes(spec: JobSpec) -> list[list[dict[str, Any]]]:
@@ -78,8 +93,10 @@ FIXED_PER_ARRAY = ("name", "task", "cluster", "container", "train.max_requeues",
 def _why_not(key: str, spec: JobSpec) -> str | None:
     fixed = next((f for f in FIXED_PER_ARRAY if key == f or key.startswith(f + ".")), None)
     if fixed:
-        return (f"{fixed} cannot vary between the points of one array job (they share one sbatch script, "
-                "container and requeue limit); write one spec per value instead")
+        return (
+            f"{fixed} cannot vary between the points of one array job (they share one sbatch script, "
+            "container and requeue limit); write one spec per value instead"
+        )
     return valid_key_path(key, type(spec))
 
 
@@ -110,22 +127,31 @@ def adaptive_problems(spec: JobSpec, source: str) -> list[str]:
     problems = []
     metrics = workloads.get(spec.task).metrics
     if a.metric is not None and a.metric not in metrics:
-        problems.append(f"{where}.metric: {a.metric!r} is not a validation metric of {spec.task}; "
-                        f"allowed: {', '.join(sorted(metrics))}")
+        problems.append(
+            f"{where}.metric: {a.metric!r} is not a validation metric of {spec.task}; "
+            f"allowed: {', '.join(sorted(metrics))}"
+        )
     if a.max_epochs is not None and a.max_epochs != spec.train.epochs:
-        problems.append(f"{where}.max_epochs: {a.max_epochs} differs from train.epochs "
-                        f"({spec.train.epochs}); the last rung trains to train.epochs, as the full run "
-                        "would: set one of them, or both alike")
+        problems.append(
+            f"{where}.max_epochs: {a.max_epochs} differs from train.epochs "
+            f"({spec.train.epochs}); the last rung trains to train.epochs, as the full run "
+            "would: set one of them, or both alike"
+        )
     if a.min_epochs >= spec.train.epochs:
-        problems.append(f"{where}.min_epochs: {a.min_epochs} leaves no rung to promote to: it must "
-                        f"be below train.epochs ({spec.train.epochs})")
+        problems.append(
+            f"{where}.min_epochs: {a.min_epochs} leaves no rung to promote to: it must "
+            f"be below train.epochs ({spec.train.epochs})"
+        )
     swept = [*spec.sweep.grid, *spec.sweep.zip, *(k for p in spec.sweep.points for k in p)]
     if "train.epochs" in swept:
-        problems.append(f"{where}: train.epochs cannot vary between points: the rungs set every "
-                        "point's epochs")
+        problems.append(
+            f"{where}: train.epochs cannot vary between points: the rungs set every point's epochs"
+        )
     if (configurations := count_points(spec) // (spec.sweep.folds or 1)) < 2:
-        problems.append(f"{where}: successive halving needs at least 2 configurations to choose "
-                        f"between; the sweep has {configurations}")
+        problems.append(
+            f"{where}: successive halving needs at least 2 configurations to choose "
+            f"between; the sweep has {configurations}"
+        )
     return problems
 
 
@@ -143,15 +169,25 @@ def expand(spec: JobSpec, source: str = "<spec>") -> list[Point]:
     """All points of the sweep, in a fixed order (a spec without a sweep is one point)."""
     check_keys(spec, source)
     if (n := count_points(spec)) > spec.sweep.max_points:
-        raise SpecError([f"{source}: sweep: {n:,} points exceed sweep.max_points ({spec.sweep.max_points:,}); "
-                         "set sweep.max_points to run that many"])
+        raise SpecError(
+            [
+                f"{source}: sweep: {n:,} points exceed sweep.max_points ({spec.sweep.max_points:,}); "
+                "set sweep.max_points to run that many"
+            ]
+        )
     axes = _axes(spec)
     combos = [{k: v for o in combo for k, v in o.items()} for combo in itertools.product(*axes)]
-    names = short_names(list(dict.fromkeys(k for axis in axes for o in axis for k in o if k != "data.folds")))
+    names = short_names(
+        list(dict.fromkeys(k for axis in axes for o in axis for k in o if k != "data.folds"))
+    )
     points = []
     for index, overrides in enumerate(combos):
-        label = ",".join(f"{names[k]}={format_value(v)}" for k, v in overrides.items() if k in names)
-        points.append(Point(index, label or spec.name, overrides, point_seed(spec.train.seed, index)))
+        label = ",".join(
+            f"{names[k]}={format_value(v)}" for k, v in overrides.items() if k in names
+        )
+        points.append(
+            Point(index, label or spec.name, overrides, point_seed(spec.train.seed, index))
+        )
     return points
 
 
@@ -169,7 +205,9 @@ def expand_and_validate(spec: JobSpec, raw: dict, source: str) -> list[tuple[Poi
         try:
             out.append((point, _fast(base, data, point) or validate_dict(data, source)))
         except SpecError as e:
-            problems += [f"{line} (in sweep point {point.index}: {point.name})" for line in e.problems]
+            problems += [
+                f"{line} (in sweep point {point.index}: {point.name})" for line in e.problems
+            ]
     if problems:
         raise SpecError(problems)
     return out

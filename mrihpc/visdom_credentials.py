@@ -7,6 +7,7 @@ with mode 600 (the folder 700). Visdom signs its login cookie with ``~/.visdom/C
 made the same way when missing. Clients (the points, the follower, ``replay``) log in with the
 same file: ``login`` posts Visdom's own login form and keeps the cookie in the session.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -37,7 +38,10 @@ def ensure() -> dict:
     path = credentials_file()
     if not path.is_file():
         try:
-            _write_private(path, json.dumps({"username": getpass.getuser(), "password": secrets.token_urlsafe(18)}))
+            _write_private(
+                path,
+                json.dumps({"username": getpass.getuser(), "password": secrets.token_urlsafe(18)}),
+            )
         except FileExistsError:  # another process made it first
             pass
     return load()
@@ -77,5 +81,9 @@ def server_credential(creds: dict) -> dict:
 def login(session, url: str, creds: dict, timeout: float | tuple = 5.0) -> bool:
     """Log ``session`` (requests) in to the Visdom server at ``url``; True when the cookie came back."""
     password = hashlib.sha256(creds["password"].encode()).hexdigest()  # as Visdom's client sends it
-    r = session.post(url.rstrip("/") + "/", json={"username": creds["username"], "password": password}, timeout=timeout)
+    r = session.post(
+        url.rstrip("/") + "/",
+        json={"username": creds["username"], "password": password},
+        timeout=timeout,
+    )
     return r.ok and "user_password" in session.cookies

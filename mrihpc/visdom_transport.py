@@ -7,6 +7,7 @@ short timeout, and after a failure drops what comes for a back-off period (doubl
 limit) instead of trying again at every step. Nothing is lost: the per-point log holds every
 call, and ``replay`` sends a log to a server later.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,13 @@ class Transport:
     A server with Visdom's login on refuses a request without its cookie (HTTP 400): the
     transport then logs in with the user's credentials file, once, and sends again."""
 
-    def __init__(self, url: str, timeout_s: float = 2.0, backoff_s: float = 30.0, max_backoff_s: float = 300.0):
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = 2.0,
+        backoff_s: float = 30.0,
+        max_backoff_s: float = 300.0,
+    ):
         self.url = url.rstrip("/")
         self.timeout = (min(timeout_s, 1.0), timeout_s)  # (connect, read)
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
@@ -40,9 +47,13 @@ class Transport:
             self.skipped += 1
             return False
         try:
-            r = self.session.post(f"{self.url}/{endpoint}", data=json.dumps(msg), timeout=self.timeout)
+            r = self.session.post(
+                f"{self.url}/{endpoint}", data=json.dumps(msg), timeout=self.timeout
+            )
             if r.status_code == 400 and self._login():
-                r = self.session.post(f"{self.url}/{endpoint}", data=json.dumps(msg), timeout=self.timeout)
+                r = self.session.post(
+                    f"{self.url}/{endpoint}", data=json.dumps(msg), timeout=self.timeout
+                )
         except requests.RequestException as e:
             self.failed += 1
             self.last_error = f"{type(e).__name__}: {e}"
@@ -103,7 +114,11 @@ class Sender:
 
 def read_log(path: Path) -> list[tuple[str, dict]]:
     """The calls of a visdom log (``[endpoint, message]`` per line); a torn last line is ignored."""
-    return [(entry[0], entry[1]) for entry in read_jsonl(path) if isinstance(entry, list) and len(entry) == 2]
+    return [
+        (entry[0], entry[1])
+        for entry in read_jsonl(path)
+        if isinstance(entry, list) and len(entry) == 2
+    ]
 
 
 def replay(logs: list[Path], url: str, timeout_s: float = 30.0) -> dict:

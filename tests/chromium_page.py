@@ -1,6 +1,7 @@
 """Headless Chromium driven over the DevTools protocol (websocket-client, which visdom already
 needs): set a cookie, open a page, evaluate JavaScript in it, take a screenshot. Enough to look
 at a Visdom env behind its login the way a user's browser does."""
+
 from __future__ import annotations
 
 import base64
@@ -21,11 +22,23 @@ import websocket
 class ChromiumPage:
     def __init__(self, chromium: str, size: str = "1600,1400"):
         self.profile = tempfile.TemporaryDirectory(ignore_cleanup_errors=True)
-        self.proc = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                                      f"--window-size={size}", "--remote-debugging-port=0",
-                                      f"--user-data-dir={self.profile.name}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True)  # its helper processes share the group
+        self.proc = subprocess.Popen(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                f"--window-size={size}",
+                "--remote-debugging-port=0",
+                f"--user-data-dir={self.profile.name}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )  # its helper processes share the group
         port = None
         deadline = time.time() + 30
         while port is None and time.time() < deadline:
@@ -69,9 +82,13 @@ class ChromiumPage:
         self.call("Page.navigate", url=url)
 
     def evaluate(self, expression: str) -> Any:
-        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)[
+            "result"
+        ].get("value")
 
-    def wait_for(self, probe: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 30) -> Any:
+    def wait_for(
+        self, probe: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 30
+    ) -> Any:
         """Poll ``probe`` until ``done(value)`` or the timeout; returns the last value."""
         deadline = time.time() + timeout
         value = probe()

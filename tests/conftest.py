@@ -1,4 +1,5 @@
 """Shared fixtures: a session-wide data cache and tiny specs built from real components."""
+
 from __future__ import annotations
 
 import contextlib
@@ -16,9 +17,18 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = {
     "name": "tiny",
     "task": "reconstruction",
-    "data": {"format": "fastmri",
-             "synthetic": {"volumes": 6, "slices": 10, "shape": [96, 80], "recon_shape": [64, 64], "seed": 1},
-             "skip_slices": 3, "mask": {"kind": "random", "accelerations": [4], "center_fractions": [0.08]}},
+    "data": {
+        "format": "fastmri",
+        "synthetic": {
+            "volumes": 6,
+            "slices": 10,
+            "shape": [96, 80],
+            "recon_shape": [64, 64],
+            "seed": 1,
+        },
+        "skip_slices": 3,
+        "mask": {"kind": "random", "accelerations": [4], "center_fractions": [0.08]},
+    },
     "model": {"name": "unet", "channels": 8, "depth": 2, "residual": True},
     "loss": {"l1": 1.0},
     "optim": {"name": "adam", "lr": 2e-3},
@@ -52,8 +62,13 @@ def inductor_cache():
         return
     import getpass
 
-    key = "-".join(os.environ.get(v, "native") for v in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"))
-    with scoped_env("TORCHINDUCTOR_CACHE_DIR", f"{tempfile.gettempdir()}/torchinductor_{getpass.getuser()}/{key}"):
+    key = "-".join(
+        os.environ.get(v, "native") for v in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+    )
+    with scoped_env(
+        "TORCHINDUCTOR_CACHE_DIR",
+        f"{tempfile.gettempdir()}/torchinductor_{getpass.getuser()}/{key}",
+    ):
         yield
 
 
@@ -78,10 +93,14 @@ def merge(base: dict, **sections) -> dict:
 @pytest.fixture
 def write_spec(tmp_path):
     """write_spec(dict or text, name) -> path of a YAML file in the test's folder."""
+
     def write(content, name: str = "spec.yaml") -> Path:
         path = tmp_path / name
-        path.write_text(content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False))
+        path.write_text(
+            content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False)
+        )
         return path
+
     return write
 
 
@@ -94,7 +113,9 @@ def _cluster_up(conf: Path) -> bool:
     if not conf.is_file():
         return False
     env = {**os.environ, "SLURM_CONF": str(conf)}
-    out = subprocess.run(["sinfo", "-h", "-o", "%t", "-n", "node1,node2"], capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        ["sinfo", "-h", "-o", "%t", "-n", "node1,node2"], capture_output=True, text=True, env=env
+    )
     return out.returncode == 0 and set(out.stdout.split()) == {"idle"}
 
 
@@ -107,15 +128,21 @@ def slurm_cluster():
     conf = CLUSTER_DIR / "etc" / "slurm.conf"
     started = False
     if not _cluster_up(conf):
-        out = subprocess.run(["bash", str(REPO / "slurm" / "cluster.sh"), "start", str(CLUSTER_DIR)],
-                             capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            ["bash", str(REPO / "slurm" / "cluster.sh"), "start", str(CLUSTER_DIR)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if out.returncode != 0:
             pytest.fail(f"the test Slurm cluster did not start:\n{out.stdout}\n{out.stderr}")
         started = True
     with scoped_env("SLURM_CONF", str(conf)):
         yield CLUSTER_DIR
     if started:
-        subprocess.run(["bash", str(REPO / "slurm" / "cluster.sh"), "stop", str(CLUSTER_DIR)], timeout=120)
+        subprocess.run(
+            ["bash", str(REPO / "slurm" / "cluster.sh"), "stop", str(CLUSTER_DIR)], timeout=120
+        )
 
 
 DOCKER_IMAGE = os.environ.get("MRIHPC_TEST_IMAGE", "mrihpc-test/stock-torch:2.13.0")
@@ -130,14 +157,20 @@ def docker_engine(tmp_path_factory):
     import subprocess
 
     engine = REPO / "tools" / "docker-engine.sh"
-    folder = Path(tempfile.mkdtemp(prefix="mrihpc-dockerd-"))  # short: a unix socket path has 108 bytes
-    out = subprocess.run(["bash", str(engine), "start", str(folder)], capture_output=True, text=True, timeout=120)
+    folder = Path(
+        tempfile.mkdtemp(prefix="mrihpc-dockerd-")
+    )  # short: a unix socket path has 108 bytes
+    out = subprocess.run(
+        ["bash", str(engine), "start", str(folder)], capture_output=True, text=True, timeout=120
+    )
     if out.returncode:
         pytest.fail(f"dockerd did not start:\n{out.stdout}\n{out.stderr}")
     host = f"unix://{folder}/docker.sock"
     try:
         with scoped_env("DOCKER_HOST", host):
-            built = subprocess.run(["bash", str(engine), "image"], capture_output=True, text=True, timeout=900)
+            built = subprocess.run(
+                ["bash", str(engine), "image"], capture_output=True, text=True, timeout=900
+            )
             if built.returncode:
                 pytest.fail(f"the test image did not build:\n{built.stdout}\n{built.stderr}")
             yield host
@@ -158,5 +191,7 @@ def wait_status(run, point: int, predicate, timeout: float = 300) -> dict:
         if predicate(status):
             return status
         time.sleep(0.3)
-    logs = "".join(p.read_text(errors="replace")[-2000:] for p in sorted((run.root / "logs").glob("*.err")))
+    logs = "".join(
+        p.read_text(errors="replace")[-2000:] for p in sorted((run.root / "logs").glob("*.err"))
+    )
     pytest.fail(f"point {point}: {read_json(run.point(point).status)}\n{logs}")

@@ -7,7 +7,8 @@ import pytest
 
 from mrihpc.login import adapt
 from mrihpc.login.cluster_check import Partition
-from mrihpc.login.results import PointView, status_report
+from mrihpc.login.results import status_report
+from mrihpc.login.views import PointView
 from mrihpc.paths import RunPaths, atomic_write_json, read_json
 from mrihpc.spec_cluster import ClusterSpec
 
@@ -53,9 +54,7 @@ def test_each_cause_gets_its_own_step(run):
         PointView(4, "p4", "failed", reason="NonFiniteLoss: loss nan at epoch 2 step 5"),
         PointView(5, "p5", "cancelled"),
     ]
-    steps = {
-        s.index: s for s in adapt.plan(read_json(run.manifest), views, cluster, PARTITION)
-    }
+    steps = {s.index: s for s in adapt.plan(read_json(run.manifest), views, cluster, PARTITION)}
     assert (steps[0].resubmit, steps[0].changes) == (True, {"mem_gb": 1.5})
     assert (steps[1].resubmit, steps[1].changes) == (
         True,

@@ -119,7 +119,9 @@ def test_local_rungs_keep_the_best_half_and_a_promoted_point_ends_as_a_full_run(
     capsys.readouterr()
     reference = RunPaths(next((runs / "full").iterdir()))
     assert val_ssims(run, winner[0]) == pytest.approx(val_ssims(reference, winner[0]), abs=1e-6)
-    assert max(val_ssims(run, winner[0])) == pytest.approx(max(max(val_ssims(reference, i)) for i in range(4)))
+    assert max(val_ssims(run, winner[0])) == pytest.approx(
+        max(max(val_ssims(reference, i)) for i in range(4))
+    )
     assert read_json(run.point(winner[0]).status)["attempts"] == 3
 
 

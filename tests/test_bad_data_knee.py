@@ -1,6 +1,7 @@
 """Knee (fastMRI HDF5) data the training could not use: refused at submit naming the file when
 its header shows it (every header is read before queueing), and at run time, naming the file
 and slice, when only the values show it (NaN k-space). Nothing named like data is skipped."""
+
 from __future__ import annotations
 
 import os
@@ -20,13 +21,22 @@ from mrihpc.paths import RunPaths, read_json
 
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory) -> Path:
-    return generate(tmp_path_factory.mktemp("knee") / "data", 5, slices=8, shape=(96, 80), recon_shape=(64, 64), seed=4)
+    return generate(
+        tmp_path_factory.mktemp("knee") / "data",
+        5,
+        slices=8,
+        shape=(96, 80),
+        recon_shape=(64, 64),
+        seed=4,
+    )
 
 
 def _spec(tmp_path: Path, root: Path, **train) -> Path:
     data = {k: v for k, v in TINY["data"].items() if k != "synthetic"} | {"root": str(root)}
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({**TINY, "data": data, "train": {**TINY["train"], "epochs": 1, **train}}))
+    spec.write_text(
+        yaml.safe_dump({**TINY, "data": data, "train": {**TINY["train"], "epochs": 1, **train}})
+    )
     return spec
 
 
@@ -42,19 +52,41 @@ def _first(root: Path, split: str = "train") -> Path:
 
 
 CASES = {  # name -> (how the copy is damaged, which path the refusal names, what it says)
-    "not HDF5": (lambda r: (r / "train" / "zz.h5").write_bytes(b"not hdf5 at all"), "train/zz.h5",
-                 "not a readable HDF5 file"),
-    "a folder named .h5": (lambda r: (r / "train" / "dir.h5").mkdir(), "train/dir.h5", "a folder, named like a data file"),
-    "a link loop named .h5": (lambda r: os.symlink("loop.h5", r / "val" / "loop.h5"), "val/loop.h5",
-                              "a broken or looping link, named like a data file"),
-    "real k-space": (lambda r: _rewrite(_first(r), "kspace", lambda k: np.abs(k).astype(np.float32)),
-                     "train/file1000.h5", "kspace must be a complex (slices, H, W) array"),
-    "2-D k-space": (lambda r: _rewrite(_first(r), "kspace", lambda k: k[0]), "train/file1000.h5",
-                    "kspace must be a complex (slices, H, W) array"),
-    "target of another length": (lambda r: _rewrite(_first(r), "reconstruction_esc", lambda t: t[:3]),
-                                 "train/file1000.h5", "reconstruction_esc must be float32 (8, h, w)"),
-    "no header": (lambda r: _rewrite(_first(r), "ismrmrd_header", lambda h: b"<not xml"), "train/file1000.h5",
-                  "ismrmrd_header is not a valid ISMRMRD header"),
+    "not HDF5": (
+        lambda r: (r / "train" / "zz.h5").write_bytes(b"not hdf5 at all"),
+        "train/zz.h5",
+        "not a readable HDF5 file",
+    ),
+    "a folder named .h5": (
+        lambda r: (r / "train" / "dir.h5").mkdir(),
+        "train/dir.h5",
+        "a folder, named like a data file",
+    ),
+    "a link loop named .h5": (
+        lambda r: os.symlink("loop.h5", r / "val" / "loop.h5"),
+        "val/loop.h5",
+        "a broken or looping link, named like a data file",
+    ),
+    "real k-space": (
+        lambda r: _rewrite(_first(r), "kspace", lambda k: np.abs(k).astype(np.float32)),
+        "train/file1000.h5",
+        "kspace must be a complex (slices, H, W) array",
+    ),
+    "2-D k-space": (
+        lambda r: _rewrite(_first(r), "kspace", lambda k: k[0]),
+        "train/file1000.h5",
+        "kspace must be a complex (slices, H, W) array",
+    ),
+    "target of another length": (
+        lambda r: _rewrite(_first(r), "reconstruction_esc", lambda t: t[:3]),
+        "train/file1000.h5",
+        "reconstruction_esc must be float32 (8, h, w)",
+    ),
+    "no header": (
+        lambda r: _rewrite(_first(r), "ismrmrd_header", lambda h: b"<not xml"),
+        "train/file1000.h5",
+        "ismrmrd_header is not a valid ISMRMRD header",
+    ),
 }
 
 
@@ -72,7 +104,9 @@ def test_a_bad_knee_file_is_refused_at_submit_naming_it(case, clean, tmp_path, c
 
 
 @pytest.mark.parametrize("workers", [0, 1], ids=["in process", "in a loader worker"])
-def test_nan_kspace_fails_the_point_naming_file_and_slice(workers, clean, tmp_path, capsys, monkeypatch):
+def test_nan_kspace_fails_the_point_naming_file_and_slice(
+    workers, clean, tmp_path, capsys, monkeypatch
+):
     monkeypatch.setenv("MRIHPC_CACHE", str(tmp_path / "cache"))
     root = tmp_path / "data"
     shutil.copytree(clean, root)
@@ -81,21 +115,50 @@ def test_nan_kspace_fails_the_point_naming_file_and_slice(workers, clean, tmp_pa
     def poison(k):
         k[5, 10, 10] = np.nan
         return k
+
     _rewrite(bad, "kspace", poison)
-    assert main(["submit", str(_spec(tmp_path, root, workers=workers)), "--runs", str(tmp_path / "runs")]) == 0
+    assert (
+        main(
+            [
+                "submit",
+                str(_spec(tmp_path, root, workers=workers)),
+                "--runs",
+                str(tmp_path / "runs"),
+            ]
+        )
+        == 0
+    )
     run = RunPaths(next((tmp_path / "runs" / "tiny").iterdir()))
     status = read_json(run.point(0).status)
     assert status["state"] == "failed", status
-    assert status["error"] == f"DataError: {bad}: kspace slice 5 holds NaN or infinite values; allowed: finite values"
+    assert (
+        status["error"]
+        == f"DataError: {bad}: kspace slice 5 holds NaN or infinite values; allowed: finite values"
+    )
 
 
-@pytest.mark.parametrize("change,expected", [
-    ({"data": {"crop": [0, 0]}}, "data.crop: [0, 0]; allowed: each side >= 7 (2 ** model depth 2, and SSIM's 7 x 7 window)"),
-    ({"data": {"crop": [4, 4]}}, "data.crop: [4, 4]; allowed: each side >= 7"),
-    ({"model": {"channels": 10**11}}, "model.channels: Input should be less than or equal to 4096"),
-    ({"train": {"epochs": 10**23}}, "train.epochs: Input should be less than or equal to 100000"),
-], ids=["crop 0", "crop below SSIM's window", "width 1e11", "epochs 1e23"])
-def test_specs_that_validated_then_crashed_the_point_are_refused_at_validate(change, expected, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "change,expected",
+    [
+        (
+            {"data": {"crop": [0, 0]}},
+            "data.crop: [0, 0]; allowed: each side >= 7 (2 ** model depth 2, and SSIM's 7 x 7 window)",
+        ),
+        ({"data": {"crop": [4, 4]}}, "data.crop: [4, 4]; allowed: each side >= 7"),
+        (
+            {"model": {"channels": 10**11}},
+            "model.channels: Input should be less than or equal to 4096",
+        ),
+        (
+            {"train": {"epochs": 10**23}},
+            "train.epochs: Input should be less than or equal to 100000",
+        ),
+    ],
+    ids=["crop 0", "crop below SSIM's window", "width 1e11", "epochs 1e23"],
+)
+def test_specs_that_validated_then_crashed_the_point_are_refused_at_validate(
+    change, expected, tmp_path, capsys
+):
     """Each of these passed validation and then crashed or ran forever on the node."""
     spec = {**TINY, **{k: {**TINY[k], **v} for k, v in change.items()}}
     path = tmp_path / "spec.yaml"
@@ -104,14 +167,25 @@ def test_specs_that_validated_then_crashed_the_point_are_refused_at_validate(cha
     assert expected in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("task,widths", [("synthesis", []), ("synthesis", [8] * 9), ("knee_gan", [])])
+@pytest.mark.parametrize(
+    "task,widths", [("synthesis", []), ("synthesis", [8] * 9), ("knee_gan", [])]
+)
 def test_generator_and_discriminator_widths_are_bounded(task, widths, tmp_path, capsys):
     from conftest import REPO
 
-    spec = yaml.safe_load((REPO / "jobs" / ("ixi_pix2pix_demo.yaml" if task == "synthesis" else "knee_gan_demo.yaml")).read_text())
+    spec = yaml.safe_load(
+        (
+            REPO
+            / "jobs"
+            / ("ixi_pix2pix_demo.yaml" if task == "synthesis" else "knee_gan_demo.yaml")
+        ).read_text()
+    )
     net = "G" if task == "synthesis" else "D"
     spec["model"][net] = {**spec["model"].get(net, {}), "widths": widths}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     assert main(["validate", str(path)]) == 2
-    assert f"model.{net}.widths: {widths}: allowed: 1 to 8 block widths, each 1-4096" in capsys.readouterr().err
+    assert (
+        f"model.{net}.widths: {widths}: allowed: 1 to 8 block widths, each 1-4096"
+        in capsys.readouterr().err
+    )

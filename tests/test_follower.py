@@ -3,6 +3,7 @@ shows up live in the login node's server through its visdom.log; the follower ki
 and restarted mid-run, a torn last line, and a restarted server all end with exactly the records
 logged, checked through Visdom's own API; Visdom's login refuses a request without credentials;
 Chromium renders the env (screenshot kept, windows counted in the DOM)."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,9 @@ from mrihpc.paths import RunPaths, read_json
 from test_slurm import SLURM_TINY, submit, wait_done
 from test_visdom import _check_point_windows, _windows, free_port
 
-ARTIFACTS = Path(os.environ.get("MRIHPC_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"))
+ARTIFACTS = Path(
+    os.environ.get("MRIHPC_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts")
+)
 
 
 @pytest.fixture
@@ -44,8 +47,12 @@ def _fake_run(root: Path, points: int = 1) -> RunPaths:
     run = RunPaths(root / "exp" / "20261122-000000-000")
     for i in range(points):
         run.point(i).root.mkdir(parents=True)
-        run.point(i).config.write_text("name: exp\ntask: reconstruction\nmonitor: {visdom: {port: 1}}\n")
-    run.manifest.write_text(json.dumps({"executor": "slurm", "points": [{"index": i} for i in range(points)]}))
+        run.point(i).config.write_text(
+            "name: exp\ntask: reconstruction\nmonitor: {visdom: {port: 1}}\n"
+        )
+    run.manifest.write_text(
+        json.dumps({"executor": "slurm", "points": [{"index": i} for i in range(points)]})
+    )
     return run
 
 
@@ -55,7 +62,9 @@ def test_a_point_that_posts_itself_is_not_followed_twice(tmp_path):
     config.yaml decides (the node reads it); without one the manifest does, and without an override
     the run's spec and executor."""
     run = _fake_run(tmp_path, points=4)
-    (run.root / "spec.yaml").write_text("name: exp\ntask: reconstruction\nmonitor: {visdom: {port: 1}}\n")
+    (run.root / "spec.yaml").write_text(
+        "name: exp\ntask: reconstruction\nmonitor: {visdom: {port: 1}}\n"
+    )
     manifest = json.loads(run.manifest.read_text())
     for i in (1, 3):
         manifest["points"][i]["overrides"] = {"monitor.visdom.post": True}
@@ -66,7 +75,10 @@ def test_a_point_that_posts_itself_is_not_followed_twice(tmp_path):
     run.point(3).config.unlink()  # a point of an older run
     for i in range(4):
         run.point(i).visdom_log.write_text("")
-    assert follower.posting_points(run.root) == {"1", "3"}  # Slurm: the others leave it to the follower
+    assert follower.posting_points(run.root) == {
+        "1",
+        "3",
+    }  # Slurm: the others leave it to the follower
     watcher = follower.Follower([tmp_path], "http://127.0.0.1:1", tmp_path / "offsets.json")
     assert [f.parent.name for f in watcher.scan()] == ["0"]
     run.manifest.write_text(json.dumps({**manifest, "executor": "local"}))
@@ -75,7 +87,17 @@ def test_a_point_that_posts_itself_is_not_followed_twice(tmp_path):
 
 def _log_steps(monitor: VisdomMonitor, first: int, last: int) -> None:
     for step in range(first, last):
-        monitor.log({"kind": "step", "epoch": 0, "batch": step, "batches": 100, "loss": 1.0 / step, "lr": 0.1}, step)
+        monitor.log(
+            {
+                "kind": "step",
+                "epoch": 0,
+                "batch": step,
+                "batches": 100,
+                "loss": 1.0 / step,
+                "lr": 0.1,
+            },
+            step,
+        )
     monitor._flush_steps()
 
 
@@ -83,13 +105,19 @@ def _x(port: int, env: str, win: str = "p0_loss") -> list[float]:
     return _windows(port, env, login=True)[win]["content"]["data"][0]["x"]
 
 
-def test_follower_posts_each_record_once_across_a_torn_line_a_kill_and_a_server_restart(tmp_path, login_server):
+def test_follower_posts_each_record_once_across_a_torn_line_a_kill_and_a_server_restart(
+    tmp_path, login_server
+):
     port = login_server["port"]
     run = _fake_run(tmp_path / "runs")
-    monitor = VisdomMonitor(run.point(0), "exp_env", 0, "p0", "ssim", "{}", "http://127.0.0.1:1", post=False)
+    monitor = VisdomMonitor(
+        run.point(0), "exp_env", 0, "p0", "ssim", "{}", "http://127.0.0.1:1", post=False
+    )
     _log_steps(monitor, 1, 11)
     offsets = tmp_path / "offsets.json"
-    f = follower.Follower([tmp_path / "runs"], f"http://127.0.0.1:{port}", offsets, server.state_file(port))
+    f = follower.Follower(
+        [tmp_path / "runs"], f"http://127.0.0.1:{port}", offsets, server.state_file(port)
+    )
     log = run.point(0).visdom_log
     assert f.poll() == len(read_log(log)) == 5  # config; loss and lr created, then appended
     assert _x(port, "exp_env") == list(range(1, 11))
@@ -99,7 +127,9 @@ def test_follower_posts_each_record_once_across_a_torn_line_a_kill_and_a_server_
     cut = len(whole) - 40
     log.write_bytes(whole[:cut])  # a point in the middle of writing its last line
     assert f.poll() == 1  # the loss append went; the torn lr line waits
-    assert _x(port, "exp_env") == list(range(1, 16)) and _x(port, "exp_env", "p0_lr") == list(range(1, 11))
+    assert _x(port, "exp_env") == list(range(1, 16)) and _x(port, "exp_env", "p0_lr") == list(
+        range(1, 11)
+    )
     with open(log, "ab") as out:
         out.write(whole[cut:])
     assert f.poll() == 1 and _x(port, "exp_env", "p0_lr") == list(range(1, 16))
@@ -109,7 +139,9 @@ def test_follower_posts_each_record_once_across_a_torn_line_a_kill_and_a_server_
     saved = json.loads(offsets.read_text())
     saved["files"][str(log)]["inflight"] = True
     offsets.write_text(json.dumps(saved))
-    f = follower.Follower([tmp_path / "runs"], f"http://127.0.0.1:{port}", offsets, server.state_file(port))
+    f = follower.Follower(
+        [tmp_path / "runs"], f"http://127.0.0.1:{port}", offsets, server.state_file(port)
+    )
     assert f.poll() == len(read_log(log))  # every call again: creations replace, so nothing doubles
     assert _x(port, "exp_env") == list(range(1, 21))
 
@@ -126,7 +158,13 @@ def test_a_request_without_credentials_is_refused(login_server):
     url = login_server["url"]
     creds = credentials.load()
     assert (credentials.credentials_file().stat().st_mode & 0o777) == 0o600
-    msg = {"eid": "intruder", "win": "w", "data": [{"content": "hello", "type": "text"}], "layout": {}, "opts": {}}
+    msg = {
+        "eid": "intruder",
+        "win": "w",
+        "data": [{"content": "hello", "type": "text"}],
+        "layout": {},
+        "opts": {},
+    }
     assert requests.post(f"{url}/events", json=msg, timeout=5).status_code == 400
     assert requests.post(f"{url}/env/intruder", json={}, timeout=5).status_code == 400
     assert "login" in requests.get(f"{url}/", timeout=5).text.lower()  # the page asks for the login
@@ -138,19 +176,29 @@ def test_a_request_without_credentials_is_refused(login_server):
 
 
 @pytest.mark.slurm
-def test_a_slurm_sweep_that_reaches_no_server_fills_the_login_node_env(slurm_cluster, tmp_path, write_spec, capsys,
-                                                                       login_server):
+def test_a_slurm_sweep_that_reaches_no_server_fills_the_login_node_env(
+    slurm_cluster, tmp_path, write_spec, capsys, login_server
+):
     port = login_server["port"]
     runs = tmp_path / "runs"
     runs.mkdir()
     # the points get a port where nothing listens and do not post (the default under Slurm)
-    spec = merge(SLURM_TINY, name="followed", train={**TINY["train"], "epochs": 6},
-                 monitor={"visdom": {"port": free_port(), "flush_every": 2}, "memory": {"interval_s": 0.2}},
-                 sweep={"grid": {"optim.lr": [2e-3, 1e-3]}})
+    spec = merge(
+        SLURM_TINY,
+        name="followed",
+        train={**TINY["train"], "epochs": 6},
+        monitor={"visdom": {"port": free_port(), "flush_every": 2}, "memory": {"interval_s": 0.2}},
+        sweep={"grid": {"optim.lr": [2e-3, 1e-3]}},
+    )
     f = follower.start(port, [runs])
     run = submit(write_spec(spec), runs, capsys)
     env = f"followed_{run.root.name}"
-    _wait_for(lambda: any(p.visdom_log.is_file() and p.visdom_log.stat().st_size > 0 for p in map(run.point, (0, 1))))
+    _wait_for(
+        lambda: any(
+            p.visdom_log.is_file() and p.visdom_log.stat().st_size > 0
+            for p in map(run.point, (0, 1))
+        )
+    )
     time.sleep(1.0)
     os.kill(f["pid"], signal.SIGKILL)  # mid-run, wherever it is
     time.sleep(1.0)
@@ -159,15 +207,18 @@ def test_a_slurm_sweep_that_reaches_no_server_fills_the_login_node_env(slurm_clu
     _wait_for(lambda: _caught_up(port, run), timeout=30)
     windows = _windows(port, env, login=True)
     for index in (0, 1):
-        assert not (read_json(run.point(index).status).get("visdom") or {}).get("sent")  # nothing came from the nodes
+        assert not (read_json(run.point(index).status).get("visdom") or {}).get(
+            "sent"
+        )  # nothing came from the nodes
         _check_point_windows(windows, run, index, read_json(run.manifest)["points"][index]["name"])
     status = follower.status(port)
     assert status["files"] == 2 and status["lag_s"] is not None
     assert main(["visdom", "status", "--port", str(port)]) == 0
     out = capsys.readouterr().out
     assert f"following {runs.resolve()}" in out and str(credentials.credentials_file()) in out
-    _screenshot_with_login(f"http://127.0.0.1:{port}/env/{env}", ARTIFACTS / "follower_env.png",
-                           expected=len(windows))
+    _screenshot_with_login(
+        f"http://127.0.0.1:{port}/env/{env}", ARTIFACTS / "follower_env.png", expected=len(windows)
+    )
 
 
 def _wait_for(check, timeout: float = 120) -> None:
@@ -186,8 +237,12 @@ def _caught_up(port: int, run: RunPaths) -> bool:
     except (FileNotFoundError, ValueError, KeyError):
         return False
     logs = [run.point(i).visdom_log for i in (0, 1)]
-    return all(str(p) in saved and saved[str(p)]["offset"] == p.stat().st_size and not saved[str(p)]["inflight"]
-               for p in logs)
+    return all(
+        str(p) in saved
+        and saved[str(p)]["offset"] == p.stat().st_size
+        and not saved[str(p)]["inflight"]
+        for p in logs
+    )
 
 
 def _screenshot_with_login(url: str, png: Path, expected: int) -> None:
@@ -201,8 +256,11 @@ def _screenshot_with_login(url: str, png: Path, expected: int) -> None:
     with ChromiumPage(chromium) as page:
         page.login_visdom(url, creds["username"], creds["password"])
         page.open(url)
-        count = page.wait_for(lambda: page.evaluate("document.querySelectorAll('.react-grid-item').length"),
-                              lambda n: n >= expected, timeout=60)
+        count = page.wait_for(
+            lambda: page.evaluate("document.querySelectorAll('.react-grid-item').length"),
+            lambda n: n >= expected,
+            timeout=60,
+        )
         assert count == expected, f"the page shows {count} windows, the server holds {expected}"
         png.parent.mkdir(parents=True, exist_ok=True)
         png.write_bytes(page.screenshot())
@@ -214,8 +272,21 @@ def test_the_lag_benchmark_runs_at_a_tiny_size():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, str(Path(__file__).parent.parent / "benchmarks" / "visdom_follower_lag.py"),
-                          "--points", "3", "--seconds", "2"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).parent.parent / "benchmarks" / "visdom_follower_lag.py"),
+            "--points",
+            "3",
+            "--seconds",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert result["seen"] == result["written"] == 9 and {"median", "p95", "worst"} <= set(result["lag_s"])
+    assert result["seen"] == result["written"] == 9 and {"median", "p95", "worst"} <= set(
+        result["lag_s"]
+    )

@@ -1,6 +1,7 @@
 """GPU tests: run with `pytest -m gpu` on a machine with a CUDA GPU; skipped elsewhere (CI has
 none). They exercise what the CPU suite cannot: resume of a CUDA run, bf16 / fp16 steps, NCCL,
 the distinct-GPU check and CUDA memory samples."""
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,10 @@ from mrihpc.specfile import validate_dict
 from mrihpc.node.train import Trainer
 from mrihpc.workloads.knee.task import ReconstructionTask
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
 CUDA = World(device=torch.device("cuda", 0))
 
 
@@ -35,7 +39,14 @@ def _train(spec: dict, folder, epochs: int, stop_after: int = -1, monitors=None)
             steps.append(1)
             return super().train_step(batch, nets, ctx)
 
-    trainer = Trainer(job, Counting(job, CUDA), CUDA, folder, monitors or Quiet(), should_stop=lambda: len(steps) == stop_after)
+    trainer = Trainer(
+        job,
+        Counting(job, CUDA),
+        CUDA,
+        folder,
+        monitors or Quiet(),
+        should_stop=lambda: len(steps) == stop_after,
+    )
     try:
         trainer.fit()
     except Interrupted:
@@ -49,9 +60,13 @@ def _weights(trainer: Trainer) -> dict:
 
 def test_resume_on_cuda_after_a_requeue_is_bit_exact(tmp_path):
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    spec = merge(TINY, model={**TINY["model"], "dropout": 0.1}, train={**TINY["train"], "precision": "fp32"})
+    spec = merge(
+        TINY, model={**TINY["model"], "dropout": 0.1}, train={**TINY["train"], "precision": "fp32"}
+    )
     straight = _weights(_train(spec, tmp_path / "a", 3))
-    _train(spec, tmp_path / "b", 3, stop_after=5)  # "requeued" mid-epoch 2 (a step-boundary checkpoint)
+    _train(
+        spec, tmp_path / "b", 3, stop_after=5
+    )  # "requeued" mid-epoch 2 (a step-boundary checkpoint)
     saved = checkpoint.load(tmp_path / "b" / "last.pt")  # loadable on the CPU with weights_only
     assert all(t.device.type == "cpu" for t in saved["rng_ranks"][0]["cuda"])
     resumed = _weights(_train(spec, tmp_path / "b", 3))
@@ -89,7 +104,11 @@ def test_cuda_memory_reaches_memory_dat(tmp_path):
     profile = MemoryProfile(tmp_path / "memory.dat", 0.1, CUDA.device)
     _train(TINY, tmp_path / "ckpt", 1, monitors=profile)
     profile.close()
-    lines = [line for line in (tmp_path / "memory.dat").read_text().splitlines() if line.startswith("CUDA ")]
+    lines = [
+        line
+        for line in (tmp_path / "memory.dat").read_text().splitlines()
+        if line.startswith("CUDA ")
+    ]
     assert lines and max(float(line.split()[3]) for line in lines) > 0
     assert os.path.getsize(tmp_path / "memory.dat") > 0
 
@@ -99,8 +118,12 @@ def test_fp16_gan_step_updates_the_scaler_once_per_iteration(tmp_path):
 
     from mrihpc import workloads
 
-    spec = validate_dict(merge(SPECS["cgan"], train={**TRAIN, "precision": "fp16", "steps_per_epoch": 6}), "gpu")
-    trainer = Trainer(spec, workloads.resolve(workloads.get(spec.task).task)(spec, CUDA), CUDA, tmp_path, Quiet())
+    spec = validate_dict(
+        merge(SPECS["cgan"], train={**TRAIN, "precision": "fp16", "steps_per_epoch": 6}), "gpu"
+    )
+    trainer = Trainer(
+        spec, workloads.resolve(workloads.get(spec.task).task)(spec, CUDA), CUDA, tmp_path, Quiet()
+    )
     trainer.fit()
     # two optimisers step per iteration; the growth tracker counts iterations, so 6 (or 0 after a backoff)
     assert trainer.scaler.is_enabled() and trainer.scaler._get_growth_tracker() in (6, 0)

@@ -7,6 +7,7 @@ docker, apptainer, scontrol record their arguments and exit; no Docker engine, A
 pyxis can run here), for all three container runtimes. A payload that ran would create its
 marker file; none may exist, and each accepted value must reach its tool as one argument.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,12 +19,16 @@ import yaml
 
 from conftest import TINY, merge, scoped_env
 from mrihpc.login import container
-from mrihpc.login.launch import prepare, sbatch_script
+from mrihpc.login.launch import sbatch_script
+from mrihpc.login.checks import prepare
 from mrihpc.specfile import SpecError
 
 INERT = Path(__file__).parent / "standins" / "inert"
-IMAGES = {"pyxis": "nvcr.io#nvidia/pytorch:24.05-py3", "docker": "nvcr.io/nvidia/pytorch:24.05-py3",
-          "apptainer": "docker://nvcr.io/nvidia/pytorch:24.05-py3"}
+IMAGES = {
+    "pyxis": "nvcr.io#nvidia/pytorch:24.05-py3",
+    "docker": "nvcr.io/nvidia/pytorch:24.05-py3",
+    "apptainer": "docker://nvcr.io/nvidia/pytorch:24.05-py3",
+}
 #: key.path -> how to place a payload there (cluster.setup is shell by design and not a field here)
 FIELDS = {
     "cluster.partition": lambda p: {"cluster": {"partition": p}},
@@ -43,7 +48,9 @@ FIELDS = {
     "container.docker.host": lambda p: {"container": {"docker": {"host": f"unix:///tmp/{p}"}}},
     "container.docker.wrapper": lambda p: {"container": {"docker": {"wrapper": f"docker {p}"}}},
     "container.docker.shm_size": lambda p: {"container": {"docker": {"shm_size": p}}},
-    "container.apptainer.command": lambda p: {"container": {"apptainer": {"command": f"apptainer{p}"}}},
+    "container.apptainer.command": lambda p: {
+        "container": {"apptainer": {"command": f"apptainer{p}"}}
+    },
 }
 PAYLOADS = {
     "subshell": "$(touch {m})",
@@ -57,13 +64,20 @@ PAYLOADS = {
 
 
 def _spec(runtime: str, field: str, payload: str) -> dict:
-    base = merge(TINY, cluster={"executor": "slurm", "time": "10:00", "gpus_per_node": 1, "tasks_per_node": 1},
-                 container={"runtime": runtime, "image": IMAGES[runtime]})
+    base = merge(
+        TINY,
+        cluster={"executor": "slurm", "time": "10:00", "gpus_per_node": 1, "tasks_per_node": 1},
+        container={"runtime": runtime, "image": IMAGES[runtime]},
+    )
     extra = FIELDS[field](payload)
     for section, values in extra.items():
         merged = dict(base[section])
         for key, value in values.items():
-            merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+            merged[key] = (
+                {**merged[key], **value}
+                if isinstance(value, dict) and isinstance(merged.get(key), dict)
+                else value
+            )
         base[section] = merged
     return base
 
@@ -94,11 +108,21 @@ def test_no_payload_in_any_string_field_executes(runtime, tmp_path, monkeypatch)
             with scoped_env("MRIHPC_CACHE", str(case / "cache")):
                 script = sbatch_script(spec, run_root / "logs", len(points))
                 if runtime != "pyxis":
-                    (run_root / container.ENTER_SCRIPT).write_text(container.enter_script(spec, run_root))
+                    (run_root / container.ENTER_SCRIPT).write_text(
+                        container.enter_script(spec, run_root)
+                    )
             (case / "job.sh").write_text(script)
-            env = {**os.environ, "SLURM_JOB_ID": "7", "SLURM_ARRAY_JOB_ID": "7", "SLURM_ARRAY_TASK_ID": "0",
-                   "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}
-            out = subprocess.run(["bash", str(case / "job.sh")], capture_output=True, text=True, env=env, timeout=30)
+            env = {
+                **os.environ,
+                "SLURM_JOB_ID": "7",
+                "SLURM_ARRAY_JOB_ID": "7",
+                "SLURM_ARRAY_TASK_ID": "0",
+                "SLURM_PROCID": "0",
+                "SLURM_LOCALID": "0",
+            }
+            out = subprocess.run(
+                ["bash", str(case / "job.sh")], capture_output=True, text=True, env=env, timeout=30
+            )
             ran.append((field, kind, out.returncode))
     print(f"{runtime}: {len(refused)} refused at validation, {len(ran)} scripts run")
     executed = sorted(p.name for p in markers.iterdir())

@@ -1,4 +1,5 @@
 """Knee data: masks, transforms, the fastMRI reader, header, synthetic files, bad files."""
+
 from __future__ import annotations
 
 import h5py
@@ -7,8 +8,13 @@ import pytest
 import torch
 
 from mrihpc.data import DataError
-from mrihpc.workloads.knee.kspace.fastmri import (index_volumes, list_files, parse_header,
-                                                  scan_volume, split_folds)
+from mrihpc.workloads.knee.kspace.fastmri import (
+    index_volumes,
+    list_files,
+    parse_header,
+    scan_volume,
+    split_folds,
+)
 from mrihpc.workloads.knee.kspace.masks import EquispacedMask, RandomMask, seed_from_name
 from mrihpc.workloads.knee.kspace.slices import KSpaceSlices
 from mrihpc.workloads.knee.kspace.synth import HEADER, generate
@@ -24,7 +30,7 @@ def test_mask_centre_and_rate(cls, acc, fraction):
         num_low = round(width * fraction)
         start = (width - num_low + 1) // 2
         assert drawn == acc
-        assert mask[start:start + num_low].all()  # fully sampled centre, fastMRI's offset
+        assert mask[start : start + num_low].all()  # fully sampled centre, fastMRI's offset
         rates.append(mask.float().mean().item())
     assert abs(np.mean(rates) - 1 / acc) < 0.1 / acc  # within 10% of 1/acc
 
@@ -56,7 +62,11 @@ def test_validation_masks_fixed_per_file_training_masks_fresh(tmp_path):
     assert torch.equal(a, train[0]["input"])  # same (seed, epoch, index): same mask
     train.set_epoch(1)
     assert not torch.equal(a, train[0]["input"])
-    assert seed_from_name("file1000.h5") == seed_from_name("file1000.h5") != seed_from_name("file1001.h5")
+    assert (
+        seed_from_name("file1000.h5")
+        == seed_from_name("file1000.h5")
+        != seed_from_name("file1001.h5")
+    )
 
 
 def test_fft_roundtrip_and_orthonormality():
@@ -76,16 +86,24 @@ def test_header_padding_formula():
 
 
 def test_synthetic_files_in_the_real_layouts(tmp_path):
-    root = generate(tmp_path / "fm", 4, slices=8, shape=(96, 80), recon_shape=(64, 64), layout="fastmri")
+    root = generate(
+        tmp_path / "fm", 4, slices=8, shape=(96, 80), recon_shape=(64, 64), layout="fastmri"
+    )
     f = h5py.File(list_files(root / "train")[0])
     assert f["kspace"].dtype == np.complex64 and f["kspace"].shape == (8, 96, 80)
-    assert f["reconstruction_esc"].dtype == np.float32 and f["reconstruction_esc"].shape == (8, 64, 64)
+    assert f["reconstruction_esc"].dtype == np.float32 and f["reconstruction_esc"].shape == (
+        8,
+        64,
+        64,
+    )
     assert {"max", "norm", "acquisition", "patient_id"} <= set(f.attrs)
     assert b"http://www.ismrm.org/ISMRMRD" in f["ismrmrd_header"][()]
     # the image is structured (not noise): the middle slice has far more energy than the first
     image = f["reconstruction_esc"]
     assert image[4].mean() > 10 * image[0].mean()
-    nc = generate(tmp_path / "nc", 4, slices=8, shape=(96, 80), recon_shape=(64, 64), layout="nc2019")
+    nc = generate(
+        tmp_path / "nc", 4, slices=8, shape=(96, 80), recon_shape=(64, 64), layout="nc2019"
+    )
     train = h5py.File(list_files(nc / "train")[0])
     test = h5py.File(list_files(nc / "test")[0])
     assert list(train.keys()) == ["kspace"]
@@ -113,6 +131,7 @@ def test_folds_split_by_volume(tmp_path):
 
 # --- files that cannot be used: each error names the file and the problem -----------------
 
+
 def _bad(tmp_path, name, build):
     path = tmp_path / name
     build(path)
@@ -126,19 +145,33 @@ def test_not_hdf5(tmp_path):
 
 
 def test_missing_kspace(tmp_path):
-    path = _bad(tmp_path, "empty.h5", lambda p: h5py.File(p, "w").create_dataset("image", data=np.zeros((2, 4, 4))))
+    path = _bad(
+        tmp_path,
+        "empty.h5",
+        lambda p: h5py.File(p, "w").create_dataset("image", data=np.zeros((2, 4, 4))),
+    )
     with pytest.raises(DataError, match=f"{path}: no k-space dataset.*found image"):
         scan_volume(path, "fastmri")
 
 
 def test_real_valued_kspace(tmp_path):
-    path = _bad(tmp_path, "real.h5", lambda p: h5py.File(p, "w").create_dataset("kspace", data=np.zeros((2, 4, 4), np.float32)))
+    path = _bad(
+        tmp_path,
+        "real.h5",
+        lambda p: h5py.File(p, "w").create_dataset("kspace", data=np.zeros((2, 4, 4), np.float32)),
+    )
     with pytest.raises(DataError, match=f"{path}: kspace must be a complex"):
         scan_volume(path, "nc2019")
 
 
 def test_fastmri_layout_without_target_suggests_nc2019(tmp_path):
-    path = _bad(tmp_path, "k.h5", lambda p: h5py.File(p, "w").create_dataset("kspace", data=np.zeros((2, 4, 4), np.complex64)))
+    path = _bad(
+        tmp_path,
+        "k.h5",
+        lambda p: h5py.File(p, "w").create_dataset(
+            "kspace", data=np.zeros((2, 4, 4), np.complex64)
+        ),
+    )
     with pytest.raises(DataError, match="missing 'reconstruction_esc'.*nc2019"):
         scan_volume(path, "fastmri")
     assert scan_volume(path, "nc2019").target_key is None
@@ -149,8 +182,11 @@ def test_target_with_wrong_shape(tmp_path):
         with h5py.File(p, "w") as f:
             f.create_dataset("kspace", data=np.zeros((3, 8, 8), np.complex64))
             f.create_dataset("reconstruction_esc", data=np.zeros((2, 4, 4), np.float32))
+
     path = _bad(tmp_path, "mislabelled.h5", build)
-    with pytest.raises(DataError, match=f"{path}: reconstruction_esc must be float32 \\(3, h, w\\)"):
+    with pytest.raises(
+        DataError, match=f"{path}: reconstruction_esc must be float32 \\(3, h, w\\)"
+    ):
         scan_volume(path, "fastmri")
 
 
@@ -165,7 +201,16 @@ def test_index_cache_is_reused_and_refreshed(tmp_path):
         index_volumes(files, "fastmri", cache)
 
 
-@pytest.mark.parametrize("shape,crop", [((640, 368), (320, 320)), ((641, 367), (320, 321)), ((96, 80), (64, 64)), ((40, 30), (40, 30)), ((33, 20), (1, 1))])
+@pytest.mark.parametrize(
+    "shape,crop",
+    [
+        ((640, 368), (320, 320)),
+        ((641, 367), (320, 321)),
+        ((96, 80), (64, 64)),
+        ((40, 30), (40, 30)),
+        ((33, 20), (1, 1)),
+    ],
+)
 def test_zero_filled_from_the_sampled_columns_equals_the_full_transform(shape, crop):
     import torch
 
@@ -175,7 +220,9 @@ def test_zero_filled_from_the_sampled_columns_equals_the_full_transform(shape, c
     kspace = torch.randn(*shape, dtype=torch.complex64, generator=g)
     mask = torch.rand(shape[1], generator=g) < 0.3
     full = zero_filled(apply_mask(kspace, mask), crop)
-    assert torch.allclose(zero_filled_columns(kspace, mask, crop), full, atol=1e-5 * float(full.max()))
+    assert torch.allclose(
+        zero_filled_columns(kspace, mask, crop), full, atol=1e-5 * float(full.max())
+    )
 
 
 def _two_widths(tmp_path, recon=((32, 32), (32, 32))) -> list:
@@ -198,7 +245,12 @@ def test_the_device_transform_equals_the_host_path_across_kspace_widths(tmp_path
     args = (volumes, RandomMask([4, 8], [0.08, 0.04]), None, normalize, 0, train, 7)
     host, raw = KSpaceSlices(*args), KSpaceSlices(*args, raw=True)
     host.set_epoch(3), raw.set_epoch(3)
-    picks = [0, len(host) - 1, 1, len(host) - 2]  # first and last volume alternate: two widths in one batch
+    picks = [
+        0,
+        len(host) - 1,
+        1,
+        len(host) - 2,
+    ]  # first and last volume alternate: two widths in one batch
     batch = collate_raw([raw[i] for i in picks])
     assert sorted(batch["width"]) == [40, 44]
     # only the sampled columns travel: fewer than a whole k-space (at 4x and 8x)
@@ -220,5 +272,7 @@ def test_the_device_transform_refuses_a_batch_of_two_image_sizes(tmp_path):
     ds = KSpaceSlices(volumes, RandomMask([4], [0.08]), None, "instance", 0, True, 0, raw=True)
     with pytest.raises(DataError, match="set data.crop"):
         collate_raw([ds[0], ds[len(ds) - 1]])
-    cropped = KSpaceSlices(volumes, RandomMask([4], [0.08]), (32, 32), "instance", 0, True, 0, raw=True)
+    cropped = KSpaceSlices(
+        volumes, RandomMask([4], [0.08]), (32, 32), "instance", 0, True, 0, raw=True
+    )
     assert collate_raw([cropped[0], cropped[len(cropped) - 1]])["target"].shape == (2, 32, 32)

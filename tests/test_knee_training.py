@@ -1,4 +1,5 @@
 """The knee workload end to end on CPU: metrics, model, schedule, trainer, resume, predictions."""
+
 from __future__ import annotations
 
 import json
@@ -43,15 +44,22 @@ def _point(tmp_path, spec: dict, index: int = 0) -> RunPaths:
 
 @pytest.mark.parametrize("acc,fraction", [(4, 0.08), (8, 0.04)])
 def test_training_beats_zero_filled(tmp_path, acc, fraction):
-    spec = merge(TINY, model={"name": "unet", "channels": 16, "depth": 2, "residual": True},
-                 train={**TINY["train"], "epochs": 6},
-                 data={**TINY["data"], "mask": {"accelerations": [acc], "center_fractions": [fraction]}})
+    spec = merge(
+        TINY,
+        model={"name": "unet", "channels": 16, "depth": 2, "residual": True},
+        train={**TINY["train"], "epochs": 6},
+        data={**TINY["data"], "mask": {"accelerations": [acc], "center_fractions": [fraction]}},
+    )
     run = _point(tmp_path, spec)
     final = run_point(run.root, 0)
     assert final["val_ssim"] > final["val_zf_ssim"] + 0.03, final
     assert final["val_psnr"] > final["val_zf_psnr"] + 0.5, final
-    assert 0 < final["val_seed_ssim"] < 1 and final["val_seed_ssim"] != final["val_ssim"]  # seed 000's definition too
-    assert (run.point(0).checkpoints / "best.pt").is_file() and (run.point(0).checkpoints / "last.pt").is_file()
+    assert (
+        0 < final["val_seed_ssim"] < 1 and final["val_seed_ssim"] != final["val_ssim"]
+    )  # seed 000's definition too
+    assert (run.point(0).checkpoints / "best.pt").is_file() and (
+        run.point(0).checkpoints / "last.pt"
+    ).is_file()
     epochs = [r for r in read_jsonl(run.point(0).metrics) if r["kind"] == "epoch"]
     assert [r["epoch"] for r in epochs] == list(range(6))
 
@@ -75,20 +83,29 @@ def _train(spec: dict, folder, epochs: int, stop_after: int = -1) -> tuple[dict,
     job = validate_dict(merge(spec, train={**spec["train"], "epochs": epochs}), "test")
     RecordingTask.lrs = []
     stop = lambda: len(RecordingTask.lrs) == stop_after  # noqa: E731 - a signal arriving after N steps
-    trainer = Trainer(job, RecordingTask(job, World()), World(), folder, NullMonitors(), should_stop=stop)
+    trainer = Trainer(
+        job, RecordingTask(job, World()), World(), folder, NullMonitors(), should_stop=stop
+    )
     try:
         trainer.fit()
     except Interrupted:
         pass
-    return {k: v.clone() for k, v in trainer.nets["model"].state_dict().items()}, list(RecordingTask.lrs)
+    return {k: v.clone() for k, v in trainer.nets["model"].state_dict().items()}, list(
+        RecordingTask.lrs
+    )
 
 
 def test_resume_gives_identical_weights_and_lr_sequence(tmp_path):
-    spec = merge(TINY, model={**TINY["model"], "dropout": 0.1},  # dropout: the RNG state must resume too
-                 schedule={"warmup_epochs": 1, "restart_epochs": 1, "restart_mult": 2})
+    spec = merge(
+        TINY,
+        model={**TINY["model"], "dropout": 0.1},  # dropout: the RNG state must resume too
+        schedule={"warmup_epochs": 1, "restart_epochs": 1, "restart_mult": 2},
+    )
     straight, lrs_straight = _train(spec, tmp_path / "a", 4)
     _, lrs_first = _train(spec, tmp_path / "b", 2)
-    resumed, lrs_second = _train(spec, tmp_path / "b", 4)  # a new process would do the same: read last.pt
+    resumed, lrs_second = _train(
+        spec, tmp_path / "b", 4
+    )  # a new process would do the same: read last.pt
     assert lrs_first + lrs_second == lrs_straight
     assert len(set(lrs_straight)) > 3  # warm-up and restarts really changed the LR
     for key, value in straight.items():
@@ -98,7 +115,9 @@ def test_resume_gives_identical_weights_and_lr_sequence(tmp_path):
 def test_constant_schedule_keeps_the_lr_after_its_warm_up_and_resumes(tmp_path):
     """kind constant (seeds 000, 002, 004 used no schedule): after a one-epoch warm-up from 1e-2 x
     lr every step has exactly lr, also across a resume (TINY's restart_mult 2 stays and does not apply)."""
-    spec = merge(TINY, schedule={"kind": "constant", "warmup_epochs": 1, "warmup_start_factor": 0.01})
+    spec = merge(
+        TINY, schedule={"kind": "constant", "warmup_epochs": 1, "warmup_start_factor": 0.01}
+    )
     _, lrs = _train(spec, tmp_path / "a", 3)
     per_epoch, lr = len(lrs) // 3, TINY["optim"]["lr"]
     assert lrs[0] == pytest.approx(0.01 * lr) and lrs[0] < lrs[per_epoch - 1] < lr
@@ -112,7 +131,9 @@ def test_stop_inside_an_epoch_resumes_from_that_step(tmp_path):
     spec = merge(TINY, model={**TINY["model"], "dropout": 0.1})
     straight, lrs_straight = _train(spec, tmp_path / "a", 2)
     steps_per_epoch = len(lrs_straight) // 2
-    _, lrs_first = _train(spec, tmp_path / "b", 2, stop_after=steps_per_epoch + 3)  # 3 steps into epoch 2
+    _, lrs_first = _train(
+        spec, tmp_path / "b", 2, stop_after=steps_per_epoch + 3
+    )  # 3 steps into epoch 2
     assert len(lrs_first) == steps_per_epoch + 3
     resumed, lrs_second = _train(spec, tmp_path / "b", 2)
     assert lrs_first + lrs_second == lrs_straight  # no step repeated, none skipped
@@ -143,7 +164,13 @@ def test_persistent_workers_see_every_epoch():
     from mrihpc.node.loading import EpochIndexed, ShuffledShard
 
     sampler = ShuffledShard(12, 0, World())
-    loader = DataLoader(EpochIndexed(EpochEcho()), batch_size=3, sampler=sampler, num_workers=2, persistent_workers=True)
+    loader = DataLoader(
+        EpochIndexed(EpochEcho()),
+        batch_size=3,
+        sampler=sampler,
+        num_workers=2,
+        persistent_workers=True,
+    )
     pids = set()
     for epoch in range(3):
         sampler.set_epoch(epoch)
@@ -171,7 +198,9 @@ def test_memory_profile_is_read_by_mprof_and_peak_reaches_status(tmp_path):
     run = _point(tmp_path, merge(TINY, monitor={"memory": {"interval_s": 0.1}}))
     run_point(run.root, 0)
     profile = read_mprofile_file(str(run.point(0).memory))
-    assert len(profile["mem_usage"]) >= 3 and min(profile["mem_usage"]) > 10  # MiB of a torch process
+    assert (
+        len(profile["mem_usage"]) >= 3 and min(profile["mem_usage"]) > 10
+    )  # MiB of a torch process
     assert profile["timestamp"] == sorted(profile["timestamp"])
     peak = json.loads(run.point(0).status.read_text())["latest"]["mem_host_peak_mib"]
     assert abs(peak - max(profile["mem_usage"])) < 50
@@ -191,7 +220,9 @@ def test_predictions_in_fastmri_layout(tmp_path):
 
 
 def test_predictions_for_coursework_test_layout(tmp_path):
-    spec = merge(TINY, data={**TINY["data"], "format": "nc2019"}, train={**TINY["train"], "epochs": 1})
+    spec = merge(
+        TINY, data={**TINY["data"], "format": "nc2019"}, train={**TINY["train"], "epochs": 1}
+    )
     run = _point(tmp_path, spec)
     run_point(run.root, 0)
     files = predict(load_trained(run.root, 0), "test")
@@ -205,13 +236,22 @@ def test_transform_on_device_trains_as_the_host_path(tmp_path):
     batched transform runs in the training process, here on the CPU): the same losses and scores."""
     finals = {}
     for where, workers in (("host", 0), ("device", 1)):
-        spec = merge(TINY, data={**TINY["data"], "transform_on": where}, train={**TINY["train"], "workers": workers})
+        spec = merge(
+            TINY,
+            data={**TINY["data"], "transform_on": where},
+            train={**TINY["train"], "workers": workers},
+        )
         run = _point(tmp_path / where, spec)
         finals[where] = run_point(run.root, 0)
     host, device = finals["host"], finals["device"]
     for key in ("val_zf_ssim", "val_zf_psnr", "val_zf_nmse"):  # the inputs themselves: equal
         assert abs(host[key] - device[key]) <= 1e-5 * abs(host[key]), (key, host[key], device[key])
-    for key in ("train_loss", "val_loss", "val_ssim", "val_psnr"):  # float rounding, grown by 28 Adam steps
+    for key in (
+        "train_loss",
+        "val_loss",
+        "val_ssim",
+        "val_psnr",
+    ):  # float rounding, grown by 28 Adam steps
         assert abs(host[key] - device[key]) <= 1e-2 * abs(host[key]), (key, host[key], device[key])
 
 
@@ -231,7 +271,9 @@ def test_a_test_folder_with_references_is_scored_once_with_best_and_last(tmp_pat
     run = RunPaths(next((tmp_path / "runs" / "tiny").iterdir()))
     records = read_jsonl(run.point(0).metrics)
     test = [r for r in records if r.get("kind") == "test"]
-    assert len(test) == 1 and records.index(test[0]) > max(i for i, r in enumerate(records) if r.get("kind") == "epoch")
+    assert len(test) == 1 and records.index(test[0]) > max(
+        i for i, r in enumerate(records) if r.get("kind") == "epoch"
+    )
     epochs = [r for r in records if r.get("kind") == "epoch"]
     best = max(epochs, key=lambda r: r["val_ssim"])
     # test/ is a copy of val/: best.pt scores there what it scored on validation; last.pt the last epoch's
@@ -240,4 +282,6 @@ def test_a_test_folder_with_references_is_scored_once_with_best_and_last(tmp_pat
     assert read_json(run.point(0).status)["test"]["test_ssim"] == test[0]["test_ssim"]
     capsys.readouterr()
     assert main(["results", str(run.root), "--csv"]) == 0
-    assert {"test_ssim", "test_last_ssim"} <= set(capsys.readouterr().out.splitlines()[0].split(","))
+    assert {"test_ssim", "test_last_ssim"} <= set(
+        capsys.readouterr().out.splitlines()[0].split(",")
+    )

@@ -1,4 +1,5 @@
 """A whole sweep through submitit's local executor: run directory, status, results, resubmit."""
+
 from __future__ import annotations
 
 import csv
@@ -11,8 +12,9 @@ from conftest import TINY, merge
 from mrihpc.login.cli import main
 from mrihpc.paths import RunPaths
 
-FOUR_POINTS = {"points": [{"optim.lr": 1e-3}, {"optim.lr": 2e-3}, {"optim.lr": 3e-3},
-                          {"train.batch_size": 64}]}  # point 3: valid spec, but no full batch at run time
+FOUR_POINTS = {
+    "points": [{"optim.lr": 1e-3}, {"optim.lr": 2e-3}, {"optim.lr": 3e-3}, {"train.batch_size": 64}]
+}  # point 3: valid spec, but no full batch at run time
 
 
 def _run_dir(runs) -> RunPaths:
@@ -73,8 +75,11 @@ def test_status_of_a_folder_that_is_not_a_run(tmp_path, capsys):
 
 
 def test_run_one_point_in_process(tmp_path, write_spec, capsys):
-    spec = write_spec(merge(TINY, train={**TINY["train"], "epochs": 1},
-                            sweep={"grid": {"optim.lr": [1e-3, 5e-3]}}))
+    spec = write_spec(
+        merge(
+            TINY, train={**TINY["train"], "epochs": 1}, sweep={"grid": {"optim.lr": [1e-3, 5e-3]}}
+        )
+    )
     assert main(["run", str(spec), "--point", "1", "--runs", str(tmp_path / "runs")]) == 0
     run = _run_dir(tmp_path / "runs")
     assert json.loads(run.point(1).status.read_text())["state"] == "done"

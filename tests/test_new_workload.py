@@ -131,7 +131,17 @@ def test_a_validation_set_without_volumes_is_refused_by_name(blobs_registered, t
             train, val = super().datasets()
             return train, [val[i] for i in range(len(val))]  # items, no volumes_index
 
-    spec = validate_dict({"name": "blobs", "task": "blobs", "data": {"root": str(tmp_path / "data")},
-                          "model": {"channels": 4, "depth": 1}, "train": {"epochs": 1, "batch_size": 2}}, "spec")
-    with pytest.raises(TypeError, match="the val set of task blobs \\(list\\) has no volumes_index"):
+    spec = validate_dict(
+        {
+            "name": "blobs",
+            "task": "blobs",
+            "data": {"root": str(tmp_path / "data")},
+            "model": {"channels": 4, "depth": 1},
+            "train": {"epochs": 1, "batch_size": 2},
+        },
+        "spec",
+    )
+    with pytest.raises(
+        TypeError, match="the val set of task blobs \\(list\\) has no volumes_index"
+    ):
         Trainer(spec, Unscored(spec, World()), World(), tmp_path / "ckpt", None)

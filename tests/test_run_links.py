@@ -1,6 +1,7 @@
 """A symbolic link planted inside a run directory never takes a write out of it: submit,
 resubmit, predict, cancel's locks and the node itself refuse it, name the link, and leave its
 target as it was."""
+
 from __future__ import annotations
 
 import shutil
@@ -25,7 +26,10 @@ def finished_run(tmp_path_factory) -> Path:
 
 
 def _snapshot(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 @pytest.fixture
@@ -53,13 +57,18 @@ def _plant(link: Path, target: Path) -> None:
 
 
 POINT_LINKS = {  # where in point 0's folder a link is planted, and whether it links a folder
-    "points/0": ("", True), "metrics.jsonl": ("metrics.jsonl", False), "checkpoints": ("checkpoints", True),
-    "status lock": (".status.json.lock", False), "scales.json": ("scales.json", False),
+    "points/0": ("", True),
+    "metrics.jsonl": ("metrics.jsonl", False),
+    "checkpoints": ("checkpoints", True),
+    "status lock": (".status.json.lock", False),
+    "scales.json": ("scales.json", False),
 }
 
 
 @pytest.mark.parametrize("where", POINT_LINKS)
-def test_resubmit_refuses_a_link_in_the_point_before_queueing(where, finished_run, tmp_path, outside, capsys):
+def test_resubmit_refuses_a_link_in_the_point_before_queueing(
+    where, finished_run, tmp_path, outside, capsys
+):
     run = _copy(finished_run, tmp_path)
     name, is_dir = POINT_LINKS[where]
     link = run.point(0).root / name if name else run.point(0).root
@@ -82,10 +91,14 @@ def test_the_node_refuses_a_link_planted_after_submission(where, finished_run, t
         run_point(run.root, 0)
     if where != "points/0":  # status.json is then reachable only through the link: left alone
         status = read_json(run.point(0).status)
-        assert status["state"] == "failed" and status["error"].startswith(f"LinkRefused: {link}"), status
+        assert status["state"] == "failed" and status["error"].startswith(f"LinkRefused: {link}"), (
+            status
+        )
 
 
-def test_predict_refuses_a_linked_predictions_folder_or_file(finished_run, tmp_path, outside, capsys):
+def test_predict_refuses_a_linked_predictions_folder_or_file(
+    finished_run, tmp_path, outside, capsys
+):
     run = _copy(finished_run, tmp_path)
     _plant(run.point(0).predictions, outside)
     assert main(["predict", str(run.root), "--point", "0"]) == 2
@@ -97,7 +110,9 @@ def test_predict_refuses_a_linked_predictions_folder_or_file(finished_run, tmp_p
     assert main(["predict", str(run.root), "--point", "0"]) == 2
     assert f"{planted}: a symbolic link (to {outside / 'precious.txt'})" in capsys.readouterr().err
     planted.unlink()
-    assert main(["predict", str(run.root), "--point", "0"]) == 0  # and with the link gone, it writes
+    assert (
+        main(["predict", str(run.root), "--point", "0"]) == 0
+    )  # and with the link gone, it writes
     assert list((run.point(0).predictions / "val").glob("*.h5"))
 
 
@@ -106,7 +121,9 @@ def test_a_linked_run_name_folder_is_refused_at_submit(tmp_path, write_spec, out
     (tmp_path / "runs" / "tiny").symlink_to(outside)
     spec = write_spec(merge(TINY, train={**TINY["train"], "epochs": 1}))
     assert main(["submit", str(spec), "--runs", str(tmp_path / "runs")]) == 2
-    assert f"{tmp_path / 'runs' / 'tiny'}: a symbolic link (to {outside})" in capsys.readouterr().err
+    assert (
+        f"{tmp_path / 'runs' / 'tiny'}: a symbolic link (to {outside})" in capsys.readouterr().err
+    )
 
 
 def test_a_runs_folder_that_is_itself_a_link_is_the_users_choice(tmp_path, write_spec, capsys):

@@ -1,6 +1,7 @@
 """Sinogram denoising / inpainting (seed 003): raw-file checks, wrap pad / crop, MS-SSIM parity with
 pytorch-msssim, the seed's U-Net size, the restart schedule, and both demos beating their inputs,
 with predictions that read back in the input's layout."""
+
 from __future__ import annotations
 
 import json
@@ -61,7 +62,9 @@ def test_residual_unet_starts_as_the_identity_on_the_centre_slice_and_learns_a_c
     assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in plain.parameters())
 
 
-@pytest.mark.parametrize("size,multiple", [((50, 64), 4), ((50, 520), 16), ((50, 520), 64), ((13, 7), 4)])
+@pytest.mark.parametrize(
+    "size,multiple", [((50, 64), 4), ((50, 520), 16), ((50, 520), 64), ((13, 7), 4)]
+)
 def test_wrap_pad_then_crop_is_exact(size, multiple):
     x = np.random.default_rng(0).random((3, *size)).astype(np.float32)
     padded = wrap_pad(x, multiple)
@@ -70,7 +73,9 @@ def test_wrap_pad_then_crop_is_exact(size, multiple):
     assert np.array_equal(crop(torch.from_numpy(padded), size, multiple).numpy(), x)
     top = (padded.shape[-2] - size[0]) // 2
     if top:  # the rows above are the last rows of the sinogram (wrap), not a reflection
-        assert np.array_equal(padded[:, :top, (padded.shape[-1] - size[1]) // 2:][:, :, :size[1]], x[:, -top:])
+        assert np.array_equal(
+            padded[:, :top, (padded.shape[-1] - size[1]) // 2 :][:, :, : size[1]], x[:, -top:]
+        )
 
 
 @pytest.mark.parametrize("win", [9, 11])
@@ -82,7 +87,9 @@ def test_ms_ssim_equals_pytorch_msssim(win):
     assert (ms_ssim(x, y, 1.0, win) - ref).abs().max() < 1e-4
     # the reduced-scale path: 3 scales with the first three weights renormalised
     weights = [w / sum(WEIGHTS[:3]) for w in WEIGHTS[:3]]
-    ref3 = pytorch_msssim.ms_ssim(x, y, data_range=1.0, size_average=False, win_size=win, weights=weights)
+    ref3 = pytorch_msssim.ms_ssim(
+        x, y, data_range=1.0, size_average=False, win_size=win, weights=weights
+    )
     assert (ms_ssim(x, y, 1.0, win, scales=3) - ref3).abs().max() < 1e-4
 
 
@@ -117,14 +124,33 @@ def test_decay_restarts_restart_at_L_2L_3L_plus_I_and_resume_exactly():
 
 
 def _raw_layout(tmp_path):
-    src = generate(tmp_path / "src", train_files=2, val_files=1, test_files=1, tof=2, slices=8, angles=50, bins=64)
-    spec = {"name": "sino", "task": "sinogram",
-            "data": {"train_dir": str(src / "train"), "val_dir": str(src / "val"), "shape": SHAPE, "mode": "inpaint",
-                     "mask_file": str(src / "mask.npy")}}
+    src = generate(
+        tmp_path / "src",
+        train_files=2,
+        val_files=1,
+        test_files=1,
+        tof=2,
+        slices=8,
+        angles=50,
+        bins=64,
+    )
+    spec = {
+        "name": "sino",
+        "task": "sinogram",
+        "data": {
+            "train_dir": str(src / "train"),
+            "val_dir": str(src / "val"),
+            "shape": SHAPE,
+            "mode": "inpaint",
+            "mask_file": str(src / "mask.npy"),
+        },
+    }
     return src, spec
 
 
-def test_a_file_of_the_wrong_size_and_a_bad_mask_are_refused_naming_them(tmp_path, write_spec, capsys):
+def test_a_file_of_the_wrong_size_and_a_bad_mask_are_refused_naming_them(
+    tmp_path, write_spec, capsys
+):
     src, spec = _raw_layout(tmp_path)
     path = write_spec(yaml.safe_dump(spec))
     assert main(["validate", str(path), "--check-paths"]) == 0
@@ -134,14 +160,33 @@ def test_a_file_of_the_wrong_size_and_a_bad_mask_are_refused_naming_them(tmp_pat
     capsys.readouterr()
     assert main(["validate", str(path), "--check-paths"]) != 0
     err = capsys.readouterr().err
-    assert f"data.train_dir: {bad}: 102300 bytes; data.shape [2, 8, 50, 64] of uint16 needs 102400 bytes" in err
+    assert (
+        f"data.train_dir: {bad}: 102300 bytes; data.shape [2, 8, 50, 64] of uint16 needs 102400 bytes"
+        in err
+    )
     assert "mask.npy: mask shape [50, 60]; expected [50, 64] or [8, 50, 64]" in err
     (src / "val" / "case000_noisy.raw").unlink()
     capsys.readouterr()
-    assert main(["validate", str(write_spec(yaml.safe_dump({**spec, "data": {**spec["data"], "mode": "denoise",
-                                                                                "mask_file": None}}))),
-                 "--check-paths"]) != 0
-    assert "case000_clean.raw: no noisy partner case000_noisy.raw (data.noisy_suffix) for mode denoise" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "validate",
+                str(
+                    write_spec(
+                        yaml.safe_dump(
+                            {**spec, "data": {**spec["data"], "mode": "denoise", "mask_file": None}}
+                        )
+                    )
+                ),
+                "--check-paths",
+            ]
+        )
+        != 0
+    )
+    assert (
+        "case000_clean.raw: no noisy partner case000_noisy.raw (data.noisy_suffix) for mode denoise"
+        in capsys.readouterr().err
+    )
 
 
 def test_denoising_demo_beats_the_noisy_input_and_predicts_in_the_input_layout(tmp_path, capsys):
@@ -151,7 +196,9 @@ def test_denoising_demo_beats_the_noisy_input_and_predicts_in_the_input_layout(t
     # best.pt (what predict uses) AND the final model: each of the last three epochs beats the
     # noisy input by 3 dB. Measured on the 2-core EPYC with oneDNN capped at SSE41 / AVX2 /
     # AVX512 and 1 or 2 threads: last three epochs 30.1-33.6 dB against the input's 24.91
-    test = [r for r in read_jsonl(run.point(0).metrics) if r.get("kind") == "test"]  # the test folder, once
+    test = [
+        r for r in read_jsonl(run.point(0).metrics) if r.get("kind") == "test"
+    ]  # the test folder, once
     assert len(test) == 1 and test[0]["test_psnr"] >= test[0]["test_base_psnr"] + 3.0, test
     assert "test_last_psnr" in test[0]
     for record in [_best(run), *_epochs(run)[-3:]]:
@@ -172,9 +219,15 @@ def test_denoising_demo_beats_the_noisy_input_and_predicts_in_the_input_layout(t
     assert pred.size == np.prod(SHAPE)
     pred = pred.reshape(SHAPE).astype(np.float64)
     inputs = summary["files"][0]["input"]
-    clean = np.fromfile(inputs.replace("_noisy.raw", "_clean.raw"), dtype=np.uint16).reshape(SHAPE).astype(np.float64)
+    clean = (
+        np.fromfile(inputs.replace("_noisy.raw", "_clean.raw"), dtype=np.uint16)
+        .reshape(SHAPE)
+        .astype(np.float64)
+    )
     noisy = np.fromfile(inputs, dtype=np.uint16).reshape(SHAPE).astype(np.float64)
-    assert ((pred - clean) ** 2).mean() < 0.6 * ((noisy - clean) ** 2).mean()  # in counts, read back
+    assert ((pred - clean) ** 2).mean() < 0.6 * (
+        (noisy - clean) ** 2
+    ).mean()  # in counts, read back
 
     # a new acquisition: a test folder holding a noisy file without a clean partner is predicted,
     # listed without scores; the same counts as its paired twin give the same prediction
@@ -186,12 +239,21 @@ def test_denoising_demo_beats_the_noisy_input_and_predicts_in_the_input_layout(t
     config = yaml.safe_load(run.point(0).config.read_text())
     layout = resolve_layout(load_point_spec(run.point(0)).data)
     config["data"] = {k: v for k, v in config["data"].items() if k != "synthetic"} | {
-        "train_dir": str(layout.dirs["train"]), "val_dir": str(layout.dirs["val"]), "test_dir": str(new),
-        "shape": SHAPE, "dtype": "uint16"}
+        "train_dir": str(layout.dirs["train"]),
+        "val_dir": str(layout.dirs["val"]),
+        "test_dir": str(new),
+        "shape": SHAPE,
+        "dtype": "uint16",
+    }
     run.point(0).config.write_text(yaml.safe_dump(config))
     assert main(["predict", str(run.root), "--point", "0", "--split", "test"]) == 0
-    files = {f["prediction"]: f for f in json.loads((out / "predictions.json").read_text())["files"]}
-    assert files["scan900_pred.raw"]["scores"] == {} and files["case000_pred.raw"]["scores"]["psnr"] > 0
+    files = {
+        f["prediction"]: f for f in json.loads((out / "predictions.json").read_text())["files"]
+    }
+    assert (
+        files["scan900_pred.raw"]["scores"] == {}
+        and files["case000_pred.raw"]["scores"]["psnr"] > 0
+    )
     assert (out / "scan900_pred.raw").read_bytes() == (out / "case000_pred.raw").read_bytes()
 
 
@@ -217,17 +279,28 @@ def test_inpainting_demo_fills_the_bad_blocks_and_scores_only_files_with_truth_t
     (clean * mask[None].astype(np.uint16)).astype(np.uint16).tofile(new / "scan900_clean.raw")
     config = yaml.safe_load(run.point(0).config.read_text())
     config["data"] = {k: v for k, v in config["data"].items() if k != "synthetic"} | {
-        "train_dir": str(layout.dirs["train"]), "val_dir": str(layout.dirs["val"]), "test_dir": str(new),
-        "mask_file": str(layout.mask_file), "shape": SHAPE, "dtype": "uint16"}
+        "train_dir": str(layout.dirs["train"]),
+        "val_dir": str(layout.dirs["val"]),
+        "test_dir": str(new),
+        "mask_file": str(layout.mask_file),
+        "shape": SHAPE,
+        "dtype": "uint16",
+    }
     run.point(0).config.write_text(yaml.safe_dump(config))
     assert main(["predict", str(run.root), "--point", "0", "--split", "test"]) == 0
     out = run.point(0).predictions / "test"
-    files = {f["prediction"]: f for f in json.loads((out / "predictions.json").read_text())["files"]}
+    files = {
+        f["prediction"]: f for f in json.loads((out / "predictions.json").read_text())["files"]
+    }
     paired = files["case000_pred.raw"]
     assert paired["scores"]["psnr_hole"] >= paired["input_scores"]["psnr_hole"] + 10.0, paired
     assert "unscored" not in paired
     gapped = files["scan900_pred.raw"]
-    assert gapped["scores"] == {} and gapped["input_scores"] == {} and "bad blocks are all zero" in gapped["unscored"]
+    assert (
+        gapped["scores"] == {}
+        and gapped["input_scores"] == {}
+        and "bad blocks are all zero" in gapped["unscored"]
+    )
     # the inputs were the same (masking the gapped file again changes nothing), so the predictions are
     assert (out / "scan900_pred.raw").read_bytes() == (out / "case000_pred.raw").read_bytes()
 
@@ -237,8 +310,18 @@ def test_the_dgx_spec_runs_in_docker_with_its_data_folders_and_mask_mounted(tmp_
     from mrihpc.specfile import load_spec
 
     spec, _ = load_spec(REPO / "jobs" / "sino_inpaint.yaml")
-    assert spec.container.runtime == "docker" and spec.cluster.gpus_per_node == 1 and spec.cluster.mail_type == "END,FAIL"
+    assert (
+        spec.container.runtime == "docker"
+        and spec.cluster.gpus_per_node == 1
+        and spec.cluster.mail_type == "END,FAIL"
+    )
     mounted = {host for host, _, _ in container.mounts(spec, tmp_path)}
-    assert {"/badblock/data/DataTOF_Train", "/badblock/data/DataTOF_Val", "/badblock/data/DataTOF_test",
-            "/badblock/data/mask.npy"} <= mounted
-    assert spec.monitor.visdom is not None and spec.monitor.memory is not None  # as the seed watched it
+    assert {
+        "/badblock/data/DataTOF_Train",
+        "/badblock/data/DataTOF_Val",
+        "/badblock/data/DataTOF_test",
+        "/badblock/data/mask.npy",
+    } <= mounted
+    assert (
+        spec.monitor.visdom is not None and spec.monitor.memory is not None
+    )  # as the seed watched it

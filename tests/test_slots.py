@@ -1,5 +1,6 @@
 """BatchSlots: fixed-shape batches leave DataLoader workers through shared memory allocated once.
 Real worker processes (fork), real knee files."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,12 +18,16 @@ from mrihpc.node.slots import SLOT, BatchSlots
 
 @pytest.fixture(scope="module")
 def volumes(tmp_path_factory):
-    root = generate(tmp_path_factory.mktemp("knee") / "d", 3, slices=7, shape=(48, 40), recon_shape=(24, 24))
+    root = generate(
+        tmp_path_factory.mktemp("knee") / "d", 3, slices=7, shape=(48, 40), recon_shape=(24, 24)
+    )
     return index_volumes(list_files(root / "train"), "fastmri")
 
 
 def _slices(volumes, crop=None, raw=False) -> KSpaceSlices:
-    return KSpaceSlices(volumes, RandomMask([4], [0.08]), crop, "instance", 0, train=True, seed=3, raw=raw)
+    return KSpaceSlices(
+        volumes, RandomMask([4], [0.08]), crop, "instance", 0, train=True, seed=3, raw=raw
+    )
 
 
 def _same(a, b) -> bool:
@@ -54,7 +59,9 @@ def test_slotted_batches_equal_the_in_process_ones_over_epochs_and_early_stops(v
     for plain, slotted in zip(runs[0], runs[2]):
         assert len(plain) == len(slotted) > 0
         for a, b in zip(plain, slotted):
-            assert SLOT not in b and set(a) == set(b) and all(_same(a[k], b[k]) for k in a), a["fname"]
+            assert SLOT not in b and set(a) == set(b) and all(_same(a[k], b[k]) for k in a), a[
+                "fname"
+            ]
 
 
 def test_validation_batches_by_volume_keep_their_partial_last_batch(volumes):
@@ -63,9 +70,13 @@ def test_validation_batches_by_volume_keep_their_partial_last_batch(volumes):
     shard = VolumeShard(data.volumes_index(), World())
     plain = list(rank_loader(data, shard, 4, False, 0, False, 0))
     slotted = list(rank_loader(data, shard, 4, False, 2, False, 0))
-    assert [len(b["fname"]) for b in slotted] == [len(b["fname"]) for b in plain] and len(slotted[-1]["fname"]) == len(data) % 4 > 0
-    assert all(torch.equal(a["input"], b["input"]) and b["input"].shape[0] == len(b["fname"])
-               for a, b in zip(plain, slotted))
+    assert [len(b["fname"]) for b in slotted] == [len(b["fname"]) for b in plain] and len(
+        slotted[-1]["fname"]
+    ) == len(data) % 4 > 0
+    assert all(
+        torch.equal(a["input"], b["input"]) and b["input"].shape[0] == len(b["fname"])
+        for a, b in zip(plain, slotted)
+    )
 
 
 def test_a_worker_sends_only_the_slot_number_and_the_per_slice_values(volumes):
@@ -73,18 +84,24 @@ def test_a_worker_sends_only_the_slot_number_and_the_per_slice_values(volumes):
     slots = BatchSlots.for_loader(data, 3, workers=2, collate=data.collate)
     assert slots.count == 2 * 2 + 2
     batch = slots.collate([data[i] | {SLOT: 4} for i in range(3)])
-    assert not any(torch.is_tensor(v) for v in batch.values())  # nothing left for a shared-memory file of its own
+    assert not any(
+        torch.is_tensor(v) for v in batch.values()
+    )  # nothing left for a shared-memory file of its own
     assert batch[SLOT] == (4, 3) and len(batch["mean"]) == 3
     taken = slots.take(dict(batch))
     assert torch.equal(taken["input"], torch.stack([data[i]["input"] for i in range(3)]))
-    assert taken["input"].data_ptr() != slots.blocks[4]["input"].data_ptr()  # a copy the slot's next batch cannot touch
+    assert (
+        taken["input"].data_ptr() != slots.blocks[4]["input"].data_ptr()
+    )  # a copy the slot's next batch cannot touch
 
 
 def test_no_slots_where_shapes_vary_or_nothing_leaves_the_process(tmp_path, volumes):
     data = _slices(volumes)
     assert BatchSlots.for_loader(data, 2, workers=0) is None
     raw = BatchSlots.for_loader(_slices(volumes, raw=True), 2, workers=2)
-    assert raw.shapes == {"target": ((24, 24), torch.float32)}  # the sampled columns vary in number: not slotted
+    assert raw.shapes == {
+        "target": ((24, 24), torch.float32)
+    }  # the sampled columns vary in number: not slotted
     other = generate(tmp_path / "o", 3, slices=3, shape=(48, 40), recon_shape=(20, 20))
     mixed = _slices(volumes + index_volumes(list_files(other / "train"), "fastmri"))
     assert mixed.slot_shapes() is None
@@ -94,7 +111,10 @@ def test_no_slots_where_shapes_vary_or_nothing_leaves_the_process(tmp_path, volu
 def test_a_sample_of_another_shape_is_named(volumes):
     data = _slices(volumes)
     slots = BatchSlots({"input": ((1, 20, 20), torch.float32)}, 2, 2, collate=data.collate)
-    with pytest.raises(DataError, match=r"sample \S+\.h5 slice \d+: input has shape \(1, 24, 24\), the dataset declared \(1, 20, 20\)"):
+    with pytest.raises(
+        DataError,
+        match=r"sample \S+\.h5 slice \d+: input has shape \(1, 24, 24\), the dataset declared \(1, 20, 20\)",
+    ):
         slots.collate([data[0] | {SLOT: 0}])
 
 
@@ -105,6 +125,7 @@ def test_a_process_exits_with_a_loaders_workers_still_alive(tmp_path):
     cycle that no collection reaches before exit; the process must still end, with its output."""
     import subprocess
     import sys
+
     script = tmp_path / "leave_open.py"
     script.write_text(
         "import gc, torch\n"
@@ -116,9 +137,12 @@ def test_a_process_exits_with_a_loaders_workers_still_alive(tmp_path):
         "first = next(iter(loader))\n"
         "cycle = {'loader': loader}\n"
         "cycle['self'] = cycle\n"
-        "print('first batch', first[0].tolist(), flush=True)\n")
+        "print('first batch', first[0].tolist(), flush=True)\n"
+    )
     try:
-        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+        )
     except subprocess.TimeoutExpired as hung:
         pytest.fail(f"the process did not exit with its loader's workers alive: {hung}")
     assert done.returncode == 0, done.stderr

@@ -1,6 +1,7 @@
 """On the real test cluster (slurm/cluster.sh): arrays, throttles, accounting, DDP across
 tasks and nodes, requeue after a signal and after `scontrol requeue`, cancel, failure,
 resubmit, and status without accounting."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -23,7 +24,9 @@ from mrihpc.paths import RunPaths, read_json
 
 pytestmark = pytest.mark.slurm
 
-SLURM_TINY = merge(TINY, cluster={"executor": "slurm", "time": "10:00", "array_parallelism": 2, "cpus_per_task": 1})
+SLURM_TINY = merge(
+    TINY, cluster={"executor": "slurm", "time": "10:00", "array_parallelism": 2, "cpus_per_task": 1}
+)
 
 
 def submit(spec_path: Path, runs: Path, capsys) -> RunPaths:
@@ -35,8 +38,10 @@ def submit(spec_path: Path, runs: Path, capsys) -> RunPaths:
 
 
 def states(run: RunPaths) -> list[str]:
-    return [(read_json(run.point(p["index"]).status, {}) or {}).get("state")
-            for p in read_json(run.manifest)["points"]]
+    return [
+        (read_json(run.point(p["index"]).status, {}) or {}).get("state")
+        for p in read_json(run.manifest)["points"]
+    ]
 
 
 def wait_done(run: RunPaths, timeout: float = 240, allow=("done",)) -> None:
@@ -55,7 +60,9 @@ def array_id(run: RunPaths, submission: int = 0) -> str:
 
 
 def sacct_rows(job: str, fields: str) -> list[list[str]]:
-    out = subprocess.run(["sacct", "-n", "-P", "-X", "-D", "-j", job, "-o", fields], capture_output=True, text=True)
+    out = subprocess.run(
+        ["sacct", "-n", "-P", "-X", "-D", "-j", job, "-o", fields], capture_output=True, text=True
+    )
     return [line.split("|") for line in out.stdout.splitlines() if line]
 
 
@@ -77,7 +84,10 @@ def test_sweep_is_one_throttled_array(slurm_cluster, tmp_path, write_spec, capsy
     rows = wait_sacct(job, 4)
     assert sorted(rows) == [f"{job}_{i}" for i in range(4)]  # ONE array of 4 tasks
     # %2: never more than two tasks running at once
-    spans = [(dt.datetime.fromisoformat(s), dt.datetime.fromisoformat(e)) for _, s, e in sacct_rows(job, "JobID,Start,End")]
+    spans = [
+        (dt.datetime.fromisoformat(s), dt.datetime.fromisoformat(e))
+        for _, s, e in sacct_rows(job, "JobID,Start,End")
+    ]
     for start, _ in spans:
         assert sum(1 for s, e in spans if s <= start < e) <= 2
     assert main(["status", str(run.root)]) == 0
@@ -90,9 +100,14 @@ def test_sweep_is_one_throttled_array(slurm_cluster, tmp_path, write_spec, capsy
 
 
 def test_sweep_larger_than_max_array_size_is_split(slurm_cluster, tmp_path, write_spec, capsys):
-    spec = write_spec(merge(SLURM_TINY, train={**TINY["train"], "epochs": 1},
-                            cluster={**SLURM_TINY["cluster"], "max_array_size": 2},
-                            sweep={"grid": {"optim.lr": [1e-3, 2e-3, 3e-3]}}))
+    spec = write_spec(
+        merge(
+            SLURM_TINY,
+            train={**TINY["train"], "epochs": 1},
+            cluster={**SLURM_TINY["cluster"], "max_array_size": 2},
+            sweep={"grid": {"optim.lr": [1e-3, 2e-3, 3e-3]}},
+        )
+    )
     run = submit(spec, tmp_path / "runs", capsys)
     wait_done(run)
     submissions = read_json(run.manifest)["submissions"]
@@ -100,8 +115,9 @@ def test_sweep_larger_than_max_array_size_is_split(slurm_cluster, tmp_path, writ
     assert submissions[0]["array_id"] != submissions[1]["array_id"]
 
 
-def test_an_array_sbatch_refuses_is_named_recorded_and_resubmitted(slurm_cluster, tmp_path, write_spec, capsys,
-                                                                  monkeypatch):
+def test_an_array_sbatch_refuses_is_named_recorded_and_resubmitted(
+    slurm_cluster, tmp_path, write_spec, capsys, monkeypatch
+):
     """Three points at max_array_size 2: the first array is queued, sbatch refuses the second (a
     stand-in on PATH passes the first call to the real sbatch and fails the second the way a QOS
     limit does; a real limit would also hold up the other tests). One error names the points left
@@ -111,15 +127,21 @@ def test_an_array_sbatch_refuses_is_named_recorded_and_resubmitted(slurm_cluster
     calls, shim = tmp_path / "calls", tmp_path / "bin"
     shim.mkdir()
     (shim / "sbatch").write_text(
-        f'#!/bin/sh\necho call >> {calls}\n'
+        f"#!/bin/sh\necho call >> {calls}\n"
         f'if [ "$(wc -l < {calls})" -eq 2 ]; then\n'
         '  echo "sbatch: error: QOSMaxSubmitJobPerUserLimit" >&2; exit 1\nfi\n'
-        f'exec {shutil.which("sbatch")} "$@"\n')
+        f'exec {shutil.which("sbatch")} "$@"\n'
+    )
     (shim / "sbatch").chmod(0o755)
     monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
-    spec = write_spec(merge(SLURM_TINY, train={**TINY["train"], "epochs": 1},
-                            cluster={**SLURM_TINY["cluster"], "max_array_size": 2},
-                            sweep={"grid": {"optim.lr": [1e-3, 2e-3, 3e-3]}}))
+    spec = write_spec(
+        merge(
+            SLURM_TINY,
+            train={**TINY["train"], "epochs": 1},
+            cluster={**SLURM_TINY["cluster"], "max_array_size": 2},
+            sweep={"grid": {"optim.lr": [1e-3, 2e-3, 3e-3]}},
+        )
+    )
     assert main(["submit", str(spec), "--runs", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
     run = RunPaths(sorted((tmp_path / "runs").glob("*/*"))[-1])
@@ -136,7 +158,9 @@ def _weights(run: RunPaths) -> dict:
     return checkpoint.load(run.point(0).last_checkpoint)["nets"]["model"]
 
 
-def test_ddp_two_tasks_and_two_nodes_equal_one_process(slurm_cluster, tmp_path, write_spec, capsys, monkeypatch):
+def test_ddp_two_tasks_and_two_nodes_equal_one_process(
+    slurm_cluster, tmp_path, write_spec, capsys, monkeypatch
+):
     # a rendezvous exported in the submitting shell reaches the job (sbatch exports the
     # environment); the ranks must use the job's own, or they never meet
     monkeypatch.setenv("MASTER_ADDR", "stale-login-shell.invalid")
@@ -149,13 +173,22 @@ def test_ddp_two_tasks_and_two_nodes_equal_one_process(slurm_cluster, tmp_path, 
     # an AVX2 CPU, so with them this would compare chaos. Without norms the same 6 SGD steps
     # differ by 1.5e-8 (AVX2, SSE41, AVX-512 alike), against updates of ~1e-2: atol 1e-6 is 60x
     # the rounding and 1e-4 of the update.
-    base = merge(SLURM_TINY, train={**TINY["train"], "epochs": 2, "batch_size": 2, "steps_per_epoch": 3},
-                 optim={"name": "sgd", "lr": 0.01, "momentum": 0.5}, model={**TINY["model"], "norm": "none"})
-    layouts = {"one": {"nodes": 1, "tasks_per_node": 1}, "tasks": {"nodes": 1, "tasks_per_node": 2},
-               "nodes": {"nodes": 2, "tasks_per_node": 1}}
+    base = merge(
+        SLURM_TINY,
+        train={**TINY["train"], "epochs": 2, "batch_size": 2, "steps_per_epoch": 3},
+        optim={"name": "sgd", "lr": 0.01, "momentum": 0.5},
+        model={**TINY["model"], "norm": "none"},
+    )
+    layouts = {
+        "one": {"nodes": 1, "tasks_per_node": 1},
+        "tasks": {"nodes": 1, "tasks_per_node": 2},
+        "nodes": {"nodes": 2, "tasks_per_node": 1},
+    }
     runs = {}
     for name, layout in layouts.items():
-        spec = write_spec(merge(base, name=f"ddp-{name}", cluster={**base["cluster"], **layout}), f"{name}.yaml")
+        spec = write_spec(
+            merge(base, name=f"ddp-{name}", cluster={**base["cluster"], **layout}), f"{name}.yaml"
+        )
         runs[name] = submit(spec, tmp_path / name, capsys)
     for run in runs.values():
         wait_done(run)
@@ -168,7 +201,10 @@ def test_ddp_two_tasks_and_two_nodes_equal_one_process(slurm_cluster, tmp_path, 
         saved = checkpoint.load(runs[name].point(0).last_checkpoint)
         assert len(saved["rng_ranks"]) == 2  # every rank's RNG streams, restored per rank on resume
         for key, value in _weights(runs[name]).items():
-            assert torch.allclose(value.float(), reference[key].float(), atol=1e-6, rtol=0), (name, key)
+            assert torch.allclose(value.float(), reference[key].float(), atol=1e-6, rtol=0), (
+                name,
+                key,
+            )
     nodes = sacct_rows(read_json(runs["nodes"].manifest)["submissions"][0]["array_id"], "NodeList")
     assert nodes[-1][0] == "node[1-2]"
 
@@ -177,22 +213,46 @@ def _wait_epoch(run: RunPaths, point: int, epoch: int, attempts: int, timeout: f
     deadline = time.time() + timeout
     while time.time() < deadline:
         status = read_json(run.point(point).status, {}) or {}
-        if status.get("attempts", 0) >= attempts and (status.get("epoch") or 0) >= epoch and status.get("state") == "running":
+        if (
+            status.get("attempts", 0) >= attempts
+            and (status.get("epoch") or 0) >= epoch
+            and status.get("state") == "running"
+        ):
             return
         time.sleep(0.2)
-    pytest.fail(f"point {point} never reached epoch {epoch} in attempt {attempts}: {read_json(run.point(point).status)}")
+    pytest.fail(
+        f"point {point} never reached epoch {epoch} in attempt {attempts}: {read_json(run.point(point).status)}"
+    )
 
 
-def test_requeue_resumes_exactly_and_only_that_task_reruns(slurm_cluster, tmp_path, write_spec, capsys):
+def test_requeue_resumes_exactly_and_only_that_task_reruns(
+    slurm_cluster, tmp_path, write_spec, capsys
+):
     # two DataLoader workers, as real specs use: Slurm signals them too, and they must leave the
     # signal to the training process, which checkpoints at a step boundary
-    slow = merge(SLURM_TINY, train={**TINY["train"], "epochs": 8, "workers": 2}, data={**TINY["data"], "synthetic": {**TINY["data"]["synthetic"], "volumes": 10}})
-    reference = submit(write_spec(merge(slow, name="straight"), "straight.yaml"), tmp_path / "a", capsys)
-    run = submit(write_spec(merge(slow, name="requeued", sweep={"points": [{"train.epochs": 8}, {"train.epochs": 8}]}),
-                            "requeued.yaml"), tmp_path / "b", capsys)
+    slow = merge(
+        SLURM_TINY,
+        train={**TINY["train"], "epochs": 8, "workers": 2},
+        data={**TINY["data"], "synthetic": {**TINY["data"]["synthetic"], "volumes": 10}},
+    )
+    reference = submit(
+        write_spec(merge(slow, name="straight"), "straight.yaml"), tmp_path / "a", capsys
+    )
+    run = submit(
+        write_spec(
+            merge(
+                slow, name="requeued", sweep={"points": [{"train.epochs": 8}, {"train.epochs": 8}]}
+            ),
+            "requeued.yaml",
+        ),
+        tmp_path / "b",
+        capsys,
+    )
     job = f"{array_id(run)}_0"
     _wait_epoch(run, 0, 2, attempts=1)
-    subprocess.run(["scancel", "--signal=USR2", job], check=True)  # what Slurm sends before a time limit
+    subprocess.run(
+        ["scancel", "--signal=USR2", job], check=True
+    )  # what Slurm sends before a time limit
     _wait_epoch(run, 0, 4, attempts=2)
     subprocess.run(["scontrol", "requeue", job], check=True)  # preemption by hand
     wait_done(run, timeout=300)
@@ -215,15 +275,23 @@ def test_requeue_resumes_exactly_and_only_that_task_reruns(slurm_cluster, tmp_pa
 def test_cancel_and_failure_are_shown_and_resubmitted(slurm_cluster, tmp_path, write_spec, capsys):
     good = generate(tmp_path / "good", 5, slices=8, shape=(96, 80), recon_shape=(64, 64), seed=2)
     bad = generate(tmp_path / "bad", 5, slices=8, shape=(96, 80), recon_shape=(64, 64), seed=2)
-    corrupt = sorted((bad / "val").iterdir())[0]  # NaN k-space: only the values show it (a bad header is refused at submit)
+    corrupt = sorted((bad / "val").iterdir())[
+        0
+    ]  # NaN k-space: only the values show it (a bad header is refused at submit)
     with h5py.File(corrupt, "a") as f:
         f["kspace"][5, 10, 10] = np.nan
     data = {**{k: v for k, v in TINY["data"].items() if k != "synthetic"}, "root": str(good)}
-    spec = {**SLURM_TINY, "data": data, "sweep": {"points": [{}, {"data.root": str(bad)}, {"train.epochs": 200}, {}]}}
+    spec = {
+        **SLURM_TINY,
+        "data": data,
+        "sweep": {"points": [{}, {"data.root": str(bad)}, {"train.epochs": 200}, {}]},
+    }
     run = submit(write_spec(spec), tmp_path / "runs", capsys)
     _wait_epoch(run, 2, 1, attempts=1)
     assert main(["cancel", str(run.root), "2"]) == 0
-    wait_done(run, allow=("done", "failed", "interrupted"))  # the cancelled point checkpointed and left
+    wait_done(
+        run, allow=("done", "failed", "interrupted")
+    )  # the cancelled point checkpointed and left
     deadline = time.time() + 60
     while time.time() < deadline:
         capsys.readouterr()
@@ -240,7 +308,11 @@ def test_cancel_and_failure_are_shown_and_resubmitted(slurm_cluster, tmp_path, w
 
 
 def test_status_answers_without_accounting(slurm_cluster, tmp_path, write_spec, capsys):
-    run = submit(write_spec(merge(SLURM_TINY, train={**TINY["train"], "epochs": 1})), tmp_path / "runs", capsys)
+    run = submit(
+        write_spec(merge(SLURM_TINY, train={**TINY["train"], "epochs": 1})),
+        tmp_path / "runs",
+        capsys,
+    )
     wait_done(run)
     cluster = ["bash", str(REPO / "slurm" / "cluster.sh")]
     subprocess.run(cluster + ["stop-dbd", str(slurm_cluster)], check=True)
@@ -252,16 +324,43 @@ def test_status_answers_without_accounting(slurm_cluster, tmp_path, write_spec, 
         subprocess.run(cluster + ["start-dbd", str(slurm_cluster)], check=True)
 
 
-@pytest.mark.parametrize("cluster,expected", [
-    ({"partition": "nope"}, "cluster.partition: no partition 'nope'; the cluster has: debug, short"),
-    ({"gpus_per_node": 3}, "cluster.gpus_per_node: 3, but the nodes of partition debug have at most 2 GPU(s)"),
-    ({"partition": "short", "time": "01:00:00"}, "cluster.time: 01:00:00 exceeds partition short's MaxTime 00:30:00"),
-    ({"cpus_per_task": 4}, "cluster.cpus_per_task: 1 task(s) x 4 CPU(s) = 4, but the nodes of partition debug have at most 2 CPUs"),
-    ({"mem_gb": 64}, "cluster.mem_gb: 64.0, but the nodes of partition debug have at most 3.9 GB"),
-    ({"nodes": 3}, "cluster.nodes: 3, but partition short has 1 node(s)"),
-], ids=["missing partition", "too many GPUs", "too long", "too many CPUs", "too much memory", "too many nodes"])
-def test_resources_the_cluster_cannot_give_are_refused_before_queueing(slurm_cluster, tmp_path, write_spec, capsys,
-                                                                       cluster, expected):
+@pytest.mark.parametrize(
+    "cluster,expected",
+    [
+        (
+            {"partition": "nope"},
+            "cluster.partition: no partition 'nope'; the cluster has: debug, short",
+        ),
+        (
+            {"gpus_per_node": 3},
+            "cluster.gpus_per_node: 3, but the nodes of partition debug have at most 2 GPU(s)",
+        ),
+        (
+            {"partition": "short", "time": "01:00:00"},
+            "cluster.time: 01:00:00 exceeds partition short's MaxTime 00:30:00",
+        ),
+        (
+            {"cpus_per_task": 4},
+            "cluster.cpus_per_task: 1 task(s) x 4 CPU(s) = 4, but the nodes of partition debug have at most 2 CPUs",
+        ),
+        (
+            {"mem_gb": 64},
+            "cluster.mem_gb: 64.0, but the nodes of partition debug have at most 3.9 GB",
+        ),
+        ({"nodes": 3}, "cluster.nodes: 3, but partition short has 1 node(s)"),
+    ],
+    ids=[
+        "missing partition",
+        "too many GPUs",
+        "too long",
+        "too many CPUs",
+        "too much memory",
+        "too many nodes",
+    ],
+)
+def test_resources_the_cluster_cannot_give_are_refused_before_queueing(
+    slurm_cluster, tmp_path, write_spec, capsys, cluster, expected
+):
     if cluster.get("nodes"):
         cluster = {**cluster, "partition": "short"}
     spec = merge(SLURM_TINY, cluster={**SLURM_TINY["cluster"], **cluster})
@@ -270,7 +369,10 @@ def test_resources_the_cluster_cannot_give_are_refused_before_queueing(slurm_clu
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err, err
     assert not (tmp_path / "runs").exists()  # nothing written, nothing queued
-    assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == before
+    assert (
+        subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+        == before
+    )
 
 
 def test_cluster_checks_say_when_slurm_cannot_be_asked(tmp_path, write_spec, capsys, monkeypatch):
@@ -281,30 +383,43 @@ def test_cluster_checks_say_when_slurm_cannot_be_asked(tmp_path, write_spec, cap
 
 def _job_pids(job_id: str) -> list[int]:
     """PIDs of the step daemons of ``job_id`` (every process of a test node runs on this host)."""
-    out = subprocess.run(["pgrep", "-f", rf"slurmstepd: \[{job_id}\."], capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["pgrep", "-f", rf"slurmstepd: \[{job_id}\."], capture_output=True, text=True
+    ).stdout
     return [int(p) for p in out.split()]
 
 
 @pytest.mark.parametrize("requeue", [True, False], ids=["requeued", "marked"])
-def test_a_failed_node_requeues_or_marks_the_point_as_the_spec_says(slurm_cluster, tmp_path, write_spec, capsys, requeue):
+def test_a_failed_node_requeues_or_marks_the_point_as_the_spec_says(
+    slurm_cluster, tmp_path, write_spec, capsys, requeue
+):
     """The point's node loses its slurmd and its processes, as when a node loses power: Slurm
     reports NODE_FAIL. With cluster.requeue the point resumes elsewhere from its checkpoint;
     without it the point shows node_fail and `resubmit --failed` takes it."""
     import signal
 
-    slow = merge(SLURM_TINY, name=f"nodefail-{requeue}", train={**TINY["train"], "epochs": 40},
-                 data={**TINY["data"], "synthetic": {**TINY["data"]["synthetic"], "volumes": 10}},
-                 cluster={**SLURM_TINY["cluster"], "requeue": requeue})
+    slow = merge(
+        SLURM_TINY,
+        name=f"nodefail-{requeue}",
+        train={**TINY["train"], "epochs": 40},
+        data={**TINY["data"], "synthetic": {**TINY["data"]["synthetic"], "volumes": 10}},
+        cluster={**SLURM_TINY["cluster"], "requeue": requeue},
+    )
     run = submit(write_spec(slow), tmp_path / "runs", capsys)
     _wait_epoch(run, 0, 2, attempts=1)
     job = read_json(run.point(0).status)["job_id"]  # one point: a plain job, no array index
-    raw_id, node = subprocess.run(["squeue", "-h", "-j", job, "-o", "%A %N"], capture_output=True,
-                                  text=True).stdout.split()
+    raw_id, node = subprocess.run(
+        ["squeue", "-h", "-j", job, "-o", "%A %N"], capture_output=True, text=True
+    ).stdout.split()
     cluster = ["bash", str(REPO / "slurm" / "cluster.sh")]
     subprocess.run(cluster + ["stop-node", str(slurm_cluster), node], check=True)
     try:
-        for pid in _job_pids(raw_id) + [int(p) for p in subprocess.run(
-                ["pgrep", "-f", f"submitit.core._submit {run.root}"], capture_output=True, text=True).stdout.split()]:
+        for pid in _job_pids(raw_id) + [
+            int(p)
+            for p in subprocess.run(
+                ["pgrep", "-f", f"submitit.core._submit {run.root}"], capture_output=True, text=True
+            ).stdout.split()
+        ]:
             os.kill(pid, signal.SIGKILL)
         if requeue:
             wait_done(run, timeout=300)
@@ -323,13 +438,21 @@ def test_a_failed_node_requeues_or_marks_the_point_as_the_spec_says(slurm_cluste
     finally:
         subprocess.run(cluster + ["start-node", str(slurm_cluster), node], check=True)
         deadline = time.time() + 90
-        while time.time() < deadline and subprocess.run(["sinfo", "-h", "-n", node, "-o", "%t"], capture_output=True,
-                                                        text=True).stdout.strip() != "idle":
+        while (
+            time.time() < deadline
+            and subprocess.run(
+                ["sinfo", "-h", "-n", node, "-o", "%t"], capture_output=True, text=True
+            ).stdout.strip()
+            != "idle"
+        ):
             time.sleep(1)
     if not requeue:  # --adapt: the node it died on is excluded from its next attempt
         capsys.readouterr()
         assert main(["resubmit", str(run.root), "--failed", "--adapt"]) == 0
-        assert f"point 0: NODE_FAIL: resubmit, cluster.exclude={node} (died on {node})" in capsys.readouterr().out
+        assert (
+            f"point 0: NODE_FAIL: resubmit, cluster.exclude={node} (died on {node})"
+            in capsys.readouterr().out
+        )
         wait_done(run, timeout=300)
         point = read_json(run.point(0).status)
         assert point["state"] == "done" and point["attempts"] == 2, point

@@ -1,13 +1,16 @@
 """Sweeps: grid x zip x folds counts, names, seeds, stability."""
+
 from __future__ import annotations
 
 from conftest import TINY, merge
 from mrihpc.specfile import validate_dict
 from mrihpc.sweep import expand, expand_and_validate, format_value, point_seed
 
-SWEEP = {"grid": {"optim.lr": [1e-3, 3e-4], "train.batch_size": [2, 4]},
-         "zip": {"data.mask.accelerations": [[4], [8]], "data.mask.center_fractions": [[0.08], [0.04]]},
-         "folds": 3}
+SWEEP = {
+    "grid": {"optim.lr": [1e-3, 3e-4], "train.batch_size": [2, 4]},
+    "zip": {"data.mask.accelerations": [[4], [8]], "data.mask.center_fractions": [[0.08], [0.04]]},
+    "folds": 3,
+}
 
 
 def _expand(sweep):
@@ -50,11 +53,20 @@ def test_same_spec_same_points_every_time():
 
 
 def test_explicit_points_combine_with_grid():
-    points = _expand({"grid": {"optim.lr": [1e-3, 2e-3]},
-                      "points": [{"optim.name": "sgd", "optim.momentum": 0.9}, {"optim.name": "adamw"}]})
+    points = _expand(
+        {
+            "grid": {"optim.lr": [1e-3, 2e-3]},
+            "points": [{"optim.name": "sgd", "optim.momentum": 0.9}, {"optim.name": "adamw"}],
+        }
+    )
     assert len(points) == 4
-    assert points[0][1].optim_for("main").name == "sgd" and points[0][1].optim_for("main").momentum == 0.9
-    assert points[3][1].optim_for("main").name == "adamw" and points[3][1].optim_for("main").lr == 2e-3
+    assert (
+        points[0][1].optim_for("main").name == "sgd"
+        and points[0][1].optim_for("main").momentum == 0.9
+    )
+    assert (
+        points[3][1].optim_for("main").name == "adamw" and points[3][1].optim_for("main").lr == 2e-3
+    )
 
 
 def test_no_sweep_is_one_point_named_after_the_spec():
@@ -63,7 +75,14 @@ def test_no_sweep_is_one_point_named_after_the_spec():
 
 
 def test_value_formatting():
-    assert [format_value(v) for v in (3e-4, 1e-3, 0.08, 8, [4, 8], 1.0)] == ["3e-4", "1e-3", "0.08", "8", "4+8", "1"]
+    assert [format_value(v) for v in (3e-4, 1e-3, 0.08, 8, [4, 8], 1.0)] == [
+        "3e-4",
+        "1e-3",
+        "0.08",
+        "8",
+        "4+8",
+        "1",
+    ]
 
 
 def test_points_validated_section_by_section_equal_whole_validation():
@@ -90,5 +109,7 @@ def test_point_seeds_are_numpys_seed_sequence_without_numpy():
     rng = random.Random(0)
     for _ in range(5000):
         entropy = [rng.getrandbits(rng.choice([1, 16, 32, 40])), rng.randrange(100_000)]
-        assert seed_sequence_word(entropy) == int(np.random.SeedSequence(entropy).generate_state(1)[0])
+        assert seed_sequence_word(entropy) == int(
+            np.random.SeedSequence(entropy).generate_state(1)[0]
+        )
     assert point_seed(0, 0) == int(np.random.SeedSequence([0, 0]).generate_state(1)[0] & 0x7FFFFFFF)

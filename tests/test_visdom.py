@@ -1,6 +1,7 @@
 """Live plots against a real Visdom server (started by the tests, bound to 127.0.0.1, offline
 assets): windows read back through Visdom's API, a server killed mid-run then replayed, a
 hung server, a headless Chromium screenshot of the env page."""
+
 from __future__ import annotations
 
 import json
@@ -19,16 +20,21 @@ from visdom import Visdom
 
 from conftest import TINY, merge
 from mrihpc import visdom_credentials as credentials
-from mrihpc.login import launch
+from mrihpc.login import checks, launch
 from mrihpc.login.cli import main
 from mrihpc.login.live import assets, server
 from mrihpc.node.runner import run_point
 from mrihpc.paths import read_json, read_jsonl
 from mrihpc.visdom_transport import read_log
 
-VISDOM_TINY = merge(TINY, monitor={"visdom": {"port": 0, "timeout_s": 1.0, "backoff_s": 30.0, "flush_every": 2},
-                                   "memory": {"interval_s": 0.2}},
-                    sweep={"grid": {"optim.lr": [2e-3, 1e-3]}})
+VISDOM_TINY = merge(
+    TINY,
+    monitor={
+        "visdom": {"port": 0, "timeout_s": 1.0, "backoff_s": 30.0, "flush_every": 2},
+        "memory": {"interval_s": 0.2},
+    },
+    sweep={"grid": {"optim.lr": [2e-3, 1e-3]}},
+)
 
 
 def free_port() -> int:
@@ -57,15 +63,20 @@ def _spec(port: int, **changes) -> dict:
 
 def _run_dir(tmp_path, write_spec, spec: dict):
     path = write_spec(spec)
-    prepared, raw, points, _ = launch.prepare(str(path), [])
-    launch.prepare_data(prepared)
+    prepared, raw, points, _ = checks.prepare(str(path), [])
+    checks.prepare_data(prepared)
     return launch.write_run_directory(tmp_path / "runs", prepared, raw, str(path), points, "debug")
 
 
 def _windows(port: int, env: str, login: bool = False) -> dict:
     creds = credentials.load() if login else None  # a server with Visdom's login on wants them
-    v = Visdom(port=port, use_incoming_socket=False, raise_exceptions=True,
-               username=creds["username"] if creds else None, password=creds["password"] if creds else None)
+    v = Visdom(
+        port=port,
+        use_incoming_socket=False,
+        raise_exceptions=True,
+        username=creds["username"] if creds else None,
+        password=creds["password"] if creds else None,
+    )
     return json.loads(v.get_window_data(env=env))
 
 
@@ -75,9 +86,12 @@ def _traces(window: dict) -> dict:
 
 def _content(windows: dict) -> dict:
     """What a window shows: its traces (name, x, y) or its text / image (not server-made ids)."""
-    return {win: [(t.get("name"), t["x"], t["y"]) for t in w["content"]["data"]]
-            if isinstance(w["content"], dict) and "data" in w["content"] else w["content"]
-            for win, w in windows.items()}
+    return {
+        win: [(t.get("name"), t["x"], t["y"]) for t in w["content"]["data"]]
+        if isinstance(w["content"], dict) and "data" in w["content"]
+        else w["content"]
+        for win, w in windows.items()
+    }
 
 
 def _check_point_windows(windows: dict, run, index: int, name: str) -> None:
@@ -85,8 +99,20 @@ def _check_point_windows(windows: dict, run, index: int, name: str) -> None:
     steps = [r for r in records if r["kind"] == "step"]
     epochs = [r for r in records if r["kind"] == "epoch"]
     p = f"p{index}_"
-    assert {p + w for w in ("config", "images", "loss", "lr", "memory", "val_ssim", "val_psnr", "val_nmse",
-                            "val_loss")} <= set(windows)
+    assert {
+        p + w
+        for w in (
+            "config",
+            "images",
+            "loss",
+            "lr",
+            "memory",
+            "val_ssim",
+            "val_psnr",
+            "val_nmse",
+            "val_loss",
+        )
+    } <= set(windows)
     x, y = _traces(windows[p + "loss"])["loss"]
     assert x == [r["step"] for r in steps] and y == pytest.approx([r["loss"] for r in steps])
     assert _traces(windows[p + "lr"])["lr"][1] == pytest.approx([r["lr"] for r in steps])
@@ -94,15 +120,23 @@ def _check_point_windows(windows: dict, run, index: int, name: str) -> None:
     assert ssim["model"][1] == pytest.approx([r["val_ssim"] for r in epochs])
     assert ssim["zero-filled"][1] == pytest.approx([r["val_zf_ssim"] for r in epochs])
     assert _traces(windows[p + "memory_peaks"])["mem_host_peak_mib"][1] == pytest.approx(
-        [r["mem_host_peak_mib"] for r in epochs])
-    samples = [line.split() for line in run.point(index).memory.read_text().splitlines() if line.startswith("MEM ")]
+        [r["mem_host_peak_mib"] for r in epochs]
+    )
+    samples = [
+        line.split()
+        for line in run.point(index).memory.read_text().splitlines()
+        if line.startswith("MEM ")
+    ]
     x, y = _traces(windows[p + "memory"])["host_rss_mib"]  # every sample of memory.dat, over time
     assert len(x) >= len(epochs) and x == sorted(x) and x[0] == 0.0
-    assert y == pytest.approx([float(s[1]) for s in samples][:len(y)])
+    assert y == pytest.approx([float(s[1]) for s in samples][: len(y)])
     assert windows[p + "images"]["content"]["src"].startswith("data:image/png;base64,")
     assert name in windows[p + "config"]["content"]
     compare = _traces(windows["compare_ssim"])
-    assert compare[name] == ([float(r["epoch"] + 1) for r in epochs], pytest.approx([r["val_ssim"] for r in epochs]))
+    assert compare[name] == (
+        [float(r["epoch"] + 1) for r in epochs],
+        pytest.approx([r["val_ssim"] for r in epochs]),
+    )
 
 
 def _pixels(png) -> tuple[float, int]:
@@ -118,17 +152,33 @@ def _pixels(png) -> tuple[float, int]:
 def _screenshot(url: str, png) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "chromium is not installed: tools/setup.sh --test installs it"
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    "--window-size=1600,1400", "--virtual-time-budget=20000", f"--screenshot={png}", url],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1600,1400",
+            "--virtual-time-budget=20000",
+            f"--screenshot={png}",
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
-def test_local_sweep_fills_the_env_and_chromium_renders_it(tmp_path, write_spec, visdom_server, capsys):
+def test_local_sweep_fills_the_env_and_chromium_renders_it(
+    tmp_path, write_spec, visdom_server, capsys
+):
     port = visdom_server["port"]
     spec_path = write_spec(_spec(port))
     assert main(["submit", str(spec_path), "--runs", str(tmp_path / "runs")]) == 0
     run = next((tmp_path / "runs" / "tiny").iterdir())
     from mrihpc.paths import RunPaths
+
     run = RunPaths(run)
     env = f"tiny_{run.root.name}"
     windows = _windows(port, env)
@@ -156,7 +206,9 @@ def test_local_sweep_fills_the_env_and_chromium_renders_it(tmp_path, write_spec,
     assert f"http://localhost:{port}/env/{env}" in out
 
 
-def test_server_killed_mid_run_then_replay_restores_every_window(tmp_path, write_spec, visdom_server):
+def test_server_killed_mid_run_then_replay_restores_every_window(
+    tmp_path, write_spec, visdom_server
+):
     port = visdom_server["port"]
     spec = _spec(port, train={**TINY["train"], "epochs": 3}, sweep={})
     run = _run_dir(tmp_path, write_spec, spec)
@@ -210,7 +262,9 @@ def test_server_start_stop_binds_localhost_only(tmp_path, visdom_server, capsys)
     port = visdom_server["port"]
     with pytest.raises(server.ServerError, match="already runs"):
         server.start(port)
-    listening = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True).stdout
+    listening = subprocess.run(
+        ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True
+    ).stdout
     local_addresses = [line.split()[3] for line in listening.splitlines()]
     assert local_addresses == [f"127.0.0.1:{port}"]
     assert main(["visdom", "stop", "--port", str(port)]) == 0
@@ -231,7 +285,9 @@ def test_a_sample_grid_of_another_size_gets_its_own_window(tmp_path, visdom_serv
     paths = PointPaths(tmp_path / "p0")
     paths.root.mkdir()
     monitor = VisdomMonitor(paths, "grid_env", 0, "p0", "ssim", "{}", f"http://127.0.0.1:{port}")
-    images = {k: torch.rand(64, 64) for k in ("input", "prediction", "target", "error")} | {"samples": torch.rand(192, 320)}
+    images = {k: torch.rand(64, 64) for k in ("input", "prediction", "target", "error")} | {
+        "samples": torch.rand(192, 320)
+    }
     monitor.log({"kind": "images", "epoch": 0, "images": images}, 1)
     monitor.close()
     windows = _windows(port, "grid_env")

@@ -1,5 +1,6 @@
 """What every workload's data shares: DataError, the file checks, the synthetic-data cache. (The
 knee workloads' k-space reader is mrihpc/workloads/knee/kspace/.)"""
+
 import os
 
 
@@ -18,9 +19,21 @@ def check_data_file(path, allowed: str) -> None:
     try:
         path.name.encode("utf-8")
     except UnicodeEncodeError:  # os.fsdecode's surrogate escapes: the bytes are not UTF-8
-        shown = os.fsencode(path.name).decode("utf-8", "backslashreplace")  # case\xff.h5: the bytes as they are
-        raise DataError(f"{path.parent}/{shown}: the file name is not UTF-8; allowed: UTF-8 file names "
-                        "(rename it)") from None
+        shown = os.fsencode(path.name).decode(
+            "utf-8", "backslashreplace"
+        )  # case\xff.h5: the bytes as they are
+        raise DataError(
+            f"{path.parent}/{shown}: the file name is not UTF-8; allowed: UTF-8 file names "
+            "(rename it)"
+        ) from None
     if not path.is_file():
-        what = "a folder" if path.is_dir() else "a broken or looping link" if path.is_symlink() else "not a regular file"
-        raise DataError(f"{path}: {what}, named like a data file; allowed: {allowed} (rename or remove it)")
+        what = (
+            "a folder"
+            if path.is_dir()
+            else "a broken or looping link"
+            if path.is_symlink()
+            else "not a regular file"
+        )
+        raise DataError(
+            f"{path}: {what}, named like a data file; allowed: {allowed} (rename or remove it)"
+        )

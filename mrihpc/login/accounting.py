@@ -5,6 +5,7 @@ points' own status.json.
 sacct lags slurmctld by a few seconds, so callers treat its answer as a snapshot, not a
 final word.
 """
+
 from __future__ import annotations
 
 import re
@@ -14,11 +15,26 @@ from typing import Optional, Sequence
 
 #: Slurm state -> mrihpc state. PREEMPTED / REQUEUED are not the end of a point.
 STATES = {
-    "PENDING": "pending", "CONFIGURING": "pending", "REQUEUE_HOLD": "requeued", "REQUEUE_FED": "requeued",
-    "REQUEUED": "requeued", "PREEMPTED": "requeued", "RESIZING": "running", "RUNNING": "running",
-    "COMPLETING": "running", "SUSPENDED": "running", "STOPPED": "running", "SIGNALING": "running",
-    "COMPLETED": "done", "FAILED": "failed", "BOOT_FAIL": "failed", "DEADLINE": "timeout",
-    "CANCELLED": "cancelled", "TIMEOUT": "timeout", "NODE_FAIL": "node_fail", "OUT_OF_MEMORY": "out_of_memory",
+    "PENDING": "pending",
+    "CONFIGURING": "pending",
+    "REQUEUE_HOLD": "requeued",
+    "REQUEUE_FED": "requeued",
+    "REQUEUED": "requeued",
+    "PREEMPTED": "requeued",
+    "RESIZING": "running",
+    "RUNNING": "running",
+    "COMPLETING": "running",
+    "SUSPENDED": "running",
+    "STOPPED": "running",
+    "SIGNALING": "running",
+    "COMPLETED": "done",
+    "FAILED": "failed",
+    "BOOT_FAIL": "failed",
+    "DEADLINE": "timeout",
+    "CANCELLED": "cancelled",
+    "TIMEOUT": "timeout",
+    "NODE_FAIL": "node_fail",
+    "OUT_OF_MEMORY": "out_of_memory",
 }
 #: states `resubmit --failed` picks up
 FAILED_STATES = ("failed", "cancelled", "timeout", "node_fail", "out_of_memory")
@@ -60,42 +76,76 @@ def tres(alloc: str) -> dict[str, float]:
         if name in ("cpu", "gres/gpu") and value.isdigit():
             out["gpu" if name == "gres/gpu" else "cpu"] = int(value)
         elif name == "mem" and (m := re.fullmatch(r"([\d.]+)([KMGT]?)", value)):
-            out["mem_gb"] = float(m.group(1)) * {"K": 2**-20, "M": 2**-10, "": 2**-10, "G": 1, "T": 2**10}[m.group(2)]
+            out["mem_gb"] = (
+                float(m.group(1))
+                * {"K": 2**-20, "M": 2**-10, "": 2**-10, "G": 1, "T": 2**10}[m.group(2)]
+            )
     return out
 
 
 def sacct(job_ids: Sequence[str]) -> Optional[dict[str, dict]]:
     """job id -> {slurm_state, state, elapsed_s, exit_code, nodes, mem_gb, incarnations, gpu_hours,
-    cpu_hours, energy_kwh}; None without accounting. One sacct call for every array of the run.
-
-    ``-D`` lists each requeued incarnation of a job; ``incarnations`` counts them, and the hours
-    (allocated GPUs or CPUs x elapsed, from AllocTRES) are summed over them."""
+    cpu_hours, energy_kwh, gpu_util}; None without accounting. One sacct call for every array of
+    the run (``parse_sacct`` reads it)."""
     arrays = sorted({j.split("_")[0] for j in job_ids})
     if not arrays:
         return {}
-    out = _run(["sacct", "-n", "-P", "-X", "-D", "-j", ",".join(arrays),
-                "-o", "JobID,State,ElapsedRaw,ExitCode,NodeList,AllocTRES,ConsumedEnergyRaw"])
-    if out is None:
-        return None
+    out = _run(["sacct", "-n", "-P", "-D", "-j", ",".join(arrays), "-o", SACCT_FIELDS])
+    return None if out is None else parse_sacct(out)
+
+
+SACCT_FIELDS = "JobID,State,ElapsedRaw,ExitCode,NodeList,AllocTRES,ConsumedEnergyRaw,TRESUsageInAve"
+
+
+def parse_sacct(out: str) -> dict[str, dict]:
+    """``sacct -n -P -D -o SACCT_FIELDS`` -> job id -> its row. ``-D`` lists each requeued
+    incarnation of a job: ``incarnations`` counts them, and the hours (allocated GPUs or CPUs x
+    elapsed, from AllocTRES) and energy are summed over them. Step rows (``<job>.batch``,
+    ``<job>.0``) give ``gpu_util``: the highest step average of ``gres/gpuutil`` in
+    TRESUsageInAve (percent), where the site gathers it (NVML's AcctGatherGpu); absent elsewhere."""
     rows: dict[str, dict] = {}
     for line in out.splitlines():
         parts = line.split("|")
         if len(parts) < 7:
             continue
         jid, state, elapsed, exit_code, nodes, alloc, joules = parts[:7]
+        if "." in jid:  # a step of the job's current incarnation (the rows come in that order)
+            util = tres_usage(parts[7] if len(parts) > 7 else "").get("gpuutil")
+            parent = rows.get(jid.split(".")[0])
+            if parent is not None and util is not None:
+                parent["gpu_util"] = max(parent.get("gpu_util", 0.0), util)
+            continue
         seconds, held = int(elapsed or 0), tres(alloc)
         for j in _expand(jid):
             # -D lists every requeued incarnation; the last row of a job id is the current one
             previous = rows.get(j, {})
-            rows[j] = {"slurm_state": state, "state": normalise(state), "elapsed_s": seconds,
-                       "exit_code": exit_code, "nodes": nodes, "mem_gb": held.get("mem_gb"),
-                       "incarnations": previous.get("incarnations", 0) + 1,
-                       "gpu_hours": previous.get("gpu_hours", 0.0) + held.get("gpu", 0) * seconds / 3600,
-                       "cpu_hours": previous.get("cpu_hours", 0.0)
-                       + held.get("cpu", 0) * seconds / 3600,
-                       # where the site accounts energy (AcctGatherEnergyType); blank or 0 elsewhere
-                       "energy_kwh": previous.get("energy_kwh", 0.0) + int(joules or 0) / 3.6e6}
+            rows[j] = {
+                "slurm_state": state,
+                "state": normalise(state),
+                "elapsed_s": seconds,
+                "exit_code": exit_code,
+                "nodes": nodes,
+                "mem_gb": held.get("mem_gb"),
+                "incarnations": previous.get("incarnations", 0) + 1,
+                "gpu_hours": previous.get("gpu_hours", 0.0) + held.get("gpu", 0) * seconds / 3600,
+                "cpu_hours": previous.get("cpu_hours", 0.0) + held.get("cpu", 0) * seconds / 3600,
+                # where the site accounts energy (AcctGatherEnergyType); blank or 0 elsewhere
+                "energy_kwh": previous.get("energy_kwh", 0.0) + int(joules or 0) / 3.6e6,
+            }
     return rows
+
+
+def tres_usage(text: str) -> dict[str, float]:
+    """``cpu=00:00:05,gres/gpumem=4120M,gres/gpuutil=87,mem=1.2G`` -> {gpuutil: 87.0}."""
+    out = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        if name == "gres/gpuutil":
+            try:
+                out["gpuutil"] = float(value)
+            except ValueError:
+                pass
+    return out
 
 
 def squeue(job_ids: Sequence[str]) -> Optional[dict[str, dict]]:
@@ -111,7 +161,12 @@ def squeue(job_ids: Sequence[str]) -> Optional[dict[str, dict]]:
         parts = line.split("|")
         if len(parts) == 4:
             for j in _expand(parts[0]):
-                rows[j] = {"slurm_state": parts[1], "state": normalise(parts[1]), "elapsed": parts[2], "reason": parts[3]}
+                rows[j] = {
+                    "slurm_state": parts[1],
+                    "state": normalise(parts[1]),
+                    "elapsed": parts[2],
+                    "reason": parts[3],
+                }
     return rows
 
 

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from mrihpc.login.results import PointView, latest_jobs
+from mrihpc.login.views import PointView, latest_jobs
 from mrihpc.paths import RunPaths, update_json
 from mrihpc.section import slurm_time_minutes
 

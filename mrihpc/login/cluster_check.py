@@ -5,6 +5,7 @@ and checks what it cannot give: a partition that does not exist, more GPUs, CPUs
 nodes per point than any node of the partition has, a time above the partition's MaxTime,
 more points than MaxJobCount. When Slurm cannot be asked, it says so and checks nothing.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,7 +27,11 @@ class Partition:
 
 def _records(text: str) -> list[dict[str, str]]:
     """``scontrol show ... -o`` output: one record per line of Key=Value words."""
-    return [dict(w.split("=", 1) for w in line.split() if "=" in w) for line in text.splitlines() if line.strip()]
+    return [
+        dict(w.split("=", 1) for w in line.split() if "=" in w)
+        for line in text.splitlines()
+        if line.strip()
+    ]
 
 
 def _scontrol(*args: str) -> str:
@@ -50,7 +55,9 @@ def read_cluster() -> tuple[dict[str, Partition], dict[str, str]]:
         limit = r.get("MaxTime", "UNLIMITED")
         minutes = None if limit in ("UNLIMITED", "INFINITE") else slurm_time_minutes(limit)
         members = [n for n in nodes if r["PartitionName"] in n.get("Partitions", "").split(",")]
-        parts[r["PartitionName"]] = Partition(r["PartitionName"], r.get("Default") == "YES", minutes, limit, members)
+        parts[r["PartitionName"]] = Partition(
+            r["PartitionName"], r.get("Default") == "YES", minutes, limit, members
+        )
     config = dict(re.findall(r"^(\w+)\s*=\s*(\S+)", _scontrol("show", "config"), re.M))
     return parts, config
 
@@ -65,27 +72,39 @@ def check(spec: JobSpec, source: str, num_points: int) -> tuple[list[str], list[
     c, problems = spec.cluster, []
     name = c.partition or next((p.name for p in parts.values() if p.default), None)
     if name not in parts:
-        where = f"cluster.partition: no partition {name!r}" if c.partition else "cluster.partition: the cluster has no default partition"
+        where = (
+            f"cluster.partition: no partition {name!r}"
+            if c.partition
+            else "cluster.partition: the cluster has no default partition"
+        )
         return [f"{source}: {where}; the cluster has: {', '.join(sorted(parts)) or 'none'}"], []
     p = parts[name]
     nodes = p.nodes
     have = lambda key: max((int(float(n.get(key, 0) or 0)) for n in nodes), default=0)  # noqa: E731
     max_gpus = max((gpus(n.get("Gres", "")) for n in nodes), default=0)
     if c.gpus_per_node > max_gpus:
-        problems.append(f"cluster.gpus_per_node: {c.gpus_per_node}, but the nodes of partition {name} have at most "
-                        f"{max_gpus} GPU(s)")
+        problems.append(
+            f"cluster.gpus_per_node: {c.gpus_per_node}, but the nodes of partition {name} have at most "
+            f"{max_gpus} GPU(s)"
+        )
     cpus = c.num_tasks_per_node * (c.cpus_per_task or 1)
     if cpus > have("CPUTot"):
-        problems.append(f"cluster.cpus_per_task: {c.num_tasks_per_node} task(s) x {c.cpus_per_task or 1} CPU(s) = {cpus}, "
-                        f"but the nodes of partition {name} have at most {have('CPUTot')} CPUs")
+        problems.append(
+            f"cluster.cpus_per_task: {c.num_tasks_per_node} task(s) x {c.cpus_per_task or 1} CPU(s) = {cpus}, "
+            f"but the nodes of partition {name} have at most {have('CPUTot')} CPUs"
+        )
     if c.mem_gb is not None and c.mem_gb * 1024 > have("RealMemory"):
-        problems.append(f"cluster.mem_gb: {c.mem_gb}, but the nodes of partition {name} have at most "
-                        f"{have('RealMemory') / 1024:.1f} GB")
+        problems.append(
+            f"cluster.mem_gb: {c.mem_gb}, but the nodes of partition {name} have at most "
+            f"{have('RealMemory') / 1024:.1f} GB"
+        )
     if c.nodes > len(nodes):
         problems.append(f"cluster.nodes: {c.nodes}, but partition {name} has {len(nodes)} node(s)")
     if p.max_minutes is not None and slurm_time_minutes(c.time) > p.max_minutes:
         problems.append(f"cluster.time: {c.time} exceeds partition {name}'s MaxTime {p.max_time}")
     max_jobs = int(config.get("MaxJobCount", 0) or 0)
     if max_jobs and num_points > max_jobs:
-        problems.append(f"sweep: {num_points} points exceed the cluster's MaxJobCount ({max_jobs}); submit fewer")
+        problems.append(
+            f"sweep: {num_points} points exceed the cluster's MaxJobCount ({max_jobs}); submit fewer"
+        )
     return [f"{source}: {line}" for line in problems], []

@@ -4,6 +4,7 @@ are inline PNG data). It holds the results table (per configuration over folds w
 has them, then per point), the state of every point with its failure reason, the curves of
 every point, each point's latest sample panel, the spec and what each point overrides, and the
 provenance. The tables are ``results --csv``'s rows."""
+
 from __future__ import annotations
 
 import base64
@@ -28,10 +29,16 @@ def _table(text: str, table_id: str, failed_column: str = "") -> str:
         return "<p>(nothing)</p>"
     head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
     flag = rows[0].index(failed_column) if failed_column in rows[0] else None
-    body = "".join(f"<tr{' class=failed' if flag is not None and r[flag] in ('failed', 'lost') else ''}>"
-                   + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
-    return (f"<div class=wide><table id={table_id}><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
-            "</table></div>")
+    body = "".join(
+        f"<tr{' class=failed' if flag is not None and r[flag] in ('failed', 'lost') else ''}>"
+        + "".join(f"<td>{html.escape(c)}</td>" for c in r)
+        + "</tr>"
+        for r in rows[1:]
+    )
+    return (
+        f"<div class=wide><table id={table_id}><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
+        "</table></div>"
+    )
 
 
 def _png(path: Path) -> str:
@@ -51,33 +58,64 @@ def build(run: RunPaths, manifest: dict, metric: str, notes: list[str]) -> str:
     grouped = results_report(run, manifest, metric, as_csv=True, notes=notes)
     points = results_report(run, manifest, metric, as_csv=True, notes=notes, each=True)
     status = status_report(run, manifest, metric, notes)
-    parts = [f"<h1>{html.escape(run.root.parent.name)} / {html.escape(run.root.name)}</h1>",
-             f"<p>{len(manifest['points'])} points, task {html.escape(str(manifest.get('task', '?')))}, "
-             f"ranked by best_{html.escape(metric)}</p>"]
+    parts = [
+        f"<h1>{html.escape(run.root.parent.name)} / {html.escape(run.root.name)}</h1>",
+        f"<p>{len(manifest['points'])} points, task {html.escape(str(manifest.get('task', '?')))}, "
+        f"ranked by best_{html.escape(metric)}</p>",
+    ]
     if grouped != points:
-        parts += ["<h2>Configurations (mean, std, n over folds)</h2>", _table(grouped, "configurations")]
-    parts += ["<h2>Points</h2>", _table(points, "points", "state"),
-              "<h2>State</h2>", f"<pre id=status>{html.escape(status)}</pre>"]
+        parts += [
+            "<h2>Configurations (mean, std, n over folds)</h2>",
+            _table(grouped, "configurations"),
+        ]
+    parts += [
+        "<h2>Points</h2>",
+        _table(points, "points", "state"),
+        "<h2>State</h2>",
+        f"<pre id=status>{html.escape(status)}</pre>",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         from mrihpc.login.plots import plot_curves
 
         curves = Path(tmp) / "curves.png"
         plot_curves(run, manifest, metric, curves)
-        parts += ["<h2>Curves</h2>", f"<img id=curves alt='curves of every point' src='{_png(curves)}'>"]
+        parts += [
+            "<h2>Curves</h2>",
+            f"<img id=curves alt='curves of every point' src='{_png(curves)}'>",
+        ]
     panels = []
     for p in manifest["points"]:
         panel = _latest_panel(run, p["index"])
-        overrides = ", ".join(f"{k}={v}" for k, v in p.get("overrides", {}).items()) or "(the spec as written)"
-        image = f"<img class=panel alt='{html.escape(panel.name)}' src='{_png(panel)}'>" if panel else "<p>(no image)</p>"
-        panels.append(f"<div class=point><h3>{p['index']}: {html.escape(p['name'])}</h3>"
-                      f"<p>{html.escape(overrides)}</p>{image}</div>")
-    parts += ["<h2>Points: overrides and latest samples</h2>", "".join(panels),
-              "<h2>Spec</h2>", f"<pre id=spec>{html.escape(run.spec.read_text(errors='replace'))}</pre>",
-              "<h2>Provenance</h2>", f"<pre id=provenance>{html.escape(provenance_report(run, manifest, notes))}</pre>"]
+        overrides = (
+            ", ".join(f"{k}={v}" for k, v in p.get("overrides", {}).items())
+            or "(the spec as written)"
+        )
+        image = (
+            f"<img class=panel alt='{html.escape(panel.name)}' src='{_png(panel)}'>"
+            if panel
+            else "<p>(no image)</p>"
+        )
+        panels.append(
+            f"<div class=point><h3>{p['index']}: {html.escape(p['name'])}</h3>"
+            f"<p>{html.escape(overrides)}</p>{image}</div>"
+        )
+    parts += [
+        "<h2>Points: overrides and latest samples</h2>",
+        "".join(panels),
+        "<h2>Spec</h2>",
+        f"<pre id=spec>{html.escape(run.spec.read_text(errors='replace'))}</pre>",
+        "<h2>Provenance</h2>",
+        f"<pre id=provenance>{html.escape(provenance_report(run, manifest, notes))}</pre>",
+    ]
     if notes:
-        parts += ["<h2>Damaged files</h2>", "<pre>" + html.escape("\n".join(dict.fromkeys(notes))) + "</pre>"]
-    return (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(run.root.name)}</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
+        parts += [
+            "<h2>Damaged files</h2>",
+            "<pre>" + html.escape("\n".join(dict.fromkeys(notes))) + "</pre>",
+        ]
+    return (
+        f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(run.root.name)}</title>"
+        f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>"
+    )
 
 
 def write(run: RunPaths, manifest: dict, metric: str, out: Path, notes: list[str]) -> Path:

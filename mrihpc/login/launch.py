@@ -5,6 +5,7 @@ its point's spec from ``spec.yaml`` and the point's overrides in ``manifest.json
 ``points/<i>/config.yaml`` itself. Slurm submission returns as soon as sbatch does; the local
 executor runs at most ``array_parallelism`` points at once and waits for them.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -27,7 +28,9 @@ from mrihpc.paths import RunPaths, atomic_write_json, dump_yaml, update_json
 from mrihpc.spec import ClusterSpec, JobSpec, slurm_time_minutes
 from mrihpc.sweep import Point
 
-if TYPE_CHECKING:  # submitit (and asyncio under it) is imported where a job is made, not by validate
+if (
+    TYPE_CHECKING
+):  # submitit (and asyncio under it) is imported where a job is made, not by validate
     import submitit
 
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's own default MaxArraySize
@@ -47,17 +50,30 @@ def slurm_parameters(spec: JobSpec, run_root: Path) -> dict[str, Any]:
     # exactly one GPU per task: --gpu-bind=closest would give a task every GPU of its NUMA domain,
     # and two ranks could then pick the same one
     gres = c.gpu_request == "gres"
-    srun_args = (["--gpus-per-task=1"] if c.gpus_per_node and not gres else []) + container.srun_args(spec, run_root)
+    srun_args = (
+        ["--gpus-per-task=1"] if c.gpus_per_node and not gres else []
+    ) + container.srun_args(spec, run_root)
     setup = list(c.setup) + code_lines(run_root) + container.setup_lines(spec)
     params: dict[str, Any] = dict(
-        job_name=c.job_name or spec.name, partition=c.partition, account=c.account, qos=c.qos,
-        nodes=c.nodes, ntasks_per_node=c.num_tasks_per_node, cpus_per_task=c.cpus_per_task,
+        job_name=c.job_name or spec.name,
+        partition=c.partition,
+        account=c.account,
+        qos=c.qos,
+        nodes=c.nodes,
+        ntasks_per_node=c.num_tasks_per_node,
+        cpus_per_task=c.cpus_per_task,
         gpus_per_node=(c.gpus_per_node or None) if not gres else None,
         gres=f"gpu:{c.gpus_per_node}" if gres and c.gpus_per_node else None,
-        mem=_mem(c.mem_gb), time=slurm_time_minutes(c.time),
-        constraint=c.constraint, exclude=c.exclude, exclusive=True if c.exclusive else None,
-        array_parallelism=c.array_parallelism, mail_user=c.mail_user, mail_type=c.mail_type,
-        setup=setup or None, signal_delay_s=c.signal_delay_s,
+        mem=_mem(c.mem_gb),
+        time=slurm_time_minutes(c.time),
+        constraint=c.constraint,
+        exclude=c.exclude,
+        exclusive=True if c.exclusive else None,
+        array_parallelism=c.array_parallelism,
+        mail_user=c.mail_user,
+        mail_type=c.mail_type,
+        setup=setup or None,
+        signal_delay_s=c.signal_delay_s,
         additional_parameters={"requeue" if c.requeue else "no-requeue": True, **c.sbatch},
         srun_args=srun_args or None,
     )
@@ -71,15 +87,20 @@ def code_lines(run_root: Path) -> list[str]:
     code = shlex.quote(str(RunPaths(run_root).code))
     # PYTHONSAFEPATH (Python 3.11+): `python -m` would put the working directory first on sys.path,
     # and a user who submits from their checkout would import its mrihpc before the snapshot
-    return [f'export PYTHONPATH={code}"${{PYTHONPATH:+:$PYTHONPATH}}"', "export PYTHONSAFEPATH=1",
-            f"export {snapshot.CODE_ENV}={code}"]
+    return [
+        f'export PYTHONPATH={code}"${{PYTHONPATH:+:$PYTHONPATH}}"',
+        "export PYTHONSAFEPATH=1",
+        f"export {snapshot.CODE_ENV}={code}",
+    ]
 
 
 def _mem(gb: Optional[float]) -> Optional[str]:
     """Slurm's --mem from GB: 400 -> "400GB", 1.5 -> "1536MB"."""
     if gb is None:
         return None
-    return f"{int(gb)}GB" if gb == int(gb) else f"{math.ceil(gb * 1024)}MB"  # never rounds down to 0
+    return (
+        f"{int(gb)}GB" if gb == int(gb) else f"{math.ceil(gb * 1024)}MB"
+    )  # never rounds down to 0
 
 
 def _script_only_executor(logs: Path, python: str):
@@ -117,7 +138,9 @@ def max_array_size(cluster: ClusterSpec) -> int:
     if cluster.max_array_size:
         return cluster.max_array_size
     try:
-        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=20).stdout
+        out = subprocess.run(
+            ["scontrol", "show", "config"], capture_output=True, text=True, timeout=20
+        ).stdout
         m = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
         if m:
             return int(m.group(1))
@@ -131,18 +154,26 @@ def make_executor(spec: JobSpec, executor: str, logs: Path) -> submitit.Executor
     from submitit.slurm.slurm import SlurmExecutor
 
     if executor == "slurm":
-        ex = SlurmExecutor(folder=logs, max_num_timeout=spec.train.max_requeues,
-                           python=container.python_command(spec, logs.parent))
+        ex = SlurmExecutor(
+            folder=logs,
+            max_num_timeout=spec.train.max_requeues,
+            python=container.python_command(spec, logs.parent),
+        )
         ex.update_parameters(**slurm_parameters(spec, logs.parent))
         return ex
     if executor == "local":
-        ex = submitit.LocalExecutor(folder=logs, max_num_timeout=spec.train.max_requeues,
-                                    python=container.python_command(spec, logs.parent))
-        ex.update_parameters(timeout_min=slurm_time_minutes(spec.cluster.time),
-                             tasks_per_node=spec.cluster.num_tasks_per_node,
-                             gpus_per_node=spec.cluster.gpus_per_node,
-                             signal_delay_s=spec.cluster.signal_delay_s,
-                             setup=list(spec.cluster.setup) + code_lines(logs.parent))
+        ex = submitit.LocalExecutor(
+            folder=logs,
+            max_num_timeout=spec.train.max_requeues,
+            python=container.python_command(spec, logs.parent),
+        )
+        ex.update_parameters(
+            timeout_min=slurm_time_minutes(spec.cluster.time),
+            tasks_per_node=spec.cluster.num_tasks_per_node,
+            gpus_per_node=spec.cluster.gpus_per_node,
+            signal_delay_s=spec.cluster.signal_delay_s,
+            setup=list(spec.cluster.setup) + code_lines(logs.parent),
+        )
         return ex
     if executor == "debug":
         return submitit.DebugExecutor(folder=logs)
@@ -151,7 +182,9 @@ def make_executor(spec: JobSpec, executor: str, logs: Path) -> submitit.Executor
 
 def git_revision(cwd: Path) -> Optional[str]:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
         return out.stdout.strip() or None if out.returncode == 0 else None
     except OSError:
         return None
@@ -162,65 +195,112 @@ def new_sweep_id() -> str:
     return now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond:06d}"[:3]
 
 
-def write_run_directory(runs_dir: Path, spec: JobSpec, raw: dict, source: str,
-                        points: Sequence[tuple[Point, JobSpec]], executor: str) -> RunPaths:
+def write_run_directory(
+    runs_dir: Path,
+    spec: JobSpec,
+    raw: dict,
+    source: str,
+    points: Sequence[tuple[Point, JobSpec]],
+    executor: str,
+) -> RunPaths:
     """Create runs/<name>/<sweep-id>/ with spec.yaml and manifest.json (every point's overrides)."""
     run = RunPaths.create(runs_dir, spec.name, new_sweep_id())
     try:
         _write_run_files(run, spec, raw, source, points, executor)
-    except OSError as e:  # a full disk, a quota: no half-made run directory that status would misread
+    except (
+        OSError
+    ) as e:  # a full disk, a quota: no half-made run directory that status would misread
         snapshot.make_writable(run.code) if run.code.exists() else None
         shutil.rmtree(run.root, ignore_errors=True)
-        from mrihpc.login.results import RunError
+        from mrihpc.login.views import RunError
 
-        raise RunError(f"{run.root}: could not write the run directory ({e.strerror or e}); nothing was submitted") from None
+        raise RunError(
+            f"{run.root}: could not write the run directory ({e.strerror or e}); nothing was submitted"
+        ) from None
     except ProvisionError as e:  # the image's Python could not be learned, or a wheel is missing
         snapshot.make_writable(run.code)
         shutil.rmtree(run.root, ignore_errors=True)
-        from mrihpc.login.results import RunError
+        from mrihpc.login.views import RunError
 
         raise RunError(f"{source}: container: {e}; nothing was submitted") from None
     return run
 
 
-def _write_run_files(run: RunPaths, spec: JobSpec, raw: dict, source: str,
-                     points: Sequence[tuple[Point, JobSpec]], executor: str) -> None:
+def _write_run_files(
+    run: RunPaths,
+    spec: JobSpec,
+    raw: dict,
+    source: str,
+    points: Sequence[tuple[Point, JobSpec]],
+    executor: str,
+) -> None:
     # one spec and one manifest (every point's overrides and seed); a point's folder and its
     # config.yaml are made on its node when it starts (10,000 points: two files, not 20,000)
     run.spec.write_text(dump_yaml(raw))
     code = snapshot.take(run.code)
     image = container.write_enter_script(spec, run.root)
     run.root.joinpath("points").mkdir()
-    atomic_write_json(run.manifest, {
-        "name": spec.name, "sweep_id": run.root.name, "source": str(Path(source).resolve()),
-        "created": dt.datetime.now().isoformat(timespec="seconds"), "user": getpass.getuser(),
-        "git_rev": git_revision(Path(source).resolve().parent), "mrihpc_version": mrihpc.__version__,
-        "code": code, "container": image, "provenance": provenance.submit_side(run.root, Path(source).resolve().parent, Path(code["source"])),
-        "python": sys.executable, "executor": executor,
-        # what status and results rank by, readable without the spec models
-        "task": spec.task, "metric": points[0][1].train.metric, "metric_directions": workloads.get(spec.task).metrics,
-        "points": [p.to_json() for p, _ in points], "submissions": [],
-        **({"adaptive": a} if (a := rungs.plan(spec, workloads.get(spec.task).metrics,
-                                               [p.index for p, _ in points])) else {}),
-    })
+    atomic_write_json(
+        run.manifest,
+        {
+            "name": spec.name,
+            "sweep_id": run.root.name,
+            "source": str(Path(source).resolve()),
+            "created": dt.datetime.now().isoformat(timespec="seconds"),
+            "user": getpass.getuser(),
+            "git_rev": git_revision(Path(source).resolve().parent),
+            "mrihpc_version": mrihpc.__version__,
+            "code": code,
+            "container": image,
+            "provenance": provenance.submit_side(
+                run.root, Path(source).resolve().parent, Path(code["source"])
+            ),
+            "python": sys.executable,
+            "executor": executor,
+            # what status and results rank by, readable without the spec models
+            "task": spec.task,
+            "metric": points[0][1].train.metric,
+            "metric_directions": workloads.get(spec.task).metrics,
+            "points": [p.to_json() for p, _ in points],
+            "submissions": [],
+            **(
+                {"adaptive": a}
+                if (
+                    a := rungs.plan(
+                        spec, workloads.get(spec.task).metrics, [p.index for p, _ in points]
+                    )
+                )
+                else {}
+            ),
+        },
+    )
 
 
 def _record(run: RunPaths, *submissions: dict) -> None:
-    update_json(run.manifest, lambda manifest: {**manifest, "submissions": manifest["submissions"] + list(submissions)})
+    update_json(
+        run.manifest,
+        lambda manifest: {**manifest, "submissions": manifest["submissions"] + list(submissions)},
+    )
 
 
 def _job_record(job: submitit.Job) -> dict:
-    return {"job_id": str(job.job_id), "stdout": str(job.paths.stdout).replace("%t", "0"),
-            "stderr": str(job.paths.stderr).replace("%t", "0")}
+    return {
+        "job_id": str(job.job_id),
+        "stdout": str(job.paths.stdout).replace("%t", "0"),
+        "stderr": str(job.paths.stderr).replace("%t", "0"),
+    }
 
 
-def submit_points(run: RunPaths, spec: JobSpec, indices: Sequence[int], executor: str,
-                  on_start=None, on_tick=None) -> list[submitit.Job]:
+def submit_points(
+    run: RunPaths, spec: JobSpec, indices: Sequence[int], executor: str, on_start=None, on_tick=None
+) -> list[submitit.Job]:
     """Queue ``indices`` of the run; slurm: one array per MaxArraySize chunk, returns at once;
     local / debug: runs them (at most array_parallelism at a time) and returns when all ended."""
     from submitit.core.utils import FailedJobError
 
-    from mrihpc.node.entry import PointTask  # submitit's Checkpointable: imported to submit, not to validate
+    from mrihpc.node.entry import (
+        PointTask,
+    )  # submitit's Checkpointable: imported to submit, not to validate
 
     ex = make_executor(spec, executor, run.logs)
     tasks = [PointTask(str(run.root), i) for i in indices]
@@ -230,24 +310,41 @@ def submit_points(run: RunPaths, spec: JobSpec, indices: Sequence[int], executor
         chunk = max_array_size(spec.cluster)
         try:
             for start in range(0, len(tasks), chunk):
-                part = tasks[start:start + chunk]
+                part = tasks[start : start + chunk]
                 try:
                     with ex.batch():
                         new = [ex.submit(t) for t in part]
-                except FailedJobError as e:  # a QOS or association limit, a controller that went away
+                except (
+                    FailedJobError
+                ) as e:  # a QOS or association limit, a controller that went away
                     raise _refused(run, part, arrays, e) from None
                 jobs += new
-                arrays.append({"time": stamp, "executor": executor, "array_id": new[0].job_id.split("_")[0],
-                               "jobs": {str(t.index): _job_record(j) for t, j in zip(part, new)}})
+                arrays.append(
+                    {
+                        "time": stamp,
+                        "executor": executor,
+                        "array_id": new[0].job_id.split("_")[0],
+                        "jobs": {str(t.index): _job_record(j) for t, j in zip(part, new)},
+                    }
+                )
         finally:  # one manifest rewrite for all arrays (10,000 points: 0.15 s, not 1.5 s for ten), even
             if arrays:  # when a later sbatch fails: what was queued is recorded
                 _record(run, *arrays)
         return jobs
-    return _run_here(run, ex, tasks, spec.cluster.array_parallelism, executor, stamp, on_start, on_tick)
+    return _run_here(
+        run, ex, tasks, spec.cluster.array_parallelism, executor, stamp, on_start, on_tick
+    )
 
 
-def submit_prediction(run: RunPaths, spec: JobSpec, index: Optional[int], split: str,
-                      after: Sequence[str] = (), which: str = "best", each_fold: bool = False) -> submitit.Job:
+def submit_prediction(
+    run: RunPaths,
+    spec: JobSpec,
+    index: Optional[int],
+    split: str,
+    after: Sequence[str] = (),
+    which: str = "best",
+    each_fold: bool = False,
+) -> submitit.Job:
     """One Slurm job that writes point ``index``'s predictions of ``split`` with its ``which``
     checkpoint (best or last; index None: the best point on validation, or with ``each_fold`` the
     folds of the best configuration, chosen on the node) in one job with
@@ -257,33 +354,56 @@ def submit_prediction(run: RunPaths, spec: JobSpec, index: Optional[int], split:
     from mrihpc.paths import update_json
 
     c = spec.cluster
-    spec = spec.model_copy(update={"cluster": c.model_copy(update={
-        "nodes": 1, "tasks_per_node": 1, "gpus_per_node": min(c.gpus_per_node, 1)})})
+    spec = spec.model_copy(
+        update={
+            "cluster": c.model_copy(
+                update={"nodes": 1, "tasks_per_node": 1, "gpus_per_node": min(c.gpus_per_node, 1)}
+            )
+        }
+    )
     ex = make_executor(spec, "slurm", run.logs)
     params = slurm_parameters(spec, run.root)
     params["job_name"] = f"{params['job_name']}-predict"
     if after:
-        params["additional_parameters"] = {**params["additional_parameters"], "dependency": "afterok:" + ":".join(after)}
+        params["additional_parameters"] = {
+            **params["additional_parameters"],
+            "dependency": "afterok:" + ":".join(after),
+        }
     ex.update_parameters(**params)
     job = ex.submit(PredictTask(str(run.root), index, split, which, each_fold))
-    record = {"time": dt.datetime.now().isoformat(timespec="seconds"), "job_id": job.job_id,
-              "point": ("each-fold" if each_fold else "best") if index is None else index, "split": split, "checkpoint": which, "after": list(after)}
+    record = {
+        "time": dt.datetime.now().isoformat(timespec="seconds"),
+        "job_id": job.job_id,
+        "point": ("each-fold" if each_fold else "best") if index is None else index,
+        "split": split,
+        "checkpoint": which,
+        "after": list(after),
+    }
     update_json(run.manifest, lambda m: {**m, "predictions": m.get("predictions", []) + [record]})
     return job
 
 
 def _refused(run: RunPaths, part: list, arrays: list[dict], error: Exception):
-    from mrihpc.login.results import SubmitRefused
+    from mrihpc.login.views import SubmitRefused
 
     reason = str(error).strip() or type(error).__name__
-    queued = f"array(s) {', '.join(a['array_id'] for a in arrays)} queued before it" if arrays else "nothing queued"
-    return SubmitRefused(bool(arrays), reason,
-                         f"{run.root}: sbatch refused the array of points {part[0].index}-{part[-1].index} "
-                         f"({reason}); {queued}. Once the cause is fixed, "
-                         f"`mrihpc resubmit {run.root} --failed` queues the points left out")
+    queued = (
+        f"array(s) {', '.join(a['array_id'] for a in arrays)} queued before it"
+        if arrays
+        else "nothing queued"
+    )
+    return SubmitRefused(
+        bool(arrays),
+        reason,
+        f"{run.root}: sbatch refused the array of points {part[0].index}-{part[-1].index} "
+        f"({reason}); {queued}. Once the cause is fixed, "
+        f"`mrihpc resubmit {run.root} --failed` queues the points left out",
+    )
 
 
-def _run_here(run, ex, tasks, parallelism, executor, stamp, on_start, on_tick) -> list[submitit.Job]:
+def _run_here(
+    run, ex, tasks, parallelism, executor, stamp, on_start, on_tick
+) -> list[submitit.Job]:
     """Local and debug executors: a rolling window of ``parallelism`` running points;
     ``on_tick(finished)`` every half second while waiting (progress display)."""
     pending, running, done = list(tasks), [], []
@@ -291,8 +411,15 @@ def _run_here(run, ex, tasks, parallelism, executor, stamp, on_start, on_tick) -
         while pending and len(running) < parallelism:
             task = pending.pop(0)
             job = ex.submit(task)
-            _record(run, {"time": stamp, "executor": executor, "array_id": None,
-                          "jobs": {str(task.index): _job_record(job)}})
+            _record(
+                run,
+                {
+                    "time": stamp,
+                    "executor": executor,
+                    "array_id": None,
+                    "jobs": {str(task.index): _job_record(job)},
+                },
+            )
             if on_start:
                 on_start(task.index, job)
             if executor == "debug":
@@ -316,75 +443,3 @@ def _wait_quietly(job: submitit.Job) -> None:
         job.result()
     except Exception:  # noqa: BLE001 - the point's own status.json holds the error
         pass
-
-
-def check_data(spec: JobSpec, source: str) -> list[str]:
-    """Problems with the data a spec points at (run at submit, before anything is queued)."""
-    hook = workloads.get(spec.task).check_data
-    return workloads.resolve(hook)(spec, source) if hook else []
-
-
-def prepare(source: str, overrides: Sequence[str] = (), executor: Optional[str] = None,
-            check_paths: bool = True) -> tuple[JobSpec, dict, list[tuple[Point, JobSpec]], str]:
-    """Load, override, validate and expand a spec; every problem in one SpecError."""
-    from mrihpc.specfile import SpecError, load_spec
-    from mrihpc.sweep import expand_and_validate
-
-    overrides = list(overrides) + ([f"cluster.executor={executor}"] if executor else [])
-    spec, raw = load_spec(source, overrides)
-    points = expand_and_validate(spec, raw, source)
-    problems = []
-    for _, point_spec in points:
-        problems += [p for p in (check_data(point_spec, source) if check_paths else []) if p not in problems]
-        ranks = point_spec.cluster.nodes * point_spec.cluster.num_tasks_per_node
-        if point_spec.train.batch_size % ranks:
-            msg = f"{source}: train.batch_size: {point_spec.train.batch_size} is not divisible by the {ranks} ranks (nodes x tasks_per_node)"
-            problems += [msg] if msg not in problems else []
-    executor_name = resolve_executor(spec.cluster.executor)
-    for _, point_spec in points:
-        for problem in container.check(point_spec, executor_name, check_paths):
-            problems += [f"{source}: {problem}"] if f"{source}: {problem}" not in problems else []
-    if spec.container.runtime != "none" and executor_name == "debug":
-        problems.append(f"{source}: container.runtime: {spec.container.runtime} cannot run with the debug executor "
-                        "(it runs points in this process); use local or slurm")
-    if spec.container.runtime == "pyxis" and executor_name != "slurm":
-        problems.append(f"{source}: container.runtime: pyxis is a plugin of srun: it needs cluster.executor slurm")
-    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None] if executor_name == "slurm" else []
-    if missing and check_paths:  # submitit submits with sbatch and needs srun here to build the job's srun line
-        problems.append(f"{source}: cluster.executor: slurm needs {' and '.join(missing)} on PATH, not found "
-                        f"here; submit from a Slurm login node, or use cluster.executor local")
-    if executor_name == "slurm" and check_paths and not missing:  # a real submit: ask the cluster once
-        from mrihpc.login import cluster_check
-
-        found, notes = cluster_check.check(spec, source, len(points))
-        problems += found
-        for note in notes:
-            print(f"note: {note}", file=sys.stderr)
-    if problems:
-        raise SpecError(problems)
-    for note in container.warnings(spec, executor_name) if check_paths else []:
-        print(f"warning: {source}: {note}", file=sys.stderr)
-    return spec, raw, points, executor_name
-
-
-def prepare_data(spec: JobSpec) -> None:
-    """Generate synthetic data once on the submitting host, so array tasks only read it."""
-    hook = workloads.get(spec.task).prepare_data
-    if hook:
-        workloads.resolve(hook)(spec)
-
-
-def points_table(points: Sequence[tuple[Point, JobSpec]], head: int = 30, tail: int = 5) -> str:
-    """The points and their coordinates; a long sweep shows its first and last rows (the run's
-    manifest.json lists every point)."""
-    from mrihpc.login.results import table
-
-    shown = list(points) if len(points) <= head + tail + 1 else [*points[:head], *points[-tail:]]
-    rows = [{"point": p.index, "name": p.name, "seed": p.seed,
-             **{k: v for k, v in p.overrides.items() if k != "data.folds"}} for p, _ in shown]
-    text = table(rows, list(dict.fromkeys(k for r in rows for k in r)))
-    if len(shown) < len(points):
-        lines = text.splitlines()
-        lines.insert(head + 1, f"... {len(points) - head - tail:,} more points ...")
-        text = "\n".join(lines)
-    return text

@@ -1,6 +1,7 @@
 """Provenance, the submitting side: which checkout the snapshot came from (its git revision and
 its uncommitted changes, kept as a patch in the run directory). The node adds what it sees inside
 its image (``mrihpc.node.provenance``); ``status --provenance`` and ``results --provenance`` show both."""
+
 from __future__ import annotations
 
 import subprocess
@@ -25,17 +26,27 @@ def checkout(folder: Path, run_root: Path, label: str) -> Optional[dict]:
     if not top:
         return None
     top_path = Path(top.strip())
-    record = {"repo": str(top_path), "rev": (_git(top_path, "rev-parse", "HEAD") or "").strip() or None,
-              "branch": (_git(top_path, "rev-parse", "--abbrev-ref", "HEAD") or "").strip() or None}
+    record = {
+        "repo": str(top_path),
+        "rev": (_git(top_path, "rev-parse", "HEAD") or "").strip() or None,
+        "branch": (_git(top_path, "rev-parse", "--abbrev-ref", "HEAD") or "").strip() or None,
+    }
     diff = _git(top_path, "diff", "HEAD", "--binary") or ""
-    untracked = [f for f in (_git(top_path, "ls-files", "--others", "--exclude-standard") or "").splitlines() if f]
+    untracked = [
+        f
+        for f in (_git(top_path, "ls-files", "--others", "--exclude-standard") or "").splitlines()
+        if f
+    ]
     record["dirty"] = bool(diff or untracked)
     record["untracked"] = untracked[:100]
     if diff:
         out = run_root / "provenance" / f"{label}.diff"
         out.parent.mkdir(exist_ok=True)
         data = diff.encode()
-        out.write_bytes(data[:DIFF_LIMIT] + (b"\n# [mrihpc] diff cut at 2 MB\n" if len(data) > DIFF_LIMIT else b""))
+        out.write_bytes(
+            data[:DIFF_LIMIT]
+            + (b"\n# [mrihpc] diff cut at 2 MB\n" if len(data) > DIFF_LIMIT else b"")
+        )
         record["diff"] = str(out)
     return record
 

@@ -13,6 +13,7 @@ The image's Python version comes from ``container.python_version`` when the spec
 from the image itself, asked once at submit (``docker run --rm --network none IMAGE python -c
 ...``) through the same docker and daemon the tasks use, and remembered per image ID.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -29,7 +30,15 @@ from pathlib import Path
 from mrihpc.data.cache import cache_root
 
 #: login-node-only packages: the node never imports them
-LOGIN_ONLY = {"tornado", "matplotlib", "contourpy", "cycler", "fonttools", "kiwisolver", "pyparsing"}
+LOGIN_ONLY = {
+    "tornado",
+    "matplotlib",
+    "contourpy",
+    "cycler",
+    "fonttools",
+    "kiwisolver",
+    "pyparsing",
+}
 #: the image's: never installed by us
 IMAGE_OWNS = {"torch", "triton"}
 
@@ -75,7 +84,9 @@ def _closure(names: list[str], skip: set[str]) -> dict[str, str]:
 def node_requirements() -> list[dict]:
     """Pinned ``[{name, version}]`` the node needs besides the image's torch."""
     ours = _requires(metadata.distribution("mrihpc"))
-    torch_only = set(_closure(["torch"], set())) - set(_closure([n for n in ours if n != "torch"], IMAGE_OWNS))
+    torch_only = set(_closure(["torch"], set())) - set(
+        _closure([n for n in ours if n != "torch"], IMAGE_OWNS)
+    )
     skip = IMAGE_OWNS | torch_only | LOGIN_ONLY
     pinned = _closure([n for n in ours if n not in skip], skip)
     return [{"name": n, "version": v} for n, v in sorted(pinned.items())]
@@ -84,14 +95,20 @@ def node_requirements() -> list[dict]:
 def _platforms() -> list[str]:
     arch = platform.machine()
     return [f"manylinux_2_{m}_{arch}" for m in (28, 27, 24, 17, 12, 5)] + [
-        f"manylinux2014_{arch}", f"manylinux2010_{arch}", f"manylinux1_{arch}", f"linux_{arch}"]
+        f"manylinux2014_{arch}",
+        f"manylinux2010_{arch}",
+        f"manylinux1_{arch}",
+        f"linux_{arch}",
+    ]
 
 
 def wheelhouse(python_version: str, requirements: list[dict] | None = None) -> Path:
     """The wheelhouse for Python ``X.Y``, made once (under a lock) in the shared cache."""
     requirements = requirements if requirements is not None else node_requirements()
     tag = "cp" + python_version.replace(".", "")
-    digest = hashlib.sha256(json.dumps([tag, platform.machine(), requirements]).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(
+        json.dumps([tag, platform.machine(), requirements]).encode()
+    ).hexdigest()[:12]
     folder = cache_root() / "wheelhouse" / f"{tag}-{digest}"
     if (folder / "requirements.json").is_file():
         return folder
@@ -103,44 +120,83 @@ def wheelhouse(python_version: str, requirements: list[dict] | None = None) -> P
         folder.mkdir(exist_ok=True)
         pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
         specs = [f"{r['name']}=={r['version']}" for r in requirements]
-        binary = [*pip, "download", "--no-deps", "--only-binary=:all:", "--python-version", python_version,
-                  "--implementation", "cp", *[f"--platform={p}" for p in _platforms()], "-d", str(folder)]
+        binary = [
+            *pip,
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            python_version,
+            "--implementation",
+            "cp",
+            *[f"--platform={p}" for p in _platforms()],
+            "-d",
+            str(folder),
+        ]
         if subprocess.run([*binary, *specs], capture_output=True, text=True).returncode:
             for spec in specs:  # one at a time, to find the ones without a binary wheel
                 if subprocess.run([*binary, spec], capture_output=True, text=True).returncode == 0:
                     continue
-                built = subprocess.run([*pip, "wheel", "--no-deps", "-w", str(folder), spec], capture_output=True, text=True)
+                built = subprocess.run(
+                    [*pip, "wheel", "--no-deps", "-w", str(folder), spec],
+                    capture_output=True,
+                    text=True,
+                )
                 if built.returncode or not _pure(folder, spec):
-                    raise ProvisionError(f"no wheel of {spec} for Python {python_version} ({platform.machine()}), "
-                                         f"and its sdist does not build a pure-Python one: {built.stderr.strip()[-800:]}")
-        (folder / "requirements.json").write_text(json.dumps(
-            {"python": python_version, "requirements": requirements}, indent=1))
+                    raise ProvisionError(
+                        f"no wheel of {spec} for Python {python_version} ({platform.machine()}), "
+                        f"and its sdist does not build a pure-Python one: {built.stderr.strip()[-800:]}"
+                    )
+        (folder / "requirements.json").write_text(
+            json.dumps({"python": python_version, "requirements": requirements}, indent=1)
+        )
     return folder
 
 
 def _pure(folder: Path, spec: str) -> bool:
     name = _norm(spec.split("==")[0]).replace("-", "_")
-    return any(_norm(w.name.split("-")[0]).replace("-", "_") == name and w.name.endswith("-none-any.whl")
-               for w in folder.glob("*.whl"))
+    return any(
+        _norm(w.name.split("-")[0]).replace("-", "_") == name and w.name.endswith("-none-any.whl")
+        for w in folder.glob("*.whl")
+    )
 
 
 def image_python(docker: list[str], image: str, python: str) -> str:
     """``X.Y`` of ``python`` in ``image``, asked through ``docker`` (the CLI words with --host),
     remembered per image ID in the cache."""
-    inspect = subprocess.run([*docker, "image", "inspect", "--format", "{{.Id}}", image],
-                             capture_output=True, text=True, timeout=60)
+    inspect = subprocess.run(
+        [*docker, "image", "inspect", "--format", "{{.Id}}", image],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     image_id = inspect.stdout.strip() if inspect.returncode == 0 else None
     memo = cache_root() / "images.json"
     known = json.loads(memo.read_text()) if memo.is_file() else {}
     if image_id and image_id in known:
         return known[image_id]
-    cmd = [*docker, "run", "--rm", "--network", "none", "--entrypoint", "", image, *shlex.split(python), "-c",
-           "import sys; print('%d.%d' % sys.version_info[:2])"]
+    cmd = [
+        *docker,
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "",
+        image,
+        *shlex.split(python),
+        "-c",
+        "import sys; print('%d.%d' % sys.version_info[:2])",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    version = done.stdout.strip().splitlines()[-1] if done.returncode == 0 and done.stdout.strip() else ""
+    version = (
+        done.stdout.strip().splitlines()[-1] if done.returncode == 0 and done.stdout.strip() else ""
+    )
     if not re.fullmatch(r"3\.\d+", version):
-        raise ProvisionError(f"could not ask {image} for its Python version ({shlex.join(cmd)}: "
-                             f"{(done.stderr or done.stdout).strip()[-400:]}); set container.python_version")
+        raise ProvisionError(
+            f"could not ask {image} for its Python version ({shlex.join(cmd)}: "
+            f"{(done.stderr or done.stdout).strip()[-400:]}); set container.python_version"
+        )
     if image_id:
         memo.parent.mkdir(parents=True, exist_ok=True)
         memo.write_text(json.dumps({**known, image_id: version}, indent=1))

@@ -2,6 +2,7 @@
 key of the spec's ``cluster`` section and is validated like it (``submit --dry-run`` shows the
 resulting script). ``-p gpu -t 04:00:00 --gres gpu:2`` is ``-o cluster.partition=gpu -o
 cluster.time=04:00:00 -o cluster.gpu_request=gres -o cluster.gpus_per_node=2``."""
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,12 @@ def changes(args: argparse.Namespace) -> dict[str, str]:
             if not m:
                 from mrihpc.errors import SpecError
 
-                raise SpecError([f"--gres {value}: expected gpu:N (a count of GPUs per node); a GPU type goes "
-                                 "in --constraint"])
+                raise SpecError(
+                    [
+                        f"--gres {value}: expected gpu:N (a count of GPUs per node); a GPU type goes "
+                        "in --constraint"
+                    ]
+                )
             out["gpu_request"], out["gpus_per_node"] = "gres", m.group(1)
             continue
         if dest == "gpus_per_node":
@@ -63,7 +68,9 @@ def apply(spec, args: argparse.Namespace):
     """``spec`` with the flags applied to its cluster section, validated (``resubmit``)."""
     import yaml
 
-    return with_cluster(spec, {k: yaml.safe_load(v) for k, v in changes(args).items()}, "the sbatch flags")
+    return with_cluster(
+        spec, {k: yaml.safe_load(v) for k, v in changes(args).items()}, "the sbatch flags"
+    )
 
 
 def with_cluster(spec, new: dict, origin: str):
@@ -78,6 +85,10 @@ def with_cluster(spec, new: dict, origin: str):
     try:
         cluster = ClusterSpec.model_validate({**spec.cluster.model_dump(exclude_unset=True), **new})
     except ValidationError as e:
-        raise SpecError([f"cluster.{'.'.join(map(str, err['loc']))}: {err['msg']} (from {origin})"
-                         for err in e.errors()]) from None
+        raise SpecError(
+            [
+                f"cluster.{'.'.join(map(str, err['loc']))}: {err['msg']} (from {origin})"
+                for err in e.errors()
+            ]
+        ) from None
     return spec.model_copy(update={"cluster": cluster})

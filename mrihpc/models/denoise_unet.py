@@ -9,13 +9,16 @@ the extra 1,507 are modules it builds and never calls (block 1's stride-2 conv, 
 which runs only when a block downsamples; the decoder's and head's commented-out norms, 1,282).
 The block helpers (``_norm``, ``_act``) are the classic U-Net's.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mrihpc.models.refiner import BasicBlock  # the ResNet basic block (conv-BN-ReLU-conv-BN + identity)
+from mrihpc.models.refiner import (
+    BasicBlock,
+)  # the ResNet basic block (conv-BN-ReLU-conv-BN + identity)
 from mrihpc.models.unet import OUT_ACTIVATIONS, _act, _norm
 
 
@@ -23,7 +26,11 @@ def _convs(cin: int, cout: int, n: int, norm: str) -> list[nn.Module]:
     """``n`` x (3x3 conv without bias -> norm -> LeakyReLU 0.2)."""
     layers: list[nn.Module] = []
     for i in range(n):
-        layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1, bias=False), _norm(norm, cout), _act("leaky_relu")]
+        layers += [
+            nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1, bias=False),
+            _norm(norm, cout),
+            _act("leaky_relu"),
+        ]
     return layers
 
 
@@ -43,7 +50,11 @@ class UpBlock(nn.Module):
     def __init__(self, skip: int, cin: int, cout: int, mode: str, norm: str):
         super().__init__()
         self.mode = mode
-        self.up = nn.ConvTranspose2d(cin, cin, 4, stride=2, padding=1) if mode == "transpose" else nn.Identity()
+        self.up = (
+            nn.ConvTranspose2d(cin, cin, 4, stride=2, padding=1)
+            if mode == "transpose"
+            else nn.Identity()
+        )
         self.convs = nn.Sequential(*_convs(skip + cin, cout, 3, norm))
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -55,9 +66,17 @@ class UpBlock(nn.Module):
 
 
 class DenoiseUNet(nn.Module):
-    def __init__(self, in_channels: int = 5, width: int = 64, norm: str = "batch", upsample: str = "transpose",
-                 decoder_norm: bool = False, res_blocks: int = 0, out_activation: str = "softplus",
-                 residual: bool = False):
+    def __init__(
+        self,
+        in_channels: int = 5,
+        width: int = 64,
+        norm: str = "batch",
+        upsample: str = "transpose",
+        decoder_norm: bool = False,
+        res_blocks: int = 0,
+        out_activation: str = "softplus",
+        residual: bool = False,
+    ):
         super().__init__()
         self.residual = residual
         w = width
@@ -69,8 +88,11 @@ class DenoiseUNet(nn.Module):
         self.up2 = UpBlock(2 * w, 4 * w, 2 * w, upsample, dec)
         self.up3 = UpBlock(w, 2 * w, w, upsample, dec)
         self.res = nn.Sequential(*[BasicBlock(w) for _ in range(res_blocks)])
-        self.head = nn.Sequential(nn.Conv2d(w, w, 3, padding=1, bias=False), nn.ReLU(inplace=True),
-                                  nn.Conv2d(w, 1, 3, padding=1))
+        self.head = nn.Sequential(
+            nn.Conv2d(w, w, 3, padding=1, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(w, 1, 3, padding=1),
+        )
         self.out = OUT_ACTIVATIONS[out_activation]()
         if residual:  # start as the identity on the centre channel: the first output is the input
             nn.init.zeros_(self.head[-1].weight)
@@ -79,7 +101,9 @@ class DenoiseUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_channels, H, W)`` with H, W multiples of 4 -> ``(N, 1, H, W)``."""
         if x.shape[-2] % 4 or x.shape[-1] % 4:
-            raise ValueError(f"input {tuple(x.shape)}: H and W must be multiples of 4 (pad the data)")
+            raise ValueError(
+                f"input {tuple(x.shape)}: H and W must be multiples of 4 (pad the data)"
+            )
         s1 = self.down1(x)
         s2 = self.down2(s1)
         y = self.bottom(self.down3(s2))
@@ -87,11 +111,19 @@ class DenoiseUNet(nn.Module):
         y = self.head(self.res(y))
         if self.residual:  # a correction of the centre channel, the slice being denoised
             centre = x.shape[1] // 2
-            y = y + x[:, centre:centre + 1]
+            y = y + x[:, centre : centre + 1]
         return self.out(y)
 
 
 def build_denoise_unet(model, in_channels: int) -> DenoiseUNet:
     """From the sinogram workload's ``model:`` section."""
-    return DenoiseUNet(in_channels, model.width, model.norm, model.upsample, model.decoder_norm,
-                       model.res_blocks, model.out_activation, model.residual)
+    return DenoiseUNet(
+        in_channels,
+        model.width,
+        model.norm,
+        model.upsample,
+        model.decoder_norm,
+        model.res_blocks,
+        model.out_activation,
+        model.residual,
+    )

@@ -10,6 +10,7 @@ Every block has its activation (seed 000 left the third conv without one, an evi
 Shapes: ``(N, in_channels, H, W)`` -> ``(N, 1)``. Seed 000's (widths 16, 32, 64, k4, no bias,
 max pool) has 42,240 parameters; seed 002's CycleGAN one (64..512, k3, bias) 1,558,017.
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,15 @@ from mrihpc.models.unet import _norm
 
 
 class ConvDiscriminator(nn.Module):
-    def __init__(self, in_channels: int = 1, widths: tuple[int, ...] = (64, 128, 256, 512), kernel: int = 3,
-                 bias: bool = True, norm: str = "none", pool: str = "avg"):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        widths: tuple[int, ...] = (64, 128, 256, 512),
+        kernel: int = 3,
+        bias: bool = True,
+        norm: str = "none",
+        pool: str = "avg",
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         chans = [in_channels, *widths]
@@ -36,10 +44,16 @@ class ConvDiscriminator(nn.Module):
         """``(N, C, H, W)`` -> logits ``(N, 1)``."""
         patches = self.head(self.body(x))  # (N, 1, h, w): one logit per receptive field
         if patches.shape[-1] < 1 or patches.shape[-2] < 1:
-            raise ValueError(f"input {tuple(x.shape)} is too small for {len(self.body) // 2} stride-2 blocks and a 4x4 head")
+            raise ValueError(
+                f"input {tuple(x.shape)} is too small for {len(self.body) // 2} stride-2 blocks and a 4x4 head"
+            )
         flat = patches.flatten(1)
-        return flat.amax(dim=1, keepdim=True) if self.pool == "max" else flat.mean(dim=1, keepdim=True)
+        return (
+            flat.amax(dim=1, keepdim=True) if self.pool == "max" else flat.mean(dim=1, keepdim=True)
+        )
 
 
 def build_discriminator(spec, in_channels: int) -> ConvDiscriminator:
-    return ConvDiscriminator(in_channels, tuple(spec.widths), spec.kernel, spec.bias, spec.norm, spec.pool)
+    return ConvDiscriminator(
+        in_channels, tuple(spec.widths), spec.kernel, spec.bias, spec.norm, spec.pool
+    )

@@ -6,6 +6,7 @@ Shapes: ``(N, in_channels, H, W)`` -> ``(N, out_channels, H, W)``, H and W multi
 2**len(widths) (64 x 64 with 5 levels). At widths (64, 128, 256, 512, 512), 1 -> 1 channel,
 instance norm: 13,611,073 parameters (the seed's count).
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,19 +19,33 @@ class Down(nn.Sequential):
     """Conv k3 s2 -> norm -> LeakyReLU 0.2: ``(N, cin, H, W) -> (N, cout, H/2, W/2)``."""
 
     def __init__(self, cin: int, cout: int, norm: str):
-        super().__init__(nn.Conv2d(cin, cout, 3, stride=2, padding=1), _norm(norm, cout), nn.LeakyReLU(0.2, inplace=True))
+        super().__init__(
+            nn.Conv2d(cin, cout, 3, stride=2, padding=1),
+            _norm(norm, cout),
+            nn.LeakyReLU(0.2, inplace=True),
+        )
 
 
 class Up(nn.Sequential):
     """Transposed conv k4 s2 -> norm -> ReLU: ``(N, cin, H, W) -> (N, cout, 2H, 2W)``."""
 
     def __init__(self, cin: int, cout: int, norm: str):
-        super().__init__(nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1), _norm(norm, cout), nn.ReLU(inplace=True))
+        super().__init__(
+            nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1),
+            _norm(norm, cout),
+            nn.ReLU(inplace=True),
+        )
 
 
 class Pix2PixUNet(nn.Module):
-    def __init__(self, in_channels: int = 1, out_channels: int = 1, widths: tuple[int, ...] = (64, 128, 256, 512, 512),
-                 norm: str = "instance", out_activation: str = "tanh"):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        widths: tuple[int, ...] = (64, 128, 256, 512, 512),
+        norm: str = "instance",
+        out_activation: str = "tanh",
+    ):
         super().__init__()
         self.levels = len(widths)
         chans = [in_channels, *widths]
@@ -39,13 +54,17 @@ class Pix2PixUNet(nn.Module):
         ups = [Up(widths[-1], outs[0], norm)]
         ups += [Up(outs[k - 1] + widths[-1 - k], outs[k], norm) for k in range(1, len(outs))]
         self.ups = nn.ModuleList(ups)
-        self.head = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                  nn.Conv2d(outs[-1] + widths[0], out_channels, 3, padding=1),
-                                  OUT_ACTIVATIONS[out_activation]())
+        self.head = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(outs[-1] + widths[0], out_channels, 3, padding=1),
+            OUT_ACTIVATIONS[out_activation](),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2] % 2**self.levels or x.shape[-1] % 2**self.levels:
-            raise ValueError(f"input {tuple(x.shape)}: H and W must be multiples of {2**self.levels}")
+            raise ValueError(
+                f"input {tuple(x.shape)}: H and W must be multiples of {2**self.levels}"
+            )
         skips = []
         for down in self.downs:
             x = down(x)

@@ -5,6 +5,7 @@
 input, so an untrained refiner is the identity. Seed 001's refiner could not be rebuilt (its
 (2+1)-D ResNet ran a temporal conv over a depth of 1); this is the configurable 2-D form.
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,9 +15,13 @@ from torch import nn
 class BasicBlock(nn.Module):
     def __init__(self, width: int):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
-                                  nn.ReLU(inplace=True), nn.Conv2d(width, width, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(width))
+        self.body = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x + self.body(x))
@@ -25,8 +30,12 @@ class BasicBlock(nn.Module):
 class ResidualRefiner(nn.Module):
     def __init__(self, channels: int, width: int = 64, blocks: int = 2):
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True),
-                                 *[BasicBlock(width) for _ in range(blocks)], nn.Conv2d(width, channels, 3, padding=1))
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            *[BasicBlock(width) for _ in range(blocks)],
+            nn.Conv2d(width, channels, 3, padding=1),
+        )
         nn.init.zeros_(self.net[-1].weight)  # start as the identity: training only adds corrections
         nn.init.zeros_(self.net[-1].bias)
 

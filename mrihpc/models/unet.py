@@ -10,6 +10,7 @@ norm, ``up_norm_act: false, up_bias: true``; 69,822,340 parameters at 96 feature
 Shapes: input ``(N, in_channels, H, W)`` -> output ``(N, out_channels, H, W)``; H and W need
 not be multiples of 2**depth (the up path pads to the skip's size).
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,11 @@ from torch.nn import functional as F
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
-    return {"batch": lambda: nn.BatchNorm2d(channels), "instance": lambda: nn.InstanceNorm2d(channels),
-            "none": nn.Identity}[kind]()
+    return {
+        "batch": lambda: nn.BatchNorm2d(channels),
+        "instance": lambda: nn.InstanceNorm2d(channels),
+        "none": nn.Identity,
+    }[kind]()
 
 
 def _act(kind: str) -> nn.Module:
@@ -27,7 +31,12 @@ def _act(kind: str) -> nn.Module:
 
 
 #: model.out_activation -> the module applied to the head's output (softplus: beta 5, seed 003)
-OUT_ACTIVATIONS = {"none": nn.Identity, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "softplus": lambda: nn.Softplus(beta=5)}
+OUT_ACTIVATIONS = {
+    "none": nn.Identity,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "softplus": lambda: nn.Softplus(beta=5),
+}
 
 
 class ConvBlock(nn.Sequential):
@@ -45,20 +54,37 @@ class ConvBlock(nn.Sequential):
 class UpSample(nn.Sequential):
     """Doubles H and W. transpose: ``(N, cin) -> (N, cin // 2)``; bilinear keeps the channels."""
 
-    def __init__(self, cin: int, mode: str, norm: str, act: str, norm_act: bool = True, bias: bool = False):
+    def __init__(
+        self, cin: int, mode: str, norm: str, act: str, norm_act: bool = True, bias: bool = False
+    ):
         if mode == "transpose":
             up = nn.ConvTranspose2d(cin, cin // 2, 2, stride=2, bias=bias)
-            super().__init__(up, _norm(norm, cin // 2), _act(act)) if norm_act else super().__init__(up)
+            super().__init__(
+                up, _norm(norm, cin // 2), _act(act)
+            ) if norm_act else super().__init__(up)
         else:
             super().__init__(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True))
 
 
 class UNet(nn.Module):
-    def __init__(self, in_channels: int = 1, out_channels: int = 1, channels: int = 32, depth: int = 4,
-                 norm: str = "instance", activation: str = "leaky_relu", pool: str = "avg",
-                 upsample: str = "transpose", conv_bias: bool = False, dropout: float = 0.0,
-                 residual: bool = False, up_norm_act: bool = True, up_bias: bool = False,
-                 skip_order: str = "up_skip", out_activation: str = "none"):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        channels: int = 32,
+        depth: int = 4,
+        norm: str = "instance",
+        activation: str = "leaky_relu",
+        pool: str = "avg",
+        upsample: str = "transpose",
+        conv_bias: bool = False,
+        dropout: float = 0.0,
+        residual: bool = False,
+        up_norm_act: bool = True,
+        up_bias: bool = False,
+        skip_order: str = "up_skip",
+        out_activation: str = "none",
+    ):
         super().__init__()
         self.skip_first = skip_order == "skip_up"
         self.out_activation = OUT_ACTIVATIONS[out_activation]()
@@ -94,7 +120,11 @@ class UNet(nn.Module):
             x = up(x)
             dh, dw = skip.shape[-2] - x.shape[-2], skip.shape[-1] - x.shape[-1]
             if dh or dw:  # odd sizes: pad the up-sampled map to the skip's size
-                x = F.pad(x, [dw // 2, dw - dw // 2, dh // 2, dh - dh // 2], mode="reflect" if min(x.shape[-2:]) > 1 else "constant")
+                x = F.pad(
+                    x,
+                    [dw // 2, dw - dw // 2, dh // 2, dh - dh // 2],
+                    mode="reflect" if min(x.shape[-2:]) > 1 else "constant",
+                )
             x = conv(torch.cat([skip, x] if self.skip_first else [x, skip], dim=1))
         out = self.head(x)
         return self.out_activation(out + image if self.residual else out)
@@ -102,6 +132,20 @@ class UNet(nn.Module):
 
 def build_unet(spec) -> UNet:
     """A UNet from a ModelSpec."""
-    return UNet(spec.in_channels, spec.out_channels, spec.channels, spec.depth, spec.norm, spec.activation,
-                spec.pool, spec.upsample, spec.conv_bias, spec.dropout, spec.residual, spec.up_norm_act,
-                spec.up_bias, spec.skip_order, spec.out_activation)
+    return UNet(
+        spec.in_channels,
+        spec.out_channels,
+        spec.channels,
+        spec.depth,
+        spec.norm,
+        spec.activation,
+        spec.pool,
+        spec.upsample,
+        spec.conv_bias,
+        spec.dropout,
+        spec.residual,
+        spec.up_norm_act,
+        spec.up_bias,
+        spec.skip_order,
+        spec.out_activation,
+    )

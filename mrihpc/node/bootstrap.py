@@ -13,6 +13,7 @@ run by path: ``<image python> <run>/code/mrihpc/node/bootstrap.py WHEELHOUSE SIT
 3. Then this process becomes ``python ARGS...`` with PYTHONPATH = the run's snapshot and the site
    folder, so submitit, the snapshot's mrihpc and its dependencies import.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -42,9 +43,19 @@ def normalise(name: str) -> str:
 
 
 def site_key(requirements: list[dict], have: dict[str, str]) -> str:
-    blob = json.dumps({"python": sys.version, "executable": sys.executable, "image": sorted(have.items()),
-                       "requirements": requirements}, sort_keys=True)
-    return f"py{sys.version_info[0]}{sys.version_info[1]}-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
+    blob = json.dumps(
+        {
+            "python": sys.version,
+            "executable": sys.executable,
+            "image": sorted(have.items()),
+            "requirements": requirements,
+        },
+        sort_keys=True,
+    )
+    return (
+        f"py{sys.version_info[0]}{sys.version_info[1]}-"
+        + hashlib.sha256(blob.encode()).hexdigest()[:16]
+    )
 
 
 def provision(wheelhouse: Path, sites: Path) -> Path:
@@ -60,32 +71,62 @@ def provision(wheelhouse: Path, sites: Path) -> Path:
         started = time.time()
         fcntl.flock(lock, fcntl.LOCK_EX)  # the other tasks of the array wait here
         if (site / "site.json").is_file():
-            print(f"[mrihpc] site {site} made by another task (waited {time.time() - started:.1f} s)", file=sys.stderr)
+            print(
+                f"[mrihpc] site {site} made by another task (waited {time.time() - started:.1f} s)",
+                file=sys.stderr,
+            )
             return site
         missing = [r for r in requirements if normalise(r["name"]) not in have]
-        kept = {r["name"]: {"image": have[normalise(r["name"])], "submitted": r["version"]}
-                for r in requirements if normalise(r["name"]) in have and have[normalise(r["name"])] != r["version"]}
+        kept = {
+            r["name"]: {"image": have[normalise(r["name"])], "submitted": r["version"]}
+            for r in requirements
+            if normalise(r["name"]) in have and have[normalise(r["name"])] != r["version"]
+        }
         tmp = sites / f".{key}.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         if missing:
-            cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
-                   "--disable-pip-version-check", "--no-warn-script-location", "--find-links", str(wheelhouse),
-                   "--target", str(tmp), *[f"{r['name']}=={r['version']}" for r in missing]]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-index",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "--no-warn-script-location",
+                "--find-links",
+                str(wheelhouse),
+                "--target",
+                str(tmp),
+                *[f"{r['name']}=={r['version']}" for r in missing],
+            ]
             env = {**os.environ, "PIP_NO_CACHE_DIR": "1", "PYTHONNOUSERSITE": "1"}
             done = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if done.returncode:
                 shutil.rmtree(tmp, ignore_errors=True)
-                raise SystemExit(f"[mrihpc] could not install mrihpc's node dependencies into this image "
-                                 f"({sys.executable}, Python {sys.version.split()[0]}) from {wheelhouse}:\n"
-                                 f"{done.stderr.strip()[-3000:]}")
-        record = {"python": sys.version.split()[0], "executable": sys.executable, "made": time.time(),
-                  "seconds": round(time.time() - started, 2), "installed": [f"{r['name']}=={r['version']}" for r in missing],
-                  "kept_from_image": kept, "wheelhouse": str(wheelhouse)}
+                raise SystemExit(
+                    f"[mrihpc] could not install mrihpc's node dependencies into this image "
+                    f"({sys.executable}, Python {sys.version.split()[0]}) from {wheelhouse}:\n"
+                    f"{done.stderr.strip()[-3000:]}"
+                )
+        record = {
+            "python": sys.version.split()[0],
+            "executable": sys.executable,
+            "made": time.time(),
+            "seconds": round(time.time() - started, 2),
+            "installed": [f"{r['name']}=={r['version']}" for r in missing],
+            "kept_from_image": kept,
+            "wheelhouse": str(wheelhouse),
+        }
         (tmp / "site.json").write_text(json.dumps(record, indent=1))
         os.replace(tmp, site)  # whole or not at all: a task killed mid-install leaves only a .tmp
-        print(f"[mrihpc] installed {len(missing)} distribution(s) into {site} in {record['seconds']} s "
-              f"(the image has {len(requirements) - len(missing)} of {len(requirements)})", file=sys.stderr)
+        print(
+            f"[mrihpc] installed {len(missing)} distribution(s) into {site} in {record['seconds']} s "
+            f"(the image has {len(requirements) - len(missing)} of {len(requirements)})",
+            file=sys.stderr,
+        )
     return site
 
 
@@ -99,7 +140,7 @@ def main(argv: list[str]) -> None:
     # the snapshot first, then the site folder; the image's own site-packages stay after both
     os.environ["PYTHONPATH"] = os.pathsep.join([code, str(site)])
     os.environ["MRIHPC_SITE"] = str(site)
-    os.execv(sys.executable, [sys.executable, *argv[split + 1:]])
+    os.execv(sys.executable, [sys.executable, *argv[split + 1 :]])
 
 
 if __name__ == "__main__":

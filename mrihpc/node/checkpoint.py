@@ -6,6 +6,7 @@ directory is data, and a crafted one must not run code when a colleague resumes 
 from it. So everything saved is tensors and plain Python values; the numpy RNG state, a tuple
 holding an array, is stored as a tensor and plain numbers.
 """
+
 from __future__ import annotations
 
 import io
@@ -25,10 +26,17 @@ __all__ = ["CheckpointError", "load", "rng_state", "save", "set_rng_state", "tra
 def rng_state() -> dict[str, Any]:
     """This process's RNG states: CPU byte tensors and plain values only."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-             "python": random.getstate()}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": random.getstate(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
     return state
@@ -38,7 +46,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
     """Restore ``rng_state()``; CUDA states need CPU byte tensors, whatever device they came from."""
     torch.set_rng_state(state["torch"].cpu())
     n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        (
+            n["name"],
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
+    )
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
@@ -76,8 +92,12 @@ def load(path: Path) -> Optional[dict[str, Any]]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: refused: it holds objects other than tensors and plain values, which "
-                              f"could run code when loaded; not an mrihpc checkpoint or tampered with "
-                              f"({str(e).splitlines()[0][:200]})") from None
+        raise CheckpointError(
+            f"{path}: refused: it holds objects other than tensors and plain values, which "
+            f"could run code when loaded; not an mrihpc checkpoint or tampered with "
+            f"({str(e).splitlines()[0][:200]})"
+        ) from None
     except (RuntimeError, EOFError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})"
+        ) from None

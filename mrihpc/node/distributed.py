@@ -4,6 +4,7 @@ One process per GPU (or per CPU task). The world comes from submitit's JobEnviro
 which reads SLURM_PROCID / SLURM_NTASKS / SLURM_JOB_NODELIST (or the local executor's
 equivalents); the rendezvous is the first host of the node list.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -53,9 +54,13 @@ def init_world(job_id_hint: str = "") -> World:
     if size > 1 and not torch_dist.is_initialized():
         # set from the job, never taken from the environment: a value exported in the user's
         # shell (sbatch copies it into the job) would point every rank at a stale rendezvous
-        os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = rendezvous(env.hostnames, env.job_id if env else job_id_hint)
+        os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = rendezvous(
+            env.hostnames, env.job_id if env else job_id_hint
+        )
         backend = "nccl" if device.type == "cuda" else "gloo"
-        torch_dist.init_process_group(backend, rank=rank, world_size=size, timeout=dt.timedelta(minutes=10))
+        torch_dist.init_process_group(
+            backend, rank=rank, world_size=size, timeout=dt.timedelta(minutes=10)
+        )
         if device.type == "cuda":
             check_distinct_gpus(size)
     return World(rank, local_rank, size, device)
@@ -71,8 +76,11 @@ def all_reduce_mean(values: dict[str, float], world: World) -> dict[str, float]:
     """The mean over ranks of each value (collective: every rank must call it with the same keys)."""
     if not world.distributed or not values:
         return values
-    t = torch.tensor([float(v) for v in values.values()], dtype=torch.float64,
-                     device=world.device if world.device.type == "cuda" else "cpu")
+    t = torch.tensor(
+        [float(v) for v in values.values()],
+        dtype=torch.float64,
+        device=world.device if world.device.type == "cuda" else "cpu",
+    )
     torch_dist.all_reduce(t)
     return dict(zip(values, (t / world.size).tolist()))
 

@@ -5,6 +5,7 @@ point's spec (spec.yaml + its overrides in manifest.json, written to ``points/<i
 preemption) the trainer writes ``last.pt`` at the next step boundary and then hands over to
 submitit, which calls ``checkpoint`` and requeues the same callable: it resumes from there.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,7 +41,14 @@ class PredictTask:
     with ``each_fold`` every fold of the best configuration (by its mean over the folds), decided
     here, once the sweep it waited for has ended."""
 
-    def __init__(self, run_dir: str, index: Optional[int], split: str, which: str = "best", each_fold: bool = False):
+    def __init__(
+        self,
+        run_dir: str,
+        index: Optional[int],
+        split: str,
+        which: str = "best",
+        each_fold: bool = False,
+    ):
         self.run_dir, self.index, self.split, self.which = str(run_dir), index, split, which
         self.each_fold = each_fold
 
@@ -62,11 +70,17 @@ class PredictTask:
                 predict = workloads.resolve(workloads.get(trained.spec.task).predict)
                 mine = [str(p) for p in predict(trained, self.split)]
             # on stderr: the verb's stdout is the list of files, one per line, for scripts
-            print(f"[mrihpc] point {index}: {len(mine)} prediction file(s) of {self.split} with {self.which}.pt "
-                  f"on {trained.device} under {trained.output_dir(self.split)}", file=sys.stderr, flush=True)
+            print(
+                f"[mrihpc] point {index}: {len(mine)} prediction file(s) of {self.split} with {self.which}.pt "
+                f"on {trained.device} under {trained.output_dir(self.split)}",
+                file=sys.stderr,
+                flush=True,
+            )
             written += mine
         return written
 
     def __repr__(self) -> str:
-        return (f"PredictTask({self.run_dir!r}, {self.index}, {self.split!r}, {self.which!r}, "
-                f"each_fold={self.each_fold})")
+        return (
+            f"PredictTask({self.run_dir!r}, {self.index}, {self.split!r}, {self.which!r}, "
+            f"each_fold={self.each_fold})"
+        )

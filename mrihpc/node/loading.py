@@ -2,6 +2,7 @@
 ranks; validation by whole volumes; DataLoader workers that live across epochs, leave the
 step's signals to the training process and send fixed-shape batches through ``BatchSlots``.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -51,7 +52,13 @@ class Workers:
     training process gets its own signals once the workers exist), its batches copied out of
     their ``BatchSlots`` when it has them. ``batch_size``: samples per full batch."""
 
-    def __init__(self, loader: DataLoader, batch_size: int, slots: Optional[BatchSlots] = None, pin: bool = False):
+    def __init__(
+        self,
+        loader: DataLoader,
+        batch_size: int,
+        slots: Optional[BatchSlots] = None,
+        pin: bool = False,
+    ):
         self.loader, self.batch_size, self.slots, self.pin = loader, batch_size, slots, pin
         if loader.num_workers:
             _LIVE.add(self)
@@ -81,8 +88,16 @@ class Workers:
         self.loader._iterator = None
 
 
-def rank_loader(dataset: Dataset, sampler: Sampler, batch_size: int, drop_last: bool, workers: int, pin: bool,
-                seed: int, keyed: Optional[Dataset] = None) -> Workers:
+def rank_loader(
+    dataset: Dataset,
+    sampler: Sampler,
+    batch_size: int,
+    drop_last: bool,
+    workers: int,
+    pin: bool,
+    seed: int,
+    keyed: Optional[Dataset] = None,
+) -> Workers:
     """This rank's batches of ``dataset`` in ``sampler``'s order, read by ``workers`` processes that
     live across epochs (not re-forked, their files not re-opened, every epoch). ``keyed``: the
     dataset as the sampler's keys address it (``EpochIndexed(dataset)``), when not ``dataset``
@@ -93,10 +108,21 @@ def rank_loader(dataset: Dataset, sampler: Sampler, batch_size: int, drop_last: 
     batches: Sampler = BatchSampler(sampler, batch_size, drop_last)
     slots = BatchSlots.for_loader(dataset, batch_size, workers, collate=collate)
     if slots is not None:
-        source, batches, collate = IntoSlots(source), SlottedBatches(batches, slots.count), slots.collate
-    loader = DataLoader(source, batch_sampler=batches, collate_fn=collate, num_workers=workers, pin_memory=pin,
-                        worker_init_fn=leave_signals_to_parent if workers else None, persistent_workers=workers > 0,
-                        generator=torch.Generator().manual_seed(seed))
+        source, batches, collate = (
+            IntoSlots(source),
+            SlottedBatches(batches, slots.count),
+            slots.collate,
+        )
+    loader = DataLoader(
+        source,
+        batch_sampler=batches,
+        collate_fn=collate,
+        num_workers=workers,
+        pin_memory=pin,
+        worker_init_fn=leave_signals_to_parent if workers else None,
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )
     return Workers(loader, batch_size, slots, pin)
 
 
@@ -143,7 +169,7 @@ class ShuffledShard(Sampler[tuple[int, int]]):
         order = self._order()
         total = math.ceil(self.size / self.world.size) * self.world.size
         order += order[: total - len(order)]
-        return ((self.epoch, i) for i in order[self.world.rank::self.world.size][self.skip:])
+        return ((self.epoch, i) for i in order[self.world.rank :: self.world.size][self.skip :])
 
     def __len__(self) -> int:
         return math.ceil(self.size / self.world.size) - self.skip
@@ -153,7 +179,7 @@ class VolumeShard(Sampler[int]):
     """Whole volumes dealt round-robin to ranks, each volume's slices in order."""
 
     def __init__(self, volumes: list[list[int]], world: World):
-        self.indices = [i for v in volumes[world.rank::world.size] for i in v]
+        self.indices = [i for v in volumes[world.rank :: world.size] for i in v]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)

@@ -1,6 +1,7 @@
 """Optimisers by name, and the warm-up + cosine-warm-restart schedule built from torch's own
 schedulers (LinearLR then CosineAnnealingWarmRestarts, chained by SequentialLR), so its
 position lives in ``state_dict()`` and a resumed run continues the exact LR sequence."""
+
 from __future__ import annotations
 
 from typing import Iterable
@@ -29,7 +30,9 @@ class DecayRestarts(lr_scheduler.LRScheduler):
     L + 2I, ... (in schedule steps). ``restarted`` is true right after a step that began a period:
     the Trainer then clears the optimiser's state. Its position is ``last_epoch``, so it resumes."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, period: int, increment: int, decay: float, unit: int):
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, period: int, increment: int, decay: float, unit: int
+    ):
         self.period, self.increment, self.decay, self.unit = period, increment, decay, unit
         self.restarted = False
         super().__init__(optimizer)
@@ -49,19 +52,34 @@ class DecayRestarts(lr_scheduler.LRScheduler):
         return [base * self.decay ** ((t - start) / self.unit) for base in self.base_lrs]
 
 
-def build_schedule(spec: ScheduleSpec, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> lr_scheduler.LRScheduler:
+def build_schedule(
+    spec: ScheduleSpec, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> lr_scheduler.LRScheduler:
     """Stepped once per optimiser step (interval: step) or once per epoch (interval: epoch)."""
     unit = steps_per_epoch if spec.interval == "step" else 1
     if spec.kind == "decay_restarts":
-        return DecayRestarts(optimizer, max(1, round(spec.restart_epochs * unit)), round(spec.restart_increment * unit),
-                             spec.decay, unit)
+        return DecayRestarts(
+            optimizer,
+            max(1, round(spec.restart_epochs * unit)),
+            round(spec.restart_increment * unit),
+            spec.decay,
+            unit,
+        )
     warmup = round(spec.warmup_epochs * unit)
-    if spec.kind == "constant":  # a factor of 1 from the start: the lr as given, and a state_dict like the others'
+    if (
+        spec.kind == "constant"
+    ):  # a factor of 1 from the start: the lr as given, and a state_dict like the others'
         after = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     else:
         after = lr_scheduler.CosineAnnealingWarmRestarts(
-            optimizer, T_0=max(1, round(spec.restart_epochs * unit)), T_mult=spec.restart_mult, eta_min=spec.min_lr)
+            optimizer,
+            T_0=max(1, round(spec.restart_epochs * unit)),
+            T_mult=spec.restart_mult,
+            eta_min=spec.min_lr,
+        )
     if warmup <= 0:
         return after
-    ramp = lr_scheduler.LinearLR(optimizer, start_factor=spec.warmup_start_factor, end_factor=1.0, total_iters=warmup)
+    ramp = lr_scheduler.LinearLR(
+        optimizer, start_factor=spec.warmup_start_factor, end_factor=1.0, total_iters=warmup
+    )
     return lr_scheduler.SequentialLR(optimizer, [ramp, after], milestones=[warmup])

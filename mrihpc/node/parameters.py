@@ -1,6 +1,7 @@
 """Parameter counts per network, as every seed printed them: for the point's log and status.json
 (from the networks the Trainer built) and for ``mrihpc validate --params`` (the spec's networks
 built on the meta device: no memory, no weights drawn)."""
+
 from __future__ import annotations
 
 import torch

@@ -7,6 +7,7 @@ the epoch, and every rank leaves together. For USR2 we then hand over to the han
 submitit installed, which requeues only this array task (and counts timeouts against
 ``train.max_requeues``); after SIGTERM Slurm requeues the job itself.
 """
+
 from __future__ import annotations
 
 import os
@@ -57,7 +58,10 @@ class StopSignals:
         if self.signum is None:
             return ""
         return f"received {signal.Signals(self.signum).name}: " + (
-            "time limit or preemption warning" if self.signum == checkpoint_signal() else "preempted or requeued")
+            "time limit or preemption warning"
+            if self.signum == checkpoint_signal()
+            else "preempted or requeued"
+        )
 
     def requested(self, world: World) -> bool:
         """Called once per step on every rank. One process: the flag. Under DDP, every ``every``
@@ -73,8 +77,14 @@ class StopSignals:
             work, flag = self.pending
             work.wait()
             self.agreed = bool(flag.item())
-        flag = torch.tensor([int(self.signum is not None)], device=world.device if world.device.type == "cuda" else "cpu")
-        self.pending = (torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX, async_op=True), flag)
+        flag = torch.tensor(
+            [int(self.signum is not None)],
+            device=world.device if world.device.type == "cuda" else "cpu",
+        )
+        self.pending = (
+            torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX, async_op=True),
+            flag,
+        )
         return self.agreed
 
     def settle(self) -> None:

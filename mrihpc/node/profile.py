@@ -6,6 +6,7 @@ peaks come from the same sampler as ``monitor.memory`` (a thread of this process
 profiler's own sampling process is not counted, which ``include_children=True`` would do),
 plus CUDA's allocator peak when the point runs on a GPU (never called without one).
 """
+
 from __future__ import annotations
 
 import io
@@ -26,7 +27,9 @@ from mrihpc.spec import JobSpec
 
 def profile_steps(spec: JobSpec, steps: int, interval_s: float = 0.1) -> dict:
     """Train ``steps`` batches of ``spec``; returns peaks, step times and the profile as text."""
-    device = torch.device("cuda" if spec.cluster.gpus_per_node and torch.cuda.is_available() else "cpu")
+    device = torch.device(
+        "cuda" if spec.cluster.gpus_per_node and torch.cuda.is_available() else "cpu"
+    )
     world = World(device=device)
     if spec.train.threads and device.type == "cpu":
         torch.set_num_threads(spec.train.threads)
@@ -40,7 +43,9 @@ def profile_steps(spec: JobSpec, steps: int, interval_s: float = 0.1) -> dict:
         try:
             while done < steps:
                 for batch in trainer.train_loader:
-                    batch = trainer.device_batch(batch)  # as the Trainer does: the task's on_device, channels_last
+                    batch = trainer.device_batch(
+                        batch
+                    )  # as the Trainer does: the task's on_device, channels_last
                     start = time.perf_counter()
                     trainer.run_step(batch, lambda b, nets, ctx: train_step(task, b, nets, ctx))
                     times.append(time.perf_counter() - start)
@@ -51,8 +56,13 @@ def profile_steps(spec: JobSpec, steps: int, interval_s: float = 0.1) -> dict:
             memory.close()
     text = io.StringIO()
     show_results(profiler, stream=text, precision=1)
-    out = {"steps": steps, "device": str(device), "host_peak_mib": round(memory.host_peak, 1),
-           "step_s_median": sorted(times)[len(times) // 2], "profile": text.getvalue()}
+    out = {
+        "steps": steps,
+        "device": str(device),
+        "host_peak_mib": round(memory.host_peak, 1),
+        "step_s_median": sorted(times)[len(times) // 2],
+        "profile": text.getvalue(),
+    }
     if memory.cuda:
         out["cuda_peak_mib"] = round(torch.cuda.max_memory_allocated() / MIB, 1)
     return out

@@ -4,6 +4,7 @@
 The image reference and its ID come from the enter script (``MRIHPC_IMAGE``, ``MRIHPC_IMAGE_ID``:
 ``docker image inspect`` on the node, or the sha256 of a .sqsh / .sif); the rest is asked here.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -33,20 +34,28 @@ def installed() -> list[str]:
 def collect(manifest: dict) -> dict:
     container = manifest.get("container") or {}
     return {
-        "time": dt.datetime.now().isoformat(timespec="seconds"), "host": socket.gethostname(),
-        "in_container": Path("/.dockerenv").exists() or "MRIHPC_IMAGE" in os.environ
+        "time": dt.datetime.now().isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "in_container": Path("/.dockerenv").exists()
+        or "MRIHPC_IMAGE" in os.environ
         or bool(os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")),
         "dockerenv": Path("/.dockerenv").exists(),
         # docker: the image ID the node's daemon has; an image file (.sqsh, .sif): hashed at submit
         "image": os.environ.get("MRIHPC_IMAGE") or container.get("image"),
         "image_id": os.environ.get("MRIHPC_IMAGE_ID") or container.get("image_id"),
-        "uid": os.getuid(), "gid": os.getgid(),
-        "python": platform.python_version(), "python_executable": sys.executable,
-        "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+        "uid": os.getuid(),
+        "gid": os.getgid(),
+        "python": platform.python_version(),
+        "python_executable": sys.executable,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
-        "mrihpc": mrihpc.__version__, "mrihpc_path": str(Path(mrihpc.__file__).parent),
+        "mrihpc": mrihpc.__version__,
+        "mrihpc_path": str(Path(mrihpc.__file__).parent),
         "code_sha256": (manifest.get("code") or {}).get("sha256"),
-        "site": os.environ.get("MRIHPC_SITE"), "packages": installed(),
+        "site": os.environ.get("MRIHPC_SITE"),
+        "packages": installed(),
     }
 
 

@@ -4,6 +4,7 @@ Whatever happens, status.json says so: running (with host, pid, job id), done (w
 final metrics), interrupted (by a signal, after a checkpoint), or failed (with the error and the end of the traceback). A
 failing point raises, so Slurm marks that array task FAILED and nothing else is touched.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,9 +32,19 @@ from mrihpc.node.preemption import Interrupted, StopSignals
 from mrihpc.node import parameters
 from mrihpc.node.task import TaskContext
 from mrihpc.node.train import Trainer
-from mrihpc.paths import (DamagedFile, LinkRefused, PointPaths, RunPaths, atomic_write_bytes, dump_yaml, overwrite_in_place, read_json,
-                          refuse_links_within,
-                          remove_stale_temp_files, update_json)
+from mrihpc.paths import (
+    DamagedFile,
+    LinkRefused,
+    PointPaths,
+    RunPaths,
+    atomic_write_bytes,
+    dump_yaml,
+    overwrite_in_place,
+    read_json,
+    refuse_links_within,
+    remove_stale_temp_files,
+    update_json,
+)
 from mrihpc.spec import JobSpec
 
 
@@ -42,7 +53,11 @@ def write_status(paths: PointPaths, world: World, **fields) -> None:
         return
     now = dt.datetime.now().isoformat(timespec="seconds")
     try:
-        update_json(paths.status, lambda status: {**(status or {}), **fields, "updated": now}, replace_damaged=True)
+        update_json(
+            paths.status,
+            lambda status: {**(status or {}), **fields, "updated": now},
+            replace_damaged=True,
+        )
     except OSError as e:
         if e.errno != errno.ENOSPC or not paths.status.is_file():
             raise
@@ -50,7 +65,9 @@ def write_status(paths: PointPaths, world: World, **fields) -> None:
         old = {}
         with contextlib.suppress(DamagedFile):
             old = read_json(paths.status, {}) or {}
-        keep = {k: old[k] for k in ("attempts", "host", "pid", "job_id", "epoch", "epochs") if k in old}
+        keep = {
+            k: old[k] for k in ("attempts", "host", "pid", "job_id", "epoch", "epochs") if k in old
+        }
         keep |= {k: str(v)[:300] for k, v in fields.items() if k in ("state", "error", "reason")}
         overwrite_in_place(paths.status, {**keep, "updated": now, "disk_full": True})
 
@@ -72,12 +89,29 @@ def visdom_monitor(spec: JobSpec, run: RunPaths, index: int) -> VisdomMonitor:
     point = (read_json(run.manifest, {}) or {}).get("points", [])
     name = point[index]["name"] if index < len(point) else f"point {index}"
     post = v.post if v.post is not None else os.environ.get("SUBMITIT_EXECUTOR") != "slurm"
-    return VisdomMonitor(run.point(index), f"{spec.name}_{run.root.name}", index, name, spec.train.metric,
-                         run.point(index).config.read_text(), v.url, v.timeout_s, v.backoff_s, v.flush_every, post)
+    return VisdomMonitor(
+        run.point(index),
+        f"{spec.name}_{run.root.name}",
+        index,
+        name,
+        spec.train.metric,
+        run.point(index).config.read_text(),
+        v.url,
+        v.timeout_s,
+        v.backoff_s,
+        v.flush_every,
+        post,
+    )
 
 
-def train_point(spec: JobSpec, run: RunPaths, index: int, world: World, signals: StopSignals,
-                until: Optional[int] = None) -> dict:
+def train_point(
+    spec: JobSpec,
+    run: RunPaths,
+    index: int,
+    world: World,
+    signals: StopSignals,
+    until: Optional[int] = None,
+) -> dict:
     """Build the task and train it (to epoch ``until``: its successive-halving rung's, else
     train.epochs); returns the last epoch's record. The test split is scored at the end of
     training, not at a rung's end."""
@@ -85,6 +119,7 @@ def train_point(spec: JobSpec, run: RunPaths, index: int, world: World, signals:
     paths = run.point(index)
     if spec.train.threads and world.device.type == "cpu":
         torch.set_num_threads(spec.train.threads)
+
     def say(line: str) -> None:
         if world.is_main:
             print(f"[mrihpc] {line}", flush=True)
@@ -108,13 +143,31 @@ def train_point(spec: JobSpec, run: RunPaths, index: int, world: World, signals:
     monitors = Monitors(chosen)
 
     def on_epoch(record: dict) -> None:
-        write_status(paths, world, state="running", epoch=record["epoch"] + 1, epochs=until,
-                     latest={k: v for k, v in record.items() if k.startswith(("val_", "mem_")) or k == "train_loss"})
+        write_status(
+            paths,
+            world,
+            state="running",
+            epoch=record["epoch"] + 1,
+            epochs=until,
+            latest={
+                k: v
+                for k, v in record.items()
+                if k.startswith(("val_", "mem_")) or k == "train_loss"
+            },
+        )
 
     signals.every = spec.train.stop_check_every
     trainer = None
     try:
-        trainer = Trainer(spec, task, world, paths.checkpoints, monitors, on_epoch, lambda: signals.requested(world))
+        trainer = Trainer(
+            spec,
+            task,
+            world,
+            paths.checkpoints,
+            monitors,
+            on_epoch,
+            lambda: signals.requested(world),
+        )
         counts = parameters.count(trainer.nets)
         if world.is_main:  # as every seed printed it; status shows the total
             print(f"[mrihpc] parameters: {parameters.describe(counts)}", flush=True)
@@ -122,7 +175,9 @@ def train_point(spec: JobSpec, run: RunPaths, index: int, world: World, signals:
         record = trainer.fit(until) | {"best": trainer.best}
         # every rank: the evaluation is collective
         if until >= spec.train.epochs and (test := trainer.score_test()):
-            write_status(paths, world, test={k: v for k, v in test.items() if not k.endswith("volumes")})
+            write_status(
+                paths, world, test={k: v for k, v in test.items() if not k.endswith("volumes")}
+            )
         signals.settle()  # the last stop-signal all-reduce, before any other collective or teardown
         # DDP keeps replicas equal; record each rank's digest so that is checked, not assumed
         digests = all_gather(trainer.weights_digest(), world)
@@ -151,7 +206,11 @@ def failure_reason(e: BaseException) -> str:
     if text.startswith("Caught ") and "Original Traceback" in text:
         last = text.strip().splitlines()[-1]
         head, sep, message = last.partition(": ")
-        return f"{type(e).__name__}: {message}" if sep and head.rsplit(".", 1)[-1] == type(e).__name__ else last
+        return (
+            f"{type(e).__name__}: {message}"
+            if sep and head.rsplit(".", 1)[-1] == type(e).__name__
+            else last
+        )
     return f"{type(e).__name__}: {text}"
 
 
@@ -165,14 +224,18 @@ def run_point(run_dir: Path, index: int) -> dict:
     try:  # the code that runs is the snapshot taken at submit, unchanged
         snapshot.check(manifest, Path(mrihpc.__file__).parent)
     except snapshot.CodeMismatch as e:
-        write_status(paths, world, state="failed", error=f"CodeMismatch: {e}", host=socket.gethostname())
+        write_status(
+            paths, world, state="failed", error=f"CodeMismatch: {e}", host=socket.gethostname()
+        )
         close_world()
         raise
     try:  # a link planted in the point's folder (metrics.jsonl, checkpoints/, scales.json, ...) would take its writes out
         refuse_links_within(paths.root)
     except LinkRefused as e:
         with contextlib.suppress(LinkRefused):  # say why in status.json, unless that is the link
-            write_status(paths, world, state="failed", error=f"LinkRefused: {e}", host=socket.gethostname())
+            write_status(
+                paths, world, state="failed", error=f"LinkRefused: {e}", host=socket.gethostname()
+            )
         close_world()
         raise
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -181,29 +244,54 @@ def run_point(run_dir: Path, index: int) -> dict:
         provenance.write(paths.root / "provenance.json", manifest)
         stale = remove_stale_temp_files(paths.root)
         if stale:
-            print(f"[mrihpc] removed {len(stale)} temporary file(s) left by a killed write", file=sys.stderr)
+            print(
+                f"[mrihpc] removed {len(stale)} temporary file(s) left by a killed write",
+                file=sys.stderr,
+            )
     try:
         previous = read_json(paths.status, {}) or {}
     except DamagedFile as e:  # the attempt count is lost; the status is rewritten whole below
         print(f"[mrihpc] {e}; writing a new one", file=sys.stderr)
         previous = {}
     # the GPUs Slurm dealt each rank (srun's SLURM_STEP_GPUS; CUDA_VISIBLE_DEVICES where only that is set)
-    ranks = all_gather({"rank": world.rank, "host": socket.gethostname(),
-                        "gpus": os.environ.get("SLURM_STEP_GPUS") or os.environ.get("CUDA_VISIBLE_DEVICES")}, world)
+    ranks = all_gather(
+        {
+            "rank": world.rank,
+            "host": socket.gethostname(),
+            "gpus": os.environ.get("SLURM_STEP_GPUS") or os.environ.get("CUDA_VISIBLE_DEVICES"),
+        },
+        world,
+    )
     if world.is_main and any(r["gpus"] for r in ranks):
-        print("[mrihpc] GPUs dealt: " + ", ".join(f"rank {r['rank']} on {r['host']}: {r['gpus']}" for r in ranks),
-              flush=True)
-    write_status(paths, world, state="running", host=socket.gethostname(), pid=os.getpid(), job_id=_job_id(),
-                 world_size=world.size, device=str(world.device), ranks=ranks, error=None, traceback=None,
-                 started=dt.datetime.now().isoformat(timespec="seconds"),
-                 attempts=int(previous.get("attempts", 0)) + 1)
+        print(
+            "[mrihpc] GPUs dealt: "
+            + ", ".join(f"rank {r['rank']} on {r['host']}: {r['gpus']}" for r in ranks),
+            flush=True,
+        )
+    write_status(
+        paths,
+        world,
+        state="running",
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        job_id=_job_id(),
+        world_size=world.size,
+        device=str(world.device),
+        ranks=ranks,
+        error=None,
+        traceback=None,
+        started=dt.datetime.now().isoformat(timespec="seconds"),
+        attempts=int(previous.get("attempts", 0)) + 1,
+    )
     try:
         until = rungs.epochs_for(manifest, index)  # None unless the sweep is adaptive
         if until is not None and world.is_main:
             rung = rungs.rung_of(manifest, index)
             print(f"[mrihpc] successive halving: rung {rung}, to epoch {until}", flush=True)
         record = train_point(load_point_spec(paths), run, index, world, signals, until)
-        barrier(world)  # every rank past its last collective before any closes its gloo/NCCL sockets
+        barrier(
+            world
+        )  # every rank past its last collective before any closes its gloo/NCCL sockets
     except Interrupted as e:
         # SIGTERM may be a preemption, a requeue or a scancel: Slurm's accounting tells which
         write_status(paths, world, state="interrupted", reason=f"{signals.reason}; {e}")
@@ -211,13 +299,16 @@ def run_point(run_dir: Path, index: int) -> dict:
         close_world()
         signals.leave()
     except BaseException as e:
-        write_status(paths, world, state="failed", error=failure_reason(e),
-                     traceback="".join(traceback.format_exc()).splitlines()[-25:])
+        write_status(
+            paths,
+            world,
+            state="failed",
+            error=failure_reason(e),
+            traceback="".join(traceback.format_exc()).splitlines()[-25:],
+        )
         raise
     finally:
         signals.uninstall()
         close_world()
     write_status(paths, world, state="done", final=record)
     return record
-
-

@@ -20,6 +20,7 @@ is taken). The knee reconstruction slices do (with ``data.transform_on: device``
 the sampled k-space columns vary in number); the other workloads' samples are a fraction of their
 size and take the DataLoader's path.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Iterator, Optional
@@ -31,8 +32,19 @@ from torch.utils.data import Dataset, Sampler, default_collate
 from mrihpc.data import DataError
 from mrihpc.node.datasets import Slotted
 
-NUMPY_DTYPES = {torch.float32, torch.float64, torch.float16, torch.complex64, torch.complex128, torch.int64,
-                torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool}
+NUMPY_DTYPES = {
+    torch.float32,
+    torch.float64,
+    torch.float16,
+    torch.complex64,
+    torch.complex128,
+    torch.int64,
+    torch.int32,
+    torch.int16,
+    torch.int8,
+    torch.uint8,
+    torch.bool,
+}
 SLOT = "_slot"  # the key a sample and a batch carry their slot number under, between worker and training process
 
 
@@ -40,16 +52,34 @@ class BatchSlots:
     """``count`` blocks of shared memory, each holding one batch of every slotted key:
     ``blocks[slot][key]`` is ``(batch_size, *shape)``."""
 
-    def __init__(self, shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], batch_size: int, count: int,
-                 collate: Optional[Callable[[list], Any]] = None):
+    def __init__(
+        self,
+        shapes: dict[str, tuple[tuple[int, ...], torch.dtype]],
+        batch_size: int,
+        count: int,
+        collate: Optional[Callable[[list], Any]] = None,
+    ):
         self.shapes, self.count = shapes, count
-        self.blocks = [{k: torch.empty((batch_size, *shape), dtype=dtype).share_memory_()
-                        for k, (shape, dtype) in shapes.items()} for _ in range(count)]
-        self.rest = collate or default_collate  # the dataset's own collate, for the keys that stay inline
+        self.blocks = [
+            {
+                k: torch.empty((batch_size, *shape), dtype=dtype).share_memory_()
+                for k, (shape, dtype) in shapes.items()
+            }
+            for _ in range(count)
+        ]
+        self.rest = (
+            collate or default_collate
+        )  # the dataset's own collate, for the keys that stay inline
 
     @classmethod
-    def for_loader(cls, dataset: Dataset, batch_size: int, workers: int, prefetch_factor: int = 2,
-                   collate: Optional[Callable[[list], Any]] = None) -> Optional["BatchSlots"]:
+    def for_loader(
+        cls,
+        dataset: Dataset,
+        batch_size: int,
+        workers: int,
+        prefetch_factor: int = 2,
+        collate: Optional[Callable[[list], Any]] = None,
+    ) -> Optional["BatchSlots"]:
         """Slots for a DataLoader over ``dataset`` with ``workers`` processes; None when there are no
         workers (batches never leave the process) or the dataset's shapes vary."""
         shapes = dataset.slot_shapes() if isinstance(dataset, Slotted) else None
@@ -64,10 +94,14 @@ class BatchSlots:
         for key, (shape, _) in self.shapes.items():
             for s in samples:
                 if tuple(s[key].shape) != shape:
-                    raise DataError(f"sample {s.get('fname', '?')} slice {s.get('slice', '?')}: {key} has shape "
-                                    f"{tuple(s[key].shape)}, the dataset declared {shape} for every sample")
+                    raise DataError(
+                        f"sample {s.get('fname', '?')} slice {s.get('slice', '?')}: {key} has shape "
+                        f"{tuple(s[key].shape)}, the dataset declared {shape} for every sample"
+                    )
             torch.stack([torch.as_tensor(s[key]) for s in samples], out=self.blocks[slot][key][:n])
-        rest = self.rest([{k: v for k, v in s.items() if k not in self.shapes and k != SLOT} for s in samples])
+        rest = self.rest(
+            [{k: v for k, v in s.items() if k not in self.shapes and k != SLOT} for s in samples]
+        )
         return rest | {SLOT: (slot, n)}
 
     def take(self, batch: dict, pin: bool = False) -> dict:

@@ -9,6 +9,7 @@ optimisers are named, so a GAN (generator + discriminator, two optimisers, alter
 steps), a CycleGAN (four networks) or a two-U-Net cine model fit without touching the
 Trainer: ``train_step`` calls ``ctx.step(loss, "name")`` for each optimiser it updates.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -127,7 +128,9 @@ class Task:
         where a workload runs batched transforms on the GPU."""
         return batch
 
-    def train_step(self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext) -> dict[str, float]:
+    def train_step(
+        self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext
+    ) -> dict[str, float]:
         """Update the networks on one batch; return scalars to log (at least ``loss``)."""
         raise NotImplementedError
 
@@ -146,7 +149,9 @@ class Task:
         """The metrics of one key (a volume from its slices' outputs, in order). Default: a key
         has one part, which holds its metrics already."""
         if len(parts) != 1:
-            raise ValueError(f"{type(self).__name__}: {len(parts)} outputs for {key!r}; score() must combine them")
+            raise ValueError(
+                f"{type(self).__name__}: {len(parts)} outputs for {key!r}; score() must combine them"
+            )
         return parts[0]
 
     def also_scored(self) -> dict[str, Any]:

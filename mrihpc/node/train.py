@@ -6,6 +6,7 @@ optimisers, schedules, the grad scaler, the epoch, the best metric and the RNG s
 Data order and training masks are functions of (seed, epoch, index), so a resumed run sees
 exactly the batches the uninterrupted run would have seen.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,13 +30,18 @@ from mrihpc.node.datasets import scored_set
 from mrihpc.node.task import BATCH_ROW, StepContext, Task, to_device
 from mrihpc.spec import JobSpec
 
+
 def use_sync_batchnorm(setting: Optional[bool], world: World, nets: dict[str, nn.Module]) -> bool:
     """Whether to convert batch norm to SyncBatchNorm. Default: with several ranks on GPUs and a
     BatchNorm in the model (a few samples per GPU make per-rank statistics noise). SyncBatchNorm
     needs GPUs, so asking for it on the CPU is an error that says so."""
-    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for n in nets.values() for m in n.modules())
+    has_bn = any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) for n in nets.values() for m in n.modules()
+    )
     if setting and world.device.type != "cuda":
-        raise ValueError("train.sync_batchnorm: true needs GPUs (SyncBatchNorm has no CPU kernel); set it to false")
+        raise ValueError(
+            "train.sync_batchnorm: true needs GPUs (SyncBatchNorm has no CPU kernel); set it to false"
+        )
     wanted = setting if setting is not None else world.distributed and world.device.type == "cuda"
     return bool(wanted and has_bn and world.distributed)
 
@@ -76,45 +82,87 @@ class NonFiniteLoss(Exception):
 
 
 class Trainer:
-    def __init__(self, spec: JobSpec, task: Task, world: World, checkpoints: Path, monitors: Any,
-                 on_epoch: Optional[Callable] = None, should_stop: Optional[Callable[[], bool]] = None):
-        self.spec, self.task, self.world, self.dir, self.monitors = spec, task, world, checkpoints, monitors
+    def __init__(
+        self,
+        spec: JobSpec,
+        task: Task,
+        world: World,
+        checkpoints: Path,
+        monitors: Any,
+        on_epoch: Optional[Callable] = None,
+        should_stop: Optional[Callable[[], bool]] = None,
+    ):
+        self.spec, self.task, self.world, self.dir, self.monitors = (
+            spec,
+            task,
+            world,
+            checkpoints,
+            monitors,
+        )
         self.on_epoch = on_epoch or (lambda record: None)
         self.should_stop = should_stop or (lambda: False)
         train = spec.train
         if train.batch_size % world.size:
-            raise ValueError(f"train.batch_size {train.batch_size} must be divisible by the {world.size} ranks")
+            raise ValueError(
+                f"train.batch_size {train.batch_size} must be divisible by the {world.size} ranks"
+            )
         torch.manual_seed(train.seed)  # identical initial weights on every rank
         self.train_set, self.val_set = task.datasets()
         self.nets = {k: v.to(world.device) for k, v in task.networks().items()}
         self.sampler = ShuffledShard(len(self.train_set), train.seed, world)
         rank_batch, pin = train.batch_size // world.size, world.device.type == "cuda"
-        self.train_loader = rank_loader(self.train_set, self.sampler, rank_batch, True, train.workers, pin, train.seed,
-                                        keyed=EpochIndexed(self.train_set))
+        self.train_loader = rank_loader(
+            self.train_set,
+            self.sampler,
+            rank_batch,
+            True,
+            train.workers,
+            pin,
+            train.seed,
+            keyed=EpochIndexed(self.train_set),
+        )
         self.val_loader = self._eval_loader(self.val_set, "val")
-        self.also_scored = {name: self._eval_loader(data, name) for name, data in task.also_scored().items()}
+        self.also_scored = {
+            name: self._eval_loader(data, name) for name, data in task.also_scored().items()
+        }
         if len(self.train_loader) == 0:
-            raise ValueError(f"no full batch: {len(self.train_set)} training samples over {world.size} ranks, "
-                             f"batch size {train.batch_size}")
-        self.steps_per_epoch = min(len(self.train_loader), train.steps_per_epoch or len(self.train_loader))
+            raise ValueError(
+                f"no full batch: {len(self.train_set)} training samples over {world.size} ranks, "
+                f"batch size {train.batch_size}"
+            )
+        self.steps_per_epoch = min(
+            len(self.train_loader), train.steps_per_epoch or len(self.train_loader)
+        )
         # before the optimisers are built, so they hold the converted modules' parameters
         if use_sync_batchnorm(train.sync_batchnorm, world, self.nets):
-            self.nets = {k: nn.SyncBatchNorm.convert_sync_batchnorm(v) for k, v in self.nets.items()}
+            self.nets = {
+                k: nn.SyncBatchNorm.convert_sync_batchnorm(v) for k, v in self.nets.items()
+            }
         self.optimizers, self.schedules = {}, {}
         for name, net_names in task.optimizers(list(self.nets)).items():
             params = [p for n in net_names for p in self.nets[n].parameters()]
             self.optimizers[name] = build_optimizer(spec.optim_for(name), params)
-            self.schedules[name] = build_schedule(spec.schedule_for(name), self.optimizers[name], self.steps_per_epoch)
+            self.schedules[name] = build_schedule(
+                spec.schedule_for(name), self.optimizers[name], self.steps_per_epoch
+            )
         if train.channels_last:
             self.nets = {k: v.to(memory_format=torch.channels_last) for k, v in self.nets.items()}
         if world.distributed:
-            self.nets = {k: DistributedDataParallel(v) if any(p.requires_grad for p in v.parameters()) else v
-                         for k, v in self.nets.items()}
-        if train.compile:  # last, around DDP, as torch recommends (DDP's buckets guide the graph breaks)
+            self.nets = {
+                k: DistributedDataParallel(v) if any(p.requires_grad for p in v.parameters()) else v
+                for k, v in self.nets.items()
+            }
+        if (
+            train.compile
+        ):  # last, around DDP, as torch recommends (DDP's buckets guide the graph breaks)
             self.nets = {k: torch.compile(v) for k, v in self.nets.items()}
         cuda = world.device.type == "cuda"
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.precision) if cuda else None
-        self.scaler = torch.amp.GradScaler(world.device.type, enabled=cuda and train.precision == "fp16")
+        self.amp_dtype = (
+            {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.precision) if cuda else None
+        )
+        self.scaler = torch.amp.GradScaler(
+            world.device.type, enabled=cuda and train.precision == "fp16"
+        )
         self.epoch, self.step, self.best = 0, 0, None
         self.until = train.epochs  # where ``fit`` stops
         self.batch, self.epoch_losses = 0, []  # position inside the current epoch
@@ -134,16 +182,24 @@ class Trainer:
 
     def state(self, rng_ranks: list) -> dict:
         """Everything ``resume`` needs; ``rng_ranks`` holds every rank's RNG states, in rank order."""
-        return {"epoch": self.epoch, "step": self.step, "best": self.best,
-                "batch": self.batch, "epoch_losses": list(self.epoch_losses),
-                "nets": {k: self._raw(v).state_dict() for k, v in self.nets.items()},
-                "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
-                "schedules": {k: v.state_dict() for k, v in self.schedules.items()},
-                "scaler": self.scaler.state_dict(), "rng_ranks": rng_ranks}
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "best": self.best,
+            "batch": self.batch,
+            "epoch_losses": list(self.epoch_losses),
+            "nets": {k: self._raw(v).state_dict() for k, v in self.nets.items()},
+            "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+            "schedules": {k: v.state_dict() for k, v in self.schedules.items()},
+            "scaler": self.scaler.state_dict(),
+            "rng_ranks": rng_ranks,
+        }
 
     def resume(self) -> bool:
         """Continue from last.pt when there is one; True if so."""
-        state = checkpoint.load(self.dir / "last.pt")  # on the CPU: load_state_dict moves tensors to the device
+        state = checkpoint.load(
+            self.dir / "last.pt"
+        )  # on the CPU: load_state_dict moves tensors to the device
         if state is None:
             return False
         self._load_weights(state)
@@ -157,7 +213,9 @@ class Trainer:
         ranks = state["rng_ranks"]
         # each rank continues its own streams (dropout, augmentation); a resume on another world
         # size has no state for the new ranks, which then take rank 0's
-        checkpoint.set_rng_state(ranks[self.world.rank] if len(ranks) == self.world.size else ranks[0])
+        checkpoint.set_rng_state(
+            ranks[self.world.rank] if len(ranks) == self.world.size else ranks[0]
+        )
         return True
 
     def weights_digest(self) -> str:
@@ -183,7 +241,10 @@ class Trainer:
         self.until = min(until or self.spec.train.epochs, self.spec.train.epochs)
         resumed = self.resume()
         if resumed and self.world.is_main:  # said in the log, so a restart from scratch would show
-            print(f"[mrihpc] resumed from epoch {self.epoch} batch {self.batch} (step {self.step})", flush=True)
+            print(
+                f"[mrihpc] resumed from epoch {self.epoch} batch {self.batch} (step {self.step})",
+                flush=True,
+            )
         record: dict = {"kind": "epoch", "epoch": self.epoch - 1, "resumed": resumed}
         while self.epoch < self.until:
             record = self._epoch()
@@ -201,7 +262,9 @@ class Trainer:
     def _epoch(self) -> dict:
         spec, epoch = self.spec, self.epoch
         self.task.ctx.epoch = epoch
-        self.sampler.set_epoch(epoch)  # the dataset's set_epoch follows in whichever process reads it (EpochIndexed)
+        self.sampler.set_epoch(
+            epoch
+        )  # the dataset's set_epoch follows in whichever process reads it (EpochIndexed)
         for net in self.nets.values():
             net.train()
         losses, start = self.epoch_losses, time.time()
@@ -213,11 +276,22 @@ class Trainer:
             self.batch = i + 1
             self._check_finite(logged["loss"], epoch)
             losses.append(logged["loss"])
-            if self.step % 10 == 0 or i == 0:  # every rank reaches this step: the mean over ranks is logged
+            if (
+                self.step % 10 == 0 or i == 0
+            ):  # every rank reaches this step: the mean over ranks is logged
                 logged = all_reduce_mean(logged, self.world)
             if self.world.is_main and (self.step % 10 == 0 or i == 0):
-                self.monitors.log({"kind": "step", "epoch": epoch, "batch": self.batch, "batches": self.steps_per_epoch,
-                                   **logged, "lr": self.lr()}, self.step)
+                self.monitors.log(
+                    {
+                        "kind": "step",
+                        "epoch": epoch,
+                        "batch": self.batch,
+                        "batches": self.steps_per_epoch,
+                        **logged,
+                        "lr": self.lr(),
+                    },
+                    self.step,
+                )
             if self.should_stop():  # a signal: checkpoint here, at a step boundary, and leave
                 self._save("last.pt")
                 raise Interrupted(f"stopped at epoch {epoch} batch {self.batch}")
@@ -226,8 +300,13 @@ class Trainer:
             if spec.schedule_for(name).interval == "epoch":
                 self.step_schedule(name)
         mean = all_reduce_mean({"loss": sum(losses) / max(1, len(losses))}, self.world)["loss"]
-        record = {"kind": "epoch", "epoch": epoch, "train_loss": float(mean),
-                  "lr": self.lr(), "epoch_time_s": round(time.time() - start, 3)}
+        record = {
+            "kind": "epoch",
+            "epoch": epoch,
+            "train_loss": float(mean),
+            "lr": self.lr(),
+            "epoch_time_s": round(time.time() - start, 3),
+        }
         last = epoch + 1 in (spec.train.epochs, self.until)
         images = None
         if (epoch + 1) % spec.train.eval_every == 0 or last:
@@ -242,13 +321,17 @@ class Trainer:
             self.monitors.log(record, self.step)
         return record
 
-    def run_step(self, batch: dict, train_step: Optional[Callable[[dict, dict, StepContext], dict]] = None) -> dict:
+    def run_step(
+        self, batch: dict, train_step: Optional[Callable[[dict, dict, StepContext], dict]] = None
+    ) -> dict:
         """One training iteration on ``batch`` (already through ``device_batch``): the task's
         ``train_step`` (its optimisers step through the StepContext), then the grad scaler's
         update, once, after every optimiser of the iteration has stepped. Training, ``mrihpc
         profile`` and the benchmarks all step through here. ``train_step``: the task's own, or
         a wrapper of it (the line profiler). Returns the step's logged floats."""
-        logged = (train_step or self.task.train_step)(batch, self.nets, _Step(self))  # not kept: a cycle outlives its Trainer
+        logged = (train_step or self.task.train_step)(
+            batch, self.nets, _Step(self)
+        )  # not kept: a cycle outlives its Trainer
         self.scaler.update()
         self.step += 1
         return logged
@@ -258,8 +341,12 @@ class Trainer:
         float tensors in channels_last when asked."""
         batch = self.task.on_device({k: to_device(v, self.world.device) for k, v in batch.items()})
         if self.spec.train.channels_last:
-            batch = {k: v.contiguous(memory_format=torch.channels_last)
-                     if torch.is_tensor(v) and v.dim() == 4 and v.is_floating_point() else v for k, v in batch.items()}
+            batch = {
+                k: v.contiguous(memory_format=torch.channels_last)
+                if torch.is_tensor(v) and v.dim() == 4 and v.is_floating_point()
+                else v
+                for k, v in batch.items()
+            }
         return batch
 
     def _check_finite(self, loss: float, epoch: int) -> None:
@@ -270,16 +357,20 @@ class Trainer:
             bad = all_reduce_mean({"bad": float(bad)}, self.world)["bad"] > 0
         self.nonfinite = self.nonfinite + 1 if bad else 0
         if self.nonfinite > self.spec.train.nonfinite_patience:
-            raise NonFiniteLoss(f"training loss {loss} at epoch {epoch} step {self.step} (batch {self.batch}); "
-                                f"{self.nonfinite} non-finite in a row, train.nonfinite_patience is "
-                                f"{self.spec.train.nonfinite_patience}. Check the data for NaN / inf and the learning rate")
+            raise NonFiniteLoss(
+                f"training loss {loss} at epoch {epoch} step {self.step} (batch {self.batch}); "
+                f"{self.nonfinite} non-finite in a row, train.nonfinite_patience is "
+                f"{self.spec.train.nonfinite_patience}. Check the data for NaN / inf and the learning rate"
+            )
 
     def step_schedule(self, name: str) -> None:
         """Advance optimiser ``name``'s schedule; at a decay_restarts restart, clear its state."""
         schedule = self.schedules[name]
         schedule.step()
         if getattr(schedule, "restarted", False) and self.spec.schedule_for(name).reset_optimizer:
-            self.optimizers[name].state.clear()  # as re-creating it: Adam's moments and step count restart
+            self.optimizers[
+                name
+            ].state.clear()  # as re-creating it: Adam's moments and step count restart
 
     def lr(self, optimizer: str = "main") -> float:
         opt = self.optimizers.get(optimizer) or next(iter(self.optimizers.values()))
@@ -290,11 +381,20 @@ class Trainer:
         train = self.spec.train
         size = self.task.eval_batch_size(split) or max(1, train.batch_size // self.world.size)
         volumes = scored_set(data, f"the {split} set of task {self.spec.task}").volumes_index()
-        return rank_loader(data, VolumeShard(volumes, self.world), size, False, train.workers,
-                           self.world.device.type == "cuda", train.seed)
+        return rank_loader(
+            data,
+            VolumeShard(volumes, self.world),
+            size,
+            False,
+            train.workers,
+            self.world.device.type == "cuda",
+            train.seed,
+        )
 
     @torch.no_grad()
-    def _scores(self, loader, prefix: str, preview: bool = False) -> tuple[dict[str, float], Optional[dict]]:
+    def _scores(
+        self, loader, prefix: str, preview: bool = False
+    ) -> tuple[dict[str, float], Optional[dict]]:
         """``loader``'s batches through ``Task.eval_step`` (in fp32: metrics never see bf16
         outputs), each key's outputs through ``Task.score``, gathered from every rank: the
         ``<prefix><metric>`` means (and ``_std`` where the workload reports the spread), and
@@ -305,7 +405,9 @@ class Trainer:
         rows: list[dict] = []
         images = None
         for i, batch in enumerate(loader):
-            out = self.task.eval_step(self.device_batch(batch), self.nets, preview and i == 0 and self.world.is_main)
+            out = self.task.eval_step(
+                self.device_batch(batch), self.nets, preview and i == 0 and self.world.is_main
+            )
             for key, part in out.parts:
                 parts.setdefault(key, []).append(part)
             rows += [r | {BATCH_ROW: True} for r in out.batch_rows]
@@ -313,10 +415,18 @@ class Trainer:
         mine = [self.task.score(key, p) for key, p in parts.items()] + rows
         volumes = [v for rank in all_gather(mine, self.world) for v in rank]
         keys = sorted({k for v in volumes for k in v} - {BATCH_ROW})
-        out = {f"{prefix}{k}": float(sum(v[k] for v in volumes if k in v) / sum(1 for v in volumes if k in v))
-               for k in keys} | {f"{prefix}volumes": sum(1 for v in volumes if BATCH_ROW not in v)}
-        for k in getattr(getattr(self.task, "workload", None), "report_std", ()):  # the spread over cases, where reported
-            values = torch.tensor([v[k] for v in volumes if k in v and BATCH_ROW not in v], dtype=torch.float64)
+        out = {
+            f"{prefix}{k}": float(
+                sum(v[k] for v in volumes if k in v) / sum(1 for v in volumes if k in v)
+            )
+            for k in keys
+        } | {f"{prefix}volumes": sum(1 for v in volumes if BATCH_ROW not in v)}
+        for k in getattr(
+            getattr(self.task, "workload", None), "report_std", ()
+        ):  # the spread over cases, where reported
+            values = torch.tensor(
+                [v[k] for v in volumes if k in v and BATCH_ROW not in v], dtype=torch.float64
+            )
             if len(values) > 1:
                 out[f"{prefix}{k}_std"] = float(values.std())  # unbiased, as the seeds' torch.std
         return out, images
@@ -351,7 +461,9 @@ class Trainer:
         value = record.get(f"val_{self.spec.train.metric}")
         if value is None:
             return
-        better = self.best is None or (value > self.best if self.higher_is_better else value < self.best)
+        better = self.best is None or (
+            value > self.best if self.higher_is_better else value < self.best
+        )
         if better:
             self.best = value
             record["best"] = True

@@ -4,6 +4,7 @@ socket): the enter script records why in the point's status.json, with the host'
 
     python -m mrihpc.node.unstarted RUN_DIR "docker is not on PATH on node7"
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -35,9 +36,17 @@ def record(run_dir: Path, reason: str) -> int | None:
     if index is None:
         return None
     now = dt.datetime.now().isoformat(timespec="seconds")
-    update_json(run.point(index).status, lambda s: {**(s or {}), "state": "failed", "error": reason,
-                                                     "host": socket.gethostname(), "updated": now},
-                replace_damaged=True)
+    update_json(
+        run.point(index).status,
+        lambda s: {
+            **(s or {}),
+            "state": "failed",
+            "error": reason,
+            "host": socket.gethostname(),
+            "updated": now,
+        },
+        replace_damaged=True,
+    )
     return index
 
 

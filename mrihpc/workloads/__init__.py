@@ -6,6 +6,7 @@ torch): the login node imports it to validate a spec; the node imports the task 
 strings of its ``Workload`` only when it trains. Adding a workload is one line in
 ``WORKLOADS``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -101,7 +102,7 @@ class Workload:
     """"module:attribute" of its ``SynthTwin`` (``mrihpc data synth``), in a light module."""
 
     def direction(self, column: str) -> str:
-        """"max" or "min" for a metric or a results column (val_dice_lv -> dice -> max)."""
+        """ "max" or "min" for a metric or a results column (val_dice_lv -> dice -> max)."""
         return metric_direction(self.metrics, column)
 
     def check_raw(self, raw: dict) -> list[str]:
@@ -113,22 +114,37 @@ class Workload:
                 if name in self.rejected_losses:
                     problems.append(f"loss.{name}: {self.rejected_losses[name]}")
                 elif name not in self.losses:
-                    problems.append(f"loss.{name}: not a loss of task {self.name}; allowed: {', '.join(self.losses)}")
-        metric = (raw.get("train") or {}).get("metric") if isinstance(raw.get("train"), dict) else None
+                    problems.append(
+                        f"loss.{name}: not a loss of task {self.name}; allowed: {', '.join(self.losses)}"
+                    )
+        metric = (
+            (raw.get("train") or {}).get("metric") if isinstance(raw.get("train"), dict) else None
+        )
         if metric is not None and metric not in self.metrics:
-            problems.append(f"train.metric: {metric!r} is not a validation metric of task {self.name}; "
-                            f"allowed: {', '.join(self.metrics)}")
+            problems.append(
+                f"train.metric: {metric!r} is not a validation metric of task {self.name}; "
+                f"allowed: {', '.join(self.metrics)}"
+            )
         for section in ("optim", "schedule"):
             keyed = _keyed(raw.get(section), section)
             if keyed is None:
                 continue
             unknown = [k for k in keyed if k != "all" and k not in self.optimizers]
             if unknown:
-                problems.append(f"{section}: {', '.join(unknown)} not an optimiser of task {self.name}; "
-                                f"allowed: all, {', '.join(self.optimizers)} (or one mapping for all)")
-            elif "all" not in keyed and (missing := [o for o in self.built_optimizers(raw) if o not in keyed
-                                                      and self.optimizer_fallbacks.get(o) not in keyed]):
-                problems.append(f"{section}: no settings for {', '.join(sorted(missing))}; add them or an 'all' entry")
+                problems.append(
+                    f"{section}: {', '.join(unknown)} not an optimiser of task {self.name}; "
+                    f"allowed: all, {', '.join(self.optimizers)} (or one mapping for all)"
+                )
+            elif "all" not in keyed and (
+                missing := [
+                    o
+                    for o in self.built_optimizers(raw)
+                    if o not in keyed and self.optimizer_fallbacks.get(o) not in keyed
+                ]
+            ):
+                problems.append(
+                    f"{section}: no settings for {', '.join(sorted(missing))}; add them or an 'all' entry"
+                )
         return problems
 
     def built_optimizers(self, raw: dict) -> tuple[str, ...]:
@@ -148,13 +164,13 @@ class Workload:
 
 
 def metric_direction(metrics: dict[str, str], column: str) -> str:
-    """"max" or "min" for a metric or a results column, given a task's ``{metric: direction}``."""
+    """ "max" or "min" for a metric or a results column, given a task's ``{metric: direction}``."""
     words = column.removeprefix("best_").removeprefix("val_").split("_")
     # the longest run of words that names a metric: train_base_seed_mae -> mae, dice_lv -> dice
     for n in range(len(words), 0, -1):
         for i in range(len(words) - n + 1):
-            if "_".join(words[i:i + n]) in metrics:
-                return metrics["_".join(words[i:i + n])]
+            if "_".join(words[i : i + n]) in metrics:
+                return metrics["_".join(words[i : i + n])]
     return "max"
 
 
@@ -162,7 +178,9 @@ def _keyed(value: Any, section: str) -> Optional[dict]:
     """``value`` when it is keyed by optimiser name, else None (one setting for all)."""
     from mrihpc.spec import OptimSpec, ScheduleSpec, keyed_by_name
 
-    return value if keyed_by_name(value, OptimSpec if section == "optim" else ScheduleSpec) else None
+    return (
+        value if keyed_by_name(value, OptimSpec if section == "optim" else ScheduleSpec) else None
+    )
 
 
 _SPEC_CLASSES: dict[str, Any] = {}

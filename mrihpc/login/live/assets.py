@@ -6,6 +6,7 @@ fetched). The same files are published on the npm registry; ``install`` takes th
 ``npm pack`` tarballs (fetched here, or from a folder carried over to an offline machine)
 at the exact versions visdom's own ``build.py`` pins.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -22,16 +23,20 @@ FILES = {
     "bootstrap@3.3.7": {
         "dist/js/bootstrap.min.js": "js/bootstrap.min.js",
         "dist/css/bootstrap.min.css": "css/bootstrap.min.css",
-        **{f"dist/fonts/glyphicons-halflings-regular.{ext}": f"fonts/glyphicons-halflings-regular.{ext}"
-           for ext in ("eot", "woff2", "woff", "ttf", "svg")},
+        **{
+            f"dist/fonts/glyphicons-halflings-regular.{ext}": f"fonts/glyphicons-halflings-regular.{ext}"
+            for ext in ("eot", "woff2", "woff", "ttf", "svg")
+        },
     },
     "react@16.2.0": {"umd/react.production.min.js": "js/react-react.min.js"},
     "react-dom@16.2.0": {"umd/react-dom.production.min.js": "js/react-dom.min.js"},
     "react-modal@3.1.10": {"dist/react-modal.min.js": "js/react-modal.min.js"},
     "plotly.js-dist-min@2.11.1": {"plotly.min.js": "js/plotly-plotly.min.js"},
     "sjcl@1.0.7": {"sjcl.js": "js/sjcl.js"},
-    "layout-bin-packer@1.4.0": {"dist/layout-bin-packer.js": "js/layout_bin_packer.js",
-                                "dist/layout-bin-packer.js.map": "js/layout-bin-packer.js.map"},
+    "layout-bin-packer@1.4.0": {
+        "dist/layout-bin-packer.js": "js/layout_bin_packer.js",
+        "dist/layout-bin-packer.js.map": "js/layout-bin-packer.js.map",
+    },
     "d3@3.5.17": {"d3.min.js": "js/d3.v3.min.js"},
     "d3-selection-multi@1.0.1": {"build/d3-selection-multi.js": "js/d3-selection-multi.v1.js"},
     "save-svg-as-png@1.4.17": {"lib/saveSvgAsPng.js": "js/saveSvgAsPng.js"},
@@ -42,7 +47,14 @@ FILES = {
 # MathJax: the combined configs, the packed jax and extensions, English, one web font
 MATHJAX = "mathjax@2.7.5"
 MATHJAX_DEST = "js/mathjax/2.7.5"
-MATHJAX_PARTS = ("MathJax.js", "config/", "extensions/", "jax/", "localization/en/", "fonts/HTML-CSS/TeX/woff/")
+MATHJAX_PARTS = (
+    "MathJax.js",
+    "config/",
+    "extensions/",
+    "jax/",
+    "localization/en/",
+    "fonts/HTML-CSS/TeX/woff/",
+)
 
 
 def static_dir() -> Path:
@@ -53,8 +65,10 @@ def static_dir() -> Path:
 def expected() -> list[Path]:
     """Every file the page needs (MathJax by its entry point and combined config)."""
     files = [static_dir() / dest for table in FILES.values() for dest in table.values()]
-    return files + [static_dir() / MATHJAX_DEST / "MathJax.js",
-                    static_dir() / MATHJAX_DEST / "config" / "TeX-AMS-MML_HTMLorMML.js"]
+    return files + [
+        static_dir() / MATHJAX_DEST / "MathJax.js",
+        static_dir() / MATHJAX_DEST / "config" / "TeX-AMS-MML_HTMLorMML.js",
+    ]
 
 
 def missing() -> list[Path]:
@@ -68,8 +82,11 @@ def _tarball(package: str, folder: Path) -> Path:
         return found[0]
     if not shutil.which("npm"):
         raise RuntimeError(f"{package}: no {name}-{version}.tgz in {folder} and no npm to fetch it")
-    subprocess.run(["npm", "pack", "--silent", package, "--pack-destination", str(folder)],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["npm", "pack", "--silent", package, "--pack-destination", str(folder)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return _tarball(package, folder)
 
 

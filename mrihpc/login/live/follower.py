@@ -19,6 +19,7 @@ later ones append, so a replay rebuilds the window rather than doubling it.
 Points that post directly (``monitor.visdom.post``) are skipped: their calls arrive
 already. Run as ``python -m mrihpc.login.live.follower --port P [--runs DIR ...]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,8 +61,11 @@ def posting_points(run: Path) -> set[str]:
         return set()
     post = ((spec.get("monitor") or {}).get("visdom") or {}).get("post")
     default = bool(post) if post is not None else manifest.get("executor") != "slurm"
-    return {str(p["index"]) for p in manifest.get("points", [])
-            if bool((p.get("overrides") or {}).get("monitor.visdom.post", default))}
+    return {
+        str(p["index"])
+        for p in manifest.get("points", [])
+        if bool((p.get("overrides") or {}).get("monitor.visdom.post", default))
+    }
 
 
 def point_posts(point: Path, executor: str | None) -> bool | None:
@@ -70,7 +74,10 @@ def point_posts(point: Path, executor: str | None) -> bool | None:
     import yaml
 
     try:
-        config = yaml.load((point / "config.yaml").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        config = yaml.load(
+            (point / "config.yaml").read_text(),
+            Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader),
+        )
         post = config["monitor"]["visdom"].get("post")
     except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError, AttributeError):
         return None
@@ -98,16 +105,33 @@ def _executor(run: Path) -> str | None:
 
 
 class Follower:
-    def __init__(self, roots: list[Path], url: str, offsets_file: Path, server_state: Optional[Path] = None,
-                 rescan_s: float = 1.0, save_s: float = 10.0):
-        from mrihpc.visdom_transport import Transport  # here: tunnel and status read this module without requests
+    def __init__(
+        self,
+        roots: list[Path],
+        url: str,
+        offsets_file: Path,
+        server_state: Optional[Path] = None,
+        rescan_s: float = 1.0,
+        save_s: float = 10.0,
+    ):
+        from mrihpc.visdom_transport import (
+            Transport,
+        )  # here: tunnel and status read this module without requests
 
-        self.roots, self.offsets_file, self.server_state = [Path(r).resolve() for r in roots], offsets_file, server_state
+        self.roots, self.offsets_file, self.server_state = (
+            [Path(r).resolve() for r in roots],
+            offsets_file,
+            server_state,
+        )
         self.transport = Transport(url, timeout_s=5.0, backoff_s=1.0, max_backoff_s=10.0)
         self.rescan_s, self.last_scan, self.files = rescan_s, 0.0, []
-        self.direct: dict[Path, set[str]] = {}  # run -> its point folders that post themselves (manifest)
+        self.direct: dict[
+            Path, set[str]
+        ] = {}  # run -> its point folders that post themselves (manifest)
         self.executors: dict[Path, str | None] = {}  # run -> its executor (manifest)
-        self.skipped: dict[Path, bool] = {}  # visdom.log -> its point posts itself (decided as the log appears)
+        self.skipped: dict[
+            Path, bool
+        ] = {}  # visdom.log -> its point posts itself (decided as the log appears)
         self.posted, self.lag_s, self.max_lag_s = 0, None, 0.0
         # saving an env writes all of it to disk, slower as it grows: at most every save_s (a
         # restarted server is replayed anyway; the saves are for reading the envs later)
@@ -117,12 +141,16 @@ class Follower:
         self.server_started = saved.get("server_started")
         for path, entry in self.offsets.items():
             if entry.get("inflight"):  # killed mid-batch: which calls arrived is unknown
-                log.info("%s: a batch was in flight when the follower stopped; replaying the file", path)
+                log.info(
+                    "%s: a batch was in flight when the follower stopped; replaying the file", path
+                )
                 entry.update(offset=0, inflight=False)
 
     # ----------------------------------------------------------------- bookkeeping
     def _save(self) -> None:
-        _write_json(self.offsets_file, {"files": self.offsets, "server_started": self.server_started})
+        _write_json(
+            self.offsets_file, {"files": self.offsets, "server_started": self.server_started}
+        )
 
     def _check_server(self) -> None:
         """Replay everything into a server that was restarted since the offsets were written."""
@@ -146,11 +174,19 @@ class Follower:
             if run not in self.direct:  # read once a run: a 10,000-point manifest is 3.7 MB
                 self.direct[run], self.executors[run] = posting_points(run), _executor(run)
                 if self.direct[run]:
-                    log.info("%s: points %s post directly; not followed", run, ", ".join(sorted(self.direct[run], key=int)))
+                    log.info(
+                        "%s: points %s post directly; not followed",
+                        run,
+                        ", ".join(sorted(self.direct[run], key=int)),
+                    )
             for log_file in sorted((run / "points").glob("*/visdom.log")):
-                if log_file not in self.skipped:  # its point has started: its config.yaml has the last word
+                if (
+                    log_file not in self.skipped
+                ):  # its point has started: its config.yaml has the last word
                     posts = point_posts(log_file.parent, self.executors[run])
-                    self.skipped[log_file] = log_file.parent.name in self.direct[run] if posts is None else posts
+                    self.skipped[log_file] = (
+                        log_file.parent.name in self.direct[run] if posts is None else posts
+                    )
                 if not self.skipped[log_file]:
                     files.append(log_file)
         new = set(files) - set(self.files)
@@ -166,7 +202,9 @@ class Follower:
             st = path.stat()
         except FileNotFoundError:
             return None
-        entry = self.offsets.setdefault(str(path), {"offset": 0, "inode": st.st_ino, "inflight": False})
+        entry = self.offsets.setdefault(
+            str(path), {"offset": 0, "inode": st.st_ino, "inflight": False}
+        )
         if entry.get("inode") != st.st_ino or st.st_size < entry["offset"]:
             entry.update(offset=0, inode=st.st_ino)
         if st.st_size == entry["offset"]:
@@ -175,7 +213,7 @@ class Follower:
             f.seek(entry["offset"])
             data = f.read(st.st_size - entry["offset"])
         end = data.rfind(b"\n")
-        return (entry, data[:end + 1], st.st_mtime) if end >= 0 else None  # a torn line waits
+        return (entry, data[: end + 1], st.st_mtime) if end >= 0 else None  # a torn line waits
 
     def poll(self) -> int:
         """Post every complete new line of every followed file; returns the calls posted."""
@@ -194,11 +232,17 @@ class Follower:
                 try:
                     endpoint, msg = json.loads(line)
                 except ValueError:
-                    log.warning("%s: skipping a line that is not a visdom call at byte %d", path, entry["offset"])
+                    log.warning(
+                        "%s: skipping a line that is not a visdom call at byte %d",
+                        path,
+                        entry["offset"],
+                    )
                     entry["offset"] += len(line)
                     continue
                 if not self.transport.post(endpoint, msg):
-                    log.warning("%s: %s; retrying later", self.transport.url, self.transport.last_error)
+                    log.warning(
+                        "%s: %s; retrying later", self.transport.url, self.transport.last_error
+                    )
                     break
                 entry["offset"] += len(line)
                 posted += 1
@@ -221,8 +265,14 @@ class Follower:
         self.last_save = time.monotonic()
 
     def status(self) -> dict:
-        return {"files": len(self.files), "posted": self.posted, "lag_s": self.lag_s, "max_lag_s": round(self.max_lag_s, 3),
-                "server_failures": self.transport.failed, "last_error": self.transport.last_error}
+        return {
+            "files": len(self.files),
+            "posted": self.posted,
+            "lag_s": self.lag_s,
+            "max_lag_s": round(self.max_lag_s, 3),
+            "server_failures": self.transport.failed,
+            "last_error": self.transport.last_error,
+        }
 
 
 def start(port: int, roots: list[Path], wait_s: float = 10.0) -> dict:
@@ -236,15 +286,36 @@ def start(port: int, roots: list[Path], wait_s: float = 10.0) -> dict:
     log_file = state_path(port, "follower.log")
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "mrihpc.login.live.follower", "--port", str(port), "--runs",
-                                 *map(str, roots)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    state = {"pid": proc.pid, "port": port, "runs": [str(r) for r in roots], "log": str(log_file),
-             "offsets": str(state_path(port, "offsets.json")), "started": time.time()}
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mrihpc.login.live.follower",
+                "--port",
+                str(port),
+                "--runs",
+                *map(str, roots),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    state = {
+        "pid": proc.pid,
+        "port": port,
+        "runs": [str(r) for r in roots],
+        "log": str(log_file),
+        "offsets": str(state_path(port, "offsets.json")),
+        "started": time.time(),
+    }
     _write_json(state_path(port, "follower.json"), state)
     deadline = time.time() + wait_s
-    while not state_path(port, "follower-status.json").is_file() or \
-            json.loads(state_path(port, "follower-status.json").read_text()).get("time", 0) < state["started"]:
+    while (
+        not state_path(port, "follower-status.json").is_file()
+        or json.loads(state_path(port, "follower-status.json").read_text()).get("time", 0)
+        < state["started"]
+    ):
         if proc.poll() is not None:
             raise RuntimeError(f"the follower exited with code {proc.returncode}; see {log_file}")
         if time.time() > deadline:
@@ -292,12 +363,22 @@ def run(port: int, roots: list[Path], poll_s: float = 0.2) -> None:
     """The follower process: poll until SIGTERM, writing its status beside the server's state."""
     from mrihpc.login.live import server
 
-    logging.basicConfig(filename=state_path(port, "follower.log"), level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        filename=state_path(port, "follower.log"),
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    follower = Follower(roots, f"http://127.0.0.1:{port}", state_path(port, "offsets.json"), server.state_file(port))
-    log.info("follower pid %d: following %s into port %d", os.getpid(), ", ".join(map(str, follower.roots)), port)
+    follower = Follower(
+        roots, f"http://127.0.0.1:{port}", state_path(port, "offsets.json"), server.state_file(port)
+    )
+    log.info(
+        "follower pid %d: following %s into port %d",
+        os.getpid(),
+        ", ".join(map(str, follower.roots)),
+        port,
+    )
     status_file, last_status = state_path(port, "follower-status.json"), 0.0
     while not stop:
         follower.poll()

@@ -11,6 +11,7 @@ Run as ``python -m mrihpc.login.live.server --port P --env-path D``: the server 
 the assets checked first and Tornado's autoreload off (visdom forces debug mode, which
 restarts the server whenever an imported file changes, e.g. during a ``pip install``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,19 +87,27 @@ def running(port: int) -> dict | None:
     return None
 
 
-def start(port: int = DEFAULT_PORT, env_path: Path | None = None, wait_s: float = 60.0, login: bool = True) -> dict:
+def start(
+    port: int = DEFAULT_PORT, env_path: Path | None = None, wait_s: float = 60.0, login: bool = True
+) -> dict:
     """Start a detached server; returns its state (pid, port, url, env_path, log, credentials)."""
     from mrihpc import visdom_credentials as credentials
     from mrihpc.login.live import assets
 
     if (state := running(port)) is not None:
-        raise ServerError(f"a visdom server of yours already runs on port {port} (pid {state['pid']}); "
-                          f"`mrihpc visdom stop --port {port}` first")
+        raise ServerError(
+            f"a visdom server of yours already runs on port {port} (pid {state['pid']}); "
+            f"`mrihpc visdom stop --port {port}` first"
+        )
     if port_taken(port):
-        raise ServerError(f"port {port} on 127.0.0.1 is taken by another program; pick one with --port")
+        raise ServerError(
+            f"port {port} on 127.0.0.1 is taken by another program; pick one with --port"
+        )
     if missing := assets.missing():
-        raise ServerError(f"visdom's page assets are not installed ({len(missing)} missing, e.g. {missing[0]}); "
-                          "run `mrihpc visdom assets` where npm can reach its registry")
+        raise ServerError(
+            f"visdom's page assets are not installed ({len(missing)} missing, e.g. {missing[0]}); "
+            "run `mrihpc visdom assets` where npm can reach its registry"
+        )
     env_path = Path(env_path or default_env_path()).resolve()
     env_path.mkdir(parents=True, exist_ok=True)
     path = state_file(port)
@@ -108,10 +117,22 @@ def start(port: int = DEFAULT_PORT, env_path: Path | None = None, wait_s: float 
         credentials.ensure()
         credentials.ensure_cookie_secret()
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "mrihpc.login.live.server", "--port", str(port),
-                                 "--env-path", str(env_path)] + ([] if login else ["--no-login"]),
-                                stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)  # outlives this shell
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mrihpc.login.live.server",
+                "--port",
+                str(port),
+                "--env-path",
+                str(env_path),
+            ]
+            + ([] if login else ["--no-login"]),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # outlives this shell
     deadline = time.time() + wait_s
     while not answers(port):
         if proc.poll() is not None:
@@ -120,9 +141,17 @@ def start(port: int = DEFAULT_PORT, env_path: Path | None = None, wait_s: float 
             proc.kill()
             raise ServerError(f"the visdom server did not answer within {wait_s:.0f} s; see {log}")
         time.sleep(0.2)
-    state = {"pid": proc.pid, "port": port, "host": socket.gethostname(), "url": f"http://127.0.0.1:{port}",
-             "env_path": str(env_path), "log": str(log), "started": time.time(),
-             "login": login, "credentials": str(credentials.credentials_file()) if login else None}
+    state = {
+        "pid": proc.pid,
+        "port": port,
+        "host": socket.gethostname(),
+        "url": f"http://127.0.0.1:{port}",
+        "env_path": str(env_path),
+        "log": str(log),
+        "started": time.time(),
+        "login": login,
+        "credentials": str(credentials.credentials_file()) if login else None,
+    }
     path.write_text(json.dumps(state))
     return state
 
@@ -131,7 +160,9 @@ def stop(port: int = DEFAULT_PORT, wait_s: float = 10.0) -> dict:
     """Stop the server this user started on this host and port (SIGTERM, then SIGKILL)."""
     state = running(port)
     if state is None:
-        raise ServerError(f"no visdom server started by mrihpc runs on {socket.gethostname()} port {port}")
+        raise ServerError(
+            f"no visdom server started by mrihpc runs on {socket.gethostname()} port {port}"
+        )
     terminate(state["pid"], wait_s, group=True)
     state_file(port).unlink(missing_ok=True)
     return state
@@ -158,7 +189,13 @@ def _serve(port: int, env_path: str, login: bool) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     user = credentials.server_credential(credentials.load()) if login else None
     # base_url "" as visdom's own main() passes it: the default "/" makes every route "//..."
-    start_server(port=port, base_url="", env_path=env_path.rstrip("/") + "/", bind_local=True, user_credential=user)
+    start_server(
+        port=port,
+        base_url="",
+        env_path=env_path.rstrip("/") + "/",
+        bind_local=True,
+        user_credential=user,
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Where the server is, from the run's spec (``monitor.visdom``) and executor:
   itself, jumping through the login node;
 - on a named host: forward to that host through the login node.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -53,29 +54,44 @@ def visdom_address(config: dict) -> tuple[str | None, int]:
     if visdom is None:
         return None, DEFAULT_PORT
     server = str(visdom.get("server", "127.0.0.1"))  # a user may have cut keys from config.yaml
-    return urlparse(server if "://" in server else f"http://{server}").hostname, visdom.get("port", DEFAULT_PORT)
+    return urlparse(server if "://" in server else f"http://{server}").hostname, visdom.get(
+        "port", DEFAULT_PORT
+    )
 
 
-def tunnel(run: RunPaths, manifest: dict, config: dict, login: str | None = None,
-           local_port: int | None = None) -> tuple[list[str], list[str]]:
+def tunnel(
+    run: RunPaths,
+    manifest: dict,
+    config: dict,
+    login: str | None = None,
+    local_port: int | None = None,
+) -> tuple[list[str], list[str]]:
     """(lines to print, warnings), for the run's point spec ``config`` (``point_config``)."""
     warnings = []
     host, port = visdom_address(config)
     if host is None:
-        warnings.append(f"this run's spec has no monitor.visdom: nothing is plotted live (showing port {port})")
+        warnings.append(
+            f"this run's spec has no monitor.visdom: nothing is plotted live (showing port {port})"
+        )
         host = "127.0.0.1"
     local = local_port or port
     user = getpass.getuser()
-    login = login or (socket.getfqdn() if not socket.getfqdn().startswith("localhost") else socket.gethostname())
+    login = login or (
+        socket.getfqdn() if not socket.getfqdn().startswith("localhost") else socket.gethostname()
+    )
     env = f"{config['name']}_{run.root.name}"
     here = host in LOCAL_NAMES | {socket.gethostname(), socket.getfqdn()}
-    followed = len(posting_points(run.root)) < len(manifest.get("points", []))  # some point leaves it to a follower
+    followed = len(posting_points(run.root)) < len(
+        manifest.get("points", [])
+    )  # some point leaves it to a follower
     lines = []
     if here and manifest.get("executor") == "slurm" and not followed:
         nodes = compute_nodes(run, manifest)
         if not nodes:
-            warnings.append("no point is running, so no compute node serves plots now; "
-                            f"`mrihpc visdom replay {run.root}` fills a server on this node")
+            warnings.append(
+                "no point is running, so no compute node serves plots now; "
+                f"`mrihpc visdom replay {run.root}` fills a server on this node"
+            )
         for node in nodes:
             lines.append(f"ssh -N -L {local}:localhost:{port} -J {user}@{login} {user}@{node}")
     else:
@@ -83,17 +99,27 @@ def tunnel(run: RunPaths, manifest: dict, config: dict, login: str | None = None
         lines.append(f"ssh -N -L {local}:{target}:{port} {user}@{login}")
         if here and not answers(port):
             if port_taken(port):
-                warnings.append(f"port {port} on {socket.gethostname()} is taken by a program that is not visdom; "
-                                "start one on another port (`mrihpc visdom start --port N`, and set monitor.visdom.port)")
+                warnings.append(
+                    f"port {port} on {socket.gethostname()} is taken by a program that is not visdom; "
+                    "start one on another port (`mrihpc visdom start --port N`, and set monitor.visdom.port)"
+                )
             else:
-                warnings.append(f"no visdom server answers on port {port} here; `mrihpc visdom start --port {port}`")
+                warnings.append(
+                    f"no visdom server answers on port {port} here; `mrihpc visdom start --port {port}`"
+                )
         elif here and followed and running(port) is None:
-            warnings.append(f"no follower streams the points' visdom.log into the server on port {port}; "
-                            f"`mrihpc visdom stop --port {port} && mrihpc visdom start --port {port} --runs {run.root.parent.parent}`")
+            warnings.append(
+                f"no follower streams the points' visdom.log into the server on port {port}; "
+                f"`mrihpc visdom stop --port {port} && mrihpc visdom start --port {port} --runs {run.root.parent.parent}`"
+            )
     if lines:
         lines.append(f"then open http://localhost:{local}/env/{env}")
         if here and (state := server_state(port)) is not None and state.get("login"):
-            lines.append(f"and log in with the username and password in {state['credentials']} (on the login node)")
+            lines.append(
+                f"and log in with the username and password in {state['credentials']} (on the login node)"
+            )
         if local == port:
-            lines.append(f"(if port {local} is taken on your laptop, add --local-port N and open that port instead)")
+            lines.append(
+                f"(if port {local} is taken on your laptop, add --local-port N and open that port instead)"
+            )
     return lines, warnings

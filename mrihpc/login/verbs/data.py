@@ -2,6 +2,7 @@
 workload declares its twin (``workloads.SynthTwin``: its word, options and writer) and nothing
 here names one; the kinds are looked up only when this verb runs (the workloads' modules import
 pydantic, which the other verbs never need)."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,12 @@ from pathlib import Path
 def add_verbs(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("data", help="data utilities")
     data = s.add_subparsers(dest="data_verb", required=True)
-    s = data.add_parser("synth", add_help=False, help="write synthetic data in a workload's real layout "
-                                                      "(mrihpc data synth -h lists the kinds)")
+    s = data.add_parser(
+        "synth",
+        add_help=False,
+        help="write synthetic data in a workload's real layout "
+        "(mrihpc data synth -h lists the kinds)",
+    )
     s.add_argument("kind", nargs="?", metavar="KIND")
     s.add_argument("rest", nargs=argparse.REMAINDER, metavar="OUT [options]")
     s.add_argument("-h", "--help", action="store_true")
@@ -30,8 +35,11 @@ def cmd_synth(args) -> int:
         if args.kind is None and args.help:
             print(usage)
             return 0
-        print(f"{usage}\n\nmrihpc data synth: {'a KIND is required' if args.kind is None else f'unknown kind {args.kind!r}'}; "
-              f"allowed: {', '.join(twins)}", file=sys.stderr)
+        print(
+            f"{usage}\n\nmrihpc data synth: {'a KIND is required' if args.kind is None else f'unknown kind {args.kind!r}'}; "
+            f"allowed: {', '.join(twins)}",
+            file=sys.stderr,
+        )
         return 2
     twin = twins[args.kind]
     parser = argparse.ArgumentParser(prog=f"mrihpc data synth {twin.kind}", description=twin.help)

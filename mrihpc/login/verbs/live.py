@@ -1,4 +1,5 @@
 """Live plots: ``visdom start | stop | status | assets | replay`` and ``tunnel``."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,26 +8,50 @@ import sys
 from pathlib import Path
 
 from mrihpc.login.live import DEFAULT_PORT
-from mrihpc.login.results import RunError, open_run
+from mrihpc.login.views import RunError, open_run
 
 
 def add_verbs(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("visdom", help="a local Visdom server for live plots, and replay of a run's plots")
+    s = sub.add_parser(
+        "visdom", help="a local Visdom server for live plots, and replay of a run's plots"
+    )
     vis = s.add_subparsers(dest="visdom_verb", required=True)
-    s = vis.add_parser("start", help="start a server bound to 127.0.0.1 and the follower that streams the "
-                                     "points' visdom.log into it (both detached)")
+    s = vis.add_parser(
+        "start",
+        help="start a server bound to 127.0.0.1 and the follower that streams the "
+        "points' visdom.log into it (both detached)",
+    )
     s.add_argument("--port", type=int, default=DEFAULT_PORT)
-    s.add_argument("--env-path", type=Path, help="where envs are saved (default <cache>/visdom/envs)")
-    s.add_argument("--runs", type=Path, nargs="+", default=[Path("runs")],
-                   help="runs folders, experiment folders or run directories to follow (default ./runs)")
-    s.add_argument("--no-login", action="store_true", help="Visdom's login off (a private machine only)")
+    s.add_argument(
+        "--env-path", type=Path, help="where envs are saved (default <cache>/visdom/envs)"
+    )
+    s.add_argument(
+        "--runs",
+        type=Path,
+        nargs="+",
+        default=[Path("runs")],
+        help="runs folders, experiment folders or run directories to follow (default ./runs)",
+    )
+    s.add_argument(
+        "--no-login", action="store_true", help="Visdom's login off (a private machine only)"
+    )
     s.add_argument("--no-follow", action="store_true", help="the server alone")
-    s = vis.add_parser("stop", help="stop the server and follower you started on this host and port")
+    s = vis.add_parser(
+        "stop", help="stop the server and follower you started on this host and port"
+    )
     s.add_argument("--port", type=int, default=DEFAULT_PORT)
-    s = vis.add_parser("status", help="what runs: server, login, follower, the runs it follows, its lag")
+    s = vis.add_parser(
+        "status", help="what runs: server, login, follower, the runs it follows, its lag"
+    )
     s.add_argument("--port", type=int, default=DEFAULT_PORT)
-    s = vis.add_parser("assets", help="install the page's JS/CSS/MathJax from npm packages (for offline use)")
-    s.add_argument("--tarballs", type=Path, help="folder of `npm pack` tarballs (missing ones are fetched into it)")
+    s = vis.add_parser(
+        "assets", help="install the page's JS/CSS/MathJax from npm packages (for offline use)"
+    )
+    s.add_argument(
+        "--tarballs",
+        type=Path,
+        help="folder of `npm pack` tarballs (missing ones are fetched into it)",
+    )
     s = vis.add_parser("replay", help="rebuild every window of a run from its points' visdom.log")
     s.add_argument("run")
     s.add_argument("--server", help="server URL with port (default http://127.0.0.1:PORT)")
@@ -36,7 +61,9 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("tunnel", help="the ssh line that shows a run's Visdom plots on your laptop")
     s.add_argument("run")
-    s.add_argument("--login", help="login host as your laptop reaches it (default: this host's name)")
+    s.add_argument(
+        "--login", help="login host as your laptop reaches it (default: this host's name)"
+    )
     s.add_argument("--local-port", type=int, help="port on your laptop (default: the server's)")
     s.set_defaults(fn=cmd_tunnel)
 
@@ -48,11 +75,17 @@ def cmd_visdom(args) -> int:
         from mrihpc.login.live import follower
 
         s = server.start(args.port, args.env_path, login=not args.no_login)
-        print(f"visdom server pid {s['pid']} at {s['url']} (bound to 127.0.0.1; envs in {s['env_path']}, log {s['log']})")
-        print(f"login: {'credentials in ' + s['credentials'] + ' (mode 600)' if s['login'] else 'off (--no-login)'}")
+        print(
+            f"visdom server pid {s['pid']} at {s['url']} (bound to 127.0.0.1; envs in {s['env_path']}, log {s['log']})"
+        )
+        print(
+            f"login: {'credentials in ' + s['credentials'] + ' (mode 600)' if s['login'] else 'off (--no-login)'}"
+        )
         if not args.no_follow:
             f = follower.start(args.port, args.runs)
-            print(f"follower pid {f['pid']} streams the points' visdom.log under {', '.join(f['runs'])} (log {f['log']})")
+            print(
+                f"follower pid {f['pid']} streams the points' visdom.log under {', '.join(f['runs'])} (log {f['log']})"
+            )
         print("from your laptop: `mrihpc tunnel RUN` prints the ssh line")
     elif args.visdom_verb == "stop":
         from mrihpc.login.live import follower
@@ -69,14 +102,24 @@ def cmd_visdom(args) -> int:
             print(f"no visdom server of yours runs on {socket.gethostname()} port {args.port}")
             return 1
         print(f"server pid {s['pid']} at {s['url']}, envs in {s['env_path']}, log {s['log']}")
-        print(f"login: {'credentials in ' + str(s.get('credentials')) if s.get('login') else 'off'}")
+        print(
+            f"login: {'credentials in ' + str(s.get('credentials')) if s.get('login') else 'off'}"
+        )
         f = follower.status(args.port)
         if f is None:
-            print("follower: not running (`mrihpc visdom start` starts one; points under Slurm only write visdom.log)")
+            print(
+                "follower: not running (`mrihpc visdom start` starts one; points under Slurm only write visdom.log)"
+            )
         else:
-            lag = "-" if f.get("lag_s") is None else f"{f['lag_s']:.2f} s (worst {f.get('max_lag_s', 0):.2f} s)"
-            print(f"follower pid {f['pid']} following {', '.join(f['runs'])}: {f.get('files', 0)} visdom.log files, "
-                  f"{f.get('posted', 0)} calls posted, lag {lag}, log {f['log']}")
+            lag = (
+                "-"
+                if f.get("lag_s") is None
+                else f"{f['lag_s']:.2f} s (worst {f.get('max_lag_s', 0):.2f} s)"
+            )
+            print(
+                f"follower pid {f['pid']} following {', '.join(f['runs'])}: {f.get('files', 0)} visdom.log files, "
+                f"{f.get('posted', 0)} calls posted, lag {lag}, log {f['log']}"
+            )
             if f.get("last_error"):
                 print(f"follower: last server error: {f['last_error']}")
     elif args.visdom_verb == "assets":
@@ -95,7 +138,9 @@ def cmd_visdom(args) -> int:
         except ConnectionError as e:
             print(f"mrihpc visdom replay: {e}", file=sys.stderr)
             return 1
-        print(f"replayed {done['calls']} calls from {done['logs']} points into {url} env {', '.join(done['envs'])}")
+        print(
+            f"replayed {done['calls']} calls from {done['logs']} points into {url} env {', '.join(done['envs'])}"
+        )
     return 0
 
 

@@ -1,10 +1,11 @@
 """One point in this process: ``run``, ``profile`` and ``predict`` (these import torch, when called)."""
+
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from mrihpc.login.results import RunError, open_run
+from mrihpc.login.views import RunError, open_run
 from mrihpc.login.verbs import OVERRIDE, RUNS_DIR
 from mrihpc.errors import SpecError
 
@@ -17,39 +18,57 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--runs", default=RUNS_DIR)
     s.set_defaults(fn=cmd_run)
 
-    s = sub.add_parser("profile", help="a few training steps of one point: peak memory and a line-by-line profile")
+    s = sub.add_parser(
+        "profile", help="a few training steps of one point: peak memory and a line-by-line profile"
+    )
     s.add_argument("spec")
     s.add_argument("-o", "--override", **OVERRIDE)
     s.add_argument("--point", type=int, default=0)
     s.add_argument("--steps", type=int, default=5)
     s.set_defaults(fn=cmd_profile)
 
-    s = sub.add_parser("predict", help="write a point's predictions in its workload's format (HDF5, PNG masks) and "
-                                       "panels: as a Slurm job for a Slurm run, else here")
+    s = sub.add_parser(
+        "predict",
+        help="write a point's predictions in its workload's format (HDF5, PNG masks) and "
+        "panels: as a Slurm job for a Slurm run, else here",
+    )
     s.add_argument("run")
     which = s.add_mutually_exclusive_group(required=True)
     which.add_argument("--point", type=int)
-    which.add_argument("--best", action="store_true", help="the point whose validation train.metric was best")
-    which.add_argument("--each-fold", action="store_true",
-                       help="every fold of the configuration whose mean over its folds was best (as results ranks)")
+    which.add_argument(
+        "--best", action="store_true", help="the point whose validation train.metric was best"
+    )
+    which.add_argument(
+        "--each-fold",
+        action="store_true",
+        help="every fold of the configuration whose mean over its folds was best (as results ranks)",
+    )
     s.add_argument("--split", choices=["val", "test"], default="val")
-    s.add_argument("--checkpoint", choices=["best", "last"], default="best",
-                   help="best.pt (best on validation; the default) or last.pt (the end of training), written under "
-                        "predictions/<split>/ or predictions/<split>_last/")
+    s.add_argument(
+        "--checkpoint",
+        choices=["best", "last"],
+        default="best",
+        help="best.pt (best on validation; the default) or last.pt (the end of training), written under "
+        "predictions/<split>/ or predictions/<split>_last/",
+    )
     s.add_argument("--here", action="store_true", help="in this process, even for a Slurm run")
-    s.add_argument("--wait", action="store_true", help="with a job: wait for it and list the files it wrote")
+    s.add_argument(
+        "--wait", action="store_true", help="with a job: wait for it and list the files it wrote"
+    )
     s.set_defaults(fn=cmd_predict)
 
 
 def _one_point(args):
     """The spec of ``args.spec``, its raw dict and points, checked to have ``args.point``;
     synthetic data generated."""
-    from mrihpc.login import launch
+    from mrihpc.login import checks
 
-    spec, raw, points, _ = launch.prepare(args.spec, args.override)
+    spec, raw, points, _ = checks.prepare(args.spec, args.override)
     if not 0 <= args.point < len(points):
-        raise SpecError([f"{args.spec}: --point {args.point}: the sweep has points 0-{len(points) - 1}"])
-    launch.prepare_data(spec)
+        raise SpecError(
+            [f"{args.spec}: --point {args.point}: the sweep has points 0-{len(points) - 1}"]
+        )
+    checks.prepare_data(spec)
     return spec, raw, points
 
 
@@ -72,8 +91,10 @@ def cmd_profile(args) -> int:
     out = profile_steps(point_spec, args.steps)
     print(out["profile"])
     cuda = f", CUDA peak {out['cuda_peak_mib']} MiB" if "cuda_peak_mib" in out else ""
-    print(f"{point.name}: {out['steps']} steps on {out['device']}, median {out['step_s_median'] * 1000:.0f} ms/step, "
-          f"host RSS peak {out['host_peak_mib']} MiB{cuda}")
+    print(
+        f"{point.name}: {out['steps']} steps on {out['device']}, median {out['step_s_median'] * 1000:.0f} ms/step, "
+        f"host RSS peak {out['host_peak_mib']} MiB{cuda}"
+    )
     return 0
 
 
@@ -91,8 +112,11 @@ def cmd_predict(args) -> int:
             indices = best_configuration(run) if args.each_fold else [best_point(run)]
         except ValueError as e:
             raise RunError(str(e)) from None
-        what = "best configuration on validation (mean over its folds): points" if args.each_fold else \
-            "best point on validation:"
+        what = (
+            "best configuration on validation (mean over its folds): points"
+            if args.each_fold
+            else "best point on validation:"
+        )
         print(f"{what} {' '.join(map(str, indices))}")
         index = None if args.each_fold else indices[0]
     else:
@@ -102,10 +126,18 @@ def cmd_predict(args) -> int:
     if manifest.get("executor") == "slurm" and not args.here:
         from mrihpc.login import launch
 
-        job = launch.submit_prediction(run, load_point_spec(run.point(indices[0])), index, args.split,
-                                       which=args.checkpoint, each_fold=args.each_fold)
-        print(f"submitted prediction job {job.job_id} (point(s) {' '.join(map(str, indices))}, {args.split}, "
-              f"{args.checkpoint}.pt); log: {run.logs}/{job.job_id}_0_log.out")
+        job = launch.submit_prediction(
+            run,
+            load_point_spec(run.point(indices[0])),
+            index,
+            args.split,
+            which=args.checkpoint,
+            each_fold=args.each_fold,
+        )
+        print(
+            f"submitted prediction job {job.job_id} (point(s) {' '.join(map(str, indices))}, {args.split}, "
+            f"{args.checkpoint}.pt); log: {run.logs}/{job.job_id}_0_log.out"
+        )
         if args.wait:
             for path in job.result():
                 print(path)

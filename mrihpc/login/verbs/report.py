@@ -1,4 +1,5 @@
 """Reading a run directory: ``status``, ``results`` (table, CSV, curves) and ``logs``."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,27 +7,47 @@ import sys
 import time
 from pathlib import Path
 
-from mrihpc.login.results import RunError, open_run
+from mrihpc.login.views import RunError, open_run
 
 
 def add_verbs(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("status", help="state of every point")
     s.add_argument("run")
-    s.add_argument("--provenance", action="store_true", help="also what each point ran on: image, versions, code")
+    s.add_argument(
+        "--provenance",
+        action="store_true",
+        help="also what each point ran on: image, versions, code",
+    )
     s.set_defaults(fn=cmd_status)
 
     s = sub.add_parser("results", help="the sweep as a table, best first")
     s.add_argument("run")
     s.add_argument("--sort", help="column to sort by (default best_<train.metric>)")
     s.add_argument("--csv", action="store_true")
-    s.add_argument("--by-seed", action="store_true",
-                   help="group points that differ only by train.seed (and fold): mean, std and n per configuration")
-    s.add_argument("--each", action="store_true", help="with folds or --by-seed: every point's row too (with --csv: only those)")
-    s.add_argument("--plot", type=Path, metavar="OUT.png", help="also draw every point's curves into a PNG")
-    s.add_argument("--provenance", action="store_true", help="also what each point ran on: image, versions, code")
+    s.add_argument(
+        "--by-seed",
+        action="store_true",
+        help="group points that differ only by train.seed (and fold): mean, std and n per configuration",
+    )
+    s.add_argument(
+        "--each",
+        action="store_true",
+        help="with folds or --by-seed: every point's row too (with --csv: only those)",
+    )
+    s.add_argument(
+        "--plot", type=Path, metavar="OUT.png", help="also draw every point's curves into a PNG"
+    )
+    s.add_argument(
+        "--provenance",
+        action="store_true",
+        help="also what each point ran on: image, versions, code",
+    )
     s.set_defaults(fn=cmd_results)
 
-    s = sub.add_parser("report", help="one self-contained HTML page of the run: tables, curves, samples, spec, provenance")
+    s = sub.add_parser(
+        "report",
+        help="one self-contained HTML page of the run: tables, curves, samples, spec, provenance",
+    )
     s.add_argument("run")
     s.add_argument("-o", "--out", type=Path, help="where to write it (default RUN/report.html)")
     s.set_defaults(fn=cmd_report)
@@ -55,13 +76,20 @@ def cmd_results(args) -> int:
 
     notes: list[str] = []
     run, manifest = open_run(args.run, notes)
-    print(results_report(run, manifest, _metric(run), args.sort, args.csv, notes, args.by_seed, args.each),
-          end="" if args.csv else "\n")
+    print(
+        results_report(
+            run, manifest, _metric(run), args.sort, args.csv, notes, args.by_seed, args.each
+        ),
+        end="" if args.csv else "\n",
+    )
     if args.plot:
         from mrihpc.login.plots import plot_curves
 
         plot_curves(run, manifest, _metric(run), args.plot)
-        print(f"curves of {len(manifest['points'])} points: {args.plot}", file=sys.stderr if args.csv else sys.stdout)
+        print(
+            f"curves of {len(manifest['points'])} points: {args.plot}",
+            file=sys.stderr if args.csv else sys.stdout,
+        )
     if args.provenance and not args.csv:
         print("\n" + provenance_report(run, manifest, notes))
     return _said(notes)
@@ -76,7 +104,7 @@ def _said(notes: list[str]) -> int:
 
 
 def cmd_logs(args) -> int:
-    from mrihpc.login.results import latest_jobs
+    from mrihpc.login.views import latest_jobs
 
     run, manifest = open_run(args.run)
     job = latest_jobs(manifest).get(args.point)
@@ -104,7 +132,9 @@ def cmd_report(args) -> int:
 
     notes: list[str] = []
     run, manifest = open_run(args.run, notes)
-    out = html_report.write(run, manifest, _metric(run), args.out or run.root / "report.html", notes)
+    out = html_report.write(
+        run, manifest, _metric(run), args.out or run.root / "report.html", notes
+    )
     print(f"report: {out} (self-contained: open it from here, or copy it anywhere)")
     return _said(notes)
 

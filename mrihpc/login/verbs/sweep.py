@@ -1,4 +1,5 @@
 """The sweep's life on the cluster: ``validate``, ``submit``, ``cancel``, ``resubmit``."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,7 @@ import sys
 from pathlib import Path
 
 from mrihpc.login import sbatch_flags
-from mrihpc.login.results import RunError, SubmitRefused, open_run
+from mrihpc.login.views import RunError, SubmitRefused, open_run
 from mrihpc.login.verbs import OVERRIDE, RUNS_DIR
 from mrihpc.errors import SpecError
 from mrihpc.paths import update_json
@@ -20,20 +21,38 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("validate", help="check specs; print every problem")
     s.add_argument("spec", nargs="+")
     s.add_argument("-o", "--override", **OVERRIDE)
-    s.add_argument("--check-paths", action="store_true", help="also check that data folders exist (submit always does)")
-    s.add_argument("--params", action="store_true",
-                   help="also each network's parameter count (builds the networks on the meta device: imports torch)")
+    s.add_argument(
+        "--check-paths",
+        action="store_true",
+        help="also check that data folders exist (submit always does)",
+    )
+    s.add_argument(
+        "--params",
+        action="store_true",
+        help="also each network's parameter count (builds the networks on the meta device: imports torch)",
+    )
     s.set_defaults(fn=cmd_validate)
 
     s = sub.add_parser("submit", help="validate, expand the sweep and submit it as one array")
     s.add_argument("spec")
     s.add_argument("-o", "--override", **OVERRIDE)
-    s.add_argument("--dry-run", action="store_true", help="print the points and the sbatch script; queue nothing")
+    s.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the points and the sbatch script; queue nothing",
+    )
     s.add_argument("--executor", choices=["slurm", "local", "debug", "auto"])
-    s.add_argument("--runs", default=RUNS_DIR, help="folder of run directories (default: $MRIHPC_RUNS or ./runs)")
-    s.add_argument("--then", choices=["predict"],
-                   help="predict: once every point has succeeded, the best point on validation predicts its test "
-                        "split (Slurm: a job queued now with --dependency=afterok on the sweep's arrays)")
+    s.add_argument(
+        "--runs",
+        default=RUNS_DIR,
+        help="folder of run directories (default: $MRIHPC_RUNS or ./runs)",
+    )
+    s.add_argument(
+        "--then",
+        choices=["predict"],
+        help="predict: once every point has succeeded, the best point on validation predicts its test "
+        "split (Slurm: a job queued now with --dependency=afterok on the sweep's arrays)",
+    )
     sbatch_flags.add_arguments(s)
     s.set_defaults(fn=cmd_submit)
 
@@ -47,23 +66,36 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--failed", action="store_true", help="pick the points that did not finish")
     s.add_argument("points", nargs="*", type=int)
     s.add_argument("--executor", choices=["slurm", "local", "debug", "auto"])
-    s.add_argument("--force", action="store_true", help="cancel named points that are pending or running, then resubmit")
-    s.add_argument("--adapt", action="store_true",
-                   help="act on each point's cause: OUT_OF_MEMORY more memory, TIMEOUT without progress more time, "
-                        "NODE_FAIL exclude the node, NonFiniteLoss / DataError not resubmitted")
-    s.add_argument("--dry-run", action="store_true", help="say what would be resubmitted, and how; submit nothing")
+    s.add_argument(
+        "--force",
+        action="store_true",
+        help="cancel named points that are pending or running, then resubmit",
+    )
+    s.add_argument(
+        "--adapt",
+        action="store_true",
+        help="act on each point's cause: OUT_OF_MEMORY more memory, TIMEOUT without progress more time, "
+        "NODE_FAIL exclude the node, NonFiniteLoss / DataError not resubmitted",
+    )
+    s.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what would be resubmitted, and how; submit nothing",
+    )
     sbatch_flags.add_arguments(s)
     s.set_defaults(fn=cmd_resubmit)
 
 
 def cmd_validate(args) -> int:
-    from mrihpc.login.launch import prepare
+    from mrihpc.login.checks import prepare
 
     failed = 0
     for source in args.spec:
         try:
             _, _, points, executor = prepare(source, args.override, check_paths=args.check_paths)
-            print(f"{source}: ok ({len(points)} point{'s' * (len(points) != 1)}, executor {executor})")
+            print(
+                f"{source}: ok ({len(points)} point{'s' * (len(points) != 1)}, executor {executor})"
+            )
             if args.params:
                 _print_parameters(points)
         except SpecError as e:
@@ -90,35 +122,48 @@ def _print_parameters(points) -> None:
 
 
 def cmd_submit(args) -> int:
-    from mrihpc.login import launch
+    from mrihpc.login import checks, launch
     from mrihpc.login.results import results_report, status_report
     from mrihpc.progress import SweepProgress
 
     overrides = args.override + sbatch_flags.as_overrides(args)
-    spec, raw, points, executor = launch.prepare(args.spec, overrides, args.executor, check_paths=not args.dry_run)
-    print(launch.points_table(points))
+    spec, raw, points, executor = checks.prepare(
+        args.spec, overrides, args.executor, check_paths=not args.dry_run
+    )
+    print(checks.points_table(points))
     if args.dry_run:
-        for problem in launch.check_data(spec, args.spec):
+        for problem in checks.check_data(spec, args.spec):
             print(f"warning: {problem} (checked again at a real submit)")
         logs = Path(args.runs).resolve() / spec.name / "<sweep-id>" / "logs"
         print(f"\n# sbatch script submitit would submit ({len(points)} array tasks):")
         print(launch.dry_run_text(spec, logs, len(points)))
         return 0
     if args.then == "predict" and spec.sweep.adaptive is not None and executor == "slurm":
-        print("note: --then predict with sweep.adaptive: the prediction job is queued with the "
-              "last rung, after its array", file=sys.stderr)
-    launch.prepare_data(spec)
+        print(
+            "note: --then predict with sweep.adaptive: the prediction job is queued with the "
+            "last rung, after its array",
+            file=sys.stderr,
+        )
+    checks.prepare_data(spec)
     run = launch.write_run_directory(Path(args.runs), spec, raw, args.spec, points, executor)
     print(f"run directory: {run.root}")
-    progress = SweepProgress([run.point(p.index).metrics for p, _ in points], spec.train.epochs, sys.stdout)
+    progress = SweepProgress(
+        [run.point(p.index).metrics for p, _ in points], spec.train.epochs, sys.stdout
+    )
 
     def started(index, job):
         progress.close()  # clears the bar's line, if any
         print(f"point {index} started (job {job.job_id})", flush=True)
 
     try:
-        jobs = launch.submit_points(run, spec, [p.index for p, _ in points], executor, on_start=started,
-                                    on_tick=progress.update if executor == "local" else None)
+        jobs = launch.submit_points(
+            run,
+            spec,
+            [p.index for p, _ in points],
+            executor,
+            on_start=started,
+            on_tick=progress.update if executor == "local" else None,
+        )
     except SubmitRefused as e:
         if e.queued:
             raise
@@ -126,8 +171,10 @@ def cmd_submit(args) -> int:
         shutil.rmtree(run.root)
         with contextlib.suppress(OSError):
             run.root.parent.rmdir()
-        raise RunError(f"sbatch refused the job ({e.reason}); nothing was queued "
-                       f"and {run.root} was removed: fix the cause and submit again") from None
+        raise RunError(
+            f"sbatch refused the job ({e.reason}); nothing was queued "
+            f"and {run.root} was removed: fix the cause and submit again"
+        ) from None
     if spec.sweep.adaptive is not None and executor != "slurm":  # the rungs in turn, here
         from mrihpc.login import promote
 
@@ -135,29 +182,40 @@ def cmd_submit(args) -> int:
         promote.advance_locally(run, executor)
     progress.close()
     if executor == "slurm":
-        arrays = list(dict.fromkeys(j.job_id.split("_")[0] for j in jobs))  # one per MaxArraySize chunk
+        arrays = list(
+            dict.fromkeys(j.job_id.split("_")[0] for j in jobs)
+        )  # one per MaxArraySize chunk
         print(f"submitted array job {', '.join(arrays)} with {len(jobs)} tasks")
         if spec.sweep.adaptive is not None:
             from mrihpc.login import promote
 
             if args.then == "predict":  # queued by the promotion that queues the last rung
-                update_json(run.manifest,
-                            lambda m: {**m, "adaptive": {**m["adaptive"], "then": "predict"}})
+                update_json(
+                    run.manifest, lambda m: {**m, "adaptive": {**m["adaptive"], "then": "predict"}}
+                )
             job = promote.submit_promotion(run, 0, arrays)
-            print(f"submitted promotion job {job}: once rung 0 ends it keeps the best "
-                  f"1/{spec.sweep.adaptive.eta} and queues rung 1")
+            print(
+                f"submitted promotion job {job}: once rung 0 ends it keeps the best "
+                f"1/{spec.sweep.adaptive.eta} and queues rung 1"
+            )
         elif args.then == "predict":
             job = launch.submit_prediction(run, spec, None, "test", after=arrays)
-            print(f"submitted prediction job {job.job_id}: the best point's test predictions, after array(s) "
-                  f"{', '.join(arrays)} succeed")
-        print(f"next:\n  mrihpc status {run.root}\n  mrihpc logs {run.root} 0\n  mrihpc results {run.root}")
+            print(
+                f"submitted prediction job {job.job_id}: the best point's test predictions, after array(s) "
+                f"{', '.join(arrays)} succeed"
+            )
+        print(
+            f"next:\n  mrihpc status {run.root}\n  mrihpc logs {run.root} 0\n  mrihpc results {run.root}"
+        )
         return 0
     _, manifest = open_run(run.root)
     print(status_report(run, manifest, spec.train.metric))
     print()
     print(results_report(run, manifest, spec.train.metric))
-    if args.then == "predict":  # the sweep has ended here: the best point predicts now, in this process
-        from mrihpc.login.results import point_views
+    if (
+        args.then == "predict"
+    ):  # the sweep has ended here: the best point predicts now, in this process
+        from mrihpc.login.views import point_views
         from mrihpc.node.entry import PredictTask
 
         # adaptive: the last rung's points
@@ -167,7 +225,9 @@ def cmd_submit(args) -> int:
             written = PredictTask(str(run.root), None, "test")()
             print(f"predictions: {len(written)} file(s)")
         else:
-            print("not predicting: not every point succeeded (--then predict waits for all, as afterok does)")
+            print(
+                "not predicting: not every point succeeded (--then predict waits for all, as afterok does)"
+            )
     return 0
 
 
@@ -188,13 +248,17 @@ def cmd_cancel(args) -> int:
 
 def _known(run, manifest: dict, points: list[int]) -> None:
     """RunError naming the points the run does not have (before anything is written)."""
-    from mrihpc.login.results import RunError
+    from mrihpc.login.views import RunError
 
     have = sorted(p["index"] for p in manifest["points"])
     unknown = [i for i in points if i not in have]
     if unknown:
-        raise RunError(f"{run.root}: no point(s) {', '.join(map(str, unknown))}; "
-                       f"its points are {have[0]}-{have[-1]}" if have else f"{run.root}: the run has no points")
+        raise RunError(
+            f"{run.root}: no point(s) {', '.join(map(str, unknown))}; "
+            f"its points are {have[0]}-{have[-1]}"
+            if have
+            else f"{run.root}: the run has no points"
+        )
 
 
 def cancel_points(run, manifest: dict, points: list[int], wait_s: float = 0.0) -> None:
@@ -203,7 +267,7 @@ def cancel_points(run, manifest: dict, points: list[int], wait_s: float = 0.0) -
     import time
 
     from mrihpc.login import accounting
-    from mrihpc.login.results import _alive, latest_jobs
+    from mrihpc.login.views import _alive, latest_jobs
     from mrihpc.paths import update_json
 
     jobs = latest_jobs(manifest)
@@ -215,15 +279,21 @@ def cancel_points(run, manifest: dict, points: list[int], wait_s: float = 0.0) -
         job = jobs.get(i)
         if job and job["executor"] == "local":
             try:
-                os.kill(int(job["job_id"]), signal.SIGINT)  # the submitit controller stops its tasks
+                os.kill(
+                    int(job["job_id"]), signal.SIGINT
+                )  # the submitit controller stops its tasks
             except (ProcessLookupError, ValueError):
                 continue
             pids.append(job["job_id"])
-            update_json(run.point(i).status, lambda s: {**(s or {}), "state": "cancelled", "error": "cancelled by user"},
-                        replace_damaged=True)
+            update_json(
+                run.point(i).status,
+                lambda s: {**(s or {}), "state": "cancelled", "error": "cancelled by user"},
+                replace_damaged=True,
+            )
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline and (any(_alive(p) for p in pids)
-                                           or (slurm_ids and (accounting.squeue(slurm_ids) or {}))):
+    while time.monotonic() < deadline and (
+        any(_alive(p) for p in pids) or (slurm_ids and (accounting.squeue(slurm_ids) or {}))
+    ):
         time.sleep(0.5)
 
 
@@ -269,20 +339,24 @@ def cmd_resubmit(args) -> int:
     """Transactional: unknown points and busy ones (without --force) are refused before anything
     is written; a refused sbatch leaves every point's state and reason as they were."""
     from mrihpc.login.accounting import FAILED_STATES
-    from mrihpc.login.results import RunError, point_views
+    from mrihpc.login.views import RunError, point_views
     from mrihpc.paths import refuse_links_within, update_json
 
     run, manifest = open_run(args.run)
     notes: list[str] = []
     views, _ = point_views(run, manifest, notes)
-    for note in dict.fromkeys(notes):  # a damaged status.json: the point reads "unknown", never "failed"
+    for note in dict.fromkeys(
+        notes
+    ):  # a damaged status.json: the point reads "unknown", never "failed"
         print(f"warning: {note}; resubmit that point by its index to rerun it", file=sys.stderr)
     state = {v.index: v.state for v in views}
     # under Slurm, "not submitted" is a point whose array sbatch refused (a limit) or whose submit was
     # interrupted; a local sweep's points are "not submitted" until their turn comes, so not those
     left_out = ("not submitted",) if manifest.get("executor") == "slurm" else ()
     if args.failed:
-        todo = [v.index for v in views if v.state in FAILED_STATES + ("interrupted", "lost") + left_out]
+        todo = [
+            v.index for v in views if v.state in FAILED_STATES + ("interrupted", "lost") + left_out
+        ]
     else:
         todo = list(dict.fromkeys(args.points))
         _known(run, manifest, todo)
@@ -290,8 +364,10 @@ def cmd_resubmit(args) -> int:
         refuse_links_within(run.point(i).root)
     busy = [i for i in todo if state[i] in BUSY]
     if busy and not args.force:
-        raise RunError(f"{run.root}: point(s) {', '.join(f'{i} ({state[i]})' for i in busy)} may still run; "
-                       "wait for them, `mrihpc cancel` them, or resubmit --force to cancel and resubmit")
+        raise RunError(
+            f"{run.root}: point(s) {', '.join(f'{i} ({state[i]})' for i in busy)} may still run; "
+            "wait for them, `mrihpc cancel` them, or resubmit --force to cancel and resubmit"
+        )
     if busy:
         print(f"cancelling point(s) {', '.join(map(str, busy))} first (--force)")
         cancel_points(run, manifest, busy, wait_s=60)
@@ -301,7 +377,10 @@ def cmd_resubmit(args) -> int:
             return 1 if notes else 0
         print("nothing to resubmit: no failed, cancelled, timed-out or unsubmitted points")
         return 1 if notes else 0
-    from mrihpc.login import adapt, launch  # the spec models and submitit: only when there is something to submit
+    from mrihpc.login import (
+        adapt,
+        launch,
+    )  # the spec models and submitit: only when there is something to submit
     from mrihpc.specfile import load_point_spec
 
     spec = sbatch_flags.apply(load_point_spec(run.point(todo[0])), args)
@@ -313,7 +392,9 @@ def cmd_resubmit(args) -> int:
         for step in steps:
             print(step.line())
     if args.dry_run:
-        print(f"dry run: would resubmit point(s) {', '.join(str(s.index) for s in steps if s.resubmit) or 'none'}")
+        print(
+            f"dry run: would resubmit point(s) {', '.join(str(s.index) for s in steps if s.resubmit) or 'none'}"
+        )
         return 0
     if args.adapt:
         adapt.record(run, steps)
@@ -325,14 +406,23 @@ def cmd_resubmit(args) -> int:
     before = {i: _status_or_none(run.point(i).status) for i in todo}
     print(f"resubmitting point(s) {', '.join(map(str, todo))} ({executor})")
     jobs = []
-    for changes, indices in _by_cluster(manifest, todo).items():  # one array per distinct set of resources
+    for changes, indices in _by_cluster(
+        manifest, todo
+    ).items():  # one array per distinct set of resources
         adapted = sbatch_flags.with_cluster(spec, dict(changes), "resubmit --adapt")
         jobs += launch.submit_points(run, adapted, indices, executor)  # a refusal raises
     if executor == "slurm":
         for i in todo:  # queued: pending, unless the new job has already written its own state
-            update_json(run.point(i).status, lambda s, old=before[i]: {**(s or {}), "state": "pending", "error": None}
-                        if s == old else s, replace_damaged=True)
-        arrays = list(dict.fromkeys(j.job_id.split("_")[0] for j in jobs))  # one per MaxArraySize chunk
+            update_json(
+                run.point(i).status,
+                lambda s, old=before[i]: (
+                    {**(s or {}), "state": "pending", "error": None} if s == old else s
+                ),
+                replace_damaged=True,
+            )
+        arrays = list(
+            dict.fromkeys(j.job_id.split("_")[0] for j in jobs)
+        )  # one per MaxArraySize chunk
         print(f"submitted array job {', '.join(arrays)} with {len(jobs)} tasks")
         if manifest.get("adaptive"):
             _continue_rungs(run, executor, arrays)

@@ -3,6 +3,7 @@
 ``metrics`` always has ``kind`` ("step" or "epoch"). A monitor never raises into the
 training loop: the Trainer calls them through ``Monitors``, which catches and reports.
 """
+
 from __future__ import annotations
 
 import sys

@@ -1,5 +1,6 @@
 """Training progress on the console: one clean line per epoch (no carriage returns, so Slurm
 logs stay readable), and on a terminal also a progress bar with ETA redrawn at each logged step."""
+
 from __future__ import annotations
 
 import sys
@@ -28,18 +29,27 @@ class Console:
         if kind == "step" and self.bar:
             elapsed, left = self._progress(metrics)
             done = point_fraction(metrics, self.epochs)
-            line = (f"[{self.name}] epoch {metrics['epoch'] + 1}/{self.epochs} {bar(done)} {done:4.0%} "
-                    f"step {step} loss={metrics.get('loss', float('nan')):.4g} eta {left}")
+            line = (
+                f"[{self.name}] epoch {metrics['epoch'] + 1}/{self.epochs} {bar(done)} {done:4.0%} "
+                f"step {step} loss={metrics.get('loss', float('nan')):.4g} eta {left}"
+            )
             self.stream.write("\r" + line.ljust(100))
             self.stream.flush()
         if kind != "epoch":
             return
         elapsed, left = self._progress(metrics)
-        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
-                         if isinstance(v, float) and (k.startswith("val_") or k in ("train_loss", "lr")))
+        shown = " ".join(
+            f"{k}={v:.4g}"
+            for k, v in metrics.items()
+            if isinstance(v, float) and (k.startswith("val_") or k in ("train_loss", "lr"))
+        )
         clear = "\r" + " " * 100 + "\r" if self.bar else ""
-        print(f"{clear}[{self.name}] epoch {metrics['epoch'] + 1}/{self.epochs} step {step} {shown} "
-              f"elapsed {duration(elapsed)} eta {left}", file=self.stream, flush=True)
+        print(
+            f"{clear}[{self.name}] epoch {metrics['epoch'] + 1}/{self.epochs} step {step} {shown} "
+            f"elapsed {duration(elapsed)} eta {left}",
+            file=self.stream,
+            flush=True,
+        )
 
     def close(self) -> None:
         pass

@@ -1,4 +1,5 @@
 """metrics.jsonl: one JSON object per logged step, epoch or test scoring, flushed at once (always on)."""
+
 from __future__ import annotations
 
 import json
@@ -20,4 +21,3 @@ class MetricsFile:
 
     def close(self) -> None:
         self.file.close()
-

@@ -10,6 +10,7 @@ so the peaks reach metrics.jsonl and status.json. Sampling this process from a t
 (``memory_usage(-1)``) avoids counting a sampling child process, which
 ``include_children=True`` would.
 """
+
 from __future__ import annotations
 
 import sys
@@ -26,7 +27,9 @@ MIB = 2**20
 
 class MemoryProfile:
     def __init__(self, path: Path, interval_s: float, device: torch.device):
-        self.cuda = device.type == "cuda" and torch.cuda.is_available()  # no CUDA calls without a GPU
+        self.cuda = (
+            device.type == "cuda" and torch.cuda.is_available()
+        )  # no CUDA calls without a GPU
         self.host_peak = 0.0
         self.file = open_no_follow(path, "a", buffering=1)
         if path.stat().st_size == 0:
@@ -46,8 +49,10 @@ class MemoryProfile:
         self.host_peak = max(self.host_peak, host)
         self.file.write(f"MEM {host:.6f} {stamp:.4f}\n")
         if self.cuda:
-            self.file.write(f"CUDA {torch.cuda.memory_allocated() / MIB:.3f} {torch.cuda.memory_reserved() / MIB:.3f} "
-                            f"{torch.cuda.max_memory_allocated() / MIB:.3f} {stamp:.4f}\n")
+            self.file.write(
+                f"CUDA {torch.cuda.memory_allocated() / MIB:.3f} {torch.cuda.memory_reserved() / MIB:.3f} "
+                f"{torch.cuda.max_memory_allocated() / MIB:.3f} {stamp:.4f}\n"
+            )
 
     def log(self, metrics: dict, step: int) -> None:
         if metrics.get("kind") == "epoch":

@@ -16,6 +16,7 @@ images (input | prediction | target | error, each validation) and config (the po
 YAML). ``compare_<metric>`` holds one trace per point, each replaced whole every epoch
 (a short list), so replaying is idempotent there too.
 """
+
 from __future__ import annotations
 
 import math
@@ -56,28 +57,55 @@ def _first_stamp(path, fallback: float) -> float:
 
 
 class VisdomMonitor:
-    def __init__(self, paths: PointPaths, env: str, index: int, point_name: str, metric: str,
-                 config_text: str, url: str, timeout_s: float = 2.0, backoff_s: float = 30.0, flush_every: int = 5,
-                 post: bool = True):
+    def __init__(
+        self,
+        paths: PointPaths,
+        env: str,
+        index: int,
+        point_name: str,
+        metric: str,
+        config_text: str,
+        url: str,
+        timeout_s: float = 2.0,
+        backoff_s: float = 30.0,
+        flush_every: int = 5,
+        post: bool = True,
+    ):
         self.env, self.prefix, self.point_name, self.metric = env, f"p{index}_", point_name, metric
         # post: False leaves the calls in visdom.log for the login node's follower
         self.sender = Sender(Transport(url, timeout_s, backoff_s)) if post else None
         # windows made before (a resumed point): append to them instead of starting over
-        self.created = {m.get("win") for e, m in read_log(paths.visdom_log) if e == "events"} - {None}
-        self.vis = _LoggingVisdom(env, str(paths.visdom_log), self.sender.submit if post else lambda *call: None)
+        self.created = {m.get("win") for e, m in read_log(paths.visdom_log) if e == "events"} - {
+            None
+        }
+        self.vis = _LoggingVisdom(
+            env, str(paths.visdom_log), self.sender.submit if post else lambda *call: None
+        )
         # memory samples already plotted (a resumed point's memory.dat keeps its earlier ones)
         self.memory_file = paths.memory
-        self.memory_read = paths.memory.stat().st_size if self.prefix + "memory" in self.created and paths.memory.is_file() else 0
+        self.memory_read = (
+            paths.memory.stat().st_size
+            if self.prefix + "memory" in self.created and paths.memory.is_file()
+            else 0
+        )
         self.memory_t0: float | None = None
-        self.history = [(r["epoch"], r[f"val_{metric}"]) for r in read_jsonl(paths.metrics, dict)
-                        if r.get("kind") == "epoch" and f"val_{metric}" in r]
+        self.history = [
+            (r["epoch"], r[f"val_{metric}"])
+            for r in read_jsonl(paths.metrics, dict)
+            if r.get("kind") == "epoch" and f"val_{metric}" in r
+        ]
         self.steps: list[dict] = []
         self.flush_every = flush_every
-        self.vis.text(f"<b>{point_name}</b><pre>{config_text}</pre>", win=self.prefix + "config",
-                      opts={"title": f"{point_name}: config"})
+        self.vis.text(
+            f"<b>{point_name}</b><pre>{config_text}</pre>",
+            win=self.prefix + "config",
+            opts={"title": f"{point_name}: config"},
+        )
 
     # --- windows -------------------------------------------------------------------------
-    def _lines(self, what: str, x: list[float], traces: dict[str, list[float]], title: str, xlabel: str) -> None:
+    def _lines(
+        self, what: str, x: list[float], traces: dict[str, list[float]], title: str, xlabel: str
+    ) -> None:
         """Create window ``what`` on first use, append afterwards; one trace per ``traces`` key."""
         win = self.prefix + what
         names = list(traces)
@@ -88,16 +116,35 @@ class VisdomMonitor:
         if win in self.created:
             self.vis.line(Y=Y, X=X, win=win, update="append")
         else:
-            self.vis.line(Y=Y, X=X, win=win, opts={"title": f"{self.point_name}: {title}", "legend": names,
-                                                   "xlabel": xlabel, "showlegend": True})
+            self.vis.line(
+                Y=Y,
+                X=X,
+                win=win,
+                opts={
+                    "title": f"{self.point_name}: {title}",
+                    "legend": names,
+                    "xlabel": xlabel,
+                    "showlegend": True,
+                },
+            )
             self.created.add(win)
 
     def _flush_steps(self) -> None:
         if not self.steps:
             return
         x = [r["step"] for r in self.steps]
-        keys = [k for k in self.steps[0] if k not in STEP_META | {"step"} and isinstance(self.steps[0][k], float)]
-        self._lines("loss", x, {k: [r.get(k, math.nan) for r in self.steps] for k in keys}, "training loss", "step")
+        keys = [
+            k
+            for k in self.steps[0]
+            if k not in STEP_META | {"step"} and isinstance(self.steps[0][k], float)
+        ]
+        self._lines(
+            "loss",
+            x,
+            {k: [r.get(k, math.nan) for r in self.steps] for k in keys},
+            "training loss",
+            "step",
+        )
         self._lines("lr", x, {"lr": [r["lr"] for r in self.steps]}, "learning rate", "step")
         self.steps = []
 
@@ -105,11 +152,11 @@ class VisdomMonitor:
         epoch = record["epoch"] + 1
         for key in sorted(k for k in record if k.startswith("val_") and k != "val_volumes"):
             traces = {"model": [record[key]]}
-            baseline = "val_zf_" + key[len("val_"):]
+            baseline = "val_zf_" + key[len("val_") :]
             if baseline in record:
                 traces["zero-filled"] = [record[baseline]]
             if not key.startswith("val_zf_"):
-                self._lines(key, [epoch], traces, key[len("val_"):], "epoch")
+                self._lines(key, [epoch], traces, key[len("val_") :], "epoch")
         memory = {k: [record[k]] for k in sorted(record) if k.startswith("mem_")}
         if memory:
             self._lines("memory_peaks", [epoch], memory, "memory peaks per epoch (MiB)", "epoch")
@@ -117,13 +164,26 @@ class VisdomMonitor:
         if f"val_{self.metric}" in record:
             self.history.append((epoch, record[f"val_{self.metric}"]))
             win = f"compare_{self.metric}"
-            xs, ys = np.array([h[0] for h in self.history], dtype=float), np.array([h[1] for h in self.history])
+            xs, ys = (
+                np.array([h[0] for h in self.history], dtype=float),
+                np.array([h[1] for h in self.history]),
+            )
             if win not in self.created:
                 # an append creates the window or adds this point's trace (a plain create would
                 # wipe the other points' traces); the replace then always sets the whole trace,
                 # so the last call for it is idempotent and a replay cannot double it
-                self.vis.line(Y=ys, X=xs, win=win, name=self.point_name, update="append",
-                              opts={"title": f"{self.env}: {self.metric}", "showlegend": True, "xlabel": "epoch"})
+                self.vis.line(
+                    Y=ys,
+                    X=xs,
+                    win=win,
+                    name=self.point_name,
+                    update="append",
+                    opts={
+                        "title": f"{self.env}: {self.metric}",
+                        "showlegend": True,
+                        "xlabel": "epoch",
+                    },
+                )
                 self.created.add(win)
             self.vis.line(Y=ys, X=xs, win=win, name=self.point_name, update="replace")
         if self.sender is not None:
@@ -140,12 +200,22 @@ class VisdomMonitor:
             scaled[name] = ((img - lo) / (hi - lo if hi > lo else 1.0))[None]
         size = next(iter(scaled.values())).shape
         together = [n for n, t in scaled.items() if t.shape == size]
-        self.vis.images(torch.stack([scaled[n] for n in together]), nrow=len(together), padding=4, win=self.prefix + "images",
-                        opts={"title": f"{self.point_name}: {' | '.join(together)} (epoch {epoch + 1})",
-                              "caption": " | ".join(together)})
+        self.vis.images(
+            torch.stack([scaled[n] for n in together]),
+            nrow=len(together),
+            padding=4,
+            win=self.prefix + "images",
+            opts={
+                "title": f"{self.point_name}: {' | '.join(together)} (epoch {epoch + 1})",
+                "caption": " | ".join(together),
+            },
+        )
         for name in [n for n in scaled if n not in together]:
-            self.vis.image(scaled[name], win=f"{self.prefix}image_{name}",
-                           opts={"title": f"{self.point_name}: {name} (epoch {epoch + 1})", "caption": name})
+            self.vis.image(
+                scaled[name],
+                win=f"{self.prefix}image_{name}",
+                opts={"title": f"{self.point_name}: {name} (epoch {epoch + 1})", "caption": name},
+            )
 
     # --- monitor interface ---------------------------------------------------------------
     def log(self, metrics: dict, step: int) -> None:
@@ -169,7 +239,7 @@ class VisdomMonitor:
                 data = f.read()
         except FileNotFoundError:
             return
-        data = data[:data.rfind(b"\n") + 1]  # complete lines only; the rest next epoch
+        data = data[: data.rfind(b"\n") + 1]  # complete lines only; the rest next epoch
         self.memory_read += len(data)
         host, cuda = {}, {}
         for line in data.decode().splitlines():
@@ -181,19 +251,35 @@ class VisdomMonitor:
         if not host:
             return
         stamps = sorted(host)
-        self.memory_t0 = self.memory_t0 if self.memory_t0 is not None else _first_stamp(self.memory_file, stamps[0])
+        self.memory_t0 = (
+            self.memory_t0
+            if self.memory_t0 is not None
+            else _first_stamp(self.memory_file, stamps[0])
+        )
         traces = {"host_rss_mib": [host[t] for t in stamps]}
         if cuda:
             traces["cuda_allocated_mib"] = [cuda.get(t, float("nan")) for t in stamps]
-        self._lines("memory", [t - self.memory_t0 for t in stamps], traces, "memory (MiB, sampled)", "seconds")
+        self._lines(
+            "memory",
+            [t - self.memory_t0 for t in stamps],
+            traces,
+            "memory (MiB, sampled)",
+            "seconds",
+        )
 
     def stats(self) -> dict:
         """Calls sent, refused by the server, failed (timeout / no server), skipped in back-off, dropped."""
         if self.sender is None:
             return {"posted": False}
         t = self.sender.transport
-        return {"sent": t.sent, "refused": t.refused, "failed": t.failed, "skipped": t.skipped,
-                "dropped": self.sender.dropped, "last_error": t.last_error}
+        return {
+            "sent": t.sent,
+            "refused": t.refused,
+            "failed": t.failed,
+            "skipped": t.skipped,
+            "dropped": self.sender.dropped,
+            "last_error": t.last_error,
+        }
 
     def close(self) -> None:
         try:
@@ -203,6 +289,9 @@ class VisdomMonitor:
                 self.sender.close()
         s = self.stats()
         if self.sender is not None and s["failed"] or s["refused"] or s["skipped"] or s["dropped"]:
-            print(f"[mrihpc] visdom: {s['sent']} calls sent, {s['failed']} failed, {s['refused']} refused, "
-                  f"{s['skipped'] + s['dropped']} not sent (last error: {s['last_error']}); every call is in "
-                  f"visdom.log: `mrihpc visdom replay RUN` rebuilds the plots", file=sys.stderr)
+            print(
+                f"[mrihpc] visdom: {s['sent']} calls sent, {s['failed']} failed, {s['refused']} refused, "
+                f"{s['skipped'] + s['dropped']} not sent (last error: {s['last_error']}); every call is in "
+                f"visdom.log: `mrihpc visdom replay RUN` rebuilds the plots",
+                file=sys.stderr,
+            )

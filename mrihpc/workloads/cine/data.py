@@ -7,6 +7,7 @@ chunks, into ``<cache>/cine/<key>/data.npy`` (keyed by the source's path, size a
 every DataLoader worker then reads only the bytes of the cases it serves (``pread`` at the
 offset the map gives), so host memory stays flat as the number of cases grows.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,15 +32,21 @@ def _check_header(where: str, shape: tuple, fortran: bool, dtype: np.dtype) -> N
     """DataError unless the header describes [N, T, X, Y] floats the split and metrics can use."""
 
     if len(shape) != 4 or fortran:
-        raise DataError(f"{where} has shape {list(shape)}{' in Fortran order' if fortran else ''}; "
-                        "allowed: [N, T, X, Y] in C order")
+        raise DataError(
+            f"{where} has shape {list(shape)}{' in Fortran order' if fortran else ''}; "
+            "allowed: [N, T, X, Y] in C order"
+        )
     if dtype.name not in DTYPES:
         raise DataError(f"{where} holds {dtype}; allowed: {', '.join(DTYPES)}")
     if shape[0] < 3:
-        raise DataError(f"{where} holds {shape[0]} case(s); allowed: at least 3 (train, validation and test)")
+        raise DataError(
+            f"{where} holds {shape[0]} case(s); allowed: at least 3 (train, validation and test)"
+        )
     if min(shape[1:]) < MIN_SIDE:
-        raise DataError(f"{where} has frames x size {list(shape[1:])}; allowed: each >= {MIN_SIDE} "
-                        "(the 3-D SSIM's window)")
+        raise DataError(
+            f"{where} has frames x size {list(shape[1:])}; allowed: each >= {MIN_SIDE} "
+            "(the 3-D SSIM's window)"
+        )
 
 
 def _convert(npz: Path, key: str, out: Path) -> None:
@@ -60,22 +67,36 @@ def _convert(npz: Path, key: str, out: Path) -> None:
         with archive.open(member) as f:
             try:
                 version = np.lib.format.read_magic(f)
-                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
                 shape, fortran, dtype = read_header(f)
             except ValueError as e:
                 raise DataError(f"{where} is not a NumPy array ({e})") from None
             _check_header(where, shape, fortran, dtype)
             per_case = int(np.prod(shape[1:])) * dtype.itemsize
             size, promised = archive.getinfo(member).file_size, f.tell() + shape[0] * per_case
-            if size != promised:  # a member cut short, or a header claiming more cases than it holds
-                raise DataError(f"{where}: the header promises {list(shape)} {dtype} ({promised:,} bytes), the "
-                                f"member holds {size:,} bytes; allowed: an array whose data matches its header")
+            if (
+                size != promised
+            ):  # a member cut short, or a header claiming more cases than it holds
+                raise DataError(
+                    f"{where}: the header promises {list(shape)} {dtype} ({promised:,} bytes), the "
+                    f"member holds {size:,} bytes; allowed: an array whose data matches its header"
+                )
             step = max(1, CHUNK_BYTES // per_case)
             lo, hi = math.inf, -math.inf
             # plain writes, not a writable map: mapped dirty pages would count as this process's memory
             with open(out / "data.npy", "wb") as target:
-                np.lib.format.write_array_header_2_0(target, {"descr": np.lib.format.dtype_to_descr(dtype),
-                                                              "fortran_order": False, "shape": tuple(shape)})
+                np.lib.format.write_array_header_2_0(
+                    target,
+                    {
+                        "descr": np.lib.format.dtype_to_descr(dtype),
+                        "fortran_order": False,
+                        "shape": tuple(shape),
+                    },
+                )
                 for start in range(0, shape[0], step):
                     n = min(step, shape[0] - start)
                     chunk = f.read(n * per_case)
@@ -84,8 +105,15 @@ def _convert(npz: Path, key: str, out: Path) -> None:
                     target.write(chunk)
                     mag = np.abs(values)
                     lo, hi = min(lo, float(mag.min())), max(hi, float(mag.max()))
-    meta = {"source": str(npz), "key": key, "shape": list(shape), "dtype": str(dtype), "min": lo, "max": hi,
-            "in_unit_range": lo >= 0 and hi <= 1}
+    meta = {
+        "source": str(npz),
+        "key": key,
+        "shape": list(shape),
+        "dtype": str(dtype),
+        "min": lo,
+        "max": hi,
+        "in_unit_range": lo >= 0 and hi <= 1,
+    }
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
@@ -94,14 +122,18 @@ def _check_cases(where: str, values: np.ndarray, first: int) -> None:
     infinite value, or whose magnitude is constant (an all-zero case has no PSNR)."""
     finite = np.isfinite(values).all(axis=1)
     if not finite.all():
-        raise DataError(f"{where}: case {first + int(np.argmin(finite))} holds NaN or infinite values; "
-                        "allowed: finite values")
+        raise DataError(
+            f"{where}: case {first + int(np.argmin(finite))} holds NaN or infinite values; "
+            "allowed: finite values"
+        )
     mag = np.abs(values)
     flat = mag.max(axis=1) == mag.min(axis=1)
     if flat.any():
         case = int(np.argmax(flat))
-        raise DataError(f"{where}: case {first + case} is {float(mag[case, 0]):g} everywhere; allowed: cases "
-                        "whose images vary (a constant target has no PSNR and nothing to learn)")
+        raise DataError(
+            f"{where}: case {first + case} is {float(mag[case, 0]):g} everywhere; allowed: cases "
+            "whose images vary (a constant target has no PSNR and nothing to learn)"
+        )
 
 
 def source_array(data) -> Path:
@@ -110,7 +142,14 @@ def source_array(data) -> Path:
         from mrihpc.workloads.cine.synth import generate
 
         p = data.synthetic.model_dump()
-        return cached_dataset("cine-phantoms", p, lambda out: _convert(generate(out / "src", **p), "dataset", out / "c")) / "c"
+        return (
+            cached_dataset(
+                "cine-phantoms",
+                p,
+                lambda out: _convert(generate(out / "src", **p), "dataset", out / "c"),
+            )
+            / "c"
+        )
     npz = Path(data.root).resolve()
     if not npz.is_file():
         raise DataError(f"{npz}: no such file; data.root is the .npz holding [N, T, X, Y]")
@@ -131,12 +170,16 @@ def split_cases(num_cases: int, shares: tuple[int, int, int], seed: int) -> dict
     n_val = max(1, round(num_cases * shares[1] / total))
     n_test = max(1, round(num_cases * shares[2] / total))
     n_train = num_cases - n_val - n_test
-    return {"train": sorted(order[:n_train]), "val": sorted(order[n_train:n_train + n_val]),
-            "test": sorted(order[n_train + n_val:])}
+    return {
+        "train": sorted(order[:n_train]),
+        "val": sorted(order[n_train : n_train + n_val]),
+        "test": sorted(order[n_train + n_val :]),
+    }
 
 
-def cartesian_mask(frames: int, nx: int, ny: int, acceleration: int, sample_n: int,
-                   rng: np.random.Generator) -> np.ndarray:
+def cartesian_mask(
+    frames: int, nx: int, ny: int, acceleration: int, sample_n: int, rng: np.random.Generator
+) -> np.ndarray:
     """One variable-density mask per frame, ``(frames, nx, ny)`` float32, lines along x.
 
     Schlemper's ``cartesian_mask(centred=True)``: pdf = exp(-0.5 / (nx/10)^2 (i - nx/2)^2)
@@ -173,7 +216,13 @@ class CineCases:
     ``case`` its index in the file."""
 
     def __init__(self, folder: Path, cases: list[int], mask, train: bool, seed: int):
-        self.path, self.cases, self.mask, self.train, self.seed = folder / "data.npy", cases, mask, train, seed
+        self.path, self.cases, self.mask, self.train, self.seed = (
+            folder / "data.npy",
+            cases,
+            mask,
+            train,
+            seed,
+        )
         self.epoch, self._array = 0, None
 
     def __len__(self) -> int:
@@ -203,20 +252,28 @@ class CineCases:
 
     def masks(self, index: int) -> np.ndarray:
         case = self.cases[index]
-        key = [self.seed, self.epoch, case] if self.train and self.mask.fresh_per_epoch else [self.seed, case]
+        key = (
+            [self.seed, self.epoch, case]
+            if self.train and self.mask.fresh_per_epoch
+            else [self.seed, case]
+        )
         _, t, nx, ny = self._array_map().shape
-        return cartesian_mask(t, nx, ny, self.mask.acceleration, self.mask.sample_n, np.random.default_rng(key))
+        return cartesian_mask(
+            t, nx, ny, self.mask.acceleration, self.mask.sample_n, np.random.default_rng(key)
+        )
 
     def __getitem__(self, index: int) -> dict:
         image = self._case(self.cases[index])  # (T, X, Y): this case only
         mask = self.masks(index)
         k = fft2c(image.astype(np.complex64)) * mask
         zf = ifft2c(k)
-        return {"input": np.stack([zf.real, zf.imag]).astype(np.float32),
-                "target": np.abs(image).astype(np.float32),
-                "kspace": np.stack([k.real, k.imag]).astype(np.float32),
-                "mask": np.ascontiguousarray(mask[:, :, :1]), "case": self.cases[index]}
+        return {
+            "input": np.stack([zf.real, zf.imag]).astype(np.float32),
+            "target": np.abs(image).astype(np.float32),
+            "kspace": np.stack([k.real, k.imag]).astype(np.float32),
+            "mask": np.ascontiguousarray(mask[:, :, :1]),
+            "case": self.cases[index],
+        }
 
     def __getstate__(self):  # never pickle a map into a worker
         return {**self.__dict__, "_array": None}
-

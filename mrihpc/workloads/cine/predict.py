@@ -6,6 +6,7 @@ sampled; columns: frames), and ``output.txt`` in the seed's format: the training
 (``Epoch [E/N], Train Loss: x, Val Loss: y``), then ``loss``, ``PSNR`` and ``SSIM`` as mean
 and std (unbiased, as torch.std) over the cases.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,9 @@ from mrihpc.workloads.cine.task import case_scores
 def frames_panel(zf: np.ndarray, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     """uint8 ``(3 X, T Y)``: one row each for zero-filled, reconstruction, fully sampled."""
     rows = [np.concatenate(list(v), axis=1) for v in (zf, pred, target)]
-    return (np.clip(np.concatenate(rows, axis=0) / max(float(target.max()), 1e-12), 0, 1) * 255).astype(np.uint8)
+    return (
+        np.clip(np.concatenate(rows, axis=0) / max(float(target.max()), 1e-12), 0, 1) * 255
+    ).astype(np.uint8)
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
@@ -42,7 +45,10 @@ def predict(trained: Trained, split: str = "test") -> list[Path]:
     preds, scores = [], []
     for part in chunks(range(len(data)), trained.batch_size):
         items = [data[i] for i in part]
-        x, k, m = (torch.from_numpy(np.stack([it[key] for it in items])) for key in ("input", "kspace", "mask"))
+        x, k, m = (
+            torch.from_numpy(np.stack([it[key] for it in items]))
+            for key in ("input", "kspace", "mask")
+        )
         pred = model(*trained.on_device(x, k, m)).float().cpu()  # (B, T, X, Y)
         target = torch.from_numpy(np.stack([it["target"] for it in items]))
         zf = torch.sqrt(x[:, 0] ** 2 + x[:, 1] ** 2)
@@ -50,13 +56,21 @@ def predict(trained: Trained, split: str = "test") -> list[Path]:
         scores += [row | {"loss": float(e)} for row, e in zip(case_scores(target, pred), mse)]
         for b, item in enumerate(items):
             preds.append(pred[b].numpy())
-            imsave(out_dir / f"case{item['case']:04d}.png", frames_panel(zf[b].numpy(), pred[b].numpy(), item["target"]),
-                   check_contrast=False)
+            imsave(
+                out_dir / f"case{item['case']:04d}.png",
+                frames_panel(zf[b].numpy(), pred[b].numpy(), item["target"]),
+                check_contrast=False,
+            )
     np.save(out_dir / "reconstruction.npy", np.stack(preds).astype(np.float32))
-    (out_dir / "cases.json").write_text(json.dumps({"cases": cases[split], "scores": scores}, indent=1))
+    (out_dir / "cases.json").write_text(
+        json.dumps({"cases": cases[split], "scores": scores}, indent=1)
+    )
     epochs = [r for r in read_jsonl(trained.paths.metrics, dict) if r.get("kind") == "epoch"]
-    lines = [f"Epoch [{r['epoch'] + 1}/{spec.train.epochs}], Train Loss: {r['train_loss']:.6f}, "
-             f"Val Loss: {r.get('val_loss', float('nan')):.6f}" for r in epochs]
+    lines = [
+        f"Epoch [{r['epoch'] + 1}/{spec.train.epochs}], Train Loss: {r['train_loss']:.6f}, "
+        f"Val Loss: {r.get('val_loss', float('nan')):.6f}"
+        for r in epochs
+    ]
     for name, key in (("loss", "loss"), ("PSNR", "psnr1"), ("SSIM", "ssim")):
         mean, std = _stats([s[key] for s in scores])
         lines.append(f"{name}: mean = {mean:.6g}, std = {std:.6g}")

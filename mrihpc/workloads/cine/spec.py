@@ -1,4 +1,5 @@
 """Cine reconstruction (seed 001): the ``data`` and ``model`` sections and the descriptor."""
+
 from __future__ import annotations
 
 from typing import Any, ClassVar, Literal, Optional
@@ -32,8 +33,10 @@ def mask_problem(acceleration: int, sample_n: int, lines: int) -> str | None:
     if kept < 1:
         return f"acceleration {acceleration} keeps no line of {lines}; allowed: 1-{lines}"
     if sample_n > kept:
-        return (f"sample_n {sample_n} centre lines exceed the {kept} of {lines} lines acceleration "
-                f"{acceleration} keeps; allowed: sample_n <= {kept}, or a lower acceleration")
+        return (
+            f"sample_n {sample_n} centre lines exceed the {kept} of {lines} lines acceleration "
+            f"{acceleration} keeps; allowed: sample_n <= {kept}, or a lower acceleration"
+        )
     return None
 
 
@@ -64,7 +67,9 @@ class CineData(DataSection):
     @model_validator(mode="after")
     def _source(self) -> "CineData":
         if (self.root is None) == (self.synthetic is None):
-            raise ValueError("give exactly one of data.root (a .npz file) or data.synthetic (phantoms)")
+            raise ValueError(
+                "give exactly one of data.root (a .npz file) or data.synthetic (phantoms)"
+            )
         if min(self.split) < 1:
             raise ValueError(f"split {self.split}: every part needs a share >= 1")
         if self.synthetic is not None:
@@ -87,8 +92,17 @@ class CineUNet(ModelSpec):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         **ModelSpec.PRESETS,
         # Seed 001's U-Nets (same topology, 64 features; 20 frames in and out: 31,048,660 parameters)
-        "cine": dict(channels=64, depth=4, norm="batch", activation="relu", pool="max", upsample="transpose",
-                     conv_bias=False, up_norm_act=False, up_bias=True),
+        "cine": dict(
+            channels=64,
+            depth=4,
+            norm="batch",
+            activation="relu",
+            pool="max",
+            upsample="transpose",
+            conv_bias=False,
+            up_norm_act=False,
+            up_bias=True,
+        ),
     }
 
 
@@ -112,7 +126,9 @@ def check_data(spec, source: str) -> list[str]:
         return []
     path = Path(spec.data.root)
     if not path.is_file():
-        return [f"{source}: data.root: {path} is not a file; expected the .npz holding [N, T, X, Y]"]
+        return [
+            f"{source}: data.root: {path} is not a file; expected the .npz holding [N, T, X, Y]"
+        ]
     return []
 
 
@@ -120,23 +136,42 @@ def prepare_data(spec) -> None:
     from mrihpc.data import DataError
     from mrihpc.workloads.cine.data import meta, source_array
 
-    folder = source_array(spec.data)  # converts the .npz (or writes the phantoms) into the cache once
-    why = mask_problem(spec.data.mask.acceleration, spec.data.mask.sample_n, meta(folder)["shape"][2])
+    folder = source_array(
+        spec.data
+    )  # converts the .npz (or writes the phantoms) into the cache once
+    why = mask_problem(
+        spec.data.mask.acceleration, spec.data.mask.sample_n, meta(folder)["shape"][2]
+    )
     if why and spec.data.root is not None:
-        raise DataError(f"{spec.data.root}: {spec.data.key} has {meta(folder)['shape'][2]} lines (X); data.mask: {why}")
+        raise DataError(
+            f"{spec.data.root}: {spec.data.key} has {meta(folder)['shape'][2]} lines (X); data.mask: {why}"
+        )
 
 
 TWIN = SynthTwin(
-    kind="cine", help="cine.npz holding [N, T, X, Y] magnitude frames of beating-heart phantoms",
-    arguments=((("--cases",), {"type": int, "default": 200}), (("--frames",), {"type": int, "default": 20}),
-               (("--size",), {"type": int, "default": 192})),
-    write="mrihpc.workloads.cine.synth:write_twin")
+    kind="cine",
+    help="cine.npz holding [N, T, X, Y] magnitude frames of beating-heart phantoms",
+    arguments=(
+        (("--cases",), {"type": int, "default": 200}),
+        (("--frames",), {"type": int, "default": 20}),
+        (("--size",), {"type": int, "default": 192}),
+    ),
+    write="mrihpc.workloads.cine.synth:write_twin",
+)
 
 WORKLOAD = Workload(
-    name="cine", title="Cine", data=CineData, model=CineModel,
-    losses={"mse": "mrihpc.losses:mse_loss", "l1": "mrihpc.losses:l1_loss", "ssim": "mrihpc.losses:ssim_loss"},
+    name="cine",
+    title="Cine",
+    data=CineData,
+    model=CineModel,
+    losses={
+        "mse": "mrihpc.losses:mse_loss",
+        "l1": "mrihpc.losses:l1_loss",
+        "ssim": "mrihpc.losses:ssim_loss",
+    },
     metrics={"ssim": "max", "psnr": "max", "psnr1": "max", "mse": "min", "loss": "min"},
-    default_metric="ssim", default_loss={"mse": 1.0},
+    default_metric="ssim",
+    default_loss={"mse": 1.0},
     task="mrihpc.workloads.cine.task:CineTask",
     predict="mrihpc.workloads.cine.predict:predict",
     check_data="mrihpc.workloads.cine.spec:check_data",

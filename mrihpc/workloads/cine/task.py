@@ -8,6 +8,7 @@ frames: MSE, PSNR with peak 1 (``psnr1``, the course's) and peak max(target) (``
 fastMRI's), and scikit-image's 3-D Gaussian SSIM; the zero-filled input is scored the same
 way (``zf_*``).
 """
+
 from __future__ import annotations
 
 import json
@@ -34,17 +35,33 @@ class CineNet(nn.Module):
             for net in (self.real, self.imag):
                 nn.init.zeros_(net.head.weight)
                 nn.init.zeros_(net.head.bias)
-        self.refiner = ResidualRefiner(frames, model.refiner.width, model.refiner.blocks) if model.refiner.blocks else nn.Identity()
-        self.data_consistency, self.sigmoid = model.data_consistency, model.out_activation == "sigmoid"
+        self.refiner = (
+            ResidualRefiner(frames, model.refiner.width, model.refiner.blocks)
+            if model.refiner.blocks
+            else nn.Identity()
+        )
+        self.data_consistency, self.sigmoid = (
+            model.data_consistency,
+            model.out_activation == "sigmoid",
+        )
 
-    def forward(self, x: torch.Tensor, kspace: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, kspace: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """x ``(N, 2, T, X, Y)``; kspace ``(N, 2, T, X, Y)`` and mask ``(N, T, X, 1)`` for data
         consistency -> magnitude ``(N, T, X, Y)``."""
         re, im = self.real(x[:, 0]), self.imag(x[:, 1])
         if self.data_consistency and kspace is not None:
-            k = torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(torch.complex(re.float(), im.float()), dim=(-2, -1))), dim=(-2, -1))
+            k = torch.fft.fftshift(
+                torch.fft.fft2(
+                    torch.fft.ifftshift(torch.complex(re.float(), im.float()), dim=(-2, -1))
+                ),
+                dim=(-2, -1),
+            )
             k = torch.where(mask > 0, torch.complex(kspace[:, 0], kspace[:, 1]), k)
-            z = torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1))), dim=(-2, -1))
+            z = torch.fft.fftshift(
+                torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1))), dim=(-2, -1)
+            )
             re, im = z.real, z.imag
         out = self.refiner(torch.sqrt(re.float() ** 2 + im.float() ** 2 + 1e-12))
         return torch.sigmoid(out) if self.sigmoid else out
@@ -58,8 +75,17 @@ def case_scores(gt: torch.Tensor, pred: torch.Tensor) -> list[dict[str, float]]:
     ssim = ssim_gaussian_3d(gt, pred)
     # seed 001's own definitions are psnr1 and this SSIM exactly: seed_* repeats them under the
     # prefix every workload uses for its seed's figures
-    return [{"mse": float(a), "psnr1": float(b), "psnr": float(c), "ssim": float(d), "seed_psnr": float(b), "seed_ssim": float(d)}
-            for a, b, c, d in zip(mse, psnr1, psnr, ssim)]
+    return [
+        {
+            "mse": float(a),
+            "psnr1": float(b),
+            "psnr": float(c),
+            "ssim": float(d),
+            "seed_psnr": float(b),
+            "seed_ssim": float(d),
+        }
+        for a, b, c, d in zip(mse, psnr1, psnr, ssim)
+    ]
 
 
 class CineTask(Task):
@@ -83,21 +109,32 @@ class CineTask(Task):
         folder, split = self.splits()
         m = meta(folder)
         if not m["in_unit_range"]:
-            self.ctx.log(f"note: {m['source']} holds magnitudes in [{m['min']:.3g}, {m['max']:.3g}], not [0, 1]; "
-                  "psnr1 (peak 1) assumes [0, 1]", flush=True)
+            self.ctx.log(
+                f"note: {m['source']} holds magnitudes in [{m['min']:.3g}, {m['max']:.3g}], not [0, 1]; "
+                "psnr1 (peak 1) assumes [0, 1]",
+                flush=True,
+            )
         self.frames = m["shape"][1]
         seed, mask = self.spec.train.seed, self.spec.data.mask
-        return CineCases(folder, split["train"], mask, True, seed), CineCases(folder, split["val"], mask, False, seed)
+        return CineCases(folder, split["train"], mask, True, seed), CineCases(
+            folder, split["val"], mask, False, seed
+        )
 
     def test_dataset(self):
         folder, split = self.splits()
-        return CineCases(folder, split["test"], self.spec.data.mask, False, self.spec.train.seed) if split["test"] else None
+        return (
+            CineCases(folder, split["test"], self.spec.data.mask, False, self.spec.train.seed)
+            if split["test"]
+            else None
+        )
 
     def networks(self) -> dict[str, nn.Module]:
         folder = source_array(self.spec.data)
         return {"model": CineNet(self.spec.model, meta(folder)["shape"][1])}
 
-    def train_step(self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext) -> dict[str, float]:
+    def train_step(
+        self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext
+    ) -> dict[str, float]:
         with ctx.autocast():
             pred = nets["model"](batch["input"], batch["kspace"], batch["mask"])
         loss, parts = self.loss({"pred": pred.float()}, batch)
@@ -111,11 +148,17 @@ class CineTask(Task):
         zf = torch.sqrt(batch["input"][:, 0] ** 2 + batch["input"][:, 1] ** 2)
         gt = batch["target"]
         loss = float(self.loss({"pred": pred}, {"target": gt})[0])
-        parts = [(int(case), mine | {f"zf_{k}": v for k, v in base.items()} | {"loss": loss})
-                 for case, mine, base in zip(batch["case"], case_scores(gt, pred), case_scores(gt, zf))]
+        parts = [
+            (int(case), mine | {f"zf_{k}": v for k, v in base.items()} | {"loss": loss})
+            for case, mine, base in zip(batch["case"], case_scores(gt, pred), case_scores(gt, zf))
+        ]
         shown = None
         if preview:
             mid = gt.shape[1] // 2
-            shown = {"input": zf[0, mid].cpu(), "prediction": pred[0, mid].cpu(), "target": gt[0, mid].cpu(),
-                     "error": (pred[0, mid] - gt[0, mid]).abs().cpu()}
+            shown = {
+                "input": zf[0, mid].cpu(),
+                "prediction": pred[0, mid].cpu(),
+                "target": gt[0, mid].cpu(),
+                "error": (pred[0, mid] - gt[0, mid]).abs().cpu(),
+            }
         return Evaluated(parts, preview=shown)

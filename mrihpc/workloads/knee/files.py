@@ -1,5 +1,6 @@
 """The knee workload's files, torch-free (the login node checks them at submit): the split
 folders, folds, and the index of every volume's header (cached by path, size and mtime)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +10,9 @@ from mrihpc.data.cache import cache_root
 from mrihpc.workloads.knee.kspace.fastmri import Volume, index_volumes, list_files, split_folds
 from mrihpc.workloads.knee.kspace.synth import ensure_synthetic
 
-DEFAULT_HOLDOUT_FOLDS = 5  # no val/ folder and no folds: hold out one fifth of train/ (one volume at least)
+DEFAULT_HOLDOUT_FOLDS = (
+    5  # no val/ folder and no folds: hold out one fifth of train/ (one volume at least)
+)
 
 
 def data_root(data) -> Path:

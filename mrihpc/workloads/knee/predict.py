@@ -5,6 +5,7 @@ One HDF5 file per input file, under the input's name, with ``reconstruction`` fl
 holds ``reconstruction_4af`` and ``reconstruction_8af``. A PNG panel per file shows the
 middle slice: zero-filled | prediction | target | error.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,7 +32,9 @@ def _original_scale(images: torch.Tensor, samples: list[dict]) -> np.ndarray:
 
 
 @torch.no_grad()
-def _reconstruct(trained: Trained, model, dataset: KSpaceSlices) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _reconstruct(
+    trained: Trained, model, dataset: KSpaceSlices
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(zero-filled, prediction, target) volumes ``(slices, h, w)`` in the original scale; the
     slices go through ``model`` (``(B, 1, h, w)`` -> ``(B, 1, h, w)``) a training batch at a time,
     on the prediction device."""
@@ -75,11 +78,24 @@ def write_predictions(trained: Trained, model: torch.nn.Module, split: str) -> l
     for volume in volumes_of(files, d):
         results = {}
         for key in volume.kspace_keys:
-            if key == "kspace" and split == "test" and volume.target_key is None and d.format == "fastmri":
+            if (
+                key == "kspace"
+                and split == "test"
+                and volume.target_key is None
+                and d.format == "fastmri"
+            ):
                 raise DataError(f"{volume.path}: test file without reference; nothing to compare")
             # fully sampled files get the fixed validation mask; test files are undersampled already
-            dataset = KSpaceSlices([volume], mask if key == "kspace" else None, crop_of(d), d.normalize,
-                                   skip_slices=0, train=False, seed=spec.train.seed, kspace_key=key)
+            dataset = KSpaceSlices(
+                [volume],
+                mask if key == "kspace" else None,
+                crop_of(d),
+                d.normalize,
+                skip_slices=0,
+                train=False,
+                seed=spec.train.seed,
+                kspace_key=key,
+            )
             name = "reconstruction" if key == "kspace" else key.replace("kspace", "reconstruction")
             results[name] = _reconstruct(trained, model, dataset)
         target = out_dir / volume.name
@@ -87,6 +103,10 @@ def write_predictions(trained: Trained, model: torch.nn.Module, split: str) -> l
             for name, (_, pred, _) in results.items():
                 f.create_dataset(name, data=pred)
         for name, volumes in results.items():
-            imsave(out_dir / f"{Path(volume.name).stem}_{name}.png", panel(*volumes), check_contrast=False)
+            imsave(
+                out_dir / f"{Path(volume.name).stem}_{name}.png",
+                panel(*volumes),
+                check_contrast=False,
+            )
         written.append(target)
     return written

@@ -2,6 +2,7 @@
 
 Light on purpose (pydantic only): the login node imports it to validate a spec.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,8 +43,10 @@ class MaskSpec(Section):
     @model_validator(mode="after")
     def _paired(self) -> "MaskSpec":
         if len(self.accelerations) != len(self.center_fractions):
-            raise ValueError(f"accelerations ({len(self.accelerations)}) and center_fractions "
-                             f"({len(self.center_fractions)}) must have the same length")
+            raise ValueError(
+                f"accelerations ({len(self.accelerations)}) and center_fractions "
+                f"({len(self.center_fractions)}) must have the same length"
+            )
         return self
 
 
@@ -62,7 +65,9 @@ class SyntheticSpec(Section):
     @model_validator(mode="after")
     def _fits(self) -> "SyntheticSpec":
         if any(r > s or r < 16 for r, s in zip(self.recon_shape, self.shape)):
-            raise ValueError(f"recon_shape {self.recon_shape} must be >= 16 and fit inside shape {self.shape}")
+            raise ValueError(
+                f"recon_shape {self.recon_shape} must be >= 16 and fit inside shape {self.shape}"
+            )
         return self
 
 
@@ -98,7 +103,9 @@ class DataSpec(DataSection):
     @model_validator(mode="after")
     def _source(self) -> "DataSpec":
         if (self.root is None) == (self.synthetic is None):
-            raise ValueError("give exactly one of data.root (a folder) or data.synthetic (phantoms)")
+            raise ValueError(
+                "give exactly one of data.root (a folder) or data.synthetic (phantoms)"
+            )
         if self.fold is not None and (self.folds is None or self.fold >= self.folds):
             raise ValueError(f"fold {self.fold} needs folds > {self.fold}")
         return self
@@ -107,10 +114,14 @@ class DataSpec(DataSection):
 def check_spec(spec) -> list[str]:
     """A crop the U-Net can take and SSIM can score: each side at least 2 ** depth (its pools halve
     it) and 7 (SSIM's window)."""
-    depth = getattr(spec.model, "depth", None) or getattr(getattr(spec.model, "G", None), "depth", 0)
-    if spec.data.crop and min(spec.data.crop) < max(2 ** depth, 7):
-        return [f"data.crop: {list(spec.data.crop)}; allowed: each side >= {max(2 ** depth, 7)} (2 ** model depth "
-                f"{depth}, and SSIM's 7 x 7 window)"]
+    depth = getattr(spec.model, "depth", None) or getattr(
+        getattr(spec.model, "G", None), "depth", 0
+    )
+    if spec.data.crop and min(spec.data.crop) < max(2**depth, 7):
+        return [
+            f"data.crop: {list(spec.data.crop)}; allowed: each side >= {max(2**depth, 7)} (2 ** model depth "
+            f"{depth}, and SSIM's 7 x 7 window)"
+        ]
     return []
 
 
@@ -122,7 +133,9 @@ def check_data(spec, source: str) -> list[str]:
     if not root.is_dir():
         return [f"{source}: data.root: folder {root} does not exist"]
     if not (root / "train").is_dir():
-        return [f"{source}: data.root: {root} has no train/ folder; expected train/ and val/ (optionally test/)"]
+        return [
+            f"{source}: data.root: {root} has no train/ folder; expected train/ and val/ (optionally test/)"
+        ]
     from mrihpc.data import DataError
     from mrihpc.workloads.knee.files import split_files, volumes_of
 
@@ -144,18 +157,34 @@ def prepare_data(spec) -> None:
 
 
 TWIN = SynthTwin(
-    kind="knee", help="fastMRI / coursework HDF5 volumes (k-space, reference, ISMRMRD header) of knee phantoms",
-    arguments=((("--volumes",), {"type": int, "default": 8}), (("--slices",), {"type": int, "default": 16}),
-               (("--shape",), {"type": int, "nargs": 2, "default": [640, 368], "metavar": ("H", "W")}),
-               (("--recon-shape",), {"type": int, "nargs": 2, "default": [320, 320], "metavar": ("H", "W")}),
-               (("--layout",), {"choices": ["fastmri", "nc2019"], "default": "fastmri"})),
-    write="mrihpc.workloads.knee.kspace.synth:write_twin")
+    kind="knee",
+    help="fastMRI / coursework HDF5 volumes (k-space, reference, ISMRMRD header) of knee phantoms",
+    arguments=(
+        (("--volumes",), {"type": int, "default": 8}),
+        (("--slices",), {"type": int, "default": 16}),
+        (("--shape",), {"type": int, "nargs": 2, "default": [640, 368], "metavar": ("H", "W")}),
+        (
+            ("--recon-shape",),
+            {"type": int, "nargs": 2, "default": [320, 320], "metavar": ("H", "W")},
+        ),
+        (("--layout",), {"choices": ["fastmri", "nc2019"], "default": "fastmri"}),
+    ),
+    write="mrihpc.workloads.knee.kspace.synth:write_twin",
+)
 
 WORKLOAD = Workload(
-    name="reconstruction", title="Reconstruction", data=DataSpec, model=ModelSpec,
-    losses={"l1": "mrihpc.losses:l1_loss", "mse": "mrihpc.losses:mse_loss", "ssim": "mrihpc.losses:ssim_loss"},
+    name="reconstruction",
+    title="Reconstruction",
+    data=DataSpec,
+    model=ModelSpec,
+    losses={
+        "l1": "mrihpc.losses:l1_loss",
+        "mse": "mrihpc.losses:mse_loss",
+        "ssim": "mrihpc.losses:ssim_loss",
+    },
     metrics={"ssim": "max", "psnr": "max", "nmse": "min", "loss": "min"},
-    default_metric="ssim", default_loss={"l1": 1.0},
+    default_metric="ssim",
+    default_loss={"l1": 1.0},
     task="mrihpc.workloads.knee.task:ReconstructionTask",
     predict="mrihpc.workloads.knee.predict:predict",
     check_data="mrihpc.workloads.knee.spec:check_data",

@@ -5,6 +5,7 @@ image (seed) or its instance statistics (fastMRI). Validation scores whole volum
 original scale with fastMRI's metrics, and scores the zero-filled input the same way
 (``zf_*``) so every table shows what the network adds.
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,6 +22,7 @@ from mrihpc.node.task import Evaluated, StepContext, Task
 from mrihpc.workloads.knee.kspace.fastmri import list_files
 from mrihpc.workloads.knee.files import data_root, split_files, volumes_of
 from mrihpc.workloads.knee.spec import WORKLOAD, DataSpec
+
 
 def crop_of(data: DataSpec):
     """data.crop, else the synthetic recon size, else None (each file's header / 320 x 320)."""
@@ -40,17 +42,30 @@ class ReconstructionTask(Task):
     def _slices(self, volumes, train: bool) -> KSpaceSlices:
         d = self.spec.data
         mask = build_mask(d.mask.kind, d.mask.accelerations, d.mask.center_fractions)
-        return KSpaceSlices(volumes, mask, crop_of(d), d.normalize, d.skip_slices, train, self.spec.train.seed,
-                            raw=d.transform_on == "device")
+        return KSpaceSlices(
+            volumes,
+            mask,
+            crop_of(d),
+            d.normalize,
+            d.skip_slices,
+            train,
+            self.spec.train.seed,
+            raw=d.transform_on == "device",
+        )
 
     def datasets(self):
         d = self.spec.data
         train_files, val_files = split_files(d)
-        train, val = self._slices(volumes_of(train_files, d), True), self._slices(volumes_of(val_files, d), False)
+        train, val = (
+            self._slices(volumes_of(train_files, d), True),
+            self._slices(volumes_of(val_files, d), False),
+        )
         for name, ds in (("train", train), ("validation", val)):
             missing = [v.name for v in ds.volumes if "kspace" not in v.kspace_keys]
             if missing:
-                raise DataError(f"{name} files without fully sampled 'kspace' (test files?): {', '.join(missing)}")
+                raise DataError(
+                    f"{name} files without fully sampled 'kspace' (test files?): {', '.join(missing)}"
+                )
         return train, val
 
     def test_dataset(self):
@@ -73,7 +88,9 @@ class ReconstructionTask(Task):
             return finish_batch(batch, self.spec.data.normalize)
         return numbers_on(batch, batch["input"].device)
 
-    def train_step(self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext) -> dict[str, float]:
+    def train_step(
+        self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext
+    ) -> dict[str, float]:
         with ctx.autocast():
             pred = nets["model"](batch["input"])
         loss, parts = self.loss({"pred": pred.float()}, batch)
@@ -89,20 +106,32 @@ class ReconstructionTask(Task):
         loss = float(self.eval_loss({"pred": pred}, {"target": target})[0])
         original = lambda t: (t.float() * std + mean)[:, 0]  # noqa: E731 - (B, 1, h, w) -> (B, h, w)
         pred, target, zf = original(pred), original(target), original(x)
-        parts = [(name, {"pred": pred[i], "target": target[i], "zf": zf[i], "loss": loss})
-                 for i, name in enumerate(batch["fname"])]
+        parts = [
+            (name, {"pred": pred[i], "target": target[i], "zf": zf[i], "loss": loss})
+            for i, name in enumerate(batch["fname"])
+        ]
         shown = None
         if preview:
-            shown = {"input": zf[0].cpu(), "prediction": pred[0].cpu(), "target": target[0].cpu(),
-                     "error": (pred[0] - target[0]).abs().cpu()}
+            shown = {
+                "input": zf[0].cpu(),
+                "prediction": pred[0].cpu(),
+                "target": target[0].cpu(),
+                "error": (pred[0] - target[0]).abs().cpu(),
+            }
         return Evaluated(parts, preview=shown)
 
     def score(self, key, parts: list[dict]) -> dict[str, float]:
         """One volume from its slices: fastMRI metrics of the prediction and of the zero-filled
         input (``zf_*``), seed 000's SSIM, and the mean loss of its batches."""
-        gt, pred = torch.stack([p["target"] for p in parts]), torch.stack([p["pred"] for p in parts])
+        gt, pred = (
+            torch.stack([p["target"] for p in parts]),
+            torch.stack([p["pred"] for p in parts]),
+        )
         scores = volume_metrics(gt, pred)
         scores["seed_ssim"] = seed_slice_ssim(gt, pred)  # seed 000's: data range max(pred)
-        scores |= {f"zf_{k}": s for k, s in volume_metrics(gt, torch.stack([p["zf"] for p in parts])).items()}
+        scores |= {
+            f"zf_{k}": s
+            for k, s in volume_metrics(gt, torch.stack([p["zf"] for p in parts])).items()
+        }
         scores["loss"] = sum(p["loss"] for p in parts) / len(parts)
         return scores

@@ -1,4 +1,5 @@
 """Knee GAN predictions: the generator's magnitudes in fastMRI's HDF5 layout, like the U-Net's."""
+
 from __future__ import annotations
 
 from pathlib import Path

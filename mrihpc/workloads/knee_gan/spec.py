@@ -4,6 +4,7 @@
 (``l1``, ``mse``, ``ssim``) against the fully sampled image; the discriminator's loss is fixed,
 0.5 (BCE(D(real), 1) + BCE(D(fake), 0)). ``optim:`` / ``schedule:`` may be keyed by G and D.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -45,20 +46,32 @@ class KneeGanModel(Section):
     @classmethod
     def _outputs(cls, v: ModelSpec) -> ModelSpec:
         if v.out_channels not in (1, 2) or v.in_channels != 1:
-            raise ValueError("the generator reads 1 channel (the zero-filled magnitude) and writes 1 (magnitude) "
-                             "or 2 (real, imaginary)")
+            raise ValueError(
+                "the generator reads 1 channel (the zero-filled magnitude) and writes 1 (magnitude) "
+                "or 2 (real, imaginary)"
+            )
         return v
 
 
-KL_DIV = ("is degenerate as an adversarial loss on sigmoid outputs (seed 000): kl_div(p, 1) = -p and "
-          "kl_div(p, 0) = 0, so the discriminator never learns that fakes are fake; use adv (BCE-with-logits)")
+KL_DIV = (
+    "is degenerate as an adversarial loss on sigmoid outputs (seed 000): kl_div(p, 1) = -p and "
+    "kl_div(p, 0) = 0, so the discriminator never learns that fakes are fake; use adv (BCE-with-logits)"
+)
 
 WORKLOAD = Workload(
-    name="knee_gan", title="KneeGan", data=DataSpec, model=KneeGanModel,
-    losses={"adv": "mrihpc.losses:adversarial", "l1": "mrihpc.losses:l1_loss", "mse": "mrihpc.losses:mse_loss",
-            "ssim": "mrihpc.losses:ssim_loss"},
+    name="knee_gan",
+    title="KneeGan",
+    data=DataSpec,
+    model=KneeGanModel,
+    losses={
+        "adv": "mrihpc.losses:adversarial",
+        "l1": "mrihpc.losses:l1_loss",
+        "mse": "mrihpc.losses:mse_loss",
+        "ssim": "mrihpc.losses:ssim_loss",
+    },
     metrics={"ssim": "max", "psnr": "max", "nmse": "min", "loss": "min"},
-    default_metric="ssim", default_loss={"adv": 1.0, "l1": 100.0},
+    default_metric="ssim",
+    default_loss={"adv": 1.0, "l1": 100.0},
     task="mrihpc.workloads.knee_gan.task:KneeGanTask",
     predict="mrihpc.workloads.knee_gan.predict:predict",
     check_data="mrihpc.workloads.knee.spec:check_data",

@@ -1,6 +1,7 @@
 """Knee GAN (seed 000): per batch a discriminator step on detached fakes, then a generator step
 on adversarial + content loss; validation as the knee U-Net's (fastMRI metrics per volume, the
 zero-filled input as ``zf_*``) on the generator's magnitude."""
+
 from __future__ import annotations
 
 import torch
@@ -32,7 +33,9 @@ class KneeGanTask(ReconstructionTask):
     def __init__(self, spec, world):
         super().__init__(spec, world)
         content = {k: w for k, w in spec.loss.items() if k != "adv"} or {"l1": 1.0}
-        self.eval_loss = WeightedLoss(content, WORKLOAD.losses)  # val_loss: the content terms (no D at validation)
+        self.eval_loss = WeightedLoss(
+            content, WORKLOAD.losses
+        )  # val_loss: the content terms (no D at validation)
 
     def networks(self) -> dict[str, nn.Module]:
         return {"G": build_unet(self.spec.model.G), "D": build_discriminator(self.spec.model.D, 1)}
@@ -40,7 +43,9 @@ class KneeGanTask(ReconstructionTask):
     def optimizers(self, networks) -> dict[str, list[str]]:
         return {"G": ["G"], "D": ["D"]}
 
-    def train_step(self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext) -> dict[str, float]:
+    def train_step(
+        self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext
+    ) -> dict[str, float]:
         G, D = nets["G"], nets["D"]
         with ctx.autocast():
             fake = magnitude(G(batch["input"]))

@@ -7,6 +7,7 @@
 Pairs are matched by name (never by listing order). Torch-free: the login node runs the same
 checks before submitting, and samples are numpy arrays that the DataLoader collates.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,20 +43,31 @@ def scan(root: Path, split: str, with_masks: bool) -> list[Pair]:
     """The sorted image / mask pairs of one split; DataError names every unpaired file."""
     image_dir, mask_dir = root / split / "image", root / split / "mask"
     images = sorted(image_dir.glob("*.png")) if image_dir.is_dir() else []
-    for path in images + (sorted(mask_dir.glob("*.png")) if with_masks and mask_dir.is_dir() else []):
+    for path in images + (
+        sorted(mask_dir.glob("*.png")) if with_masks and mask_dir.is_dir() else []
+    ):
         check_data_file(path, "PNG files")
     if not images:
         raise DataError(f"{image_dir}: no *.png images (expected {split}/image/<stem>.png)")
     if not with_masks:
         return [Pair(p.stem, p, None) for p in images]
     if not mask_dir.is_dir():
-        raise DataError(f"{mask_dir}: missing; the {split} split is used for {'training' if split == 'train' else 'validation'} "
-                        f"and needs a mask per image ({split}/mask/<stem>{MASK_SUFFIX})")
+        raise DataError(
+            f"{mask_dir}: missing; the {split} split is used for {'training' if split == 'train' else 'validation'} "
+            f"and needs a mask per image ({split}/mask/<stem>{MASK_SUFFIX})"
+        )
     masks = {p.name: p for p in mask_dir.glob("*.png")}
     wanted = {f"{p.stem}{MASK_SUFFIX}" for p in images}
-    problems = [f"{mask_dir / f'{p.stem}{MASK_SUFFIX}'}: no mask for image {p}" for p in images if f"{p.stem}{MASK_SUFFIX}" not in masks]
-    problems += [f"{path}: mask without an image (expected {image_dir / name.removesuffix(MASK_SUFFIX)}.png)"
-                 for name, path in sorted(masks.items()) if name not in wanted]
+    problems = [
+        f"{mask_dir / f'{p.stem}{MASK_SUFFIX}'}: no mask for image {p}"
+        for p in images
+        if f"{p.stem}{MASK_SUFFIX}" not in masks
+    ]
+    problems += [
+        f"{path}: mask without an image (expected {image_dir / name.removesuffix(MASK_SUFFIX)}.png)"
+        for name, path in sorted(masks.items())
+        if name not in wanted
+    ]
     if problems:
         raise DataError("\n".join(problems))
     return [Pair(p.stem, p, masks[f"{p.stem}{MASK_SUFFIX}"]) for p in images]
@@ -74,7 +86,9 @@ def read_image(path: Path) -> np.ndarray:
     return image
 
 
-def labels_of(mask: np.ndarray, path: Path, num_classes: int, encoding: str) -> tuple[np.ndarray, str]:
+def labels_of(
+    mask: np.ndarray, path: Path, num_classes: int, encoding: str
+) -> tuple[np.ndarray, str]:
     """Mask values -> class indices ``(H, W)`` int64, and the encoding found (index or scaled)."""
     values = set(np.unique(mask).tolist())
     scaled = {round(k * 255 / (num_classes - 1)): k for k in range(num_classes)}
@@ -82,9 +96,16 @@ def labels_of(mask: np.ndarray, path: Path, num_classes: int, encoding: str) -> 
         return mask.astype(np.int64), "index"
     if encoding in ("auto", "scaled") and values <= set(scaled):
         return np.vectorize(scaled.get, otypes=[np.int64])(mask), "scaled"
-    allowed = f"0..{num_classes - 1}" if encoding == "index" else sorted(scaled) if encoding == "scaled" \
+    allowed = (
+        f"0..{num_classes - 1}"
+        if encoding == "index"
+        else sorted(scaled)
+        if encoding == "scaled"
         else f"0..{num_classes - 1} or {sorted(scaled)}"
-    raise DataError(f"{path}: mask values {sorted(values)[:10]} outside the {num_classes} classes; allowed: {allowed}")
+    )
+    raise DataError(
+        f"{path}: mask values {sorted(values)[:10]} outside the {num_classes} classes; allowed: {allowed}"
+    )
 
 
 def check_folders(data) -> list[str]:
@@ -111,25 +132,43 @@ class PngSegmentation:
         for pair in pairs:
             image = read_image(pair.image)
             if image.dtype not in (np.uint8, np.uint16):  # a 1-bit PNG is a mask, not an image
-                raise DataError(f"{pair.image}: {image.dtype} pixels; allowed: 8- or 16-bit grayscale (uint8, uint16)")
-            if image.min() == image.max():  # nothing to segment; "instance" scaling would divide by ~0
-                raise DataError(f"{pair.image}: every pixel is {image.min()}; allowed: an image with contrast")
+                raise DataError(
+                    f"{pair.image}: {image.dtype} pixels; allowed: 8- or 16-bit grayscale (uint8, uint16)"
+                )
+            if (
+                image.min() == image.max()
+            ):  # nothing to segment; "instance" scaling would divide by ~0
+                raise DataError(
+                    f"{pair.image}: every pixel is {image.min()}; allowed: an image with contrast"
+                )
             self.images.append(image)
             if pair.mask is not None:
                 mask = read_image(pair.mask)
                 if mask.shape != image.shape:
-                    raise DataError(f"{pair.mask}: size {mask.shape} differs from its image {pair.image} {image.shape}")
+                    raise DataError(
+                        f"{pair.mask}: size {mask.shape} differs from its image {pair.image} {image.shape}"
+                    )
                 labels, found = labels_of(mask, pair.mask, len(data.classes), data.mask_values)
                 self.labels.append(labels)
                 encodings.add(found)
         first = self.images[0].shape
         for pair, image in zip(pairs, self.images):
             if image.shape != first:
-                raise DataError(f"{pair.image}: size {image.shape} differs from {pairs[0].image} {first}; "
-                                "all images must have one size")
-        self.peak = float(np.iinfo(self.images[0].dtype).max) if self.images[0].dtype.kind in "ui" else 1.0
-        self.notes = [f"{pairs[0].mask.parent}: masks stored as {sorted(round(k * 255 / (len(data.classes) - 1)) for k in range(len(data.classes)))}; "
-                      f"mapped to 0..{len(data.classes) - 1}"] if "scaled" in encodings else []
+                raise DataError(
+                    f"{pair.image}: size {image.shape} differs from {pairs[0].image} {first}; "
+                    "all images must have one size"
+                )
+        self.peak = (
+            float(np.iinfo(self.images[0].dtype).max) if self.images[0].dtype.kind in "ui" else 1.0
+        )
+        self.notes = (
+            [
+                f"{pairs[0].mask.parent}: masks stored as {sorted(round(k * 255 / (len(data.classes) - 1)) for k in range(len(data.classes)))}; "
+                f"mapped to 0..{len(data.classes) - 1}"
+            ]
+            if "scaled" in encodings
+            else []
+        )
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -153,7 +192,9 @@ class PngSegmentation:
         image = self._scaled(self.images[i])
         label = self.labels[i] if self.labels else None
         if self.augment is not None:
-            image, label = self._augmented(image, label, np.random.default_rng([self.seed, self.epoch, i]))
+            image, label = self._augmented(
+                image, label, np.random.default_rng([self.seed, self.epoch, i])
+            )
         item = {"input": np.ascontiguousarray(image[None]), "name": self.pairs[i].stem}
         if label is not None:
             item["label"] = np.ascontiguousarray(label)

@@ -5,6 +5,7 @@ so a test split's output can be submitted or read back as masks); each name come
 own image, so no mask ever overwrites another (the seed's writer lost half of them).
 ``predictions/<split>/panels/<stem>.png`` shows image | label | prediction for a few images.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,7 +50,9 @@ def predict(trained: Trained, split: str = "val") -> list[Path]:
     written: dict[int, Path] = {}
     for part in chunks(range(len(pairs)), trained.batch_size):
         items = {i: dataset[i] for i in part}
-        for shape in dict.fromkeys(item["input"].shape for item in items.values()):  # images may differ in size
+        for shape in dict.fromkeys(
+            item["input"].shape for item in items.values()
+        ):  # images may differ in size
             same = [i for i, item in items.items() if item["input"].shape == shape]
             (x,) = trained.on_device(torch.from_numpy(np.stack([items[i]["input"] for i in same])))
             labels = model(x).argmax(dim=1).cpu().numpy().astype(np.uint8)  # (B, H, W)
@@ -58,6 +61,9 @@ def predict(trained: Trained, split: str = "val") -> list[Path]:
                 imsave(target, pred, check_contrast=False)
                 written[i] = target
                 if i < NUM_PANELS:
-                    imsave(panel_dir / f"{pairs[i].stem}.png", panel(items[i]["input"][0], pred, items[i].get("label")),
-                           check_contrast=False)
+                    imsave(
+                        panel_dir / f"{pairs[i].stem}.png",
+                        panel(items[i]["input"][0], pred, items[i].get("label")),
+                        check_contrast=False,
+                    )
     return [written[i] for i in sorted(written)]  # in the images' order

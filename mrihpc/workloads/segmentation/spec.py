@@ -3,6 +3,7 @@
 Light on purpose (pydantic and numpy): the login node imports it to validate a spec and to
 check the PNG folders before anything is queued.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,9 +62,13 @@ class SegmentationData(DataSection):
     @model_validator(mode="after")
     def _source(self) -> "SegmentationData":
         if (self.root is None) == (self.synthetic is None):
-            raise ValueError("give exactly one of data.root (a folder) or data.synthetic (phantoms)")
+            raise ValueError(
+                "give exactly one of data.root (a folder) or data.synthetic (phantoms)"
+            )
         if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
-            raise ValueError(f"classes {self.classes}: need at least 2 distinct names (background first)")
+            raise ValueError(
+                f"classes {self.classes}: need at least 2 distinct names (background first)"
+            )
         return self
 
 
@@ -75,11 +80,33 @@ class SegmentationModel(ModelSpec):
         **ModelSpec.PRESETS,
         # Seed 004's segmentation U-Net (mateuszbuda topology): 96 base features, BatchNorm,
         # max-pool, transposed-conv up with bias and no norm, 4 logits: 69,822,340 parameters.
-        "acdc": dict(channels=96, depth=4, norm="batch", activation="relu", pool="max", upsample="transpose",
-                     conv_bias=False, up_norm_act=False, up_bias=True, in_channels=1, out_channels=4),
+        "acdc": dict(
+            channels=96,
+            depth=4,
+            norm="batch",
+            activation="relu",
+            pool="max",
+            upsample="transpose",
+            conv_bias=False,
+            up_norm_act=False,
+            up_bias=True,
+            in_channels=1,
+            out_channels=4,
+        ),
         # The same topology at CPU-demo size (16 base features, 3 pools): 0.47 M parameters.
-        "acdc_small": dict(channels=16, depth=3, norm="batch", activation="relu", pool="max", upsample="transpose",
-                           conv_bias=False, up_norm_act=False, up_bias=True, in_channels=1, out_channels=4),
+        "acdc_small": dict(
+            channels=16,
+            depth=3,
+            norm="batch",
+            activation="relu",
+            pool="max",
+            upsample="transpose",
+            conv_bias=False,
+            up_norm_act=False,
+            up_bias=True,
+            in_channels=1,
+            out_channels=4,
+        ),
     }
 
     @model_validator(mode="before")
@@ -94,8 +121,10 @@ def check_spec(spec) -> list[str]:
     """The head must emit one logit per class."""
     k = len(spec.data.classes)
     if spec.model.out_channels != k:
-        return [f"model.out_channels: {spec.model.out_channels}, but data.classes names {k} classes; "
-                f"set model.out_channels: {k}"]
+        return [
+            f"model.out_channels: {spec.model.out_channels}, but data.classes names {k} classes; "
+            f"set model.out_channels: {k}"
+        ]
     return []
 
 
@@ -113,32 +142,51 @@ def check_data(spec, source: str) -> list[str]:
 
     train = len(scan(Path(spec.data.root), "train", True))
     if train < spec.train.batch_size:  # full batches only: fewer images would train no step at all
-        return [f"{source}: data.root: {Path(spec.data.root) / 'train'}: {train} training image(s); allowed: at "
-                f"least train.batch_size ({spec.train.batch_size})"]
+        return [
+            f"{source}: data.root: {Path(spec.data.root) / 'train'}: {train} training image(s); allowed: at "
+            f"least train.batch_size ({spec.train.batch_size})"
+        ]
     return []
 
 
 def prepare_data(spec) -> None:
-    if spec.data.synthetic is not None and not dataset_folder("acdc", spec.data.synthetic.model_dump()).is_dir():
+    if (
+        spec.data.synthetic is not None
+        and not dataset_folder("acdc", spec.data.synthetic.model_dump()).is_dir()
+    ):
         from mrihpc.workloads.segmentation.synth import ensure_synthetic
 
         ensure_synthetic(spec.data.synthetic)
 
 
 TWIN = SynthTwin(
-    kind="acdc", help="ACDC-layout PNG folders: {train,val}/{image,mask}, test/image, of cardiac phantoms",
-    arguments=((("--train",), {"type": int, "default": 60}), (("--val",), {"type": int, "default": 12}),
-               (("--test",), {"type": int, "default": 8, "help": "test images (no masks)"}),
-               (("--size",), {"type": int, "default": 96})),
-    write="mrihpc.workloads.segmentation.synth:write_twin")
+    kind="acdc",
+    help="ACDC-layout PNG folders: {train,val}/{image,mask}, test/image, of cardiac phantoms",
+    arguments=(
+        (("--train",), {"type": int, "default": 60}),
+        (("--val",), {"type": int, "default": 12}),
+        (("--test",), {"type": int, "default": 8, "help": "test images (no masks)"}),
+        (("--size",), {"type": int, "default": 96}),
+    ),
+    write="mrihpc.workloads.segmentation.synth:write_twin",
+)
 
 WORKLOAD = Workload(
-    name="segmentation", title="Segmentation", data=SegmentationData, model=SegmentationModel,
-    losses={"ce": "mrihpc.losses:cross_entropy", "dice": "mrihpc.losses:soft_dice", "focal": "mrihpc.losses:focal",
-            "dice_ce": "mrihpc.losses:dice_ce", "bce": "mrihpc.losses:bce_onehot"},
+    name="segmentation",
+    title="Segmentation",
+    data=SegmentationData,
+    model=SegmentationModel,
+    losses={
+        "ce": "mrihpc.losses:cross_entropy",
+        "dice": "mrihpc.losses:soft_dice",
+        "focal": "mrihpc.losses:focal",
+        "dice_ce": "mrihpc.losses:dice_ce",
+        "bce": "mrihpc.losses:bce_onehot",
+    },
     # per-class columns (dice_lv, hd95_rv, ...) take the direction of their base name
     metrics={"dice": "max", "hd95": "min", "loss": "min"},
-    default_metric="dice", default_loss={"ce": 1.0},
+    default_metric="dice",
+    default_loss={"ce": 1.0},
     task="mrihpc.workloads.segmentation.task:SegmentationTask",
     predict="mrihpc.workloads.segmentation.predict:predict",
     check_data="mrihpc.workloads.segmentation.spec:check_data",

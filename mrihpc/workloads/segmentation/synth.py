@@ -5,6 +5,7 @@ around it (dark, label 2) and the RV crescent beside it (bright, label 1), at ra
 positions and rotations, under a smooth bias field with Rician-like noise. Written as 8-bit
 PNGs in the real layout, so the same reader and checks serve both.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,7 +45,11 @@ def phantom(rng: np.random.Generator, size: int = 96) -> tuple[np.ndarray, np.nd
     body = ((yy - size / 2) / (0.46 * size)) ** 2 + ((xx - size / 2) / (0.48 * size)) ** 2 < 1
     tissue = np.where(body, rng.uniform(0.25, 0.35), 0.02)
     tissue = tissue + body * 0.06 * np.sin(xx / (5 * s) + rng.uniform(0, 6)) * np.cos(yy / (7 * s))
-    intensity = {RV: rng.uniform(0.75, 0.9), MYO: rng.uniform(0.12, 0.2), LV: rng.uniform(0.85, 1.0)}
+    intensity = {
+        RV: rng.uniform(0.75, 0.9),
+        MYO: rng.uniform(0.12, 0.2),
+        LV: rng.uniform(0.85, 1.0),
+    }
     image = tissue.copy()
     for label, value in intensity.items():
         image[labels == label] = value
@@ -53,7 +58,9 @@ def phantom(rng: np.random.Generator, size: int = 96) -> tuple[np.ndarray, np.nd
     return (np.clip(noisy, 0, 1) * 255).round().astype(np.uint8), labels
 
 
-def generate(out: Path, train: int = 60, val: int = 12, test: int = 8, size: int = 96, seed: int = 0) -> Path:
+def generate(
+    out: Path, train: int = 60, val: int = 12, test: int = 8, size: int = 96, seed: int = 0
+) -> Path:
     """Write ``out/{train,val}/{image,mask}`` and ``out/test/image`` (names cmr<i> as in ACDC's set)."""
     rng = np.random.default_rng(seed)
     index = 1
@@ -73,7 +80,9 @@ def generate(out: Path, train: int = 60, val: int = 12, test: int = 8, size: int
 def ensure_synthetic(params) -> Path:
     """The cached synthetic set for a SyntheticSpec, generated once."""
     p = params.model_dump()  # prepare_data looks for the folder under the same kind and params
-    return cached_dataset("acdc", p, lambda out: generate(out, p["train"], p["val"], p["test"], p["size"], p["seed"]))
+    return cached_dataset(
+        "acdc", p, lambda out: generate(out, p["train"], p["val"], p["test"], p["size"], p["seed"])
+    )
 
 
 def write_twin(out: Path, args) -> str:

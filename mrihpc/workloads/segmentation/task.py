@@ -4,6 +4,7 @@ Losses read the logits (softmax or sigmoid live inside them); validation scores 
 argmax with per-class Dice and HD95, next to the majority-class baseline (``base_*``: every
 pixel given the most frequent training label), as the knee task shows zero-filled.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,9 +31,13 @@ class SegmentationTask(Task):
 
     def datasets(self):
         d, root = self.spec.data, root_of(self.spec.data)
-        train = PngSegmentation(scan(root, "train", True)[: d.max_images], d, train=True, seed=self.spec.train.seed)
+        train = PngSegmentation(
+            scan(root, "train", True)[: d.max_images], d, train=True, seed=self.spec.train.seed
+        )
         val = PngSegmentation(scan(root, "val", True)[: d.max_images], d, train=False)
-        counts = np.bincount(np.concatenate([lab.ravel() for lab in train.labels]), minlength=len(self.classes))
+        counts = np.bincount(
+            np.concatenate([lab.ravel() for lab in train.labels]), minlength=len(self.classes)
+        )
         self.majority = int(counts.argmax())
         for note in train.notes + val.notes:
             self.ctx.log(note)
@@ -41,7 +46,9 @@ class SegmentationTask(Task):
     def networks(self) -> dict[str, nn.Module]:
         return {"model": registry.resolve(registry.MODELS, self.spec.model.name)(self.spec.model)}
 
-    def train_step(self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext) -> dict[str, float]:
+    def train_step(
+        self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext
+    ) -> dict[str, float]:
         with ctx.autocast():
             logits = nets["model"](batch["input"])
         loss, parts = self.loss({"logits": logits.float()}, batch)
@@ -57,15 +64,26 @@ class SegmentationTask(Task):
         pred = logits.argmax(dim=1)
         loss = float(self.loss({"logits": logits}, {"label": label})[0])
         base = torch.full_like(label, self.majority)
-        parts = [(name, scores | {f"base_{k}": v for k, v in baseline.items()} | {"loss": loss})
-                 for name, scores, baseline in zip(batch["name"], segmentation_scores(pred, label, self.classes),
-                                                   segmentation_scores(base, label, self.classes))]
+        parts = [
+            (name, scores | {f"base_{k}": v for k, v in baseline.items()} | {"loss": loss})
+            for name, scores, baseline in zip(
+                batch["name"],
+                segmentation_scores(pred, label, self.classes),
+                segmentation_scores(base, label, self.classes),
+            )
+        ]
         seed = seed_pooled_dice(pred, label, len(self.classes))
-        rows = [{"seed_dice": seed}] if seed == seed else []  # NaN: no foreground in the batch; the seed could not score it
+        rows = (
+            [{"seed_dice": seed}] if seed == seed else []
+        )  # NaN: no foreground in the batch; the seed could not score it
         shown = None
         if preview:
             scale = max(len(self.classes) - 1, 1)
             image, truth, guess = x[0, 0].float().cpu(), label[0].cpu(), pred[0].cpu()
-            shown = {"input": image, "target": truth.float() / scale, "prediction": guess.float() / scale,
-                     "error": (guess != truth).float()}
+            shown = {
+                "input": image,
+                "target": truth.float() / scale,
+                "prediction": guess.float() / scale,
+                "error": (guess != truth).float(),
+            }
         return Evaluated(parts, rows, shown)

@@ -4,6 +4,7 @@ A file is many GB, so nothing ever holds one: a sample reads its few slices with
 their offsets (``[TOF, Slice, W, L]`` in C order puts each ``W x L`` slice in one contiguous run),
 and the per-file input maximum (the default scale) is computed once, streamed, and cached.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,34 +46,51 @@ def resolve_layout(data) -> Layout:
         p = data.synthetic.model_dump()
         root = cached_dataset("sinogram", p, lambda out: generate(out, **p))
         meta = json.loads((root / "layout.json").read_text())
-        return Layout({s: root / s for s in SPLIT_DIRS}, tuple(meta["shape"]), meta["dtype"], root / "mask.npy")
+        return Layout(
+            {s: root / s for s in SPLIT_DIRS},
+            tuple(meta["shape"]),
+            meta["dtype"],
+            root / "mask.npy",
+        )
     dirs = {s: Path(getattr(data, key)) for s, key in SPLIT_DIRS.items() if getattr(data, key)}
     dirs.setdefault("test", dirs["val"])
-    return Layout(dirs, tuple(data.shape), data.dtype, Path(data.mask_file) if data.mask_file else None)
+    return Layout(
+        dirs, tuple(data.shape), data.dtype, Path(data.mask_file) if data.mask_file else None
+    )
 
 
 def list_cases(folder: Path, data, unpaired: bool = False) -> list[Case]:
     """The clean files of ``folder`` (sorted) with their noisy partners; DataError lists every
     clean file without its partner when denoising. ``unpaired`` (the folder predicted, when
     denoising): noisy files without a clean one are cases too, predicted but not scored."""
-    for path in sorted(p for suffix in {data.clean_suffix, data.noisy_suffix} for p in folder.glob(f"*{suffix}")):
+    for path in sorted(
+        p for suffix in {data.clean_suffix, data.noisy_suffix} for p in folder.glob(f"*{suffix}")
+    ):
         check_data_file(path, "raw sinogram files")
     cleans = sorted(folder.glob(f"*{data.clean_suffix}"))
     extra = []
     if unpaired and data.mode == "denoise":
         stems = {p.name[: -len(data.clean_suffix)] for p in cleans}
-        extra = [Case(p.name[: -len(data.noisy_suffix)], None, p)
-                 for p in sorted(folder.glob(f"*{data.noisy_suffix}")) if p.is_file()
-                 and p.name[: -len(data.noisy_suffix)] not in stems]
+        extra = [
+            Case(p.name[: -len(data.noisy_suffix)], None, p)
+            for p in sorted(folder.glob(f"*{data.noisy_suffix}"))
+            if p.is_file() and p.name[: -len(data.noisy_suffix)] not in stems
+        ]
     if not cleans and not extra:
-        also = f" or *{data.noisy_suffix} (data.noisy_suffix)" if unpaired and data.mode == "denoise" else ""
+        also = (
+            f" or *{data.noisy_suffix} (data.noisy_suffix)"
+            if unpaired and data.mode == "denoise"
+            else ""
+        )
         raise DataError(f"{folder}: no *{data.clean_suffix} files (data.clean_suffix){also}")
     cases, missing = [], []
     for clean in cleans:
         stem = clean.name[: -len(data.clean_suffix)]
         noisy = clean.with_name(stem + data.noisy_suffix)
         if data.mode == "denoise" and not noisy.is_file():
-            missing.append(f"{clean}: no noisy partner {noisy.name} (data.noisy_suffix) for mode denoise")
+            missing.append(
+                f"{clean}: no noisy partner {noisy.name} (data.noisy_suffix) for mode denoise"
+            )
         cases.append(Case(stem, clean, noisy if data.mode == "denoise" else None))
     if missing:
         raise DataError("\n".join(missing))
@@ -87,19 +105,29 @@ def read_mask(path: Path, shape) -> np.ndarray:
     """The bad-block mask as float32 ``(Slice, W, L)`` (1 measured, 0 missing); DataError otherwise."""
     _, slices, w, length = shape
     if path.suffix != ".npy" or not path.is_file():
-        raise DataError(f"{path}: no such .npy file; expected a .npy of [W, L] or [Slice, W, L] (1 measured, 0 missing)")
+        raise DataError(
+            f"{path}: no such .npy file; expected a .npy of [W, L] or [Slice, W, L] (1 measured, 0 missing)"
+        )
     try:
         mask = np.load(path, allow_pickle=False)
     except (ValueError, EOFError, OSError) as e:  # a pickle, a 0-byte or cut-short file
-        raise DataError(f"{path}: not a readable .npy ({type(e).__name__}: {e or 'empty file'})") from None
+        raise DataError(
+            f"{path}: not a readable .npy ({type(e).__name__}: {e or 'empty file'})"
+        ) from None
     if mask.shape not in ((w, length), (slices, w, length)):
-        raise DataError(f"{path}: mask shape {list(mask.shape)}; expected [{w}, {length}] or [{slices}, {w}, {length}] "
-                        f"for data.shape {list(shape)}")
+        raise DataError(
+            f"{path}: mask shape {list(mask.shape)}; expected [{w}, {length}] or [{slices}, {w}, {length}] "
+            f"for data.shape {list(shape)}"
+        )
     if not np.isin(mask, (0, 1)).all():
         raise DataError(f"{path}: mask values must be 0 (missing) or 1 (measured)")
-    if mask.min() == mask.max():  # all missing: no input; none missing: nothing to inpaint, hole metrics undefined
-        raise DataError(f"{path}: every block is {'measured (1)' if mask.min() else 'missing (0)'}; allowed: a mask "
-                        "with both measured (1) and missing (0) blocks")
+    if (
+        mask.min() == mask.max()
+    ):  # all missing: no input; none missing: nothing to inpaint, hole metrics undefined
+        raise DataError(
+            f"{path}: every block is {'measured (1)' if mask.min() else 'missing (0)'}; allowed: a mask "
+            "with both measured (1) and missing (0) blocks"
+        )
     return np.broadcast_to(mask.astype(np.float32), (slices, w, length))
 
 
@@ -124,9 +152,13 @@ def check_folders(data) -> list[str]:
         for path in [p for c in cases for p in (c.clean, c.noisy) if p is not None]:
             size = path.stat().st_size
             if size != want:
-                problems.append(f"{key}: {path}: {size} bytes; data.shape {list(layout.shape)} of {layout.dtype} "
-                                f"needs {want} bytes")
-            elif why := value_problem(path, layout.dtype, target=path.name.endswith(data.clean_suffix)):
+                problems.append(
+                    f"{key}: {path}: {size} bytes; data.shape {list(layout.shape)} of {layout.dtype} "
+                    f"needs {want} bytes"
+                )
+            elif why := value_problem(
+                path, layout.dtype, target=path.name.endswith(data.clean_suffix)
+            ):
                 problems.append(f"{key}: {path}: {why}")
     if data.mode == "inpaint":
         try:
@@ -145,10 +177,14 @@ def read_planes(path: Path, shape, dtype: str, planes: list[tuple[int, int]]) ->
         for i, (t, s) in enumerate(planes):
             data = os.pread(f.fileno(), size, (t * n_slices + s) * size)
             if len(data) != size:
-                raise DataError(f"{path}: short read at TOF {t} slice {s}: the file is smaller than data.shape says")
+                raise DataError(
+                    f"{path}: short read at TOF {t} slice {s}: the file is smaller than data.shape says"
+                )
             out[i] = np.frombuffer(data, dtype=dtype).reshape(w, length)
             if not np.isfinite(out[i]).all():  # changed since the submit's check: fail naming it
-                raise DataError(f"{path}: TOF {t} slice {s} holds NaN or infinite values; allowed: finite values")
+                raise DataError(
+                    f"{path}: TOF {t} slice {s} holds NaN or infinite values; allowed: finite values"
+                )
     return out
 
 
@@ -156,7 +192,9 @@ def file_stats(path: Path, dtype: str, chunk: int = 1 << 24) -> dict:
     """{max, min, finite, max_abs} of a raw file, streamed once; cached on disk by (path, size,
     mtime), so the submit's check and the nodes' scales read each file once between them."""
     st = path.stat()
-    key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{dtype}|stats".encode()).hexdigest()[:16]
+    key = hashlib.sha1(
+        f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{dtype}|stats".encode()
+    ).hexdigest()[:16]
     cached = cache_root() / "sinogram-stats" / f"{key}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
@@ -172,9 +210,20 @@ def file_stats(path: Path, dtype: str, chunk: int = 1 << 24) -> dict:
                 nonzero += int(np.count_nonzero(values))
                 if values.dtype.kind == "f":
                     magnitude = np.abs(values)
-                    subnormal += int(np.count_nonzero((magnitude > 0) & (magnitude < np.finfo(values.dtype).tiny)))
-    stats = {"path": str(path), "max": top, "min": bottom, "max_abs": max(abs(top), abs(bottom), 0.0),
-             "finite": finite, "nonzero": nonzero, "subnormal": subnormal}
+                    subnormal += int(
+                        np.count_nonzero(
+                            (magnitude > 0) & (magnitude < np.finfo(values.dtype).tiny)
+                        )
+                    )
+    stats = {
+        "path": str(path),
+        "max": top,
+        "min": bottom,
+        "max_abs": max(abs(top), abs(bottom), 0.0),
+        "finite": finite,
+        "nonzero": nonzero,
+        "subnormal": subnormal,
+    }
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(stats))
@@ -200,12 +249,18 @@ def value_problem(path: Path, dtype: str, target: bool) -> str:
     stats = file_stats(path, dtype)
     if not stats["finite"]:
         return "holds NaN or infinite values; allowed: finite values"
-    if dtype == "float32" and (0 < stats["max_abs"] < TINY or stats["subnormal"] > SUBNORMAL_FRACTION * stats["nonzero"]):
-        return (f"not float32 data (uint16 counts read as float32?): {stats['subnormal']} of {stats['nonzero']} "
-                f"non-zero values are subnormal, the largest {stats['max_abs']:.3g}; allowed: data.dtype the files "
-                "were written in")
+    if dtype == "float32" and (
+        0 < stats["max_abs"] < TINY or stats["subnormal"] > SUBNORMAL_FRACTION * stats["nonzero"]
+    ):
+        return (
+            f"not float32 data (uint16 counts read as float32?): {stats['subnormal']} of {stats['nonzero']} "
+            f"non-zero values are subnormal, the largest {stats['max_abs']:.3g}; allowed: data.dtype the files "
+            "were written in"
+        )
     if target and stats["max"] == stats["min"]:
-        return f"every value is {stats['max']:g}; allowed: a clean sinogram with counts (the target)"
+        return (
+            f"every value is {stats['max']:g}; allowed: a clean sinogram with counts (the target)"
+        )
     return ""
 
 
@@ -225,7 +280,7 @@ def wrap_pad(x: np.ndarray, multiple: int) -> np.ndarray:
 def crop(x, size: tuple[int, int], multiple: int):
     """Undo ``wrap_pad``: the central ``size`` of the last two axes (numpy arrays or tensors)."""
     (top, _), (left, _) = pad_amounts(size[0], multiple), pad_amounts(size[1], multiple)
-    return x[..., top:top + size[0], left:left + size[1]]
+    return x[..., top : top + size[0], left : left + size[1]]
 
 
 def neighbours(centre: int, count: int, n: int) -> list[int]:
@@ -241,7 +296,9 @@ class SinogramSlices:
     (the divisor, to write predictions back in counts). Training draws ``epoch_size`` samples per
     epoch from (seed, epoch, index); validation is a fixed seeded draw of ``val_samples``."""
 
-    def __init__(self, cases: list[Case], layout: Layout, data, train: bool, seed: int, scales: list[float]):
+    def __init__(
+        self, cases: list[Case], layout: Layout, data, train: bool, seed: int, scales: list[float]
+    ):
         self.cases, self.layout, self.data, self.train, self.seed = cases, layout, data, train, seed
         self.scales = scales
         self.mask = read_mask(layout.mask_file, layout.shape) if data.mode == "inpaint" else None
@@ -249,8 +306,10 @@ class SinogramSlices:
         tof, slices = layout.shape[:2]
         if not train:
             rng = np.random.default_rng([seed, 1 << 30])
-            self.fixed = [(int(rng.integers(len(cases))), int(rng.integers(tof)), int(rng.integers(slices)))
-                          for _ in range(data.val_samples)]
+            self.fixed = [
+                (int(rng.integers(len(cases))), int(rng.integers(tof)), int(rng.integers(slices)))
+                for _ in range(data.val_samples)
+            ]
 
     def __len__(self) -> int:
         return self.data.epoch_size if self.train else len(self.fixed)
@@ -293,7 +352,9 @@ class SinogramSlices:
         if self.train and (self.data.augment.rotate_deg or self.data.augment.zoom_max > 1):
             item = self._augmented(item, np.random.default_rng([self.seed, self.epoch, i, 1]))
         m = self.data.pad_multiple
-        padded = {k: np.ascontiguousarray(wrap_pad(v, m)) if k != "scale" else v for k, v in item.items()}
+        padded = {
+            k: np.ascontiguousarray(wrap_pad(v, m)) if k != "scale" else v for k, v in item.items()
+        }
         return padded | {"index": i}  # what validation scores it as
 
     def _augmented(self, item: dict, rng: np.random.Generator) -> dict:
@@ -306,12 +367,18 @@ class SinogramSlices:
 
         def warp(x: np.ndarray, order: int) -> np.ndarray:
             if angle:
-                x = ndimage.rotate(x, angle, axes=(1, 2), reshape=False, order=order, mode="nearest")
+                x = ndimage.rotate(
+                    x, angle, axes=(1, 2), reshape=False, order=order, mode="nearest"
+                )
             if zoom != 1.0:
                 big = ndimage.zoom(x, (1, zoom, zoom), order=order)
                 top, left = (big.shape[1] - x.shape[1]) // 2, (big.shape[2] - x.shape[2]) // 2
-                x = big[:, top:top + x.shape[1], left:left + x.shape[2]]
+                x = big[:, top : top + x.shape[1], left : left + x.shape[2]]
             return x.astype(np.float32)
 
-        return {"input": warp(item["input"], 1), "target": warp(item["target"], 1), "hole": warp(item["hole"], 0),
-                "scale": item["scale"]}
+        return {
+            "input": warp(item["input"], 1),
+            "target": warp(item["target"], 1),
+            "hole": warp(item["hole"], 0),
+            "scale": item["scale"],
+        }

@@ -10,6 +10,7 @@ acquisition) is predicted and listed without scores, and so is a file to inpaint
 inside the bad blocks are all zero (acquired with the dead blocks): there is no truth to score
 the filled-in blocks against, and scoring them against zeros would punish the filling.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,26 +44,46 @@ def predict(trained: Trained, split: str = "test") -> list[Path]:
         with open(target, "wb") as f:  # slices in file order: [TOF, Slice] row-major
             where = [(t, s) for t in range(tof) for s in range(slices)]
             for start in range(0, len(where), batch):
-                items = [data.sample(index, t, s) for t, s in where[start:start + batch]]
-                x = torch.from_numpy(np.stack([np.ascontiguousarray(wrap_pad(i["input"], spec.data.pad_multiple)) for i in items]))
-                pred = task.cropped(model(*trained.on_device(x)).float().cpu())[:, 0]  # (B, W, L), scaled
+                items = [data.sample(index, t, s) for t, s in where[start : start + batch]]
+                x = torch.from_numpy(
+                    np.stack(
+                        [
+                            np.ascontiguousarray(wrap_pad(i["input"], spec.data.pad_multiple))
+                            for i in items
+                        ]
+                    )
+                )
+                pred = task.cropped(model(*trained.on_device(x)).float().cpu())[
+                    :, 0
+                ]  # (B, W, L), scaled
                 if case.clean is not None:
                     gt = torch.from_numpy(np.stack([i["target"][0] for i in items]))
                     given = torch.from_numpy(np.stack([i["input"][centre] for i in items]))
-                    hole = torch.from_numpy(np.stack([i["hole"] for i in items])) if inpaint else None  # (B, 1, W, L)
+                    hole = (
+                        torch.from_numpy(np.stack([i["hole"] for i in items])) if inpaint else None
+                    )  # (B, 1, W, L)
                     mine += image_scores(gt[:, None], pred[:, None], hole)
                     base += image_scores(gt[:, None], given[:, None], hole)
                     if inpaint:
-                        holes, truth_in_holes = holes + float(hole.sum()), truth_in_holes + float((gt[:, None] * hole).abs().sum())
+                        holes, truth_in_holes = (
+                            holes + float(hole.sum()),
+                            truth_in_holes + float((gt[:, None] * hole).abs().sum()),
+                        )
                 counts = pred.numpy() * data.scales[index]
                 if dtype == "uint16":
                     counts = np.clip(np.rint(counts), 0, 65535)
                 f.write(counts.astype(dtype).tobytes())
         written.append(target)
-        entry = {"input": str(case.noisy or case.clean), "prediction": target.name, "scale": data.scales[index]}
+        entry = {
+            "input": str(case.noisy or case.clean),
+            "prediction": target.name,
+            "scale": data.scales[index],
+        }
         if holes > 0 and truth_in_holes == 0:
             mine, base = [], []
-            entry["unscored"] = "the file's values inside the bad blocks are all zero: nothing to score the filling against"
+            entry["unscored"] = (
+                "the file's values inside the bad blocks are all zero: nothing to score the filling against"
+            )
         summary["files"].append(entry | {"scores": _mean(mine), "input_scores": _mean(base)})
     (out_dir / "predictions.json").write_text(json.dumps(summary, indent=1))
     return written + [out_dir / "predictions.json"]

@@ -6,6 +6,7 @@ beside it, each ``[TOF, Slice, W, L]`` of ``data.dtype`` (C order). Inpainting r
 bad-detector-block mask from ``data.mask_file``: a ``.npy`` of ``[W, L]`` or ``[Slice, W, L]``,
 1 where the detector pair works and 0 where it is missing.
 """
+
 from __future__ import annotations
 
 from typing import Literal, Optional, Union
@@ -83,20 +84,36 @@ class SinoData(DataSection):
 
     @model_validator(mode="after")
     def _source(self) -> "SinoData":
-        if self.synthetic is None and (self.train_dir is None or self.val_dir is None or self.shape is None):
-            raise ValueError("give data.synthetic, or data.train_dir, data.val_dir and data.shape [TOF, Slice, W, L]")
-        if self.synthetic is not None and (self.train_dir or self.val_dir or self.test_dir or self.shape):
-            raise ValueError("data.synthetic makes its own folders and shape; drop train_dir / val_dir / test_dir / shape")
+        if self.synthetic is None and (
+            self.train_dir is None or self.val_dir is None or self.shape is None
+        ):
+            raise ValueError(
+                "give data.synthetic, or data.train_dir, data.val_dir and data.shape [TOF, Slice, W, L]"
+            )
+        if self.synthetic is not None and (
+            self.train_dir or self.val_dir or self.test_dir or self.shape
+        ):
+            raise ValueError(
+                "data.synthetic makes its own folders and shape; drop train_dir / val_dir / test_dir / shape"
+            )
         if self.mode == "inpaint" and self.synthetic is None and self.mask_file is None:
             raise ValueError("mode inpaint needs data.mask_file (a .npy bad-block mask)")
         if self.channels % 2 == 0:
-            raise ValueError(f"channels {self.channels}: must be odd (neighbours centred on the target slice)")
+            raise ValueError(
+                f"channels {self.channels}: must be odd (neighbours centred on the target slice)"
+            )
         if self.pad_multiple % 4:
-            raise ValueError(f"pad_multiple {self.pad_multiple}: must be a multiple of 4 (the model's two stride-2 levels)")
+            raise ValueError(
+                f"pad_multiple {self.pad_multiple}: must be a multiple of 4 (the model's two stride-2 levels)"
+            )
         if self.shape is not None and (min(self.shape) < 1 or min(self.shape[2:]) < 7):
-            raise ValueError(f"shape {list(self.shape)}: every dimension must be >= 1, and W, L >= 7 (SSIM's window)")
+            raise ValueError(
+                f"shape {list(self.shape)}: every dimension must be >= 1, and W, L >= 7 (SSIM's window)"
+            )
         if self.mode == "denoise" and self.clean_suffix == self.noisy_suffix:
-            raise ValueError(f"clean_suffix and noisy_suffix are both {self.clean_suffix!r}: a case needs two files")
+            raise ValueError(
+                f"clean_suffix and noisy_suffix are both {self.clean_suffix!r}: a case needs two files"
+            )
         if isinstance(self.scale, float) and self.scale <= 0:
             raise ValueError(f"scale {self.scale}: a constant divisor must be > 0")
         return self
@@ -124,7 +141,9 @@ class SinoModel(Section):
 def check_spec(spec) -> list[str]:
     hole = [m for m in ("psnr_hole", "ssim_hole", "nmse_hole") if spec.train.metric == m]
     if hole and spec.data.mode != "inpaint":
-        return [f"train.metric: {hole[0]} is scored inside the bad-block mask, which only mode inpaint has"]
+        return [
+            f"train.metric: {hole[0]} is scored inside the bad-block mask, which only mode inpaint has"
+        ]
     return []
 
 
@@ -141,22 +160,49 @@ def prepare_data(spec) -> None:
 
 
 TWIN = SynthTwin(
-    kind="sinogram", help="raw uint16 [TOF, Slice, W, L] clean / noisy sinogram pairs and a bad-block mask.npy",
-    arguments=((("--train",), {"type": int, "default": 4, "help": "training files"}),
-               (("--val",), {"type": int, "default": 1}), (("--test",), {"type": int, "default": 1}),
-               (("--tof",), {"type": int, "default": 2}), (("--slices",), {"type": int, "default": 8}),
-               (("--angles",), {"type": int, "default": 50, "help": "projection angles W"}),
-               (("--size",), {"type": int, "default": 64, "help": "radial bins L"}),
-               (("--counts",), {"type": float, "default": 100.0, "help": "expected counts in the brightest bin"}),
-               (("--bad-blocks",), {"type": int, "default": 3, "help": "dead detector blocks in the mask"})),
-    write="mrihpc.workloads.sinogram.synth:write_twin")
+    kind="sinogram",
+    help="raw uint16 [TOF, Slice, W, L] clean / noisy sinogram pairs and a bad-block mask.npy",
+    arguments=(
+        (("--train",), {"type": int, "default": 4, "help": "training files"}),
+        (("--val",), {"type": int, "default": 1}),
+        (("--test",), {"type": int, "default": 1}),
+        (("--tof",), {"type": int, "default": 2}),
+        (("--slices",), {"type": int, "default": 8}),
+        (("--angles",), {"type": int, "default": 50, "help": "projection angles W"}),
+        (("--size",), {"type": int, "default": 64, "help": "radial bins L"}),
+        (
+            ("--counts",),
+            {"type": float, "default": 100.0, "help": "expected counts in the brightest bin"},
+        ),
+        (
+            ("--bad-blocks",),
+            {"type": int, "default": 3, "help": "dead detector blocks in the mask"},
+        ),
+    ),
+    write="mrihpc.workloads.sinogram.synth:write_twin",
+)
 
 WORKLOAD = Workload(
-    name="sinogram", title="Sinogram", data=SinoData, model=SinoModel,
-    losses={"l1": "mrihpc.losses:l1_loss", "mse": "mrihpc.losses:mse_loss", "msssim": "mrihpc.losses:msssim_loss"},
-    metrics={"psnr": "max", "ssim": "max", "nmse": "min", "psnr_hole": "max", "ssim_hole": "max", "nmse_hole": "min",
-             "loss": "min"},
-    default_metric="psnr", default_loss={"l1": 1.0},
+    name="sinogram",
+    title="Sinogram",
+    data=SinoData,
+    model=SinoModel,
+    losses={
+        "l1": "mrihpc.losses:l1_loss",
+        "mse": "mrihpc.losses:mse_loss",
+        "msssim": "mrihpc.losses:msssim_loss",
+    },
+    metrics={
+        "psnr": "max",
+        "ssim": "max",
+        "nmse": "min",
+        "psnr_hole": "max",
+        "ssim_hole": "max",
+        "nmse_hole": "min",
+        "loss": "min",
+    },
+    default_metric="psnr",
+    default_loss={"l1": 1.0},
     task="mrihpc.workloads.sinogram.task:SinogramTask",
     predict="mrihpc.workloads.sinogram.predict:predict",
     check_data="mrihpc.workloads.sinogram.spec:check_data",

@@ -10,6 +10,7 @@ scaled so the brightest bin of the file expects ``counts`` counts. Written as he
 pairs of a ring whose ``bad_blocks`` blocks of crystals are dead (0): a line of response is lost
 when either end lands in a dead block.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,11 +22,15 @@ from skimage.transform import radon
 
 def phantom_volume(rng: np.random.Generator, slices: int, size: int) -> np.ndarray:
     """``(slices, size, size)`` float64 activity, zero outside the inscribed circle."""
-    yy, xx = np.mgrid[-1:1:size * 1j, -1:1:size * 1j]
+    yy, xx = np.mgrid[-1 : 1 : size * 1j, -1 : 1 : size * 1j]
     out = np.zeros((slices, size, size))
     for _ in range(rng.integers(4, 8)):
         c0, drift = rng.uniform(-0.45, 0.45, 2), rng.uniform(-0.02, 0.02, 2)
-        axes, angle, value = rng.uniform(0.08, 0.35, 2), rng.uniform(0, np.pi), rng.uniform(0.3, 1.0)
+        axes, angle, value = (
+            rng.uniform(0.08, 0.35, 2),
+            rng.uniform(0, np.pi),
+            rng.uniform(0.3, 1.0),
+        )
         for s in range(slices):
             cy, cx = c0 + drift * s
             grow = 1 + 0.15 * np.sin(s / max(slices, 1) * np.pi)
@@ -43,8 +48,14 @@ def tof_windows(tof: int, size: int) -> np.ndarray:
     return (w / w.sum(axis=0))[:, None, :]
 
 
-def bad_block_mask(angles: int, bins: int, blocks: int, rng: np.random.Generator, crystals: int = 288,
-                   block: int = 8) -> np.ndarray:
+def bad_block_mask(
+    angles: int,
+    bins: int,
+    blocks: int,
+    rng: np.random.Generator,
+    crystals: int = 288,
+    block: int = 8,
+) -> np.ndarray:
     """``(angles, bins)`` uint8: 0 where a line of response ends in a dead block of ``block``
     crystals on a ring of ``crystals`` (radius just outside the field of view)."""
     theta = np.deg2rad(np.linspace(0, 180, angles, endpoint=False))[:, None]
@@ -58,9 +69,19 @@ def bad_block_mask(angles: int, bins: int, blocks: int, rng: np.random.Generator
     return (~lost).astype(np.uint8)
 
 
-def generate(out: Path, train_files: int = 4, val_files: int = 1, test_files: int = 1, tof: int = 2,
-             slices: int = 8, angles: int = 50, bins: int = 64, counts: float = 100.0, bad_blocks: int = 3,
-             seed: int = 0) -> Path:
+def generate(
+    out: Path,
+    train_files: int = 4,
+    val_files: int = 1,
+    test_files: int = 1,
+    tof: int = 2,
+    slices: int = 8,
+    angles: int = 50,
+    bins: int = 64,
+    counts: float = 100.0,
+    bad_blocks: int = 3,
+    seed: int = 0,
+) -> Path:
     """Write ``train/``, ``val/``, ``test/``, ``mask.npy`` and ``layout.json`` under ``out``."""
     rng = np.random.default_rng(seed)
     theta = np.linspace(0, 180, angles, endpoint=False)
@@ -75,7 +96,9 @@ def generate(out: Path, train_files: int = 4, val_files: int = 1, test_files: in
                     sino[t, s] = radon(volume[s] * windows[t], theta=theta, circle=True).T  # [W, L]
             expected = sino * (counts / max(sino.max(), 1e-12))
             np.round(expected).astype(np.uint16).tofile(out / split / f"case{i:03d}_clean.raw")
-            rng.poisson(expected).clip(0, 65535).astype(np.uint16).tofile(out / split / f"case{i:03d}_noisy.raw")
+            rng.poisson(expected).clip(0, 65535).astype(np.uint16).tofile(
+                out / split / f"case{i:03d}_noisy.raw"
+            )
     np.save(out / "mask.npy", bad_block_mask(angles, bins, bad_blocks, rng))
     layout = {"shape": [tof, slices, angles, bins], "dtype": "uint16", "counts": counts}
     (out / "layout.json").write_text(json.dumps(layout, indent=1))
@@ -84,7 +107,20 @@ def generate(out: Path, train_files: int = 4, val_files: int = 1, test_files: in
 
 def write_twin(out: Path, args) -> str:
     """``mrihpc data synth sinogram``."""
-    generate(out, args.train, args.val, args.test, args.tof, args.slices, args.angles, args.size, args.counts,
-             args.bad_blocks, args.seed)
-    return (f"wrote {args.train} train, {args.val} val and {args.test} test raw uint16 sinograms "
-            f"[{args.tof}, {args.slices}, {args.angles}, {args.size}] and mask.npy under {out}")
+    generate(
+        out,
+        args.train,
+        args.val,
+        args.test,
+        args.tof,
+        args.slices,
+        args.angles,
+        args.size,
+        args.counts,
+        args.bad_blocks,
+        args.seed,
+    )
+    return (
+        f"wrote {args.train} train, {args.val} val and {args.test} test raw uint16 sinograms "
+        f"[{args.tof}, {args.slices}, {args.angles}, {args.size}] and mask.npy under {out}"
+    )

@@ -5,6 +5,7 @@ cropped back to ``(N, 1, W, L)``, so the padding never counts. Validation scores
 slice: PSNR, SSIM and NMSE against the clean target, the same for the input's centre slice
 (``base_*``), and when inpainting the same inside the bad-block mask alone (``*_hole``).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,13 @@ from mrihpc.metrics import image_scores
 from mrihpc.models.denoise_unet import build_denoise_unet
 from mrihpc.node.task import Evaluated, StepContext, Task
 from mrihpc.spec import JobSpec
-from mrihpc.workloads.sinogram.data import SinogramSlices, crop, file_max, list_cases, resolve_layout
+from mrihpc.workloads.sinogram.data import (
+    SinogramSlices,
+    crop,
+    file_max,
+    list_cases,
+    resolve_layout,
+)
 from mrihpc.workloads.sinogram.spec import WORKLOAD
 
 
@@ -46,11 +53,20 @@ class SinogramTask(Task):
     def split(self, name: str) -> SinogramSlices:
         d = self.spec.data
         train_cases = list_cases(self.layout.dirs["train"], d)
-        cases = train_cases if name == "train" else list_cases(self.layout.dirs[name], d, unpaired=name == "test")
+        cases = (
+            train_cases
+            if name == "train"
+            else list_cases(self.layout.dirs[name], d, unpaired=name == "test")
+        )
         scales = case_scales(cases, d, self.layout, train_cases)
         if name == "train":
-            self.ctx.write("scales.json", json.dumps(
-                {"scale": d.scale, "files": {str(c.clean): s for c, s in zip(cases, scales)}}, indent=1))
+            self.ctx.write(
+                "scales.json",
+                json.dumps(
+                    {"scale": d.scale, "files": {str(c.clean): s for c, s in zip(cases, scales)}},
+                    indent=1,
+                ),
+            )
         return SinogramSlices(cases, self.layout, d, name == "train", self.spec.train.seed, scales)
 
     def datasets(self):
@@ -66,7 +82,14 @@ class SinogramTask(Task):
         cases = [c for c in list_cases(self.layout.dirs["test"], d) if c.clean is not None]
         if not cases:
             return None
-        return SinogramSlices(cases, self.layout, d, False, self.spec.train.seed, case_scales(cases, d, self.layout, train_cases))
+        return SinogramSlices(
+            cases,
+            self.layout,
+            d,
+            False,
+            self.spec.train.seed,
+            case_scales(cases, d, self.layout, train_cases),
+        )
 
     def networks(self) -> dict[str, nn.Module]:
         return {"model": build_denoise_unet(self.spec.model, self.spec.data.channels)}
@@ -74,10 +97,14 @@ class SinogramTask(Task):
     def cropped(self, t: torch.Tensor) -> torch.Tensor:
         return crop(t, self.size, self.spec.data.pad_multiple)
 
-    def train_step(self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext) -> dict[str, float]:
+    def train_step(
+        self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext
+    ) -> dict[str, float]:
         with ctx.autocast():
             pred = nets["model"](batch["input"])
-        loss, parts = self.loss({"pred": self.cropped(pred.float())}, {"target": self.cropped(batch["target"])})
+        loss, parts = self.loss(
+            {"pred": self.cropped(pred.float())}, {"target": self.cropped(batch["target"])}
+        )
         ctx.step(loss)
         return {"loss": float(loss.detach()), **parts}
 
@@ -87,12 +114,20 @@ class SinogramTask(Task):
         inpaint, centre = self.spec.data.mode == "inpaint", self.spec.data.channels // 2
         pred = self.cropped(nets["model"](batch["input"]).float())
         gt, hole = self.cropped(batch["target"]), self.cropped(batch["hole"]) if inpaint else None
-        given = self.cropped(batch["input"][:, centre:centre + 1])
+        given = self.cropped(batch["input"][:, centre : centre + 1])
         loss = float(self.loss({"pred": pred}, {"target": gt})[0])
-        parts = [(int(i), mine | {f"base_{k}": v for k, v in base.items()} | {"loss": loss})
-                 for i, mine, base in zip(batch["index"], image_scores(gt, pred, hole), image_scores(gt, given, hole))]
+        parts = [
+            (int(i), mine | {f"base_{k}": v for k, v in base.items()} | {"loss": loss})
+            for i, mine, base in zip(
+                batch["index"], image_scores(gt, pred, hole), image_scores(gt, given, hole)
+            )
+        ]
         shown = None
         if preview:
-            shown = {"input": given[0, 0].cpu(), "prediction": pred[0, 0].cpu(), "target": gt[0, 0].cpu(),
-                     "error": (pred[0, 0] - gt[0, 0]).abs().cpu()}
+            shown = {
+                "input": given[0, 0].cpu(),
+                "prediction": pred[0, 0].cpu(),
+                "target": gt[0, 0].cpu(),
+                "error": (pred[0, 0] - gt[0, 0]).abs().cpu(),
+            }
         return Evaluated(parts, preview=shown)

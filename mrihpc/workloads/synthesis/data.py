@@ -4,6 +4,7 @@ The seed split ``list(set(ids))``, whose order changes with PYTHONHASHSEED: two 
 two runs) got different splits. Here the ids are sorted, then shuffled by ``data.split_seed``
 with numpy's generator, so every process and every run agrees.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,12 +49,16 @@ def pair_files(data) -> tuple[dict[str, tuple[Path, Path]], list[str]]:
     pairs = {i: (f[data.source], f[data.target]) for i, f in sorted(found.items()) if len(f) == 2}
     incomplete = sorted(set(found) - set(pairs))
     if not pairs:
-        raise DataError(f"{root}: no subject with both '<id> - {data.source}.pt' and '<id> - {data.target}.pt'"
-                        f" ({len(found)} subjects with one of them)")
+        raise DataError(
+            f"{root}: no subject with both '<id> - {data.source}.pt' and '<id> - {data.target}.pt'"
+            f" ({len(found)} subjects with one of them)"
+        )
     return pairs, incomplete
 
 
-def split_subjects(ids: list[str], test_fraction: float, seed: int, val_fraction: float = 0.0) -> dict[str, list[str]]:
+def split_subjects(
+    ids: list[str], test_fraction: float, seed: int, val_fraction: float = 0.0
+) -> dict[str, list[str]]:
     """Sorted ids and a seeded permutation: the last test_fraction are the test subjects (116 of
     577, as the seed's), the first (1 - test_fraction) are for training, of which the last
     ``val_fraction`` of all subjects validate (choose best.pt, val_*). The test subjects do not
@@ -63,8 +68,11 @@ def split_subjects(ids: list[str], test_fraction: float, seed: int, val_fraction
     n_train = int((1 - test_fraction) * len(ordered))
     n_val = min(n_train, round(val_fraction * len(ordered)))
     pick = lambda part: sorted(ordered[i] for i in part)  # noqa: E731
-    return {"train": pick(order[:n_train - n_val]), "val": pick(order[n_train - n_val:n_train]),
-            "test": pick(order[n_train:])}
+    return {
+        "train": pick(order[: n_train - n_val]),
+        "val": pick(order[n_train - n_val : n_train]),
+        "test": pick(order[n_train:]),
+    }
 
 
 def load_image(path: Path):
@@ -82,12 +90,18 @@ def load_image(path: Path):
         raise DataError(f"{path}: dtype {dtype}; allowed: {', '.join(DTYPES)}")
     t = t.squeeze(0) if t.dim() == 3 and t.shape[0] == 1 else t
     if t.dim() != 2 or min(t.shape) < MIN_SIDE:
-        raise DataError(f"{path}: shape {list(t.shape)}; allowed: [H, W] or [1, H, W], each side >= {MIN_SIDE}")
+        raise DataError(
+            f"{path}: shape {list(t.shape)}; allowed: [H, W] or [1, H, W], each side >= {MIN_SIDE}"
+        )
     t = t.float()
     if not torch.isfinite(t).all():
         raise DataError(f"{path}: holds NaN or infinite values; allowed: finite values")
-    if t.min() == t.max():  # no contrast: nothing to learn from or to score against (SSIM, PSNR undefined)
-        raise DataError(f"{path}: every value is {float(t.min()):g}; allowed: an image with contrast")
+    if (
+        t.min() == t.max()
+    ):  # no contrast: nothing to learn from or to score against (SSIM, PSNR undefined)
+        raise DataError(
+            f"{path}: every value is {float(t.min()):g}; allowed: an image with contrast"
+        )
     return t
 
 
@@ -103,8 +117,13 @@ class PairedImages:
         tgt = [load_image(pairs[i][1]) for i in ids]
         shapes = {tuple(t.shape) for t in src + tgt}
         if len(shapes) > 1:
-            raise DataError(f"images of different sizes {sorted(shapes)}; every file must have one size")
-        self.source, self.target = torch.stack(src)[:, None], torch.stack(tgt)[:, None]  # (N, 1, H, W), original units
+            raise DataError(
+                f"images of different sizes {sorted(shapes)}; every file must have one size"
+            )
+        self.source, self.target = (
+            torch.stack(src)[:, None],
+            torch.stack(tgt)[:, None],
+        )  # (N, 1, H, W), original units
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -120,8 +139,11 @@ class PairedImages:
         return part
 
     def __getitem__(self, i: int) -> dict:
-        return {"source": to_unit(self.source[i], self.ranges["source"]),
-                "target": to_unit(self.target[i], self.ranges["target"]), "subject": i}
+        return {
+            "source": to_unit(self.source[i], self.ranges["source"]),
+            "target": to_unit(self.target[i], self.ranges["target"]),
+            "subject": i,
+        }
 
 
 def measured_range(images) -> tuple[float, float]:

@@ -5,6 +5,7 @@ same naming and shape as the IXI set), ``samples.png`` (T1 | synthesised | real,
 subject, for the first ``data.samples``) and ``scores.json`` (per subject MAE / PSNR / SSIM, the
 identity baseline, and their means).
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,9 @@ def predict(trained: Trained, split: str = "test") -> list[Path]:
         gt = from_unit(torch.stack([it["target"] for it in items]), rng_t)
         base = from_unit(torch.stack([it["source"] for it in items]), rng_s)
         span = rng_t[1] - rng_t[0]
-        for k, (mine, ident) in enumerate(zip(synthesis_scores(gt, fake, span), synthesis_scores(gt, base, span))):
+        for k, (mine, ident) in enumerate(
+            zip(synthesis_scores(gt, fake, span), synthesis_scores(gt, base, span))
+        ):
             subject = data.ids[start + k]
             target = out_dir / f"{subject} - {spec.data.target}.pt"
             torch.save(fake[k, 0].contiguous().clone(), target)

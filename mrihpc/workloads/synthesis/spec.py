@@ -9,6 +9,7 @@ T2 and G_back: T2 -> T1, D and D_back, ``adv`` + ``cycle`` (+ ``identity``) per 
 optimisers). The weights of ``loss:`` are the lambdas (the seed: 1 each; pix2pix uses l1 100,
 CycleGAN cycle 10).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -56,7 +57,9 @@ class IxiData(DataSection):
     @model_validator(mode="after")
     def _source(self) -> "IxiData":
         if (self.root is None) == (self.synthetic is None):
-            raise ValueError("give exactly one of data.root (a folder of '<id> - <contrast>.pt') or data.synthetic")
+            raise ValueError(
+                "give exactly one of data.root (a folder of '<id> - <contrast>.pt') or data.synthetic"
+            )
         if self.source == self.target:
             raise ValueError(f"source and target are both {self.source!r}")
         if self.value_range is not None and self.value_range[0] >= self.value_range[1]:
@@ -81,13 +84,19 @@ class SynthesisModel(Section):
     mode: Literal["generator", "cgan", "cyclegan"] = "cgan"
     G: GeneratorSpec = GeneratorSpec()
     """Generator(s): T1 -> T2 (and T2 -> T1 in a CycleGAN)."""
-    D: DiscriminatorSpec = DiscriminatorSpec(widths=[64, 128, 256, 512], kernel=3, bias=True, pool="avg")
+    D: DiscriminatorSpec = DiscriminatorSpec(
+        widths=[64, 128, 256, 512], kernel=3, bias=True, pool="avg"
+    )
     """Discriminator(s): seed 002's blocks with a k4 head over the whole image (1,558,017 parameters;
     the cGAN's sees (image, T1): 2 channels). Its patch map is averaged when larger than 1 x 1."""
 
 
 #: the optimisers each mode trains (one per network)
-MODE_OPTIMIZERS = {"generator": ("G",), "cgan": ("G", "D"), "cyclegan": ("G", "D", "G_back", "D_back")}
+MODE_OPTIMIZERS = {
+    "generator": ("G",),
+    "cgan": ("G", "D"),
+    "cyclegan": ("G", "D", "G_back", "D_back"),
+}
 
 
 def optimizers_of(model: dict) -> tuple[str, ...]:
@@ -95,21 +104,30 @@ def optimizers_of(model: dict) -> tuple[str, ...]:
     return MODE_OPTIMIZERS.get(model.get("mode", "cgan"), MODE_OPTIMIZERS["cyclegan"])
 
 
-_MODE_LOSSES = {"generator": {"l1", "mse", "ssim"}, "cgan": {"adv", "l1", "mse", "ssim"},
-                "cyclegan": {"adv", "cycle", "identity", "l1", "mse", "ssim"}}
+_MODE_LOSSES = {
+    "generator": {"l1", "mse", "ssim"},
+    "cgan": {"adv", "l1", "mse", "ssim"},
+    "cyclegan": {"adv", "cycle", "identity", "l1", "mse", "ssim"},
+}
 
 
 def check_spec(spec) -> list[str]:
     mode, names = spec.model.mode, set(spec.loss)
-    problems = [f"loss.{n}: not a term of mode {mode}; allowed: {', '.join(sorted(_MODE_LOSSES[mode]))}"
-                for n in sorted(names - _MODE_LOSSES[mode])]
+    problems = [
+        f"loss.{n}: not a term of mode {mode}; allowed: {', '.join(sorted(_MODE_LOSSES[mode]))}"
+        for n in sorted(names - _MODE_LOSSES[mode])
+    ]
     if mode in ("cgan", "cyclegan") and not spec.loss.get("adv"):
-        problems.append(f"loss: mode {mode} needs an adv term (the adversarial loss), e.g. {{adv: 1.0, l1: 1.0}}")
+        problems.append(
+            f"loss: mode {mode} needs an adv term (the adversarial loss), e.g. {{adv: 1.0, l1: 1.0}}"
+        )
     if mode == "cyclegan" and not spec.loss.get("cycle"):
         problems.append("loss: mode cyclegan needs a cycle term, e.g. {adv: 1.0, cycle: 10.0}")
     size = 2 ** len(spec.model.G.widths)
     if spec.data.synthetic is not None and spec.data.synthetic.size % size:
-        problems.append(f"data.synthetic.size: {spec.data.synthetic.size} is not a multiple of {size} (2 ** G levels)")
+        problems.append(
+            f"data.synthetic.size: {spec.data.synthetic.size} is not a multiple of {size} (2 ** G levels)"
+        )
     return problems
 
 
@@ -122,7 +140,11 @@ def check_data(spec, source: str) -> list[str]:
         return []
     root = Path(spec.data.root)
     try:  # a sweep's points share their data: read it once per submit (unless a file changed)
-        files = tuple((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in sorted(root.iterdir()) if e.is_file())
+        files = tuple(
+            (e.name, e.stat().st_size, e.stat().st_mtime_ns)
+            for e in sorted(root.iterdir())
+            if e.is_file()
+        )
     except OSError:
         files = ()  # pair_files names the missing folder
     key = (spec.data.model_dump_json(), spec.train.batch_size, len(spec.model.G.widths), files)
@@ -144,36 +166,54 @@ def _read_all(data: IxiData, batch: int, levels: int) -> str:
     pairs, _ = pair_files(data)
     split = split_subjects(list(pairs), data.test_fraction, data.split_seed, data.val_fraction)
     if len(split["train"]) < batch or not split["val"] or not split["test"]:
-        return (f"{data.root}: {len(pairs)} complete subject(s) give {len(split['train'])} training, "
-                f"{len(split['val'])} validation and {len(split['test'])} test subject(s) at data.val_fraction "
-                f"{data.val_fraction}, data.test_fraction {data.test_fraction}; allowed: at least train.batch_size "
-                f"({batch}) training, 1 validation and 1 test subject")
+        return (
+            f"{data.root}: {len(pairs)} complete subject(s) give {len(split['train'])} training, "
+            f"{len(split['val'])} validation and {len(split['test'])} test subject(s) at data.val_fraction "
+            f"{data.val_fraction}, data.test_fraction {data.test_fraction}; allowed: at least train.batch_size "
+            f"({batch}) training, 1 validation and 1 test subject"
+        )
     shapes: dict[tuple, Path] = {}
     for pair in pairs.values():
         for path in pair:
             shapes.setdefault(tuple(load_image(path).shape), path)
     if len(shapes) > 1:
         (a, first), (b, other) = list(shapes.items())[:2]
-        return f"{other}: size {list(b)}, but {first} is {list(a)}; allowed: one size for every image"
-    (size, first), = shapes.items()
-    if any(side % 2 ** levels for side in size):
-        return f"{first}: size {list(size)}; allowed: sides divisible by {2 ** levels} (2 ** G levels, model.G.widths)"
+        return (
+            f"{other}: size {list(b)}, but {first} is {list(a)}; allowed: one size for every image"
+        )
+    ((size, first),) = shapes.items()
+    if any(side % 2**levels for side in size):
+        return f"{first}: size {list(size)}; allowed: sides divisible by {2**levels} (2 ** G levels, model.G.widths)"
     return ""
 
 
 TWIN = SynthTwin(
-    kind="ixi", help="IXI-named '<id> - T1.pt' / '<id> - T2.pt' brain phantoms",
-    arguments=((("--subjects",), {"type": int, "default": 577, "help": "subjects with both contrasts"}),
-               (("--incomplete",), {"type": int, "default": 2, "help": "further subjects with T1 only"}),
-               (("--size",), {"type": int, "default": 64})),
-    write="mrihpc.workloads.synthesis.synth:write_twin")
+    kind="ixi",
+    help="IXI-named '<id> - T1.pt' / '<id> - T2.pt' brain phantoms",
+    arguments=(
+        (("--subjects",), {"type": int, "default": 577, "help": "subjects with both contrasts"}),
+        (("--incomplete",), {"type": int, "default": 2, "help": "further subjects with T1 only"}),
+        (("--size",), {"type": int, "default": 64}),
+    ),
+    write="mrihpc.workloads.synthesis.synth:write_twin",
+)
 
 WORKLOAD = Workload(
-    name="synthesis", title="Synthesis", data=IxiData, model=SynthesisModel,
-    losses={"adv": "mrihpc.losses:adversarial", "l1": "mrihpc.losses:l1_loss", "mse": "mrihpc.losses:mse_loss",
-            "ssim": "mrihpc.losses:ssim_loss", "cycle": "mrihpc.losses:cycle_l1", "identity": "mrihpc.losses:identity_l1"},
+    name="synthesis",
+    title="Synthesis",
+    data=IxiData,
+    model=SynthesisModel,
+    losses={
+        "adv": "mrihpc.losses:adversarial",
+        "l1": "mrihpc.losses:l1_loss",
+        "mse": "mrihpc.losses:mse_loss",
+        "ssim": "mrihpc.losses:ssim_loss",
+        "cycle": "mrihpc.losses:cycle_l1",
+        "identity": "mrihpc.losses:identity_l1",
+    },
     metrics={"ssim": "max", "psnr": "max", "mae": "min", "loss": "min"},
-    default_metric="ssim", default_loss={"l1": 1.0},
+    default_metric="ssim",
+    default_loss={"l1": 1.0},
     task="mrihpc.workloads.synthesis.task:SynthesisTask",
     predict="mrihpc.workloads.synthesis.predict:predict",
     check_data="mrihpc.workloads.synthesis.spec:check_data",

@@ -6,6 +6,7 @@ the reverse (as real T1- / T2-weighted images do). Written as ``<id> - T1.pt`` a
 ``<id> - T2.pt`` (float32 ``(H, W)`` in [0, 1]) with ids ``sub-IXI002``, ...; ``incomplete``
 further subjects get a T1 file only.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,40 +14,56 @@ from pathlib import Path
 import numpy as np
 
 #: tissue -> (T1, T2) intensity
-CONTRASTS = {"background": (0.0, 0.0), "skull": (0.9, 0.3), "gm": (0.55, 0.6), "wm": (0.8, 0.35),
-             "csf": (0.12, 0.95), "lesion": (0.4, 0.85)}
+CONTRASTS = {
+    "background": (0.0, 0.0),
+    "skull": (0.9, 0.3),
+    "gm": (0.55, 0.6),
+    "wm": (0.8, 0.35),
+    "csf": (0.12, 0.95),
+    "lesion": (0.4, 0.85),
+}
 
 
 def tissues(rng: np.random.Generator, size: int) -> np.ndarray:
     """Integer label map ``(size, size)`` indexing CONTRASTS."""
     names = list(CONTRASTS)
-    yy, xx = np.mgrid[-1:1:size * 1j, -1:1:size * 1j]
+    yy, xx = np.mgrid[-1 : 1 : size * 1j, -1 : 1 : size * 1j]
     ay, ax = rng.uniform(0.78, 0.9), rng.uniform(0.62, 0.75)
     r = (yy / ay) ** 2 + (xx / ax) ** 2
     out = np.zeros((size, size), int)
     out[r < 1] = names.index("skull")
     out[r < 0.82] = names.index("gm")
-    wm = (yy / (ay * 0.75)) ** 2 + (xx / (ax * 0.72)) ** 2 + 0.08 * np.sin(7 * np.arctan2(yy, xx)) < 1
+    wm = (yy / (ay * 0.75)) ** 2 + (xx / (ax * 0.72)) ** 2 + 0.08 * np.sin(
+        7 * np.arctan2(yy, xx)
+    ) < 1
     out[wm & (r < 0.82)] = names.index("wm")
     for side in (-1, 1):  # the lateral ventricles
         cy, cx = rng.uniform(-0.15, 0.1), side * rng.uniform(0.08, 0.16)
-        out[((yy - cy) / rng.uniform(0.2, 0.3)) ** 2 + ((xx - cx) / rng.uniform(0.05, 0.09)) ** 2 < 1] = names.index("csf")
+        out[
+            ((yy - cy) / rng.uniform(0.2, 0.3)) ** 2 + ((xx - cx) / rng.uniform(0.05, 0.09)) ** 2
+            < 1
+        ] = names.index("csf")
     for _ in range(rng.integers(0, 4)):
         cy, cx = rng.uniform(-0.4, 0.4, 2)
-        out[((yy - cy) ** 2 + (xx - cx) ** 2 < rng.uniform(0.002, 0.008)) & (out == names.index("wm"))] = names.index("lesion")
+        out[
+            ((yy - cy) ** 2 + (xx - cx) ** 2 < rng.uniform(0.002, 0.008))
+            & (out == names.index("wm"))
+        ] = names.index("lesion")
     return out
 
 
 def contrast(labels: np.ndarray, which: int, rng: np.random.Generator) -> np.ndarray:
     values = np.array([v[which] for v in CONTRASTS.values()])
     image = values[labels]
-    yy, xx = np.mgrid[-1:1:labels.shape[0] * 1j, -1:1:labels.shape[1] * 1j]
+    yy, xx = np.mgrid[-1 : 1 : labels.shape[0] * 1j, -1 : 1 : labels.shape[1] * 1j]
     bias = 1 + 0.1 * (rng.uniform(-1, 1) * yy + rng.uniform(-1, 1) * xx)
     image = image * bias + rng.normal(0, 0.02, image.shape) * (labels > 0)
     return np.clip(image, 0, 1).astype(np.float32)
 
 
-def generate(out: Path, subjects: int = 60, incomplete: int = 2, size: int = 64, seed: int = 0) -> Path:
+def generate(
+    out: Path, subjects: int = 60, incomplete: int = 2, size: int = 64, seed: int = 0
+) -> Path:
     import torch
 
     out.mkdir(parents=True, exist_ok=True)
@@ -63,5 +80,7 @@ def generate(out: Path, subjects: int = 60, incomplete: int = 2, size: int = 64,
 def write_twin(out: Path, args) -> str:
     """``mrihpc data synth ixi``."""
     generate(out, args.subjects, args.incomplete, args.size, args.seed)
-    return (f"wrote {args.subjects} subjects ('<id> - T1.pt' and '<id> - T2.pt') and {args.incomplete} with T1 only "
-            f"under {out}")
+    return (
+        f"wrote {args.subjects} subjects ('<id> - T1.pt' and '<id> - T2.pt') and {args.incomplete} with T1 only "
+        f"under {out}"
+    )

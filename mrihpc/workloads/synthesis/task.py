@@ -9,6 +9,7 @@ peak = the target's data range, and SSIM (7 x 7 window, that data range); the id
 so its table (test SSIM 0.968 / 0.970 / 0.887) can be compared; and the same on the training
 subjects as ``train_*`` (the seed's batches of 40), so train and test sit side by side.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,20 +26,33 @@ from mrihpc.models.discriminator import build_discriminator
 from mrihpc.models.pix2pix import Pix2PixUNet
 from mrihpc.node.task import Evaluated, StepContext, Task
 from mrihpc.paths import atomic_write_bytes
-from mrihpc.workloads.synthesis.data import (PairedImages, from_unit, measured_range, pair_files, split_subjects,
-                                             split_json)
+from mrihpc.workloads.synthesis.data import (
+    PairedImages,
+    from_unit,
+    measured_range,
+    pair_files,
+    split_subjects,
+    split_json,
+)
 from mrihpc.workloads.synthesis.spec import WORKLOAD
 
-SEED_BATCH = {"test": 5, "train": 40}  # the seed's loader batch sizes, over which its metrics were averaged
+SEED_BATCH = {
+    "test": 5,
+    "train": 40,
+}  # the seed's loader batch sizes, over which its metrics were averaged
 
 
-def synthesis_scores(gt: torch.Tensor, pred: torch.Tensor, data_range: float) -> list[dict[str, float]]:
+def synthesis_scores(
+    gt: torch.Tensor, pred: torch.Tensor, data_range: float
+) -> list[dict[str, float]]:
     """Per image of ``(N, 1, H, W)`` in the files' units: mae, psnr (peak = data_range), ssim."""
     gt, pred = gt.double(), pred.double()
     mae = (gt - pred).abs().mean(dim=(1, 2, 3))
     psnr = 10 * torch.log10(data_range**2 / (gt - pred).pow(2).mean(dim=(1, 2, 3)).clamp_min(1e-20))
     ssim = ssim_map(gt, pred, torch.full((gt.shape[0],), data_range, dtype=gt.dtype))
-    return [{"mae": float(a), "psnr": float(b), "ssim": float(c)} for a, b, c in zip(mae, psnr, ssim)]
+    return [
+        {"mae": float(a), "psnr": float(b), "ssim": float(c)} for a, b, c in zip(mae, psnr, ssim)
+    ]
 
 
 def seed_scores(gt: torch.Tensor, pred: torch.Tensor) -> dict[str, float]:
@@ -47,9 +61,17 @@ def seed_scores(gt: torch.Tensor, pred: torch.Tensor) -> dict[str, float]:
     mu_t, mu_g = gt.mean(), pred.mean()
     cov = ((gt - mu_t) * (pred - mu_g)).mean()  # biased, as the seed
     c1, c2 = 0.01, 0.03  # the seed's constants, not squared
-    ssim = (2 * mu_t * mu_g + c1) * (2 * cov + c2) / ((mu_t**2 + mu_g**2 + c1) * (gt.std() ** 2 + pred.std() ** 2 + c2))
+    ssim = (
+        (2 * mu_t * mu_g + c1)
+        * (2 * cov + c2)
+        / ((mu_t**2 + mu_g**2 + c1) * (gt.std() ** 2 + pred.std() ** 2 + c2))
+    )
     mse = float((gt - pred).pow(2).mean())
-    return {"seed_mae": float((gt - pred).abs().mean()), "seed_psnr": -10 * math.log10(max(mse, 1e-20)), "seed_ssim": float(ssim)}
+    return {
+        "seed_mae": float((gt - pred).abs().mean()),
+        "seed_psnr": -10 * math.log10(max(mse, 1e-20)),
+        "seed_ssim": float(ssim),
+    }
 
 
 def sample_grid(G: nn.Module, data: PairedImages, n: int) -> torch.Tensor:
@@ -68,7 +90,11 @@ def png_bytes(image: torch.Tensor) -> bytes:
     """An ``(H, W)`` image in [0, 1] as the bytes of an 8-bit PNG."""
     import imageio.v3 as iio  # scikit-image's own image I/O
 
-    return iio.imwrite("<bytes>", np.ascontiguousarray((image * 255).round().to(torch.uint8).numpy()), extension=".png")
+    return iio.imwrite(
+        "<bytes>",
+        np.ascontiguousarray((image * 255).round().to(torch.uint8).numpy()),
+        extension=".png",
+    )
 
 
 def save_png(image: torch.Tensor, path: Path) -> None:
@@ -93,15 +119,22 @@ class SynthesisTask(Task):
         pairs, incomplete = pair_files(d)
         split = split_subjects(list(pairs), d.test_fraction, d.split_seed, d.val_fraction)
         if incomplete:
-            self.ctx.log(f"{len(incomplete)} subject(s) without both {d.source} and {d.target}, skipped: "
-                  f"{', '.join(incomplete[:10])}{' ...' if len(incomplete) > 10 else ''}")
+            self.ctx.log(
+                f"{len(incomplete)} subject(s) without both {d.source} and {d.target}, skipped: "
+                f"{', '.join(incomplete[:10])}{' ...' if len(incomplete) > 10 else ''}"
+            )
         train, val, test = (PairedImages(split[k], pairs, {}) for k in ("train", "val", "test"))
-        ranges = ({"source": tuple(d.value_range), "target": tuple(d.value_range)} if d.value_range else
-                  {"source": measured_range(train.source), "target": measured_range(train.target)})
+        ranges = (
+            {"source": tuple(d.value_range), "target": tuple(d.value_range)}
+            if d.value_range
+            else {"source": measured_range(train.source), "target": measured_range(train.target)}
+        )
         for part in (train, val, test):
             part.ranges = ranges
-            outside = any(float(t.min()) < ranges[k][0] or float(t.max()) > ranges[k][1]
-                          for k, t in (("source", part.source), ("target", part.target)))
+            outside = any(
+                float(t.min()) < ranges[k][0] or float(t.max()) > ranges[k][1]
+                for k, t in (("source", part.source), ("target", part.target))
+            )
             if outside:
                 self.ctx.log(f"note: some values lie outside the range {ranges} mapped to [-1, 1]")
         self.ctx.write("split.json", split_json(split, incomplete, ranges))
@@ -125,14 +158,20 @@ class SynthesisTask(Task):
         if self.mode == "cgan":
             nets["D"] = build_discriminator(d, 2)  # sees (image, T1)
         elif self.mode == "cyclegan":
-            nets |= {"G_back": self._generator(), "D": build_discriminator(d, 1), "D_back": build_discriminator(d, 1)}
+            nets |= {
+                "G_back": self._generator(),
+                "D": build_discriminator(d, 1),
+                "D_back": build_discriminator(d, 1),
+            }
         return nets
 
     def optimizers(self, networks) -> dict[str, list[str]]:
         return {name: [name] for name in networks}
 
     # ----------------------------------------------------------------- training
-    def train_step(self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext) -> dict[str, float]:
+    def train_step(
+        self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext
+    ) -> dict[str, float]:
         a, b = batch["source"], batch["target"]
         if self.mode == "generator":
             with ctx.autocast():
@@ -154,7 +193,9 @@ class SynthesisTask(Task):
         loss, parts = self.loss({"pred": fake.float(), "d_fake": d_fake}, {"target": b})
         ctx.step(loss, "G")
         with ctx.autocast():
-            d_loss = discriminator_step_loss(D, torch.cat([b, a], dim=1), torch.cat([fake, a], dim=1))
+            d_loss = discriminator_step_loss(
+                D, torch.cat([b, a], dim=1), torch.cat([fake, a], dim=1)
+            )
         ctx.step(d_loss, "D")
         return {"loss": float(loss.detach()), "loss_D": float(d_loss.detach()), **parts}
 
@@ -166,8 +207,18 @@ class SynthesisTask(Task):
             fake_b, fake_a = G(a), F(b)
             with unsynced(DB, DA):
                 d_b, d_a = DB(fake_b), DA(fake_a)
-            out_ab = {"pred": fake_b.float(), "d_fake": d_b, "cycle": F(fake_b).float(), "cycle_target": a}
-            out_ba = {"pred": fake_a.float(), "d_fake": d_a, "cycle": G(fake_a).float(), "cycle_target": b}
+            out_ab = {
+                "pred": fake_b.float(),
+                "d_fake": d_b,
+                "cycle": F(fake_b).float(),
+                "cycle_target": a,
+            }
+            out_ba = {
+                "pred": fake_a.float(),
+                "d_fake": d_a,
+                "cycle": G(fake_a).float(),
+                "cycle_target": b,
+            }
             if identity:
                 out_ab |= {"identity": G(b).float(), "identity_target": b}
                 out_ba |= {"identity": F(a).float(), "identity_target": a}
@@ -200,9 +251,12 @@ class SynthesisTask(Task):
         gt, pred = from_unit(b, ranges["target"]).cpu(), from_unit(fake, ranges["target"]).cpu()
         base = from_unit(a, ranges["source"]).cpu()
         span = ranges["target"][1] - ranges["target"][0]
-        parts = [(int(subject), mine | {f"base_{k}": v for k, v in ident.items()} | {"loss": loss})
-                 for subject, mine, ident in zip(batch["subject"], synthesis_scores(gt, pred, span),
-                                                 synthesis_scores(gt, base, span))]
+        parts = [
+            (int(subject), mine | {f"base_{k}": v for k, v in ident.items()} | {"loss": loss})
+            for subject, mine, ident in zip(
+                batch["subject"], synthesis_scores(gt, pred, span), synthesis_scores(gt, base, span)
+            )
+        ]
         seed = seed_scores(gt, pred) | {f"base_{k}": v for k, v in seed_scores(gt, base).items()}
         return Evaluated(parts, [seed], self._grid(G) if preview else None)
 
@@ -211,5 +265,11 @@ class SynthesisTask(Task):
         grid = sample_grid(G, self.val_set, self.spec.data.samples)
         self.ctx.write(f"samples/epoch-{self.ctx.epoch:03d}.png", png_bytes(grid))
         h = grid.shape[0] // 3
-        t1, fake, t2 = grid[:h, :h], grid[h:2 * h, :h], grid[2 * h:, :h]
-        return {"samples": grid, "input": t1, "prediction": fake, "target": t2, "error": (fake - t2).abs()}
+        t1, fake, t2 = grid[:h, :h], grid[h : 2 * h, :h], grid[2 * h :, :h]
+        return {
+            "samples": grid,
+            "input": t1,
+            "prediction": fake,
+            "target": t2,
+            "error": (fake - t2).abs(),
+        }

@@ -8,6 +8,7 @@ nc2019:  train files hold ``kspace`` only (the target is |ifft2c(kspace)|, cropp
 The slice index is built once (cached in a JSON file keyed by path, size and mtime); each
 worker opens each file once, lazily, and reads one slice at a time.
 """
+
 from __future__ import annotations
 
 import json
@@ -77,14 +78,18 @@ def scan_volume(path: Path, layout: str) -> Volume:
     with f:
         keys = ("kspace",) if "kspace" in f else tuple(k for k in TEST_KEYS if k in f)
         if not keys:
-            raise DataError(f"{path}: no k-space dataset; expected 'kspace' or {' / '.join(TEST_KEYS)}, "
-                            f"found {', '.join(sorted(f.keys())) or 'nothing'}")
+            raise DataError(
+                f"{path}: no k-space dataset; expected 'kspace' or {' / '.join(TEST_KEYS)}, "
+                f"found {', '.join(sorted(f.keys())) or 'nothing'}"
+            )
         shapes = set()
         for key in keys:
             ds = f[key]
             if not isinstance(ds, h5py.Dataset) or ds.dtype.kind != "c" or ds.ndim != 3:
-                raise DataError(f"{path}: {key} must be a complex (slices, H, W) array, "
-                                f"got {getattr(ds, 'dtype', type(ds).__name__)} {getattr(ds, 'shape', '')}")
+                raise DataError(
+                    f"{path}: {key} must be a complex (slices, H, W) array, "
+                    f"got {getattr(ds, 'dtype', type(ds).__name__)} {getattr(ds, 'shape', '')}"
+                )
             shapes.add(ds.shape)
         if len(shapes) != 1:
             raise DataError(f"{path}: k-space datasets differ in shape: {sorted(shapes)}")
@@ -92,12 +97,16 @@ def scan_volume(path: Path, layout: str) -> Volume:
         target_key, recon, max_value = None, None, None
         if layout == "fastmri" and "kspace" in keys:
             if "reconstruction_esc" not in f:
-                raise DataError(f"{path}: missing 'reconstruction_esc' (fastmri layout); "
-                                f"use data.format: nc2019 for files with k-space only")
+                raise DataError(
+                    f"{path}: missing 'reconstruction_esc' (fastmri layout); "
+                    f"use data.format: nc2019 for files with k-space only"
+                )
             target = f["reconstruction_esc"]
             if target.dtype != np.float32 or target.ndim != 3 or target.shape[0] != num_slices:
-                raise DataError(f"{path}: reconstruction_esc must be float32 ({num_slices}, h, w), "
-                                f"got {target.dtype} {target.shape}")
+                raise DataError(
+                    f"{path}: reconstruction_esc must be float32 ({num_slices}, h, w), "
+                    f"got {target.dtype} {target.shape}"
+                )
             target_key, recon = "reconstruction_esc", tuple(target.shape[1:])
             max_value = float(f.attrs["max"]) if "max" in f.attrs else None
         padding = (0, width)
@@ -108,7 +117,16 @@ def scan_volume(path: Path, layout: str) -> Volume:
         elif layout == "fastmri":
             raise DataError(f"{path}: missing 'ismrmrd_header' (fastmri layout)")
     recon = recon or (min(320, height), min(320, width))
-    return Volume(str(path), num_slices, (height, width), keys, target_key, tuple(recon), tuple(padding), max_value)
+    return Volume(
+        str(path),
+        num_slices,
+        (height, width),
+        keys,
+        target_key,
+        tuple(recon),
+        tuple(padding),
+        max_value,
+    )
 
 
 def list_files(folder: Path) -> list[Path]:
@@ -137,7 +155,15 @@ def index_volumes(files: Sequence[Path], layout: str, cache: Optional[Path] = No
         key = f"{layout}:{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
         if key in cached:
             entry = cached[key]
-            volume = Volume(**{**entry, **{k: tuple(entry[k]) for k in ("kspace_shape", "kspace_keys", "recon_shape", "padding")}})
+            volume = Volume(
+                **{
+                    **entry,
+                    **{
+                        k: tuple(entry[k])
+                        for k in ("kspace_shape", "kspace_keys", "recon_shape", "padding")
+                    },
+                }
+            )
         else:
             volume = scan_volume(Path(path), layout)
         volumes.append(volume)
@@ -186,7 +212,9 @@ class VolumeReader:
             out = np.empty(ds.shape[1:], dtype)
             ds.read_direct(out, np.s_[index])
         if not np.isfinite(out).all():  # 0.1 ms a slice: NaN k-space would train on as if clean
-            raise DataError(f"{path}: {key} slice {index} holds NaN or infinite values; allowed: finite values")
+            raise DataError(
+                f"{path}: {key} slice {index} holds NaN or infinite values; allowed: finite values"
+            )
         return out
 
     def kspace(self, volume: Volume, key: str, index: int) -> np.ndarray:

@@ -7,6 +7,7 @@ Each call draws one (acceleration, centre fraction) pair. Randomness only comes 
 ``rng`` argument, so the caller decides what is fixed (validation: seeded from the file
 name) and what is fresh (training: seeded from seed, epoch and sample).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ class MaskFunc:
         num_low = int(round(num_cols * fraction))
         mask = self.outer(num_cols, acc, num_low, rng)
         start = (num_cols - num_low + 1) // 2
-        mask[start:start + num_low] = True
+        mask[start : start + num_low] = True
         return torch.from_numpy(mask), acc
 
     def outer(self, num_cols: int, acc: int, num_low: int, rng: np.random.Generator) -> np.ndarray:
@@ -65,7 +66,9 @@ class EquispacedMask(MaskFunc):
         return mask
 
 
-def build_mask(kind: str, accelerations: Sequence[int], center_fractions: Sequence[float]) -> MaskFunc:
+def build_mask(
+    kind: str, accelerations: Sequence[int], center_fractions: Sequence[float]
+) -> MaskFunc:
     from mrihpc import registry
 
     return registry.resolve(registry.MASKS, kind)(list(accelerations), list(center_fractions))

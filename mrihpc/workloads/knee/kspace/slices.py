@@ -13,6 +13,7 @@ the inverse FFT, crop and normalisation run batched on the training device (``fi
 k-space widths differ between fastMRI volumes (368, 372, ...), so ``collate_raw`` stacks each
 k-space shape separately, padding to the most sampled columns in the group.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -25,8 +26,15 @@ from mrihpc.data import DataError
 from mrihpc.workloads.knee.kspace.fastmri import Volume, VolumeReader
 from mrihpc.workloads.knee.kspace.masks import MaskFunc, seed_from_name
 from mrihpc.workloads.knee.kspace.transforms import (
-    center_crop, complex_abs, ifft2c, normalize_batch, normalize_instance, normalize_max,
-    zero_filled_batch, zero_filled_columns)
+    center_crop,
+    complex_abs,
+    ifft2c,
+    normalize_batch,
+    normalize_instance,
+    normalize_max,
+    zero_filled_batch,
+    zero_filled_columns,
+)
 
 RAW_KEYS = ("kspace", "columns", "width", "group")
 
@@ -37,18 +45,38 @@ class KSpaceSlices(Dataset):
     c sampled columns, ``columns`` int64 ``(c,)`` their indices, ``width`` W, ``target`` ``(h, w)``
     unnormalised, ``fname``, ``slice``, ``acceleration``."""
 
-    def __init__(self, volumes: Sequence[Volume], mask: Optional[MaskFunc], crop: Optional[tuple[int, int]],
-                 normalize: str, skip_slices: int, train: bool, seed: int, kspace_key: str = "kspace",
-                 raw: bool = False):
+    def __init__(
+        self,
+        volumes: Sequence[Volume],
+        mask: Optional[MaskFunc],
+        crop: Optional[tuple[int, int]],
+        normalize: str,
+        skip_slices: int,
+        train: bool,
+        seed: int,
+        kspace_key: str = "kspace",
+        raw: bool = False,
+    ):
         if raw and mask is None:
-            raise ValueError("raw samples need a mask (undersampled test files are reconstructed on the host)")
+            raise ValueError(
+                "raw samples need a mask (undersampled test files are reconstructed on the host)"
+            )
         self.volumes, self.mask, self.crop = list(volumes), mask, crop
         self.normalize = normalize_max if normalize == "zero_filled_max" else normalize_instance
-        self.train, self.seed, self.epoch, self.kspace_key, self.raw = train, seed, 0, kspace_key, raw
+        self.train, self.seed, self.epoch, self.kspace_key, self.raw = (
+            train,
+            seed,
+            0,
+            kspace_key,
+            raw,
+        )
         self.collate = collate_raw if raw else collate_slices  # the Trainer's DataLoader takes it
         self.reader = VolumeReader()
-        self.index = [(v, s) for v, vol in enumerate(self.volumes)
-                      for s in range(min(skip_slices, vol.num_slices - 1), vol.num_slices)]
+        self.index = [
+            (v, s)
+            for v, vol in enumerate(self.volumes)
+            for s in range(min(skip_slices, vol.num_slices - 1), vol.num_slices)
+        ]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -83,7 +111,7 @@ class KSpaceSlices(Dataset):
     def _mask(self, i: int, volume: Volume, width: int) -> tuple[torch.Tensor, int]:
         mask, acceleration = self.mask(width, self._rng(i, volume))
         left, right = volume.padding  # never "sample" the zero-padded columns
-        mask[:max(left, 0)] = False
+        mask[: max(left, 0)] = False
         mask[right:] = False
         return mask, acceleration
 
@@ -93,7 +121,9 @@ class KSpaceSlices(Dataset):
         if target is not None:
             return center_crop(torch.from_numpy(target), crop)
         if self.kspace_key == "kspace":  # nc2019 training files: the fully sampled k-space's image
-            return complex_abs(center_crop(ifft2c(torch.from_numpy(self.reader.kspace(volume, "kspace", s))), crop))
+            return complex_abs(
+                center_crop(ifft2c(torch.from_numpy(self.reader.kspace(volume, "kspace", s))), crop)
+            )
         return None
 
     def __getitem__(self, i: int) -> dict:
@@ -105,19 +135,33 @@ class KSpaceSlices(Dataset):
         if self.raw:
             mask, acceleration = self._mask(i, volume, kspace.shape[-1])
             columns = mask.nonzero().squeeze(1)
-            return {"kspace": kspace[:, columns], "columns": columns, "width": kspace.shape[-1],
-                    "target": self._target(volume, s, crop), **about, "acceleration": acceleration}
+            return {
+                "kspace": kspace[:, columns],
+                "columns": columns,
+                "width": kspace.shape[-1],
+                "target": self._target(volume, s, crop),
+                **about,
+                "acceleration": acceleration,
+            }
         acceleration = 0
         if self.mask is not None:
             mask, acceleration = self._mask(i, volume, kspace.shape[-1])
-            image = zero_filled_columns(kspace, mask, crop)  # = |crop(ifft2c(masked))|, less FFT work
+            image = zero_filled_columns(
+                kspace, mask, crop
+            )  # = |crop(ifft2c(masked))|, less FFT work
         else:  # test files: undersampled already
             image = complex_abs(center_crop(ifft2c(kspace), crop))
         image, mean, std = self.normalize(image)
         target = self._target(volume, s, crop)
         target = torch.zeros_like(image) if target is None else (target - mean) / std
-        return {"input": image.unsqueeze(0).float(), "target": target.unsqueeze(0).float(),
-                "mean": mean, "std": std, **about, "acceleration": acceleration}
+        return {
+            "input": image.unsqueeze(0).float(),
+            "target": target.unsqueeze(0).float(),
+            "mean": mean,
+            "std": std,
+            **about,
+            "acceleration": acceleration,
+        }
 
 
 # Why lists: every tensor leaves a DataLoader worker through a shared-memory file of its own, so
@@ -141,8 +185,11 @@ def collate_slices(samples: list[dict]) -> dict:
 
 def numbers_on(batch: dict, device: torch.device) -> dict:
     """``mean`` / ``std`` lists -> float32 tensors ``(N,)`` on ``device`` (the rest unchanged)."""
-    return batch | {k: torch.tensor(batch[k], dtype=torch.float32, device=device)
-                    for k in ("mean", "std") if isinstance(batch.get(k), list)}
+    return batch | {
+        k: torch.tensor(batch[k], dtype=torch.float32, device=device)
+        for k in ("mean", "std")
+        if isinstance(batch.get(k), list)
+    }
 
 
 def _padded(samples: list[dict], size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,8 +214,10 @@ def collate_raw(samples: list[dict]) -> dict:
     if "target" in samples[0]:
         crops = {tuple(s["target"].shape) for s in samples}
         if len(crops) > 1:
-            raise DataError(f"data.transform_on: device batches slices of one image size; this batch has "
-                            f"{sorted(crops)} from {sorted({s['fname'] for s in samples})}: set data.crop")
+            raise DataError(
+                f"data.transform_on: device batches slices of one image size; this batch has "
+                f"{sorted(crops)} from {sorted({s['fname'] for s in samples})}: set data.crop"
+            )
         batch["target"] = stack([s["target"] for s in samples])
     groups: dict[tuple, list[int]] = {}
     for j, s in enumerate(samples):
@@ -190,9 +239,19 @@ def finish_batch(batch: dict, normalize: str) -> dict:
     ``(N, 1, h, w)``, ``mean`` / ``std`` ``(N,)``. One batched zero-filled transform per k-space shape."""
     target = batch["target"].float()
     image = torch.empty_like(target)
-    for cols, where, width, group in zip(batch["kspace"], batch["columns"], batch["width"], batch["group"]):
-        image[group.to(image.device)] = zero_filled_batch(cols, where, width, tuple(target.shape[-2:]))
+    for cols, where, width, group in zip(
+        batch["kspace"], batch["columns"], batch["width"], batch["group"]
+    ):
+        image[group.to(image.device)] = zero_filled_batch(
+            cols, where, width, tuple(target.shape[-2:])
+        )
     image, mean, std = normalize_batch(image, normalize)
     target = (target - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
     rest = {k: v for k, v in batch.items() if k not in RAW_KEYS}
-    return {**rest, "input": image.unsqueeze(1), "target": target.unsqueeze(1), "mean": mean, "std": std}
+    return {
+        **rest,
+        "input": image.unsqueeze(1),
+        "target": target.unsqueeze(1),
+        "mean": mean,
+        "std": std,
+    }

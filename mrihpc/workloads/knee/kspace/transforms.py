@@ -3,6 +3,7 @@
 Centred, orthonormal 2-D FFTs as fastMRI's ``fft2c`` / ``ifft2c``, but on torch's native
 complex dtype (no trailing real/imag axis).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,7 +44,7 @@ def center_crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     _check_crop(shape, x.shape)
     h, w = shape
     top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
-    return x[..., top:top + h, left:left + w]
+    return x[..., top : top + h, left : left + w]
 
 
 def apply_mask(kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -72,7 +73,10 @@ def centred_crop_unshifted(x: torch.Tensor, size: int, dim: int) -> torch.Tensor
 # unit-modulus phase, which the magnitude drops; shifting its output is an index remap, folded into
 # the crop (centred_crop_unshifted). So |crop(ifft2c(k))| = |crop'(ifft2(k))| with no shift copies.
 
-def zero_filled_columns(kspace: torch.Tensor, mask: torch.Tensor, crop: tuple[int, int]) -> torch.Tensor:
+
+def zero_filled_columns(
+    kspace: torch.Tensor, mask: torch.Tensor, crop: tuple[int, int]
+) -> torch.Tensor:
     """``zero_filled(apply_mask(kspace, mask), crop)`` for k-space ``(..., H, W)`` and a column
     mask bool ``(W,)``, with a fraction of the FFT work: the 2-D transform is separable, so the
     inverse FFT along H runs on the sampled columns only (the others are zero) and its result is
@@ -88,7 +92,9 @@ def zero_filled_columns(kspace: torch.Tensor, mask: torch.Tensor, crop: tuple[in
     return centred_crop_unshifted(complex_abs(torch.fft.ifft(rows, dim=-1, norm="ortho")), w, -1)
 
 
-def zero_filled_batch(columns: torch.Tensor, where: torch.Tensor, width: int, crop: tuple[int, int]) -> torch.Tensor:
+def zero_filled_batch(
+    columns: torch.Tensor, where: torch.Tensor, width: int, crop: tuple[int, int]
+) -> torch.Tensor:
     """``zero_filled_columns`` for a batch, each slice with its own mask, from the sampled columns
     alone: columns complex ``(N, H, C)`` at column indices ``where`` ``(N, C)`` of k-space ``width``
     wide (a slice with fewer than C sampled columns is padded with zero columns at index ``width``)
@@ -99,7 +105,9 @@ def zero_filled_batch(columns: torch.Tensor, where: torch.Tensor, width: int, cr
     rows = centred_crop_unshifted(torch.fft.ifft(columns, dim=-2, norm="ortho"), h, -2)
     full = rows.new_zeros((n, h, width + 1))  # the padding lands in the extra column, dropped below
     full.scatter_(-1, where.unsqueeze(-2).expand(-1, h, -1), rows)
-    return centred_crop_unshifted(complex_abs(torch.fft.ifft(full[..., :width], dim=-1, norm="ortho")), w, -1)
+    return centred_crop_unshifted(
+        complex_abs(torch.fft.ifft(full[..., :width], dim=-1, norm="ortho")), w, -1
+    )
 
 
 def normalize_max(image: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, float, float]:
@@ -108,13 +116,17 @@ def normalize_max(image: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor,
     return image / scale, 0.0, scale
 
 
-def normalize_instance(image: torch.Tensor, eps: float = 1e-11) -> tuple[torch.Tensor, float, float]:
+def normalize_instance(
+    image: torch.Tensor, eps: float = 1e-11
+) -> tuple[torch.Tensor, float, float]:
     """fastMRI's instance norm: (x - mean) / std. Returns (image, mean, std)."""
     mean, std = float(image.mean()), float(image.std())
     return (image - mean) / (std + eps), mean, std + eps
 
 
-def normalize_batch(image: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def normalize_batch(
+    image: torch.Tensor, kind: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``normalize_max`` / ``normalize_instance`` per slice of ``(N, h, w)``; returns (image,
     mean ``(N,)``, std ``(N,)``) with the same eps as the per-slice functions."""
     flat = image.flatten(1)

@@ -1,0 +1,232 @@
+"""What a run's points are doing, read after the fact from any shell on the login node.
+
+Sources, in order of trust: a point's own status.json when it says done or failed; Slurm
+accounting (sacct, or squeue when accounting is down) for everything the job itself could
+not write (pending, cancelled, timeout, node failure, out of memory); the process table for
+local runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+
+from mrihpc.login import accounting
+from mrihpc.paths import DamagedFile, RunPaths, read_json
+
+
+class RunError(Exception):
+    """A path that is not a run directory, or a point that does not exist."""
+
+
+class SubmitRefused(RunError):
+    """sbatch refused an array; ``queued``: whether arrays before it were queued."""
+
+    def __init__(self, queued: bool, reason: str, message: str):
+        super().__init__(message)
+        self.queued, self.reason = queued, reason
+
+
+def open_run(path: Path | str, notes: Optional[list[str]] = None) -> tuple[RunPaths, dict]:
+    """The run at ``path`` and its manifest. A damaged manifest is a RunError naming it, unless
+    the caller collects ``notes``: then the points are salvaged from ``points/<i>/`` (without
+    their names and jobs) and the damage goes into ``notes``."""
+    run = RunPaths(Path(path).resolve())
+    try:
+        manifest = read_json(run.manifest, kind=dict)
+        if manifest is None:
+            raise RunError(
+                f"{path}: not a run directory (no manifest.json); expected runs/<name>/<sweep-id>"
+            )
+        _check_manifest(run.manifest, manifest)
+    except DamagedFile as e:
+        if notes is None:
+            raise RunError(f"{e}; status still lists the points it finds") from None
+        indices = sorted(int(p.name) for p in (run.root / "points").glob("*") if p.name.isdigit())
+        notes.append(
+            f"{e}; listing the {len(indices)} point(s) found under points/, without names or jobs"
+        )
+        manifest = {"points": [{"index": i, "name": "?"} for i in indices], "submissions": []}
+    return run, manifest
+
+
+def _check_manifest(path: Path, manifest: dict) -> None:
+    """DamagedFile unless ``manifest`` has the points and submissions every verb reads."""
+    points, submissions = manifest.get("points"), manifest.get("submissions")
+    if not (
+        isinstance(points, list)
+        and all(
+            isinstance(p, dict)
+            and isinstance(p.get("index"), int)
+            and isinstance(p.get("name"), str)
+            for p in points
+        )
+    ):
+        raise DamagedFile(
+            f"{path}: damaged: 'points' is not a list of {{index, name, ...}} objects"
+        )
+    if not (
+        isinstance(submissions, list)
+        and all(
+            isinstance(s, dict)
+            and isinstance(s.get("jobs"), dict)
+            and isinstance(s.get("executor"), str)
+            for s in submissions
+        )
+    ):
+        raise DamagedFile(
+            f"{path}: damaged: 'submissions' is not a list of {{executor, jobs, ...}} objects"
+        )
+
+
+def latest_jobs(manifest: dict) -> dict[int, dict]:
+    """Point index -> its most recent submission record (job id, log paths, executor)."""
+    jobs = {}
+    for submission in manifest["submissions"]:
+        for index, job in submission["jobs"].items():
+            jobs[int(index)] = {**job, "executor": submission["executor"]}
+    return jobs
+
+
+@dataclass
+class PointView:
+    index: int
+    name: str
+    state: str
+    job_id: str = ""
+    reason: str = ""
+    elapsed_s: Optional[float] = None
+    epoch: Optional[int] = None
+    epochs: Optional[int] = None
+    latest: dict = field(default_factory=dict)
+    attempts: int = 0
+    params: dict = field(default_factory=dict)
+    """{network: parameter count}, as the node built them."""
+    gpu_hours: Optional[float] = None
+    """Allocated GPUs x elapsed, summed over requeued incarnations (sacct's AllocTRES); None
+    without accounting."""
+    cpu_hours: Optional[float] = None
+    energy_kwh: Optional[float] = None
+    """Where the site accounts energy (sacct's ConsumedEnergyRaw), summed like the hours."""
+    nodes: str = ""
+    """Where its last attempt ran (sacct's NodeList)."""
+    mem_gb: Optional[float] = None
+    """The memory its last attempt was allocated (sacct's AllocTRES)."""
+    gpu_util: Optional[float] = None
+    """Its GPUs' mean utilisation in percent (sacct's TRESUsageInAve gres/gpuutil), where gathered."""
+
+
+def _alive(pid: Optional[int]) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (ProcessLookupError, PermissionError, ValueError):
+        return False
+
+
+def _seconds(a: Optional[str], b: Optional[str]) -> Optional[float]:
+    try:
+        return (dt.datetime.fromisoformat(b) - dt.datetime.fromisoformat(a)).total_seconds()
+    except (TypeError, ValueError):
+        return None
+
+
+def point_views(
+    run: RunPaths, manifest: dict, notes: Optional[list[str]] = None
+) -> tuple[list[PointView], str]:
+    """One view per point, and which source answered for Slurm (sacct / squeue / none). A damaged
+    status.json leaves the point's state to Slurm ("unknown" without it) and goes into ``notes``."""
+    jobs = latest_jobs(manifest)
+    slurm_ids = [j["job_id"] for j in jobs.values() if j["executor"] == "slurm"]
+    slurm, source = {}, "none: local executor"
+    if slurm_ids:
+        slurm = accounting.sacct(slurm_ids)
+        source = "sacct"
+        if slurm is None:
+            slurm, source = accounting.squeue(slurm_ids), "squeue"
+            source = source if slurm is not None else "none (Slurm unreachable)"
+            slurm = slurm or {}
+        elif unseen := [j for j in slurm_ids if j not in slurm]:
+            # slurmdbd records a job a moment after sbatch returns: ask the controller, not "lost"
+            queued = accounting.squeue(unseen) or {}
+            slurm |= {j: queued[j] for j in unseen if j in queued}
+    views = []
+    for point in manifest["points"]:
+        i = point["index"]
+        try:
+            status, damaged = read_json(run.point(i).status, {}, dict) or {}, ""
+        except DamagedFile as e:
+            status, damaged = {}, str(e)
+            if notes is not None:
+                notes.append(str(e))
+        job = jobs.get(i, {})
+        row = slurm.get(job.get("job_id", ""), {})
+        own = status.get("state")
+        if own in ("done", "failed"):
+            state = own
+        elif row:
+            state = row["state"]
+            if state == "done" and own != "done":  # the job ended without the point saying done
+                state = "failed"
+        elif job.get("executor") in ("local", "debug"):
+            state = own or "pending"
+            if (
+                state == "running"
+                and status.get("host") == socket.gethostname()
+                and not _alive(status.get("pid"))
+            ):
+                state = "failed"
+                status.setdefault("error", "the process ended without recording an outcome")
+        elif job.get("executor") == "slurm":
+            # squeue has forgotten it and the point never finished: it ended badly
+            state = (
+                own if own in ("running", "interrupted") and source.startswith("sacct") else "lost"
+            )
+        elif own in ("running", "interrupted"):  # `mrihpc run` in a shell: no submission record
+            dead = status.get("host") == socket.gethostname() and not _alive(status.get("pid"))
+            state = "interrupted" if own == "interrupted" or dead else "running"
+            if dead and own == "running" and not status.get("error"):
+                status["error"] = "the process ended without recording an outcome (killed?)"
+        elif own:
+            state = own
+        else:
+            state = "not submitted"
+        if damaged:
+            state = row["state"] if row else "unknown"
+        reason = (
+            status.get("error")
+            or row.get("reason", "")
+            or ("status.json damaged" if damaged else "")
+        )
+        if row.get("slurm_state") and row["state"] != state:
+            reason = reason or row["slurm_state"]
+        elapsed = row.get("elapsed_s") or _seconds(status.get("started"), status.get("updated"))
+        views.append(
+            PointView(
+                i,
+                point["name"],
+                state,
+                job.get("job_id", ""),
+                str(reason)[:120],
+                elapsed,
+                status.get("epoch"),
+                status.get("epochs"),
+                status.get("latest") or {},
+                int(status.get("attempts", 0)),
+                status.get("params") if isinstance(status.get("params"), dict) else {},
+                row.get("gpu_hours"),
+                row.get("cpu_hours"),
+                row.get("energy_kwh"),
+                row.get("nodes") or "",
+                row.get("mem_gb"),
+                row.get("gpu_util"),
+            )
+        )
+    return views, source
