@@ -137,24 +137,29 @@ def epochs_spent(manifest: dict) -> tuple[int, int]:
     return spent, len(manifest["points"]) * a["budgets"][-1]
 
 
-def summary(manifest: dict) -> str:
-    """One line per rung for ``status``: its epochs, its points and how it was reached."""
+def summary(manifest: dict, promotion_state: Optional[str] = None) -> str:
+    """One line per rung for ``status``: its epochs, its points and how it was reached;
+    ``promotion_state``: Slurm's state of the pending promotion job, where known."""
     a = manifest["adaptive"]
     lines = []
     for k, rung in enumerate(a["rungs"]):
         lines.append(f"rung {k}: {len(rung['points'])} point(s) to {rung['epochs']} epochs")
     promotions = {p["rung"]: p for p in a.get("promotions", [])}
     k = len(a["rungs"]) - 1
-    if not is_last(manifest, k):
+    if not a["rungs"][k]["points"]:
+        lines.append(f"stopped: no point finished rung {k - 1}")
+    elif not is_last(manifest, k):
         job = promotions.get(k)
-        lines.append(
-            f"rung {k + 1} ({a['budgets'][k + 1]} epochs): "
-            + (
-                f"promotion job {job['job_id']} chooses its points once rung {k} ends"
-                if job
-                else f"waits for rung {k}'s promotion"
+        if job and promotion_state in ("pending", "running", "requeued", None):
+            step = f"promotion job {job['job_id']} chooses its points once rung {k} ends"
+        elif job:
+            step = (
+                f"promotion job {job['job_id']} ended {promotion_state} without promoting; "
+                "`mrihpc resubmit RUN` queues another"
             )
-        )
+        else:
+            step = f"waits for rung {k}'s promotion"
+        lines.append(f"rung {k + 1} ({a['budgets'][k + 1]} epochs): {step}")
     spent, full = epochs_spent(manifest)
     lines.append(
         f"epochs: {spent} so far of the full grid's {full} ({spent / full:.0%}); "

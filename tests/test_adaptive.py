@@ -154,7 +154,10 @@ def test_a_killed_promotion_is_rerun_by_resubmit_and_the_sweep_completes(
     time.sleep(3)
     assert len(read_json(run.manifest)["adaptive"]["rungs"]) == 1  # the promotion never ran
     main(["status", str(run.root)])
-    assert "rung 1 (2 epochs): promotion job" in capsys.readouterr().out
+    assert (
+        f"rung 1 (2 epochs): promotion job {first['job_id']} ended cancelled without promoting; "
+        "`mrihpc resubmit RUN` queues another" in capsys.readouterr().out
+    )
     assert main(["resubmit", str(run.root), "--failed"]) == 0
     out = capsys.readouterr().out
     assert (

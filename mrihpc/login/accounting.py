@@ -172,3 +172,13 @@ def squeue(job_ids: Sequence[str]) -> Optional[dict[str, dict]]:
 
 def cancel(job_ids: Sequence[str]) -> bool:
     return bool(job_ids) and _run(["scancel", *job_ids]) is not None
+
+
+def job_state(job_id: str) -> Optional[str]:
+    """One job's state (``normalise``d): sacct's, or squeue's while sacct does not know it yet
+    (it lags a fresh submission); "unknown" when neither knows it, None when Slurm cannot be
+    asked."""
+    rows = sacct([job_id])
+    if rows is None or job_id not in rows:
+        rows = squeue([job_id])
+    return None if rows is None else rows.get(job_id, {}).get("state", "unknown")

@@ -13,6 +13,7 @@ from typing import Optional
 import yaml
 
 from mrihpc import rungs, workloads
+from mrihpc.login import accounting
 from mrihpc.paths import DamagedFile, RunPaths, read_json, scan_jsonl
 from mrihpc.login.views import RunError, point_views
 
@@ -80,11 +81,24 @@ def status_report(
         for a in history
     ]
     adapted_text = "".join(f"\nresubmit --adapt: {line}" for line in adapted)
-    rung_text = f"\n{rungs.summary(manifest)}" if manifest.get("adaptive") else ""
+    rung_text = (
+        f"\n{rungs.summary(manifest, _promotion_state(manifest))}"
+        if manifest.get("adaptive")
+        else ""
+    )
     return (
         f"{table(rows, list(rows[0]))}\n{summary} (Slurm state from {source})"
         f"{adapted_text}{rung_text}"
     )
+
+
+def _promotion_state(manifest: dict) -> Optional[str]:
+    """Slurm's state of the adaptive sweep's newest promotion job while its rung is the last one
+    recorded (one sacct call); None when there is none, or Slurm cannot say."""
+    a, promotions = manifest["adaptive"], manifest["adaptive"].get("promotions", [])
+    if not promotions or promotions[-1]["rung"] != len(a["rungs"]) - 1:
+        return None
+    return accounting.job_state(promotions[-1]["job_id"])
 
 
 def _millions(params: dict) -> Optional[str]:

@@ -465,13 +465,9 @@ def _continue_rungs(run, executor: str, after: list[str]) -> bool:
 
 
 def _job_alive(job_id: str) -> bool:
-    """Queued or running by sacct (or squeue, where sacct does not know it yet); True when Slurm
-    cannot be asked, so a second promotion is never queued beside a live one."""
+    """Queued or running; True when Slurm cannot say, so that a second promotion is never queued
+    beside a live one."""
     from mrihpc.login import accounting
 
-    rows = accounting.sacct([job_id])
-    if rows is None or job_id not in rows:
-        rows = accounting.squeue([job_id])
-        if rows is None:
-            return True
-    return rows.get(job_id, {}).get("state") in BUSY
+    state = accounting.job_state(job_id)
+    return state is None or state in BUSY
