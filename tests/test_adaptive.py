@@ -191,3 +191,46 @@ def test_a_killed_promotion_is_rerun_by_resubmit_and_the_sweep_completes(
     promoted = read_json(run.manifest)["adaptive"]["promotions"][-1]
     log = open(promoted["stdout"].replace("%j", promoted["job_id"])).read()
     assert "keeping 2 (1/2) -> rung 1 (2 epochs)" in log
+
+
+def test_a_rung_ranks_configurations_by_their_folds_mean_and_skips_unfinished_ones(tmp_path):
+    """Rung 0 of 4 configurations x 2 folds (points 2c and 2c+1): configuration 1 has the best
+    single fold but the worse mean; configuration 3 is best but one fold did not finish the rung
+    (failed), so it is not promoted; keep 4 // 2 = 2 configurations = 4 points."""
+    from mrihpc.rungs import choose
+
+    run = RunPaths(tmp_path / "run")
+    scores = {0: [0.50, 0.60], 1: [0.90, 0.10], 2: [0.55, 0.57], 3: [0.95, None]}
+    points = []
+    for c, folds in scores.items():
+        for f, score in enumerate(folds):
+            index = 2 * c + f
+            points.append(
+                {
+                    "index": index,
+                    "name": f"c{c},fold={f}",
+                    "overrides": {"optim.lr": c, "data.folds": 2, "data.fold": f},
+                }
+            )
+            run.point(index).root.mkdir(parents=True)
+            records = [{"kind": "epoch", "epoch": 0, "val_ssim": 0.2}]
+            if score is not None:  # the rung's last epoch validated
+                records.append({"kind": "epoch", "epoch": 1, "val_ssim": score})
+            run.point(index).metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
+    manifest = {
+        "points": points,
+        "adaptive": {
+            "metric": "ssim",
+            "higher": True,
+            "eta": 2,
+            "budgets": [2, 4],
+            "rungs": [{"epochs": 2, "points": list(range(8))}],
+        },
+    }
+    chosen, values, line = choose(run, manifest, 0)
+    assert chosen == [0, 1, 4, 5]  # means 0.55 and 0.56 beat 0.50; configuration 3 unfinished
+    assert 7 not in values and values[6] == 0.95
+    assert (
+        "3 of 4 configuration(s) finished; keeping 2 (1/2) -> rung 1 (4 epochs): point(s) 0 1 4 5"
+        in line
+    )
