@@ -51,6 +51,7 @@ def plan(spec, metric_directions: dict[str, str], indices: list[int]) -> Optiona
         "budgets": epochs,
         "rungs": [{"epochs": epochs[0], "points": list(indices)}],
         "promotions": [],
+        "partition": a.partition,  # the promotion jobs'; None: the points'
     }
 
 

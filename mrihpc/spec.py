@@ -304,6 +304,9 @@ class AdaptiveSpec(Section):
     eta times as long."""
     max_epochs: Optional[int] = Field(None, ge=1, le=MAX_EPOCHS)
     """The last rung's epochs; default ``train.epochs``, and if given it must equal it."""
+    partition: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
+    """Where the promotion jobs run (1 CPU, no GPU); default ``cluster.partition``. A site whose
+    GPU partitions refuse jobs without a GPU names a CPU partition here."""
 
 
 class SweepSpec(Section):

@@ -130,9 +130,17 @@ def test_a_killed_promotion_is_rerun_by_resubmit_and_the_sweep_completes(
     slurm_cluster, tmp_path, write_spec, capsys
 ):
     spec = merge(
-        adaptive_spec("sh-slurm"),
+        adaptive_spec("sh-slurm", partition="debug"),  # the promotion jobs' partition, named
         train={**TINY["train"], "epochs": 2},
         cluster={"executor": "slurm", "time": "10:00", "cpus_per_task": 1},
+    )
+    nowhere = write_spec(
+        merge(spec, sweep={**spec["sweep"], "adaptive": {"partition": "gpu-only"}}), "x.yaml"
+    )
+    assert main(["validate", str(nowhere), "--check-paths"]) == 2
+    assert (
+        f"{nowhere}: sweep.adaptive.partition: no partition 'gpu-only'; the cluster has: debug"
+        in capsys.readouterr().err
     )
     runs = tmp_path / "runs"
     assert main(["submit", str(write_spec(spec)), "--runs", str(runs)]) == 0
@@ -191,6 +199,7 @@ def test_a_killed_promotion_is_rerun_by_resubmit_and_the_sweep_completes(
     promoted = read_json(run.manifest)["adaptive"]["promotions"][-1]
     log = open(promoted["stdout"].replace("%j", promoted["job_id"])).read()
     assert "keeping 2 (1/2) -> rung 1 (2 epochs)" in log
+    assert sacct_partition(promoted["job_id"]) == "debug"
 
 
 def test_a_rung_ranks_configurations_by_their_folds_mean_and_skips_unfinished_ones(tmp_path):
@@ -234,3 +243,13 @@ def test_a_rung_ranks_configurations_by_their_folds_mean_and_skips_unfinished_on
         "3 of 4 configuration(s) finished; keeping 2 (1/2) -> rung 1 (4 epochs): point(s) 0 1 4 5"
         in line
     )
+
+
+def sacct_partition(job_id: str) -> str:
+    out = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "Partition"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()[0]

@@ -78,6 +78,12 @@ def check(spec: JobSpec, source: str, num_points: int) -> tuple[list[str], list[
             else "cluster.partition: the cluster has no default partition"
         )
         return [f"{source}: {where}; the cluster has: {', '.join(sorted(parts)) or 'none'}"], []
+    adaptive = spec.sweep.adaptive
+    if adaptive is not None and adaptive.partition and adaptive.partition not in parts:
+        problems.append(
+            f"{source}: sweep.adaptive.partition: no partition {adaptive.partition!r}; "
+            f"the cluster has: {', '.join(sorted(parts))}"
+        )
     p = parts[name]
     nodes = p.nodes
     have = lambda key: max((int(float(n.get(key, 0) or 0)) for n in nodes), default=0)  # noqa: E731

@@ -154,6 +154,7 @@ def submit_promotion(run: RunPaths, rung: int, after: list[str]) -> str:
     c = spec.cluster
     small = c.model_copy(
         update={
+            "partition": manifest["adaptive"].get("partition") or c.partition,
             "nodes": 1,
             "tasks_per_node": 1,
             "cpus_per_task": 1,

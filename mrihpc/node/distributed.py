@@ -68,8 +68,10 @@ def init_world(job_id_hint: str = "") -> World:
 
 def rendezvous(hostnames: list[str], job_id: str) -> tuple[str, str]:
     """(MASTER_ADDR, MASTER_PORT): the job's first host, and a port derived from the job id so
-    two jobs sharing a node do not collide."""
-    return hostnames[0], str(20000 + zlib.crc32(job_id.encode()) % 20000)
+    two jobs sharing a node do not collide, in 20000-32767: below Linux's ephemeral range
+    (32768-60999), where any outgoing connection on the node may hold a port (a rank 0 that
+    found its port taken so failed, and its peers waited for it)."""
+    return hostnames[0], str(20000 + zlib.crc32(job_id.encode()) % 12768)
 
 
 def all_reduce_mean(values: dict[str, float], world: World) -> dict[str, float]:
