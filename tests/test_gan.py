@@ -14,7 +14,7 @@ import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 
-from conftest import merge
+from conftest import REPO, merge
 from test_visdom import free_port
 from mrihpc import workloads
 from mrihpc.node.distributed import World
@@ -181,3 +181,23 @@ def test_the_discriminators_emit_logits_over_the_whole_image():
         d.head.weight.zero_()
         d.head.bias.fill_(5.0)
     assert float(d(torch.rand(1, 2, 64, 64)).detach()) == 5.0
+
+
+def test_optimisers_come_from_the_declaration_the_spec_is_checked_against():
+    """The Trainer's optimisers are the descriptor's (the names ``optim:`` is validated against),
+    one per network of that name; a network without its optimiser is refused, not left untrained."""
+    import torch
+
+    from mrihpc.node.distributed import World
+    from mrihpc.node.task import Task
+    from mrihpc.specfile import load_spec
+
+    world = World(0, 0, 1, torch.device("cpu"))
+    gan, _ = load_spec(str(REPO / "jobs" / "knee_gan_demo.yaml"))
+    assert Task(gan, world).optimizers(["G", "D"]) == {"G": ["G"], "D": ["D"]}
+    with pytest.raises(ValueError, match="builds networks G but declares optimisers G, D"):
+        Task(gan, world).optimizers(["G"])
+    pix2pix, _ = load_spec(str(REPO / "jobs" / "ixi_pix2pix_demo.yaml"), ["model.mode=generator"])
+    assert Task(pix2pix, world).optimizers(["G"]) == {"G": ["G"]}
+    knee, _ = load_spec(str(REPO / "jobs" / "quickstart.yaml"))
+    assert Task(knee, world).optimizers(["model"]) == {"main": ["model"]}

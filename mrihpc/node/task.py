@@ -120,8 +120,24 @@ class Task:
         raise NotImplementedError
 
     def optimizers(self, networks: Sequence[str]) -> dict[str, list[str]]:
-        """Optimiser name -> the networks it updates. Default: one optimiser for all."""
-        return {"main": list(networks)}
+        """Optimiser name -> the networks it updates, from the one declaration the spec validates
+        ``optim:`` against (the descriptor's ``optimizers`` / ``optimizers_of``): ``main``
+        updates every network; otherwise each optimiser updates the network of its name, and a
+        network without one (or an optimiser without its network) is an error here, not a
+        network silently left untrained."""
+        from mrihpc import workloads
+
+        names = workloads.get(self.spec.task).built_optimizers(
+            {"model": self.spec.model.model_dump()}
+        )
+        if tuple(names) == ("main",):
+            return {"main": list(networks)}
+        if set(names) != set(networks):
+            raise ValueError(
+                f"task {self.spec.task}: its model builds networks {', '.join(networks)} but declares "
+                f"optimisers {', '.join(names)}; each network needs the optimiser of its name"
+            )
+        return {name: [name] for name in names}
 
     def on_device(self, batch: dict) -> dict:
         """The batch once on the training device, before ``train_step`` or ``eval_step`` sees it:

@@ -85,7 +85,9 @@ class Workload:
     check_spec: Optional[str] = None
     """"module:function" ``(spec) -> list[str]``: ``key.path: why`` problems across sections."""
     optimizers: tuple[str, ...] = ("main",)
-    """Names of the task's optimisers (``optim:`` and ``schedule:`` may be keyed by them)."""
+    """Names of the task's optimisers (``optim:`` and ``schedule:`` may be keyed by them), the one
+    declaration of them: ``("main",)`` updates every network; otherwise each updates the network
+    of its name, and the Trainer refuses a network without one (``Task.optimizers``)."""
     optimizers_of: Optional[str] = None
     """"module:function" ``(model dict as written) -> names``: the optimisers a spec's model
     builds, where that depends on it (synthesis's mode); default all of ``optimizers``."""

@@ -40,9 +40,6 @@ class KneeGanTask(ReconstructionTask):
     def networks(self) -> dict[str, nn.Module]:
         return {"G": build_unet(self.spec.model.G), "D": build_discriminator(self.spec.model.D, 1)}
 
-    def optimizers(self, networks) -> dict[str, list[str]]:
-        return {"G": ["G"], "D": ["D"]}
-
     def train_step(
         self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext
     ) -> dict[str, float]:

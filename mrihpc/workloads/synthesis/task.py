@@ -165,9 +165,6 @@ class SynthesisTask(Task):
             }
         return nets
 
-    def optimizers(self, networks) -> dict[str, list[str]]:
-        return {name: [name] for name in networks}
-
     # ----------------------------------------------------------------- training
     def train_step(
         self, batch: dict, nets: dict[str, nn.Module], ctx: StepContext
