@@ -167,3 +167,14 @@ def summary(manifest: dict, promotion_state: Optional[str] = None) -> str:
         f"successive halving, eta {a['eta']}, by val_{a['metric']}"
     )
     return "\n".join(lines)
+
+
+def outline(budgets_: list[int], configurations: int, folds: int, eta: int) -> str:
+    """What the rungs will be when every configuration finishes each rung (``submit --dry-run``):
+    each rung's points and epochs, and the epochs against the full grid's."""
+    rungs_, n, before, spent = [], configurations, 0, 0
+    for k, epochs in enumerate(budgets_):
+        rungs_.append(f"rung {k}: {n * folds} point(s) to {epochs} epochs")
+        spent, before, n = spent + n * folds * (epochs - before), epochs, max(1, n // eta)
+    full = configurations * folds * budgets_[-1]
+    return "; ".join(rungs_) + f"; {spent} of the full grid's {full} epochs ({spent / full:.0%})"

@@ -79,6 +79,17 @@ def test_an_unusable_adaptive_section_is_refused_naming_the_key(
     assert f"{path}: {message}" in err, err
 
 
+def test_dry_run_outlines_the_rungs(write_spec, capsys):
+    spec = merge(adaptive_spec(), train={**TINY["train"], "epochs": 8})
+    spec["sweep"]["grid"]["model.channels"] = [4, 8, 12, 16]
+    assert main(["submit", str(write_spec(spec)), "--dry-run"]) == 0
+    assert (
+        "successive halving, eta 2: rung 0: 16 point(s) to 1 epochs; rung 1: 8 point(s) to 2 "
+        "epochs; rung 2: 4 point(s) to 4 epochs; rung 3: 2 point(s) to 8 epochs; 40 of the full "
+        "grid's 128 epochs (31%)" in capsys.readouterr().out
+    )
+
+
 def test_local_rungs_keep_the_best_half_and_a_promoted_point_ends_as_a_full_run(
     tmp_path, write_spec, capsys
 ):

@@ -59,7 +59,8 @@ def status_report(
         for r, v in zip(rows, views):
             k = rungs.rung_of(manifest, v.index)
             stopped = k < last and v.state == "done"
-            r |= {"rung": k, "reason": f"stopped at rung {k}" if stopped else r.pop("reason")}
+            reason = r.pop("reason")  # last, after the rung
+            r |= {"rung": k, "reason": f"stopped at rung {k}" if stopped else reason}
     if any(v.gpu_hours is not None for v in views):  # a Slurm run with accounting: GPU-hours so far
         for r, v in zip(rows, views):
             reason = r.pop("reason")

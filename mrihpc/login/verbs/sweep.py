@@ -134,6 +134,15 @@ def cmd_submit(args) -> int:
     if args.dry_run:
         for problem in checks.check_data(spec, args.spec):
             print(f"warning: {problem} (checked again at a real submit)")
+        if (a := spec.sweep.adaptive) is not None:
+            from mrihpc import rungs
+
+            folds = spec.sweep.folds or 1
+            epochs = rungs.budgets(a.min_epochs, a.eta, spec.train.epochs)
+            print(
+                f"successive halving, eta {a.eta}: "
+                f"{rungs.outline(epochs, len(points) // folds, folds, a.eta)}"
+            )
         logs = Path(args.runs).resolve() / spec.name / "<sweep-id>" / "logs"
         print(f"\n# sbatch script submitit would submit ({len(points)} array tasks):")
         print(launch.dry_run_text(spec, logs, len(points)))
