@@ -17,7 +17,10 @@ DATA_FORMATS = {
     "nc2019": "coursework: train kspace only; test kspace_4af / kspace_8af",
 }
 
-#: model.name -> "module:function" building the network from a ModelSpec
+#: model.name -> "module:function" building the network from the shared ModelSpec (a U-Net's
+#: fields; knee reconstruction and segmentation use it). A workload whose networks are its own
+#: (cine's cascade, sinogram's denoiser, the GANs' generators and discriminators) declares them
+#: in its own model section and builds them in its Task: no workload's networks are listed here
 MODELS = {
     "unet": "mrihpc.models.unet:build_unet",
 }

@@ -134,8 +134,9 @@ class Task:
             return {"main": list(networks)}
         if set(names) != set(networks):
             raise ValueError(
-                f"task {self.spec.task}: its model builds networks {', '.join(networks)} but declares "
-                f"optimisers {', '.join(names)}; each network needs the optimiser of its name"
+                f"task {self.spec.task}: its model builds networks {', '.join(networks)} but "
+                f"declares optimisers {', '.join(names)}; each network needs the optimiser of its "
+                "name"
             )
         return {name: [name] for name in names}
 
