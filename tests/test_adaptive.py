@@ -120,6 +120,9 @@ def test_local_rungs_keep_the_best_half_and_a_promoted_point_ends_as_a_full_run(
     assert main(["results", str(run.root), "--csv"]) == 0
     rows = capsys.readouterr().out.splitlines()
     assert rows[1].split(",")[0] == str(winner[0]) and ",2," in rows[1]
+    # the local executor promotes in the submitting process: no promotion job, no log of one
+    assert main(["logs", str(run.root), "--promotion", "0"]) != 0
+    assert "no promotion job for rung 0" in capsys.readouterr().err
     assert main(["predict", str(run.root), "--best", "--here"]) == 0
     assert f"best point on validation: {winner[0]}" in capsys.readouterr().out
     # the winner resumed twice; it ends exactly where the full grid's run of it ends (the same
@@ -208,8 +211,10 @@ def test_a_killed_promotion_is_rerun_by_resubmit_and_the_sweep_completes(
         out.count("stopped at rung 0") == 2 and "epochs: 6 so far of the full grid's 8 (75%)" in out
     )
     promoted = read_json(run.manifest)["adaptive"]["promotions"][-1]
-    log = open(promoted["stdout"].replace("%j", promoted["job_id"])).read()
-    assert "keeping 2 (1/2) -> rung 1 (2 epochs)" in log
+    assert main(["logs", str(run.root), "--promotion", "0"]) == 0
+    log = capsys.readouterr().out
+    assert "[mrihpc] rung 0 (1 epochs): 4 of 4 configuration(s) finished; keeping 2 (1/2)" in log
+    assert f"rung 1: point(s) {' '.join(map(str, last['points']))} queued as array(s)" in log
     assert sacct_partition(promoted["job_id"]) == "debug"
 
 

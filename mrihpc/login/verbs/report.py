@@ -52,9 +52,15 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     s.add_argument("-o", "--out", type=Path, help="where to write it (default RUN/report.html)")
     s.set_defaults(fn=cmd_report)
 
-    s = sub.add_parser("logs", help="a point's stdout (or --err)")
+    s = sub.add_parser("logs", help="a point's stdout (or --err), or a promotion job's")
     s.add_argument("run")
-    s.add_argument("point", type=int)
+    s.add_argument("point", type=int, nargs="?")
+    s.add_argument(
+        "--promotion",
+        type=int,
+        metavar="RUNG",
+        help="instead: the latest job that promoted rung RUNG of an adaptive sweep (what it kept)",
+    )
     s.add_argument("--err", action="store_true")
     s.add_argument("--follow", "-f", action="store_true")
     s.set_defaults(fn=cmd_logs)
@@ -107,7 +113,17 @@ def cmd_logs(args) -> int:
     from mrihpc.login.views import latest_jobs
 
     run, manifest = open_run(args.run)
-    job = latest_jobs(manifest).get(args.point)
+    if args.promotion is not None:
+        adaptive = manifest.get("adaptive")
+        jobs = [p for p in (adaptive or {}).get("promotions", []) if p["rung"] == args.promotion]
+        if not jobs:
+            why = "" if adaptive else " (the sweep is not adaptive)"
+            raise RunError(f"{run.root}: no promotion job for rung {args.promotion}{why}")
+        job = jobs[-1]
+    elif args.point is None:
+        raise RunError("mrihpc logs: give a point, or --promotion RUNG")
+    else:
+        job = latest_jobs(manifest).get(args.point)
     if job is None:
         raise RunError(f"{run.root}: point {args.point} has not been submitted")
     path = Path(job["stderr" if args.err else "stdout"])
