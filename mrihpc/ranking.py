@@ -47,7 +47,8 @@ def _scored(run: RunPaths) -> tuple[str, bool, list[tuple[float, dict]]]:
     ]
     # adaptive: the points of the last rung with a score rank
     for rung in reversed((manifest.get("adaptive") or {}).get("rungs", [])):
-        if top := [(v, p) for v, p in scored if p["index"] in rung["points"]]:
+        held = set(rung["points"])
+        if top := [(v, p) for v, p in scored if p["index"] in held]:
             scored = top
             break
     if not scored:

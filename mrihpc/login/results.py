@@ -55,9 +55,9 @@ def status_report(
         for v in views
     ]
     if manifest.get("adaptive"):  # successive halving: each point's last rung, and where it stopped
-        last = len(manifest["adaptive"]["rungs"]) - 1
+        last, of = len(manifest["adaptive"]["rungs"]) - 1, rungs.last_rungs(manifest)
         for r, v in zip(rows, views):
-            k = rungs.rung_of(manifest, v.index)
+            k = of.get(v.index, 0)
             stopped = k < last and v.state == "done"
             reason = r.pop("reason")  # last, after the rung
             r |= {"rung": k, "reason": f"stopped at rung {k}" if stopped else reason}
@@ -176,6 +176,7 @@ def results_rows(
     (``directions``: the task's ``{metric: "max" | "min"}``, else read from the run). Lines of a
     metrics.jsonl that cannot be read are skipped and counted in ``notes``."""
     views = {v.index: v for v in point_views(run, manifest, notes)[0]}
+    last_rung = rungs.last_rungs(manifest) if manifest.get("adaptive") else {}
     higher = (
         workloads.metric_direction(directions or metric_directions(run, manifest), metric) == "max"
     )
@@ -208,7 +209,7 @@ def results_rows(
             f"best_{metric}": best,
         }
         if manifest.get("adaptive"):  # successive halving: ranked by the last rung first
-            row = {**row, "rung": rungs.rung_of(manifest, i)}
+            row = {**row, "rung": last_rung.get(i, 0)}
         if views[i].gpu_hours is not None:  # from sacct: a Slurm run
             row |= {
                 "gpu_hours": round(views[i].gpu_hours, 6),

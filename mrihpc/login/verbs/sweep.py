@@ -229,6 +229,7 @@ def cmd_submit(args) -> int:
 
         # adaptive: the last rung's points
         last = manifest.get("adaptive", {}).get("rungs", [{}])[-1].get("points")
+        last = None if last is None else set(last)
         views = point_views(run, manifest)[0]
         if all(v.state == "done" for v in views if last is None or v.index in last):
             written = PredictTask(str(run.root), None, "test")()
