@@ -262,10 +262,16 @@ def test_a_rung_ranks_configurations_by_their_folds_mean_and_skips_unfinished_on
 
 
 def sacct_partition(job_id: str) -> str:
-    out = subprocess.run(
-        ["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "Partition"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return out.split()[0]
+    """The job's partition by sacct, which lags slurmctld by seconds: asked until it knows."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        out = subprocess.run(
+            ["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "Partition"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        if out:
+            return out[0]
+        time.sleep(1)
+    pytest.fail(f"sacct never listed job {job_id}")
