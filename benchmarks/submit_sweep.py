@@ -15,6 +15,7 @@ counted by a shim on PATH; files and bytes written are counted in each one's fol
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import shutil
@@ -52,7 +53,12 @@ def cluster_env(directory: Path) -> dict:
         ).returncode
         == 0
     )
-    if not up:
+    if not up:  # started here, stopped when the benchmark ends: no daemons left behind
+        atexit.register(
+            subprocess.run,
+            ["bash", str(REPO / "slurm" / "cluster.sh"), "stop", str(directory)],
+            stdout=sys.stderr,
+        )
         subprocess.run(
             ["bash", str(REPO / "slurm" / "cluster.sh"), "start", str(directory)],
             check=True,
