@@ -145,3 +145,67 @@ def test_a_validation_set_without_volumes_is_refused_by_name(blobs_registered, t
         TypeError, match="the val set of task blobs \\(list\\) has no volumes_index"
     ):
         Trainer(spec, Unscored(spec, World()), World(), tmp_path / "ckpt", None)
+
+
+def _blobs_spec(tmp_path):
+    from mrihpc.specfile import validate_dict
+
+    _blobs(tmp_path / "data" / "train", 4)
+    _blobs(tmp_path / "data" / "val", 2)
+    return validate_dict(
+        {
+            "name": "blobs",
+            "task": "blobs",
+            "data": {"root": str(tmp_path / "data")},
+            "model": {"channels": 4, "depth": 1},
+            "train": {"epochs": 1, "batch_size": 2},
+        },
+        "spec",
+    )
+
+
+def test_the_descriptor_declares_its_datasets_protocols(blobs_registered, tmp_path, monkeypatch):
+    """The descriptor's ``datasets`` is the one declaration of what its sets are: the Trainer
+    refuses at start a set that lacks a declared protocol and one that offers a protocol it would
+    use without the declaration (set_epoch on a training set), each naming the set and the fix."""
+    import dataclasses
+
+    from mrihpc.node.datasets import PROTOCOLS
+    from mrihpc.node.distributed import World
+    from mrihpc.node.train import Trainer
+
+    from blobs import spec as blobs_spec
+    from blobs.task import BlobsTask
+
+    assert set(PROTOCOLS) == set(workloads.DATASET_TRAITS)
+    spec = _blobs_spec(tmp_path)
+    declared = blobs_spec.WORKLOAD.datasets
+    assert declared.train == ("epoch_dependent",)
+    Trainer(spec, BlobsTask(spec, World()), World(), tmp_path / "ok", None)  # as declared
+
+    undeclared = dataclasses.replace(blobs_spec.WORKLOAD, datasets=workloads.Datasets())
+    monkeypatch.setattr(blobs_spec, "WORKLOAD", undeclared)
+    with pytest.raises(
+        TypeError,
+        match=r"the train set of task blobs \(NoisyImages\) offers set_epoch\(epoch\) but its "
+        r"workload's datasets do not declare epoch_dependent",
+    ):
+        Trainer(spec, BlobsTask(spec, World()), World(), tmp_path / "a", None)
+
+    slotted = workloads.Datasets(train=("epoch_dependent", "slotted"))
+    monkeypatch.setattr(blobs_spec, "WORKLOAD", dataclasses.replace(undeclared, datasets=slotted))
+    with pytest.raises(
+        TypeError,
+        match=r"the train set of task blobs \(NoisyImages\) lacks slot_shapes\(\), declared in "
+        r"its workload's datasets as slotted",
+    ):
+        Trainer(spec, BlobsTask(spec, World()), World(), tmp_path / "b", None)
+
+
+def test_a_protocol_declared_for_sets_that_never_use_it_is_refused():
+    with pytest.raises(ValueError, match="Datasets.train: scored not a protocol of train sets"):
+        workloads.Datasets(train=("scored",))
+    with pytest.raises(ValueError, match="Datasets.scored: epoch_dependent not a protocol"):
+        workloads.Datasets(scored=("scored", "epoch_dependent"))
+    with pytest.raises(ValueError, match="a validation set is always 'scored'"):
+        workloads.Datasets(scored=())

@@ -106,8 +106,10 @@ class Task:
         return self.ctx.world
 
     def datasets(self) -> tuple[Dataset, Dataset]:
-        """(train, validation). The validation set must offer ``volumes() -> list[list[int]]``:
-        the sample indices of each volume, so a volume is never split across ranks."""
+        """(train, validation), following the protocols the workload's descriptor declares
+        (``Workload.datasets``, checked at start): the validation set offers at least
+        ``volumes_index() -> list[list[int]]``, the item indices of each volume, so a volume is
+        never split across ranks."""
         raise NotImplementedError
 
     def test_dataset(self) -> Optional[Dataset]:

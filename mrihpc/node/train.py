@@ -26,7 +26,7 @@ from mrihpc.node.distributed import World, all_gather, all_reduce_mean, barrier
 from mrihpc.node.loading import EpochIndexed, ShuffledShard, VolumeShard, rank_loader
 from mrihpc.node.optim import build_optimizer, build_schedule
 from mrihpc.node.preemption import Interrupted
-from mrihpc.node.datasets import scored_set
+from mrihpc.node.datasets import check_declared
 from mrihpc.node.task import BATCH_ROW, StepContext, Task, to_device
 from mrihpc.spec import JobSpec
 
@@ -108,6 +108,13 @@ class Trainer:
             )
         torch.manual_seed(train.seed)  # identical initial weights on every rank
         self.train_set, self.val_set = task.datasets()
+        self.declared = workloads.get(spec.task).datasets  # the protocols its sets follow
+        check_declared(
+            self.train_set,
+            self.declared.train,
+            f"the train set of task {spec.task}",
+            self.declared.unused("train"),
+        )
         self.nets = {k: v.to(world.device) for k, v in task.networks().items()}
         self.sampler = ShuffledShard(len(self.train_set), train.seed, world)
         rank_batch, pin = train.batch_size // world.size, world.device.type == "cuda"
@@ -380,7 +387,9 @@ class Trainer:
         """``data``'s volumes dealt whole over the ranks, in the task's evaluation batches."""
         train = self.spec.train
         size = self.task.eval_batch_size(split) or max(1, train.batch_size // self.world.size)
-        volumes = scored_set(data, f"the {split} set of task {self.spec.task}").volumes_index()
+        what = f"the {split} set of task {self.spec.task}"
+        check_declared(data, self.declared.scored, what, self.declared.unused("scored"))
+        volumes = data.volumes_index()
         return rank_loader(
             data,
             VolumeShard(volumes, self.world),
@@ -421,9 +430,7 @@ class Trainer:
             )
             for k in keys
         } | {f"{prefix}volumes": sum(1 for v in volumes if BATCH_ROW not in v)}
-        for k in getattr(
-            getattr(self.task, "workload", None), "report_std", ()
-        ):  # the spread over cases, where reported
+        for k in workloads.get(self.spec.task).report_std:  # the spread over cases, where reported
             values = torch.tensor(
                 [v[k] for v in volumes if k in v and BATCH_ROW not in v], dtype=torch.float64
             )

@@ -54,6 +54,48 @@ def twins() -> dict[str, SynthTwin]:
     return out
 
 
+#: what a dataset may be to the Trainer, by name (the protocols of ``node/datasets.py``), and the
+#: sets it matters for: ``scored`` says which items form one volume (``volumes_index``: validation,
+#: test and ``also_scored`` sets), ``epoch_dependent`` is told each epoch (``set_epoch``: the
+#: training set), ``slotted`` has fixed item shapes (``slot_shapes``) and ``collated`` batches its
+#: own items (``collate``): any set
+DATASET_TRAITS = {
+    "scored": ("scored",),
+    "epoch_dependent": ("train",),
+    "slotted": ("train", "scored"),
+    "collated": ("train", "scored"),
+}
+
+
+@dataclass(frozen=True)
+class Datasets:
+    """The protocols a workload's datasets follow, declared by name (``DATASET_TRAITS``): the
+    Trainer checks every set its Task builds against them at start, both ways (a declared one
+    missing, or one it would use but not declared, is an error naming the set)."""
+
+    train: tuple[str, ...] = ()
+    """The training set's."""
+    scored: tuple[str, ...] = ("scored",)
+    """The validation, test and ``also_scored`` sets'; ``scored`` is always among them."""
+
+    def __post_init__(self):
+        for role in ("train", "scored"):
+            allowed = [t for t, roles in DATASET_TRAITS.items() if role in roles]
+            unknown = [t for t in getattr(self, role) if t not in allowed]
+            if unknown:
+                raise ValueError(
+                    f"Datasets.{role}: {', '.join(unknown)} not a protocol of {role} sets; "
+                    f"allowed: {', '.join(allowed)}"
+                )
+        if "scored" not in self.scored:
+            raise ValueError("Datasets.scored: a validation set is always 'scored'")
+
+    def unused(self, role: str) -> tuple[str, ...]:
+        """The protocols the Trainer never asks of a ``role`` set (a training set may well offer
+        ``volumes_index``: its class is often the validation set's)."""
+        return tuple(t for t, roles in DATASET_TRAITS.items() if role not in roles)
+
+
 @dataclass(frozen=True)
 class Workload:
     """What a task is to the rest of mrihpc: its typed sections, names, and where its code lives."""
@@ -84,6 +126,8 @@ class Workload:
     """"module:function" ``(spec) -> None``: generate synthetic data once, before submission."""
     check_spec: Optional[str] = None
     """"module:function" ``(spec) -> list[str]``: ``key.path: why`` problems across sections."""
+    datasets: Datasets = Datasets()
+    """The protocols its train and scored sets follow (checked against the sets at start)."""
     optimizers: tuple[str, ...] = ("main",)
     """Names of the task's optimisers (``optim:`` and ``schedule:`` may be keyed by them), the one
     declaration of them: ``("main",)`` updates every network; otherwise each updates the network

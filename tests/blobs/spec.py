@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from mrihpc.spec import ModelSpec, Section
-from mrihpc.workloads import Workload
+from mrihpc.workloads import Datasets, Workload
 
 
 class BlobsData(Section):
@@ -26,5 +26,6 @@ WORKLOAD = Workload(
     default_metric="psnr",
     default_loss={"mse": 1.0},
     task="blobs.task:BlobsTask",
+    datasets=Datasets(train=("epoch_dependent",)),  # noise drawn per epoch
     predict="blobs.predict:predict",
 )

@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from mrihpc.data import SSIM_WINDOW
 from mrihpc.spec import DataSection, MAX_WIDTH, ModelSpec, Section
-from mrihpc.workloads import SynthTwin, Workload
+from mrihpc.workloads import Datasets, SynthTwin, Workload
 
 
 class CineMask(Section):
@@ -173,6 +173,7 @@ WORKLOAD = Workload(
     default_metric="ssim",
     default_loss={"mse": 1.0},
     task="mrihpc.workloads.cine.task:CineTask",
+    datasets=Datasets(train=("epoch_dependent",)),  # undersampling masks drawn per epoch
     predict="mrihpc.workloads.cine.predict:predict",
     check_data="mrihpc.workloads.cine.spec:check_data",
     prepare_data="mrihpc.workloads.cine.spec:prepare_data",

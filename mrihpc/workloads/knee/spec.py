@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from mrihpc import registry
 from mrihpc.data.cache import dataset_folder
 from mrihpc.spec import DataSection, ModelSpec, Section, _registered
-from mrihpc.workloads import SynthTwin, Workload
+from mrihpc.workloads import Datasets, SynthTwin, Workload
 
 
 class MaskSpec(Section):
@@ -186,6 +186,9 @@ WORKLOAD = Workload(
     default_metric="ssim",
     default_loss={"l1": 1.0},
     task="mrihpc.workloads.knee.task:ReconstructionTask",
+    datasets=Datasets(
+        train=("epoch_dependent", "slotted", "collated"), scored=("scored", "slotted", "collated")
+    ),  # k-space slices: per-epoch masks, fixed shapes once cropped, their own collate
     predict="mrihpc.workloads.knee.predict:predict",
     check_data="mrihpc.workloads.knee.spec:check_data",
     check_spec="mrihpc.workloads.knee.spec:check_spec",

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from mrihpc.spec import ModelSpec, Section, check_widths
-from mrihpc.workloads import Workload
+from mrihpc.workloads import Datasets, Workload
 from mrihpc.workloads.knee.spec import DataSpec
 
 
@@ -73,6 +73,9 @@ WORKLOAD = Workload(
     default_metric="ssim",
     default_loss={"adv": 1.0, "l1": 100.0},
     task="mrihpc.workloads.knee_gan.task:KneeGanTask",
+    datasets=Datasets(
+        train=("epoch_dependent", "slotted", "collated"), scored=("scored", "slotted", "collated")
+    ),  # the knee workload's k-space slices
     predict="mrihpc.workloads.knee_gan.predict:predict",
     check_data="mrihpc.workloads.knee.spec:check_data",
     check_spec="mrihpc.workloads.knee.spec:check_spec",

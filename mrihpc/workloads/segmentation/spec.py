@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 
 from mrihpc.data.cache import dataset_folder
 from mrihpc.spec import DataSection, ModelSpec, Section
-from mrihpc.workloads import SynthTwin, Workload
+from mrihpc.workloads import Datasets, SynthTwin, Workload
 
 
 class AugmentSpec(Section):
@@ -188,6 +188,7 @@ WORKLOAD = Workload(
     default_metric="dice",
     default_loss={"ce": 1.0},
     task="mrihpc.workloads.segmentation.task:SegmentationTask",
+    datasets=Datasets(train=("epoch_dependent",)),  # augmentation drawn per epoch
     predict="mrihpc.workloads.segmentation.predict:predict",
     check_data="mrihpc.workloads.segmentation.spec:check_data",
     prepare_data="mrihpc.workloads.segmentation.spec:prepare_data",

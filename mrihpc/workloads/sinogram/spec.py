@@ -14,7 +14,7 @@ from typing import Literal, Optional, Union
 from pydantic import Field, model_validator
 
 from mrihpc.spec import DataSection, Section
-from mrihpc.workloads import SynthTwin, Workload
+from mrihpc.workloads import Datasets, SynthTwin, Workload
 
 
 class SinoSynthetic(Section):
@@ -204,6 +204,7 @@ WORKLOAD = Workload(
     default_metric="psnr",
     default_loss={"l1": 1.0},
     task="mrihpc.workloads.sinogram.task:SinogramTask",
+    datasets=Datasets(train=("epoch_dependent",)),  # augmentation drawn per epoch
     predict="mrihpc.workloads.sinogram.predict:predict",
     check_data="mrihpc.workloads.sinogram.spec:check_data",
     prepare_data="mrihpc.workloads.sinogram.spec:prepare_data",

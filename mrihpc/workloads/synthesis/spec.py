@@ -18,7 +18,7 @@ from typing import Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from mrihpc.spec import check_widths, DataSection, Section
-from mrihpc.workloads import SynthTwin, Workload
+from mrihpc.workloads import Datasets, SynthTwin, Workload
 from mrihpc.workloads.knee_gan.spec import KL_DIV, DiscriminatorSpec
 
 
@@ -215,6 +215,7 @@ WORKLOAD = Workload(
     default_metric="ssim",
     default_loss={"l1": 1.0},
     task="mrihpc.workloads.synthesis.task:SynthesisTask",
+    datasets=Datasets(),  # fixed pairs: nothing drawn per epoch
     predict="mrihpc.workloads.synthesis.predict:predict",
     check_data="mrihpc.workloads.synthesis.spec:check_data",
     check_spec="mrihpc.workloads.synthesis.spec:check_spec",
