@@ -1,5 +1,7 @@
 """The image metrics against scikit-image (fastMRI's evaluate.py computes them with it)."""
 
+import statistics
+
 import numpy as np
 import pytest
 import torch
@@ -125,6 +127,8 @@ def test_batch_rows_are_averaged_per_batch_and_not_counted_as_volumes():
     trainer = Trainer.__new__(Trainer)
     trainer.task, trainer.nets, trainer.world = Scored(None, World()), {}, World()
     trainer.spec = SimpleNamespace(train=SimpleNamespace(channels_last=False))
+    # the spread over volumes; batch rows never enter it, so seed_dice has none
+    trainer.workload = SimpleNamespace(report_std=("dice", "seed_dice"))
     out, images = trainer._scores(batches, "val_", preview=True)
     # volumes a (0.2, 0.4, 0.6 over two batches), b, c; batches 0.3, 0.8, 0.0
     assert out == {
@@ -132,5 +136,6 @@ def test_batch_rows_are_averaged_per_batch_and_not_counted_as_volumes():
         "val_slices": pytest.approx(5 / 3),
         "val_seed_dice": pytest.approx((0.3 + 0.8 + 0.0) / 3),
         "val_volumes": 3,
+        "val_dice_std": pytest.approx(statistics.stdev([0.4, 1.0, 0.0])),
     }
     assert torch.equal(images["input"], torch.tensor([[0.2, 0.4]]))

@@ -108,7 +108,8 @@ class Trainer:
             )
         torch.manual_seed(train.seed)  # identical initial weights on every rank
         self.train_set, self.val_set = task.datasets()
-        self.declared = workloads.get(spec.task).datasets  # the protocols its sets follow
+        self.workload = workloads.get(spec.task)
+        self.declared = self.workload.datasets  # the protocols its sets follow
         check_declared(
             self.train_set,
             self.declared.train,
@@ -174,7 +175,7 @@ class Trainer:
         self.until = train.epochs  # where ``fit`` stops
         self.batch, self.epoch_losses = 0, []  # position inside the current epoch
         self.nonfinite = 0  # non-finite training losses in a row
-        self.higher_is_better = workloads.get(spec.task).direction(train.metric) == "max"
+        self.higher_is_better = self.workload.direction(train.metric) == "max"
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -430,7 +431,7 @@ class Trainer:
             )
             for k in keys
         } | {f"{prefix}volumes": sum(1 for v in volumes if BATCH_ROW not in v)}
-        for k in workloads.get(self.spec.task).report_std:  # the spread over cases, where reported
+        for k in self.workload.report_std:  # the spread over cases, where reported
             values = torch.tensor(
                 [v[k] for v in volumes if k in v and BATCH_ROW not in v], dtype=torch.float64
             )
