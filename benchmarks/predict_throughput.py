@@ -3,8 +3,10 @@ training batch per forward pass) against the per-sample loop every ``predict.py`
 (one slice or case per forward pass: the same code with ``batch_size=1``), in the same run.
 
 Each workload trains one point for a step (synthetic data in its real format, written once),
-then predicts its held-out split both ways, ``--repeats`` times, and keeps the fastest of each. The
-written predictions of the two are compared (largest absolute difference: the target is 1e-5).
+then predicts its held-out split both ways and as ``mrihpc predict`` does by default (the training
+batch on a GPU; on the CPU fewer where samples are large), ``--repeats`` times, and keeps the
+fastest of each. The written predictions are compared (largest absolute difference: the target is
+1e-5).
 The figure includes what a user waits for: reading the data, the forward passes, the files.
 
     python benchmarks/predict_throughput.py [--repeats 3] [--batch 8] > result.json
@@ -113,15 +115,18 @@ def predictions(folder: Path) -> dict[str, "object"]:
     return out
 
 
-def measure(run: Path, split: str, batch: int, repeats: int) -> dict:
-    """Seconds of predicting ``split`` one sample at a time and ``batch`` at a time."""
+def measure(run: Path, split: str, batch: int, repeats: int, shape: tuple) -> dict:
+    """Seconds of predicting ``split`` one sample at a time, ``batch`` at a time and as
+    ``mrihpc predict`` does; ``shape``: one sample's network input."""
     import numpy as np
 
     from mrihpc import workloads
     from mrihpc.node.trained import load_trained
 
     timings, outputs = {}, {}
-    for name, size in (("per_sample", 1), ("batched", batch)):
+    # default: what ``mrihpc predict`` does (the training batch on a GPU, fewer on the CPU for
+    # large samples: ``Trained.batch_for``)
+    for name, size in (("per_sample", 1), ("batched", batch), ("default", None)):
         trained = load_trained(run, 0, batch_size=size)  # on the GPU where there is one
         predict = workloads.resolve(workloads.get(trained.spec.task).predict)
         best = float("inf")
@@ -134,7 +139,9 @@ def measure(run: Path, split: str, batch: int, repeats: int) -> dict:
         shutil.rmtree(trained.output_dir(split))
     samples = sum(len(a) for a in outputs["batched"].values())  # knee slices, cine cases
     diff = max(
-        float(np.abs(outputs["batched"][k] - v).max()) for k, v in outputs["per_sample"].items()
+        float(np.abs(outputs[way][k] - v).max())
+        for k, v in outputs["per_sample"].items()
+        for way in ("batched", "default")
     )
     return {
         "samples": samples,
@@ -144,6 +151,9 @@ def measure(run: Path, split: str, batch: int, repeats: int) -> dict:
         "per_sample_samples_per_s": round(samples / timings["per_sample"], 2),
         "batched_samples_per_s": round(samples / timings["batched"], 2),
         "speedup": round(timings["per_sample"] / timings["batched"], 2),
+        "default_batch": trained.batch_for(shape),
+        "default_s": round(timings["default"], 3),
+        "default_speedup": round(timings["per_sample"] / timings["default"], 2),
         "files": len(outputs["batched"]),
         "max_abs_diff": diff,
     }
@@ -181,8 +191,8 @@ def main() -> None:
         cine = train_point(cine_spec(cases, frames, csize, args.batch), root)
         # the knee twin holds out a quarter of its volumes as val (fastMRI has no test targets)
         results = {
-            "knee": measure(knee, "val", args.batch, args.repeats),
-            "cine": measure(cine, "test", args.batch, args.repeats),
+            "knee": measure(knee, "val", args.batch, args.repeats, (1, size, size)),
+            "cine": measure(cine, "test", args.batch, args.repeats, (2, frames, csize, csize)),
         }
         print(
             json.dumps(

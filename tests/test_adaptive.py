@@ -12,6 +12,7 @@ import time
 import pytest
 
 from conftest import TINY, merge
+from test_slurm import sacct_rows
 from mrihpc.login.cli import main
 from mrihpc.paths import RunPaths, read_json, scan_jsonl
 from mrihpc.rungs import budgets, epochs_spent
@@ -215,7 +216,7 @@ def test_a_killed_promotion_is_rerun_by_resubmit_and_the_sweep_completes(
     log = capsys.readouterr().out
     assert "[mrihpc] rung 0 (1 epochs): 4 of 4 configuration(s) finished; keeping 2 (1/2)" in log
     assert f"rung 1: point(s) {' '.join(map(str, last['points']))} queued as array(s)" in log
-    assert sacct_partition(promoted["job_id"]) == "debug"
+    assert sacct_rows(promoted["job_id"], "Partition")[-1][0] == "debug"
 
 
 def test_a_rung_ranks_configurations_by_their_folds_mean_and_skips_unfinished_ones(tmp_path):
@@ -259,19 +260,3 @@ def test_a_rung_ranks_configurations_by_their_folds_mean_and_skips_unfinished_on
         "3 of 4 configuration(s) finished; keeping 2 (1/2) -> rung 1 (4 epochs): point(s) 0 1 4 5"
         in line
     )
-
-
-def sacct_partition(job_id: str) -> str:
-    """The job's partition by sacct, which lags slurmctld by seconds: asked until it knows."""
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        out = subprocess.run(
-            ["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "Partition"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        if out:
-            return out[0]
-        time.sleep(1)
-    pytest.fail(f"sacct never listed job {job_id}")

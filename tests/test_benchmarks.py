@@ -96,6 +96,11 @@ def test_benchmark_runs_at_a_tiny_size(name):
         for workload in ("knee", "cine"):
             assert result[workload]["files"] >= 1 and result[workload]["samples"] >= 3
             assert result[workload]["max_abs_diff"] < 1e-5
+        if result["device"].startswith("cpu"):  # the default pass: at most CPU_PASS_VALUES
+            from mrihpc.node.trained import CPU_PASS_VALUES
+
+            assert result["knee"]["default_batch"] == min(4, CPU_PASS_VALUES // (32 * 32))
+            assert result["cine"]["default_batch"] == min(4, CPU_PASS_VALUES // (2 * 7 * 32 * 32))
     if name == "login_verbs":
         assert len(result["verbs"]) == 9
 

@@ -219,6 +219,44 @@ def test_predictions_in_fastmri_layout(tmp_path):
     assert (files[0].parent / f"{files[0].stem}_reconstruction.png").is_file()
 
 
+def test_cpu_prediction_batches_small_slices_and_passes_large_ones_one_by_one(tmp_path):
+    """On the CPU a forward pass takes at most CPU_PASS_VALUES input values (batching large
+    slices there is slower: trained.py's figures); a batch asked for is kept; a GPU takes the
+    training batch. Every way writes the same volumes."""
+    import dataclasses
+
+    from mrihpc.node.trained import CPU_PASS_VALUES
+
+    run = _point(tmp_path, merge(TINY, train={**TINY["train"], "epochs": 1, "batch_size": 8}))
+    run_point(run.root, 0)
+    default = load_trained(run.root, 0)
+    assert CPU_PASS_VALUES // (64 * 64) >= 8 and default.batch_for((1, 64, 64)) == 8
+    assert default.batch_for((1, 128, 128)) == CPU_PASS_VALUES // (128 * 128)
+    assert default.batch_for((1, 320, 320)) == 1 and default.batch_for((2, 20, 96, 96)) == 1
+    assert load_trained(run.root, 0, batch_size=4).batch_for((1, 320, 320)) == 4
+    # no GPU here: batch_for reads only the device's type, so a CUDA device object stands in
+    gpu = dataclasses.replace(default, device=torch.device("cuda", 0))
+    assert gpu.batch_for((1, 320, 320)) == 8
+    assert list(default.batches(0, lambda: pytest.fail("no sample to read"))) == []
+    assert [list(r) for r in default.batches(10, lambda: torch.zeros(1, 128, 128))] == [
+        [0, 1],
+        [2, 3],
+        [4, 5],
+        [6, 7],
+        [8, 9],
+    ]
+    volumes = {}
+    for trained in (default, load_trained(run.root, 0, batch_size=1)):
+        for file in predict(trained, "val"):
+            with h5py.File(file) as f:
+                volumes[trained.batch_fixed, file.name] = f["reconstruction"][()]
+            file.unlink()
+    names = {name for _, name in volumes}
+    assert names and len(volumes) == 2 * len(names)
+    for name in names:
+        np.testing.assert_allclose(volumes[False, name], volumes[True, name], rtol=0, atol=1e-5)
+
+
 def test_predictions_for_coursework_test_layout(tmp_path):
     spec = merge(
         TINY, data={**TINY["data"], "format": "nc2019"}, train={**TINY["train"], "epochs": 1}

@@ -59,11 +59,22 @@ def array_id(run: RunPaths, submission: int = 0) -> str:
     return read_json(run.manifest)["submissions"][submission]["array_id"]
 
 
-def sacct_rows(job: str, fields: str) -> list[list[str]]:
-    out = subprocess.run(
-        ["sacct", "-n", "-P", "-X", "-D", "-j", job, "-o", fields], capture_output=True, text=True
-    )
-    return [line.split("|") for line in out.stdout.splitlines() if line]
+def sacct_rows(job: str, fields: str, timeout: float = 60) -> list[list[str]]:
+    """``fields`` of every incarnation of ``job`` (``-D``), one row each. sacct lags slurmctld
+    by seconds (slurmdbd records a job after the controller): asked until it lists the job."""
+    deadline = time.time() + timeout
+    while True:
+        out = subprocess.run(
+            ["sacct", "-n", "-P", "-X", "-D", "-j", job, "-o", fields],
+            capture_output=True,
+            text=True,
+        )
+        rows = [line.split("|") for line in out.stdout.splitlines() if line]
+        if rows:
+            return rows
+        if time.time() > deadline:
+            pytest.fail(f"sacct never listed job {job}: {out.stderr.strip()}")
+        time.sleep(1)
 
 
 def wait_sacct(job: str, count: int, timeout: float = 60) -> dict:

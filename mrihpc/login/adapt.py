@@ -61,6 +61,15 @@ def adapted_cluster(manifest: dict, index: int) -> dict[str, Any]:
     return out
 
 
+def by_cluster(manifest: dict, indices: list[int]) -> dict[tuple, list[int]]:
+    """``indices`` grouped by the cluster changes their adaptations gave them (sorted
+    ``(key, value)`` pairs): one array job per group, as one array has one set of resources."""
+    groups: dict[tuple, list[int]] = {}
+    for i in indices:
+        groups.setdefault(tuple(sorted(adapted_cluster(manifest, i).items())), []).append(i)
+    return groups
+
+
 #: what slurmstepd writes into a task's stderr when it kills a step over its memory: sites that
 #: enforce memory by polling (JobAcctGatherParams=OverMemoryKill) end the job FAILED, not
 #: OUT_OF_MEMORY, and this line is the only trace

@@ -102,17 +102,14 @@ def _queue(run: RunPaths, manifest: dict, rung: int, executor: str) -> None:
     """Submit rung ``rung``'s points (one array per distinct set of resources, as resubmit
     does) and, under Slurm, the promotion job that follows them."""
     from mrihpc.login import launch
-    from mrihpc.login.adapt import adapted_cluster
+    from mrihpc.login.adapt import by_cluster
     from mrihpc.login.sbatch_flags import with_cluster
     from mrihpc.specfile import load_point_spec
 
     points = manifest["adaptive"]["rungs"][rung]["points"]
     spec = load_point_spec(run.point(points[0]))
-    groups: dict[tuple, list[int]] = {}
-    for i in points:
-        groups.setdefault(tuple(sorted(adapted_cluster(manifest, i).items())), []).append(i)
     arrays: list[str] = []
-    for changes, indices in groups.items():
+    for changes, indices in by_cluster(manifest, points).items():
         jobs = launch.submit_points(
             run, with_cluster(spec, dict(changes), "resubmit --adapt"), indices, executor
         )

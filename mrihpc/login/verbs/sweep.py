@@ -321,16 +321,6 @@ def _partition(spec):
     return parts.get(name)
 
 
-def _by_cluster(manifest: dict, indices: list[int]) -> dict[tuple, list[int]]:
-    """Points grouped by the cluster changes their adaptations gave them."""
-    from mrihpc.login.adapt import adapted_cluster
-
-    groups: dict[tuple, list[int]] = {}
-    for i in indices:
-        groups.setdefault(tuple(sorted(adapted_cluster(manifest, i).items())), []).append(i)
-    return groups
-
-
 def _status_or_none(path):
     """A point's status.json, None when damaged (its next write replaces it)."""
     from mrihpc.paths import DamagedFile, read_json
@@ -387,10 +377,8 @@ def cmd_resubmit(args) -> int:
             return 1 if notes else 0
         print("nothing to resubmit: no failed, cancelled, timed-out or unsubmitted points")
         return 1 if notes else 0
-    from mrihpc.login import (
-        adapt,
-        launch,
-    )  # the spec models and submitit: only when there is something to submit
+    # the spec models and submitit: only when there is something to submit
+    from mrihpc.login import adapt, launch
     from mrihpc.specfile import load_point_spec
 
     spec = sbatch_flags.apply(load_point_spec(run.point(todo[0])), args)
@@ -416,9 +404,7 @@ def cmd_resubmit(args) -> int:
     before = {i: _status_or_none(run.point(i).status) for i in todo}
     print(f"resubmitting point(s) {', '.join(map(str, todo))} ({executor})")
     jobs = []
-    for changes, indices in _by_cluster(
-        manifest, todo
-    ).items():  # one array per distinct set of resources
+    for changes, indices in adapt.by_cluster(manifest, todo).items():  # one array per resource set
         adapted = sbatch_flags.with_cluster(spec, dict(changes), "resubmit --adapt")
         jobs += launch.submit_points(run, adapted, indices, executor)  # a refusal raises
     if executor == "slurm":

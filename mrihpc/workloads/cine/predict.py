@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from skimage.io import imsave
 
-from mrihpc.node.trained import Trained, chunks
+from mrihpc.node.trained import Trained
 from mrihpc.paths import read_jsonl
 from mrihpc.workloads.cine.data import CineCases
 from mrihpc.workloads.cine.task import case_scores
@@ -37,13 +37,13 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 @torch.no_grad()
 def predict(trained: Trained, split: str = "test") -> list[Path]:
-    """Cases go through the network a training batch at a time, on the prediction device."""
+    """Cases go through the network ``Trained.batches`` at a time, on the prediction device."""
     spec, task, model = trained.spec, trained.task, trained.nets["model"]
     folder, cases = task.splits()
     data = CineCases(folder, cases[split], spec.data.mask, train=False, seed=spec.train.seed)
     out_dir = trained.output_dir(split)
     preds, scores = [], []
-    for part in chunks(range(len(data)), trained.batch_size):
+    for part in trained.batches(len(data), lambda: data[0]["input"]):
         items = [data[i] for i in part]
         x, k, m = (
             torch.from_numpy(np.stack([it[key] for it in items]))

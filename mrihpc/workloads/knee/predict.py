@@ -19,7 +19,7 @@ from mrihpc.data import DataError
 from mrihpc.workloads.knee.kspace.fastmri import list_files
 from mrihpc.workloads.knee.kspace.masks import build_mask
 from mrihpc.workloads.knee.kspace.slices import KSpaceSlices
-from mrihpc.node.trained import Trained, chunks
+from mrihpc.node.trained import Trained
 from mrihpc.workloads.knee.files import data_root, split_files, volumes_of
 from mrihpc.workloads.knee.task import crop_of
 
@@ -36,10 +36,10 @@ def _reconstruct(
     trained: Trained, model, dataset: KSpaceSlices
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(zero-filled, prediction, target) volumes ``(slices, h, w)`` in the original scale; the
-    slices go through ``model`` (``(B, 1, h, w)`` -> ``(B, 1, h, w)``) a training batch at a time,
+    slices go through ``model`` (``(B, 1, h, w)`` -> ``(B, 1, h, w)``) ``Trained.batches`` at a time,
     on the prediction device."""
     zf, pred, target = [], [], []
-    for part in chunks(range(len(dataset)), trained.batch_size):
+    for part in trained.batches(len(dataset), lambda: dataset[0]["input"]):
         samples = [dataset[i] for i in part]
         inputs = torch.stack([s["input"] for s in samples])  # (B, 1, h, w)
         (x,) = trained.on_device(inputs)

@@ -15,7 +15,7 @@ import torch
 from skimage.color import label2rgb
 from skimage.io import imsave
 
-from mrihpc.node.trained import Trained, chunks
+from mrihpc.node.trained import Trained
 from mrihpc.workloads.segmentation.data import MASK_SUFFIX, PngSegmentation, root_of, scan
 
 NUM_PANELS = 4
@@ -38,7 +38,7 @@ def panel(image: np.ndarray, pred: np.ndarray, label: np.ndarray | None) -> np.n
 @torch.no_grad()
 def predict(trained: Trained, split: str = "val") -> list[Path]:
     """Write the masks of ``split`` (val or test) under ``trained.output_dir(split)``; returns
-    them. Images of one size go through the network a training batch at a time, on the
+    them. Images of one size go through the network ``Trained.batches`` at a time, on the
     prediction device."""
     spec, model = trained.spec, trained.nets["model"]
     pairs = scan(root_of(spec.data), split, with_masks=split != "test")
@@ -48,7 +48,7 @@ def predict(trained: Trained, split: str = "val") -> list[Path]:
     mask_dir.mkdir(parents=True, exist_ok=True)
     panel_dir.mkdir(parents=True, exist_ok=True)
     written: dict[int, Path] = {}
-    for part in chunks(range(len(pairs)), trained.batch_size):
+    for part in trained.batches(len(pairs), lambda: dataset[0]["input"]):
         items = {i: dataset[i] for i in part}
         for shape in dict.fromkeys(
             item["input"].shape for item in items.values()

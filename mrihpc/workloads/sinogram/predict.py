@@ -30,13 +30,19 @@ def _mean(rows: list[dict]) -> dict[str, float]:
 
 @torch.no_grad()
 def predict(trained: Trained, split: str = "test") -> list[Path]:
-    """Each file's slices a training batch at a time through the network, on the prediction device."""
+    """Each file's slices through the network, as many a pass as ``Trained.batch_for`` says,
+    on the prediction device."""
     spec, task, model = trained.spec, trained.task, trained.nets["model"]
     data = task.split(split)
     tof, slices = task.layout.shape[:2]
     dtype = task.layout.dtype if spec.data.output_dtype == "input" else "float32"
     centre, inpaint = spec.data.channels // 2, spec.data.mode == "inpaint"
-    out_dir, batch = trained.output_dir(split), trained.batch_size
+    out_dir = trained.output_dir(split)
+
+    def pad(item: dict) -> np.ndarray:  # (C, W', L'): the input wrapped to the U-Net's multiple
+        return np.ascontiguousarray(wrap_pad(item["input"], spec.data.pad_multiple))
+
+    batch = trained.batch_for(pad(data.sample(0, 0, 0)).shape) if data.cases else 1
     written, summary = [], {"shape": list(task.layout.shape), "dtype": dtype, "files": []}
     for index, case in enumerate(data.cases):
         target = out_dir / f"{case.stem}_pred.raw"
@@ -45,17 +51,9 @@ def predict(trained: Trained, split: str = "test") -> list[Path]:
             where = [(t, s) for t in range(tof) for s in range(slices)]
             for start in range(0, len(where), batch):
                 items = [data.sample(index, t, s) for t, s in where[start : start + batch]]
-                x = torch.from_numpy(
-                    np.stack(
-                        [
-                            np.ascontiguousarray(wrap_pad(i["input"], spec.data.pad_multiple))
-                            for i in items
-                        ]
-                    )
-                )
-                pred = task.cropped(model(*trained.on_device(x)).float().cpu())[
-                    :, 0
-                ]  # (B, W, L), scaled
+                x = torch.from_numpy(np.stack([pad(i) for i in items]))
+                out = model(*trained.on_device(x)).float().cpu()
+                pred = task.cropped(out)[:, 0]  # (B, W, L), scaled
                 if case.clean is not None:
                     gt = torch.from_numpy(np.stack([i["target"][0] for i in items]))
                     given = torch.from_numpy(np.stack([i["input"][centre] for i in items]))

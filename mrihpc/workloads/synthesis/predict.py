@@ -14,21 +14,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mrihpc.node.trained import Trained, chunks
+from mrihpc.node.trained import Trained
 from mrihpc.workloads.synthesis.data import from_unit
 from mrihpc.workloads.synthesis.task import synthesis_scores, sample_grid, save_png
 
 
 @torch.no_grad()
 def predict(trained: Trained, split: str = "test") -> list[Path]:
-    """``split``: train, val or test subjects (split.json's), a training batch at a time through
+    """``split``: train, val or test subjects (split.json's), ``Trained.batches`` at a time through
     the generator on the prediction device."""
     spec, G = trained.spec, trained.nets["G"]
     data = dict(zip(("train", "val", "test"), trained.task.sets()))[split]
     out_dir = trained.output_dir(split)
     rng_t, rng_s = data.ranges["target"], data.ranges["source"]
     written, rows = [], {}
-    for part in chunks(range(len(data)), trained.batch_size):
+    for part in trained.batches(len(data), lambda: data[0]["source"]):
         start, items = part[0], [data[i] for i in part]
         (source,) = trained.on_device(torch.stack([it["source"] for it in items]))
         fake = from_unit(G(source).float().cpu(), rng_t)
