@@ -57,6 +57,18 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
+#: the U-Net of mateuszbuda/brain-segmentation-pytorch, which seeds 001 and 004 follow: BatchNorm,
+#: ReLU, max-pool, transposed-conv up with bias and no norm; a workload's preset adds the widths
+BATCHNORM_UNET: dict[str, Any] = dict(
+    norm="batch",
+    activation="relu",
+    pool="max",
+    upsample="transpose",
+    conv_bias=False,
+    up_norm_act=False,
+    up_bias=True,
+)
+
 
 #: the widest layer a spec may ask for: far above any MRI network's (512), far below what
 #: cannot be allocated (a width of 1e11 validated, then crashed the point)

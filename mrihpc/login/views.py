@@ -57,31 +57,22 @@ def open_run(path: Path | str, notes: Optional[list[str]] = None) -> tuple[RunPa
 
 def _check_manifest(path: Path, manifest: dict) -> None:
     """DamagedFile unless ``manifest`` has the points and submissions every verb reads."""
-    points, submissions = manifest.get("points"), manifest.get("submissions")
-    if not (
-        isinstance(points, list)
-        and all(
-            isinstance(p, dict)
-            and isinstance(p.get("index"), int)
-            and isinstance(p.get("name"), str)
-            for p in points
-        )
-    ):
+    if not _list_of(manifest.get("points"), index=int, name=str):
         raise DamagedFile(
             f"{path}: damaged: 'points' is not a list of {{index, name, ...}} objects"
         )
-    if not (
-        isinstance(submissions, list)
-        and all(
-            isinstance(s, dict)
-            and isinstance(s.get("jobs"), dict)
-            and isinstance(s.get("executor"), str)
-            for s in submissions
-        )
-    ):
+    if not _list_of(manifest.get("submissions"), jobs=dict, executor=str):
         raise DamagedFile(
             f"{path}: damaged: 'submissions' is not a list of {{executor, jobs, ...}} objects"
         )
+
+
+def _list_of(value, **types: type) -> bool:
+    """``value`` is a list of objects, each holding a value of type ``types[key]`` at ``key``."""
+    return isinstance(value, list) and all(
+        isinstance(item, dict) and all(isinstance(item.get(k), t) for k, t in types.items())
+        for item in value
+    )
 
 
 def latest_jobs(manifest: dict) -> dict[int, dict]:

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal, Optional
 from pydantic import Field, model_validator
 
 from mrihpc.data import SSIM_WINDOW
-from mrihpc.spec import DataSection, MAX_WIDTH, ModelSpec, Section
+from mrihpc.spec import BATCHNORM_UNET, DataSection, MAX_WIDTH, ModelSpec, Section
 from mrihpc.workloads import Datasets, SynthTwin, Workload
 
 
@@ -92,17 +92,7 @@ class CineUNet(ModelSpec):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         **ModelSpec.PRESETS,
         # Seed 001's U-Nets (same topology, 64 features; 20 frames in and out: 31,048,660 parameters)
-        "cine": dict(
-            channels=64,
-            depth=4,
-            norm="batch",
-            activation="relu",
-            pool="max",
-            upsample="transpose",
-            conv_bias=False,
-            up_norm_act=False,
-            up_bias=True,
-        ),
+        "cine": dict(BATCHNORM_UNET, channels=64, depth=4),
     }
 
 

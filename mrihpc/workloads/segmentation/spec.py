@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal, Optional
 from pydantic import Field, model_validator
 
 from mrihpc.data.cache import dataset_folder
-from mrihpc.spec import DataSection, ModelSpec, Section
+from mrihpc.spec import BATCHNORM_UNET, DataSection, ModelSpec, Section
 from mrihpc.workloads import Datasets, SynthTwin, Workload
 
 
@@ -80,33 +80,9 @@ class SegmentationModel(ModelSpec):
         **ModelSpec.PRESETS,
         # Seed 004's segmentation U-Net (mateuszbuda topology): 96 base features, BatchNorm,
         # max-pool, transposed-conv up with bias and no norm, 4 logits: 69,822,340 parameters.
-        "acdc": dict(
-            channels=96,
-            depth=4,
-            norm="batch",
-            activation="relu",
-            pool="max",
-            upsample="transpose",
-            conv_bias=False,
-            up_norm_act=False,
-            up_bias=True,
-            in_channels=1,
-            out_channels=4,
-        ),
+        "acdc": dict(BATCHNORM_UNET, channels=96, depth=4, in_channels=1, out_channels=4),
         # The same topology at CPU-demo size (16 base features, 3 pools): 0.47 M parameters.
-        "acdc_small": dict(
-            channels=16,
-            depth=3,
-            norm="batch",
-            activation="relu",
-            pool="max",
-            upsample="transpose",
-            conv_bias=False,
-            up_norm_act=False,
-            up_bias=True,
-            in_channels=1,
-            out_channels=4,
-        ),
+        "acdc_small": dict(BATCHNORM_UNET, channels=16, depth=3, in_channels=1, out_channels=4),
     }
 
     @model_validator(mode="before")
