@@ -1,14 +1,18 @@
 """Benchmark: training steps/s with 1 and 2 DDP ranks (gloo on the CPU: a smoke figure; on a
-multi-GPU machine, NCCL and one GPU per rank), and what the stop-signal agreement costs a step.
+multi-GPU machine, NCCL and one GPU per rank), and what the ranks' agreement on stop signals and
+non-finite losses costs a step.
 
 Each rank builds the real Trainer for the quickstart's knee U-Net (synthetic data, per-rank
-batch fixed: weak scaling) and times ``--steps`` training steps after a warm-up, calling the
-stop check every step as the training loop does. Configurations:
+batch fixed: weak scaling) and times ``--steps`` of its ``run_step`` after a warm-up, which
+agrees as the training loop does. Configurations:
   - ranks 1 (the reference);
-  - ranks N, stop check pipelined (``train.stop_check_every`` 10: a non-blocking all-reduce whose
+  - ranks N, agreement pipelined (``train.stop_check_every`` 10: a non-blocking all-reduce whose
     result is read 10 steps later), the default;
-  - ranks N, stop check agreed every step with a blocking all-reduce and a read (the old way);
-  - ranks N, no stop check.
+  - ranks N, agreed every step (each step waits on the last one's all-reduce, as the old
+    blocking finite check did);
+  - ranks N, no agreement within the run;
+  - ranks N, pipelined plus a blocking all-reduce every step: the training loop before the
+    finite check joined the agreement.
 Scaling efficiency = steps/s at N ranks / steps/s at 1 rank (per-rank work is constant).
 
     python benchmarks/ddp_scaling.py [--ranks 2] [--steps 30] > result.json
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import tempfile
 import time
@@ -29,7 +34,14 @@ import torch.multiprocessing as mp
 
 from common import free_port, machine  # benchmarks/: the script's own folder
 
-CHECKS = {"pipelined": 10, "every_step": 1, "none": None}
+#: name -> (steps between agreements, None: none in the run; a blocking all-reduce every step too,
+#: as the finite check was before it joined the agreement)
+CHECKS = {
+    "pipelined": (10, False),
+    "every_step": (1, False),
+    "none": (None, False),
+    "pipelined_plus_blocking_finite": (10, True),
+}
 
 
 class Quiet:
@@ -59,9 +71,15 @@ def spec_for(batch: int) -> dict:
 
 
 def steps_per_s(
-    rank: int, size: int, per_rank_batch: int, steps: int, warmup: int, check: int | None
+    rank: int,
+    size: int,
+    per_rank_batch: int,
+    steps: int,
+    warmup: int,
+    check: int | None,
+    blocking: bool = False,
 ) -> float:
-    from mrihpc.node.distributed import World
+    from mrihpc.node.distributed import World, all_reduce_mean
     from mrihpc.node.preemption import StopSignals
     from mrihpc.node.train import Trainer
     from mrihpc.specfile import validate_dict
@@ -71,19 +89,25 @@ def steps_per_s(
     device = torch.device("cuda", rank) if cuda else torch.device("cpu")
     world = World(rank=rank, size=size, device=device)
     spec = validate_dict(spec_for(per_rank_batch * size), "bench")
+    # no check: an agreement further away than the run (the step still counts its losses)
+    signals = StopSignals(every=check or 10**9)
     trainer = Trainer(
-        spec, ReconstructionTask(spec, world), world, Path(tempfile.mkdtemp()), Quiet()
+        spec,
+        ReconstructionTask(spec, world),
+        world,
+        Path(tempfile.mkdtemp()),
+        Quiet(),
+        signals=signals,
     )
-    signals = StopSignals(every=check or 1)
     batches = [trainer.device_batch(b) for _, b in zip(range(4), trainer.train_loader)]
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     for i in range(warmup + steps):
         if i == warmup:
             sync()
             start = time.perf_counter()
-        trainer.run_step(batches[i % len(batches)])
-        if check is not None:
-            signals.requested(world)
+        logged = trainer.run_step(batches[i % len(batches)])  # the agreement included
+        if blocking:  # the finite check before this agreement took it in
+            all_reduce_mean({"bad": float(not math.isfinite(logged["loss"]))}, world)
     sync()
     rate = steps / (time.perf_counter() - start)
     signals.settle()  # no all-reduce left in flight when the process group goes
@@ -99,7 +123,7 @@ def _rank(rank: int, size: int, port: int, args, check, out: str) -> None:
         backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size
     )
     try:
-        rate = steps_per_s(rank, size, args.batch, args.steps, args.warmup, check)
+        rate = steps_per_s(rank, size, args.batch, args.steps, args.warmup, *check)
         if rank == 0:
             Path(out).write_text(json.dumps(rate))
         # both ranks past their last collective before either closes its sockets: a gloo peer
@@ -145,7 +169,7 @@ def main() -> None:
                 },
                 "scaling_efficiency": round(multi["pipelined"] / single, 3),
                 "stop_check_cost_fraction": {
-                    k: round(1 - multi[k] / none, 4) for k in ("pipelined", "every_step")
+                    k: round(1 - v / none, 4) for k, v in multi.items() if k != "none"
                 },
                 "target_stop_check_cost": 0.01,
                 "target_efficiency_8_gpus": 0.9,

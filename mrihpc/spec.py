@@ -255,8 +255,9 @@ class TrainSpec(Section):
     """Networks and 4-D image batches in channels-last memory format (faster convolutions with
     tensor cores under autocast)."""
     stop_check_every: int = Field(10, ge=1)
-    """Under DDP, steps between the agreements on a stop signal: each starts a non-blocking
-    all-reduce whose result is read this many steps later, so no step waits on it."""
+    """Under DDP, steps between the ranks' agreements on a stop signal and on non-finite losses:
+    each starts a non-blocking all-reduce whose result is read this many steps later, so no step
+    waits on it (``train.nonfinite_patience`` is then checked up to twice this late)."""
     sync_batchnorm: Optional[bool] = None
     """SyncBatchNorm under DDP on GPUs: batch statistics over all ranks, needed at a few samples per GPU
     (default: on when there are several ranks on GPUs and the model has batch norm)."""

@@ -80,6 +80,22 @@ def data_cache(tmp_path_factory):
         yield path
 
 
+def stop_after(steps: int, count):
+    """StopSignals on which SIGTERM is noted once ``count()`` reaches ``steps`` training steps,
+    as its handler would note it (not installed: no real signal is sent to the test process)."""
+    import signal
+
+    from mrihpc.node.preemption import StopSignals
+
+    class StopAfter(StopSignals):
+        def requested(self, world, nonfinite=0):
+            if count() == steps:
+                self.signum = signal.SIGTERM
+            return super().requested(world, nonfinite)
+
+    return StopAfter()
+
+
 def merge(base: dict, **sections) -> dict:
     out = copy.deepcopy(base)
     for key, value in sections.items():

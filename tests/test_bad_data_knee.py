@@ -189,3 +189,30 @@ def test_generator_and_discriminator_widths_are_bounded(task, widths, tmp_path, 
         f"model.{net}.widths: {widths}: allowed: 1 to 8 block widths, each 1-4096"
         in capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128, np.float32, np.float64, np.float16])
+def test_the_finite_check_agrees_with_numpy(dtype):
+    """all_finite (a sum of squares first, each value only when that is not finite) against
+    np.isfinite(...).all(): a NaN or an inf in a real or an imaginary part anywhere, values
+    whose squares overflow, strided views and integers."""
+    from mrihpc.data import all_finite
+
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((64, 48)).astype(dtype)
+    if np.iscomplexobj(base):
+        base = base + 1j * rng.standard_normal((64, 48)).astype(dtype)
+    cases = [base, base * 1e4, base[::3, 1::2]]
+    huge = base.copy()
+    huge[5, 7] = np.finfo(base.real.dtype).max / 2  # finite, but its square overflows
+    cases.append(huge)
+    for bad in (np.nan, np.inf, -np.inf):
+        for where in ((0, 0), (63, 47), (31, 20)):
+            for part in (1, 1j) if np.iscomplexobj(base) else (1,):
+                spoiled = base.copy()
+                spoiled[where] = bad * part if part == 1 else complex(0, bad)
+                cases += [spoiled, spoiled[::2, ::2]]
+    for values in cases:
+        assert all_finite(values) == bool(np.isfinite(values).all())
+    assert sum(not all_finite(v) for v in cases) >= 9  # the spoiled ones are caught
+    assert all_finite(np.arange(12, dtype=np.int64).reshape(3, 4))

@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from conftest import TINY, merge
+from conftest import TINY, merge, stop_after
 from mrihpc.node import checkpoint
 from mrihpc.node.distributed import World, check_distinct_gpus
 from mrihpc.node.monitors.memory import MemoryProfile
@@ -30,7 +30,7 @@ class Quiet:
         pass
 
 
-def _train(spec: dict, folder, epochs: int, stop_after: int = -1, monitors=None) -> Trainer:
+def _train(spec: dict, folder, epochs: int, stop_after_steps=-1, monitors=None) -> Trainer:
     job = validate_dict(merge(spec, train={**spec["train"], "epochs": epochs}), "gpu")
     steps = []
 
@@ -45,7 +45,7 @@ def _train(spec: dict, folder, epochs: int, stop_after: int = -1, monitors=None)
         CUDA,
         folder,
         monitors or Quiet(),
-        should_stop=lambda: len(steps) == stop_after,
+        signals=stop_after(stop_after_steps, lambda: len(steps)),
     )
     try:
         trainer.fit()
@@ -65,7 +65,7 @@ def test_resume_on_cuda_after_a_requeue_is_bit_exact(tmp_path):
     )
     straight = _weights(_train(spec, tmp_path / "a", 3))
     _train(
-        spec, tmp_path / "b", 3, stop_after=5
+        spec, tmp_path / "b", 3, stop_after_steps=5
     )  # "requeued" mid-epoch 2 (a step-boundary checkpoint)
     saved = checkpoint.load(tmp_path / "b" / "last.pt")  # loadable on the CPU with weights_only
     assert all(t.device.type == "cpu" for t in saved["rng_ranks"][0]["cuda"])

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY, merge
+from conftest import TINY, merge, stop_after
 from mrihpc.node.distributed import World
 from mrihpc.models.unet import build_unet
 from mrihpc.login.cli import main
@@ -79,12 +79,12 @@ class NullMonitors:
         pass
 
 
-def _train(spec: dict, folder, epochs: int, stop_after: int = -1) -> tuple[dict, list[float]]:
+def _train(spec: dict, folder, epochs: int, stop_after_steps: int = -1) -> tuple[dict, list[float]]:
     job = validate_dict(merge(spec, train={**spec["train"], "epochs": epochs}), "test")
     RecordingTask.lrs = []
-    stop = lambda: len(RecordingTask.lrs) == stop_after  # noqa: E731 - a signal arriving after N steps
+    stop = stop_after(stop_after_steps, lambda: len(RecordingTask.lrs))  # a signal after N steps
     trainer = Trainer(
-        job, RecordingTask(job, World()), World(), folder, NullMonitors(), should_stop=stop
+        job, RecordingTask(job, World()), World(), folder, NullMonitors(), signals=stop
     )
     try:
         trainer.fit()
@@ -132,7 +132,7 @@ def test_stop_inside_an_epoch_resumes_from_that_step(tmp_path):
     straight, lrs_straight = _train(spec, tmp_path / "a", 2)
     steps_per_epoch = len(lrs_straight) // 2
     _, lrs_first = _train(
-        spec, tmp_path / "b", 2, stop_after=steps_per_epoch + 3
+        spec, tmp_path / "b", 2, stop_after_steps=steps_per_epoch + 3
     )  # 3 steps into epoch 2
     assert len(lrs_first) == steps_per_epoch + 3
     resumed, lrs_second = _train(spec, tmp_path / "b", 2)
@@ -186,7 +186,7 @@ def test_two_persistent_workers_train_as_no_workers_across_a_stop_and_resume(tmp
     spec = merge(TINY, model={**TINY["model"], "dropout": 0.1})
     straight, lrs = _train(spec, tmp_path / "a", 3)
     workers = merge(spec, train={**spec["train"], "workers": 2})
-    _train(workers, tmp_path / "b", 3, stop_after=len(lrs) // 3 + 2)
+    _train(workers, tmp_path / "b", 3, stop_after_steps=len(lrs) // 3 + 2)
     resumed, _ = _train(workers, tmp_path / "b", 3)
     for key, value in straight.items():
         assert torch.equal(value, resumed[key]), key

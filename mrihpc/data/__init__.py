@@ -1,6 +1,7 @@
 """What every workload's data shares: DataError, the file checks, the synthetic-data cache. (The
 knee workloads' k-space reader is mrihpc/workloads/knee/kspace/.)"""
 
+import math
 import os
 
 
@@ -10,6 +11,24 @@ SSIM_WINDOW = 7
 
 class DataError(Exception):
     """A data file that cannot be used; the message names the file and the problem."""
+
+
+def all_finite(values) -> bool:
+    """Whether a NumPy array holds no NaN and no infinite value. One BLAS pass first: a NaN or an
+    inf makes the sum of squares non-finite (18 us on a 640 x 368 complex64 k-space slice, where
+    ``np.isfinite(a).all()`` takes 113 us and cost the knee loader a third of its speed); each
+    value is looked at only when that sum is not finite (or overflowed: values past ~1e19)."""
+    import numpy as np  # already loaded: ``values`` is an array (login verbs import this module)
+
+    if values.dtype.kind not in "fc":
+        return True  # integers have no NaN
+    flat = values.reshape(-1)  # a copy only where the array is not contiguous
+    if values.dtype.kind == "c":
+        flat = flat.view(flat.real.dtype)  # real and imaginary parts side by side
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is checked value by value
+        if math.isfinite(float(flat @ flat)):
+            return True
+    return bool(np.isfinite(values).all())
 
 
 def check_data_file(path, allowed: str) -> None:

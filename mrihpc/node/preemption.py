@@ -31,13 +31,17 @@ def checkpoint_signal() -> signal.Signals:
 
 
 class StopSignals:
-    """Install with ``install()``; ``requested(world)`` is True on every rank once any rank
-    received a signal (agreed by an all-reduce, so no rank waits alone in a collective)."""
+    """Install with ``install()``; ``requested(world, nonfinite)`` is True on every rank once any
+    rank received a signal, and ``nonfinite`` holds the longest run of non-finite training losses
+    any rank reported (both agreed by one all-reduce, so no rank waits alone in a collective and
+    every rank stops, or fails, at the same step)."""
 
     def __init__(self, every: int = 1) -> None:
         self.signum: Optional[int] = None
         self.previous: dict[int, Any] = {}
         self.every, self.calls, self.agreed = every, 0, False
+        self.nonfinite = 0  # agreed: the longest run of non-finite losses a rank reported
+        self.worst = 0  # this rank's longest run since its last report
         self.pending: Optional[tuple[Any, torch.Tensor]] = None
 
     def install(self) -> "StopSignals":
@@ -63,27 +67,33 @@ class StopSignals:
             else "preempted or requeued"
         )
 
-    def requested(self, world: World) -> bool:
-        """Called once per step on every rank. One process: the flag. Under DDP, every ``every``
-        steps: read the all-reduce started ``every`` steps ago (long finished, so reading it
-        costs no wait) and start the next one without waiting. Every rank reads the same agreed
-        value at the same step, so all stop together, at most 2 x ``every`` steps after a signal."""
+    def requested(self, world: World, nonfinite: int = 0) -> bool:
+        """Called once per step on every rank, with this rank's count of non-finite training
+        losses in a row. One process: the flag, and ``self.nonfinite = nonfinite``. Under DDP,
+        every ``every`` steps: read the all-reduce started ``every`` steps ago (long finished, so
+        reading it costs no wait) and start the next one without waiting. It carries the largest
+        over ranks of the signal flag and of each rank's longest run since its last report, so a
+        run is seen however short, and every rank reads the same values at the same step: all
+        stop (or fail) together, at most 2 x ``every`` steps after a signal or a run."""
         if not world.distributed:
+            self.nonfinite = nonfinite
             return self.signum is not None
+        self.worst = max(self.worst, nonfinite)
         self.calls += 1
         if self.calls % self.every:
             return self.agreed
         if self.pending is not None:
-            work, flag = self.pending
+            work, flags = self.pending
             work.wait()
-            self.agreed = bool(flag.item())
-        flag = torch.tensor(
-            [int(self.signum is not None)],
+            self.agreed, self.nonfinite = bool(flags[0]), int(flags[1])
+        flags = torch.tensor(
+            [int(self.signum is not None), self.worst],
             device=world.device if world.device.type == "cuda" else "cpu",
         )
+        self.worst = nonfinite  # a run that goes on counts on into the next report
         self.pending = (
-            torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX, async_op=True),
-            flag,
+            torch_dist.all_reduce(flags, op=torch_dist.ReduceOp.MAX, async_op=True),
+            flags,
         )
         return self.agreed
 

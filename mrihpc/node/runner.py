@@ -166,7 +166,7 @@ def train_point(
             paths.checkpoints,
             monitors,
             on_epoch,
-            lambda: signals.requested(world),
+            signals,
         )
         counts = parameters.count(trainer.nets)
         if world.is_main:  # as every seed printed it; status shows the total
@@ -178,7 +178,6 @@ def train_point(
             write_status(
                 paths, world, test={k: v for k, v in test.items() if not k.endswith("volumes")}
             )
-        signals.settle()  # the last stop-signal all-reduce, before any other collective or teardown
         # DDP keeps replicas equal; record each rank's digest so that is checked, not assumed
         digests = all_gather(trainer.weights_digest(), world)
         write_status(paths, world, rank_weights_sha1=digests)

@@ -25,7 +25,7 @@ from mrihpc.node import checkpoint
 from mrihpc.node.distributed import World, all_gather, all_reduce_mean, barrier
 from mrihpc.node.loading import EpochIndexed, ShuffledShard, VolumeShard, rank_loader
 from mrihpc.node.optim import build_optimizer, build_schedule
-from mrihpc.node.preemption import Interrupted
+from mrihpc.node.preemption import Interrupted, StopSignals
 from mrihpc.node.datasets import check_declared
 from mrihpc.node.task import BATCH_ROW, StepContext, Task, to_device
 from mrihpc.spec import JobSpec
@@ -90,8 +90,9 @@ class Trainer:
         checkpoints: Path,
         monitors: Any,
         on_epoch: Optional[Callable] = None,
-        should_stop: Optional[Callable[[], bool]] = None,
+        signals: Optional[StopSignals] = None,
     ):
+        """``signals``: the step's installed stop signals (the runner's); default, none come."""
         self.spec, self.task, self.world, self.dir, self.monitors = (
             spec,
             task,
@@ -100,7 +101,8 @@ class Trainer:
             monitors,
         )
         self.on_epoch = on_epoch or (lambda record: None)
-        self.should_stop = should_stop or (lambda: False)
+        self.signals = signals or StopSignals(spec.train.stop_check_every)
+        self.stopping = False  # a stop signal agreed: checkpoint at this step boundary and leave
         train = spec.train
         if train.batch_size % world.size:
             raise ValueError(
@@ -174,7 +176,7 @@ class Trainer:
         self.epoch, self.step, self.best = 0, 0, None
         self.until = train.epochs  # where ``fit`` stops
         self.batch, self.epoch_losses = 0, []  # position inside the current epoch
-        self.nonfinite = 0  # non-finite training losses in a row
+        self.nonfinite = 0  # this rank's non-finite training losses in a row
         self.higher_is_better = self.workload.direction(train.metric) == "max"
 
     def autocast(self):
@@ -260,6 +262,7 @@ class Trainer:
             self._save("last.pt")
             barrier(self.world)
             self.on_epoch(record)
+        self.signals.settle()  # no report in flight: what follows (test scores, teardown) is collective
         return record
 
     def close(self) -> None:
@@ -282,7 +285,6 @@ class Trainer:
                 break
             logged = self.run_step(self.device_batch(batch))
             self.batch = i + 1
-            self._check_finite(logged["loss"], epoch)
             losses.append(logged["loss"])
             if (
                 self.step % 10 == 0 or i == 0
@@ -300,7 +302,7 @@ class Trainer:
                     },
                     self.step,
                 )
-            if self.should_stop():  # a signal: checkpoint here, at a step boundary, and leave
+            if self.stopping:  # a signal: checkpoint here, at a step boundary, and leave
                 self._save("last.pt")
                 raise Interrupted(f"stopped at epoch {epoch} batch {self.batch}")
         self.sampler.skip = 0
@@ -334,14 +336,16 @@ class Trainer:
     ) -> dict:
         """One training iteration on ``batch`` (already through ``device_batch``): the task's
         ``train_step`` (its optimisers step through the StepContext), then the grad scaler's
-        update, once, after every optimiser of the iteration has stepped. Training, ``mrihpc
-        profile`` and the benchmarks all step through here. ``train_step``: the task's own, or
-        a wrapper of it (the line profiler). Returns the step's logged floats."""
+        update, once, after every optimiser of the iteration has stepped, then the agreement
+        on non-finite losses and stop signals (``_agree``). Training, ``mrihpc profile`` and
+        the benchmarks all step through here. ``train_step``: the task's own, or a wrapper of it
+        (the line profiler). Returns the step's logged floats."""
         logged = (train_step or self.task.train_step)(
             batch, self.nets, _Step(self)
         )  # not kept: a cycle outlives its Trainer
         self.scaler.update()
         self.step += 1
+        self._agree(logged["loss"])
         return logged
 
     def device_batch(self, batch: dict) -> dict:
@@ -357,18 +361,22 @@ class Trainer:
             }
         return batch
 
-    def _check_finite(self, loss: float, epoch: int) -> None:
-        """Count non-finite losses in a row (over all ranks, so they stop together); past
-        train.nonfinite_patience, stop the point with where it happened."""
-        bad = not math.isfinite(loss)
-        if self.world.distributed:
-            bad = all_reduce_mean({"bad": float(bad)}, self.world)["bad"] > 0
-        self.nonfinite = self.nonfinite + 1 if bad else 0
-        if self.nonfinite > self.spec.train.nonfinite_patience:
+    def _agree(self, loss: float) -> None:
+        """Count this rank's non-finite losses in a row and agree with the other ranks on it and
+        on a stop signal, in the signals' pipelined all-reduce (no step waits on it: a blocking
+        one here cost 5 % of a DDP step). Past train.nonfinite_patience every rank fails the
+        point at the same step, saying where; a signal sets ``stopping``."""
+        self.nonfinite = self.nonfinite + 1 if not math.isfinite(loss) else 0
+        self.stopping = self.signals.requested(self.world, self.nonfinite)
+        agreed, patience = self.signals.nonfinite, self.spec.train.nonfinite_patience
+        if agreed > patience:
+            self.signals.settle()  # every rank is here, at this step: the report just started ends
+            ranks = f" (the longest over {self.world.size} ranks)" if self.world.distributed else ""
             raise NonFiniteLoss(
-                f"training loss {loss} at epoch {epoch} step {self.step} (batch {self.batch}); "
-                f"{self.nonfinite} non-finite in a row, train.nonfinite_patience is "
-                f"{self.spec.train.nonfinite_patience}. Check the data for NaN / inf and the learning rate"
+                f"training loss {loss} at epoch {self.epoch} step {self.step} (batch "
+                f"{self.batch + 1}); {agreed} non-finite in a row{ranks}, "
+                f"train.nonfinite_patience is {patience}. Check the data for NaN / inf and the "
+                "learning rate"
             )
 
     def step_schedule(self, name: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from mrihpc.data import DataError, check_data_file
+from mrihpc.data import DataError, all_finite, check_data_file
 from mrihpc.data.cache import cache_root, cached_dataset
 
 SPLIT_DIRS = {"train": "train_dir", "val": "val_dir", "test": "test_dir"}
@@ -181,7 +181,7 @@ def read_planes(path: Path, shape, dtype: str, planes: list[tuple[int, int]]) ->
                     f"{path}: short read at TOF {t} slice {s}: the file is smaller than data.shape says"
                 )
             out[i] = np.frombuffer(data, dtype=dtype).reshape(w, length)
-            if not np.isfinite(out[i]).all():  # changed since the submit's check: fail naming it
+            if not all_finite(out[i]):  # changed since the submit's check: fail naming it
                 raise DataError(
                     f"{path}: TOF {t} slice {s} holds NaN or infinite values; allowed: finite values"
                 )

@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 import h5py
 import numpy as np
 
-from mrihpc.data import DataError, check_data_file
+from mrihpc.data import DataError, all_finite, check_data_file
 
 ISMRMRD_NS = {"m": "http://www.ismrm.org/ISMRMRD"}
 TEST_KEYS = ("kspace_4af", "kspace_8af")
@@ -211,7 +211,7 @@ class VolumeReader:
         else:
             out = np.empty(ds.shape[1:], dtype)
             ds.read_direct(out, np.s_[index])
-        if not np.isfinite(out).all():  # 0.1 ms a slice: NaN k-space would train on as if clean
+        if not all_finite(out):  # NaN k-space would train on as if clean
             raise DataError(
                 f"{path}: {key} slice {index} holds NaN or infinite values; allowed: finite values"
             )
