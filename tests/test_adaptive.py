@@ -260,3 +260,47 @@ def test_a_rung_ranks_configurations_by_their_folds_mean_and_skips_unfinished_on
         "3 of 4 configuration(s) finished; keeping 2 (1/2) -> rung 1 (4 epochs): point(s) 0 1 4 5"
         in line
     )
+
+
+@pytest.mark.slurm
+def test_a_promoted_point_reads_pending_until_its_next_job_is_recorded(slurm_cluster, tmp_path):
+    """The promotion marks its points pending, then queues them: until sbatch answers, a point's
+    latest job is its last rung's, COMPLETED by the real Slurm, while status.json says pending.
+    It reads pending (a promotion after that job), not failed; a point never promoted whose job
+    ended without the point saying done still reads failed."""
+    from mrihpc.login.views import point_views
+
+    out = subprocess.run(
+        ["sbatch", "--parsable", "-p", "debug", "-o", "/dev/null", "--wrap", "true"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    job = out.stdout.strip().split(";")[0]
+    deadline = time.time() + 60
+    while sacct_rows(job, "State")[-1][0] != "COMPLETED":
+        assert time.time() < deadline, f"job {job} never completed"
+        time.sleep(1)
+    run = RunPaths(tmp_path / "run")
+    for i in (0, 1):
+        run.point(i).root.mkdir(parents=True)
+        run.point(i).status.write_text(json.dumps({"state": "pending"}))
+    submitted, chosen = "2026-12-06T10:00:00", "2026-12-06T10:05:00"
+    manifest = {
+        "points": [{"index": 0, "name": "p0"}, {"index": 1, "name": "p1"}],
+        "submissions": [
+            {"time": submitted, "executor": "slurm", "jobs": {"0": {"job_id": job}}},
+            {"time": submitted, "executor": "slurm", "jobs": {"1": {"job_id": job}}},
+        ],
+        "adaptive": {
+            "rungs": [
+                {"points": [0, 1], "time": submitted},
+                {"points": [0], "time": chosen},  # point 0 promoted after its job
+            ]
+        },
+    }
+    views, source = point_views(run, manifest)
+    assert source == "sacct"
+    assert [v.state for v in views] == ["pending", "failed"]
+    manifest["submissions"][0]["time"] = "2026-12-06T10:06:00"  # its next job, recorded: ended
+    assert [v.state for v in point_views(run, manifest)[0]] == ["failed", "failed"]

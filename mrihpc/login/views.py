@@ -80,8 +80,21 @@ def latest_jobs(manifest: dict) -> dict[int, dict]:
     jobs = {}
     for submission in manifest["submissions"]:
         for index, job in submission["jobs"].items():
-            jobs[int(index)] = {**job, "executor": submission["executor"]}
+            jobs[int(index)] = {
+                **job,
+                "executor": submission["executor"],
+                "submitted": submission.get("time", ""),
+            }
     return jobs
+
+
+def awaiting_promotion(manifest: dict, index: int, submitted: str) -> bool:
+    """Point ``index`` was promoted to a rung chosen after its latest job was submitted (at
+    ``submitted``): that job ended its last rung, and the next is being queued. (The promotion
+    marks the points pending before it queues them; until sbatch answers, the latest job is the
+    last rung's, COMPLETED while status.json says pending.)"""
+    later = (manifest.get("adaptive") or {}).get("rungs", [])[1:]  # rung 0 is the first submit
+    return any(index in r.get("points", []) and r.get("time", "") >= submitted for r in later)
 
 
 @dataclass
@@ -165,7 +178,8 @@ def point_views(
         elif row:
             state = row["state"]
             if state == "done" and own != "done":  # the job ended without the point saying done
-                state = "failed"
+                promoted = own == "pending" and awaiting_promotion(manifest, i, job["submitted"])
+                state = "pending" if promoted else "failed"
         elif job.get("executor") in ("local", "debug"):
             state = own or "pending"
             if (
