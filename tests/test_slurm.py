@@ -169,6 +169,40 @@ def _weights(run: RunPaths) -> dict:
     return checkpoint.load(run.point(0).last_checkpoint)["nets"]["model"]
 
 
+def test_a_rank_that_fails_alone_leads_the_points_error(
+    slurm_cluster, tmp_path, write_spec, capsys
+):
+    """Two tasks; the second validation volume, rank 1's (VolumeShard deals volumes round-robin),
+    holds a NaN slice. Rank 1 fails naming the file and slice and records it beside the status;
+    rank 0 then fails in the collective that waits for rank 1, with an error that says nothing of
+    why. The point's error leads with rank 1's reason, and `mrihpc status` shows it."""
+    root = generate(tmp_path / "data", 8, slices=8, shape=(96, 80), recon_shape=(64, 64), seed=3)
+    val = sorted((root / "val").iterdir())
+    assert len(val) >= 2
+    bad = val[1]
+    with h5py.File(bad, "a") as f:
+        kspace = f["kspace"][()]
+        kspace[5, 10, 10] = np.nan  # past skip_slices (3): read
+        del f["kspace"]
+        f.create_dataset("kspace", data=kspace)
+    data = {k: v for k, v in TINY["data"].items() if k != "synthetic"} | {"root": str(root)}
+    spec = merge(
+        SLURM_TINY,
+        name="rank-fails",
+        train={**TINY["train"], "epochs": 1, "batch_size": 2, "steps_per_epoch": 2},
+        cluster={**SLURM_TINY["cluster"], "tasks_per_node": 2},
+    )
+    spec["data"] = data  # the files above, no synthetic section
+    run = submit(write_spec(spec), tmp_path / "runs", capsys)
+    wait_done(run, allow=("failed",))
+    status = read_json(run.point(0).status)
+    why = f"DataError: {bad}: kspace slice 5 holds NaN or infinite values; allowed: finite values"
+    assert status["error"].startswith(f"{why} (rank 1; then rank 0: "), status["error"]
+    assert status["rank_errors"] == [{"attempt": 1, "rank": 1, "error": why}]
+    assert main(["status", str(run.root)]) == 0
+    assert f"DataError: {bad}"[:60] in capsys.readouterr().out
+
+
 def test_ddp_two_tasks_and_two_nodes_equal_one_process(
     slurm_cluster, tmp_path, write_spec, capsys, monkeypatch
 ):

@@ -88,6 +88,15 @@ def latest_jobs(manifest: dict) -> dict[int, dict]:
     return jobs
 
 
+def _rank_failure(status: dict) -> str:
+    """ "rank N failed: why", where a rank other than 0 recorded its failure in this attempt (rank
+    0 may still be waiting in a collective: on GPUs, up to the process group's timeout)."""
+    for e in status.get("rank_errors") or []:
+        if isinstance(e, dict) and e.get("attempt") == status.get("attempts"):
+            return f"rank {e.get('rank')} failed: {e.get('error')}"
+    return ""
+
+
 def awaiting_promotion(manifest: dict, index: int, submitted: str) -> bool:
     """Point ``index`` was promoted to a rung chosen after its latest job was submitted (at
     ``submitted``): that job ended its last rung, and the next is being queued. (The promotion
@@ -207,6 +216,7 @@ def point_views(
             state = row["state"] if row else "unknown"
         reason = (
             status.get("error")
+            or _rank_failure(status)
             or row.get("reason", "")
             or ("status.json damaged" if damaged else "")
         )

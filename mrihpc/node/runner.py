@@ -213,6 +213,39 @@ def failure_reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}"
 
 
+def note_rank_failure(paths: PointPaths, rank: int, attempt: int, reason: str) -> None:
+    """A rank other than 0 records why it failed, in status.json's ``rank_errors`` (this
+    attempt's only): rank 0 writes the point's outcome, and this reason would otherwise live only
+    in this rank's log. Never raises: the failure itself goes on."""
+
+    def add(status: Optional[dict]) -> dict:
+        status = status or {}
+        mine = [e for e in status.get("rank_errors") or [] if e.get("attempt") == attempt]
+        return {
+            **status,
+            "rank_errors": mine + [{"attempt": attempt, "rank": rank, "error": reason}],
+        }
+
+    with contextlib.suppress(OSError, DamagedFile):
+        update_json(paths.status, add)
+
+
+def lead_reason(paths: PointPaths, attempt: int, reason: str) -> str:
+    """Rank 0's failure ``reason``, led by another rank's of another kind recorded in this
+    attempt: when rank 1 fails, rank 0 fails next in a collective with a connection error that
+    says nothing of why."""
+    try:
+        status = read_json(paths.status, {}) or {}
+    except DamagedFile:
+        return reason
+    kind = reason.split(":", 1)[0]
+    for e in status.get("rank_errors") or []:
+        other = str(e.get("error", ""))
+        if e.get("attempt") == attempt and other.split(":", 1)[0] != kind:
+            return f"{other} (rank {e.get('rank')}; then rank 0: {reason})"
+    return reason
+
+
 def run_point(run_dir: Path, index: int) -> dict:
     """The node entry: train point ``index`` of ``run_dir`` and record the outcome."""
     run = RunPaths(Path(run_dir))
@@ -298,11 +331,16 @@ def run_point(run_dir: Path, index: int) -> dict:
         close_world()
         signals.leave()
     except BaseException as e:
+        attempt, reason = int(previous.get("attempts", 0)) + 1, failure_reason(e)
+        if world.is_main:
+            reason = lead_reason(paths, attempt, reason)
+        else:  # rank 0 writes the outcome; this rank's reason goes beside it
+            note_rank_failure(paths, world.rank, attempt, reason)
         write_status(
             paths,
             world,
             state="failed",
-            error=failure_reason(e),
+            error=reason,
             traceback="".join(traceback.format_exc()).splitlines()[-25:],
         )
         raise
