@@ -89,7 +89,7 @@ def latest_jobs(manifest: dict) -> dict[int, dict]:
 
 
 def _rank_failure(status: dict) -> str:
-    """ "rank N failed: why", where a rank other than 0 recorded its failure in this attempt (rank
+    """The failure a rank other than 0 recorded in this attempt, as ``rank N failed: why`` (rank
     0 may still be waiting in a collective: on GPUs, up to the process group's timeout)."""
     for e in status.get("rank_errors") or []:
         if isinstance(e, dict) and e.get("attempt") == status.get("attempts"):

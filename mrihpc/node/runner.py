@@ -285,6 +285,7 @@ def run_point(run_dir: Path, index: int) -> dict:
     except DamagedFile as e:  # the attempt count is lost; the status is rewritten whole below
         print(f"[mrihpc] {e}; writing a new one", file=sys.stderr)
         previous = {}
+    attempt = int(previous.get("attempts", 0)) + 1
     # the GPUs Slurm dealt each rank (srun's SLURM_STEP_GPUS; CUDA_VISIBLE_DEVICES where only that is set)
     ranks = all_gather(
         {
@@ -313,7 +314,7 @@ def run_point(run_dir: Path, index: int) -> dict:
         error=None,
         traceback=None,
         started=dt.datetime.now().isoformat(timespec="seconds"),
-        attempts=int(previous.get("attempts", 0)) + 1,
+        attempts=attempt,
     )
     try:
         until = rungs.epochs_for(manifest, index)  # None unless the sweep is adaptive
@@ -331,7 +332,7 @@ def run_point(run_dir: Path, index: int) -> dict:
         close_world()
         signals.leave()
     except BaseException as e:
-        attempt, reason = int(previous.get("attempts", 0)) + 1, failure_reason(e)
+        reason = failure_reason(e)
         if world.is_main:
             reason = lead_reason(paths, attempt, reason)
         else:  # rank 0 writes the outcome; this rank's reason goes beside it

@@ -363,8 +363,8 @@ class Trainer:
 
     def _agree(self, loss: float) -> None:
         """Count this rank's non-finite losses in a row and agree with the other ranks on it and
-        on a stop signal, in the signals' pipelined all-reduce (no step waits on it: a blocking
-        one here cost 5 % of a DDP step). Past train.nonfinite_patience every rank fails the
+        on a stop signal, in the signals' pipelined all-reduce, so no step waits on a collective
+        of its own (on GPUs each would drain the queue; on this CPU it was within noise). Past train.nonfinite_patience every rank fails the
         point at the same step, saying where; a signal sets ``stopping``."""
         self.nonfinite = self.nonfinite + 1 if not math.isfinite(loss) else 0
         self.stopping = self.signals.requested(self.world, self.nonfinite)
