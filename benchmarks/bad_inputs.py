@@ -45,7 +45,8 @@ def classify(code: int | None, err: str, named: str, queued: bool = False) -> st
 
 # ----------------------------------------------------------------------------- data
 def bad_data(work: Path) -> dict:
-    """{workload: {class: count, "cases": {case: class}}}: each case damages a fresh copy and submits."""
+    """{workload: {class: count, "cases": {case: class}}}: each case damages a fresh copy and
+    submits."""
     out = {}
     for workload, (make, cases) in DATA.items():
         clean, spec_of = make(work / "clean" / workload)

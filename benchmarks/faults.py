@@ -84,7 +84,8 @@ def new_run(folder: Path, spec: dict, runs: Path, env=None) -> Path:
     code = (
         "import sys; from pathlib import Path; from mrihpc.login import checks, launch; "
         "spec, raw, points, _ = checks.prepare(sys.argv[1]); checks.prepare_data(spec); "
-        "print(launch.write_run_directory(Path(sys.argv[2]), spec, raw, sys.argv[1], points, 'debug').root)"
+        "print(launch.write_run_directory(Path(sys.argv[2]), spec, raw, sys.argv[1], "
+        "points, 'debug').root)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(path), str(runs)],
@@ -118,7 +119,8 @@ def _lines(path: Path) -> int:
 
 
 def kills(n: int, work: Path, seed: int = 0) -> dict:
-    """kill -9 at n moments; count corrupt checkpoints, restarts from scratch, leftover temp files."""
+    """kill -9 at n moments; count corrupt checkpoints, restarts from scratch, leftover temp
+    files."""
     import torch
 
     rng = random.Random(seed)

@@ -13,11 +13,11 @@ tensor per batch). Both iterate the same slices in the same order, one epoch aft
 persistent workers for both when N > 0.
 
 ``data.transform_on: device``: the workers only read k-space and draw masks (the targets go through
-``BatchSlots``, the sampled columns, whose number varies, the DataLoader's way); the masking, inverse
-FFT, crop and normalisation run batched on the training device (a GPU when there is one, else this
-CPU). Reported per worker count: the loader alone, and the loader with the batched transform; next
-to them the training step's slices/s (the fastMRI U-Net at this size, batch ``--batch``, on the
-same device: bf16 on a GPU), so "is the loader the bottleneck" is one ratio.
+``BatchSlots``, the sampled columns, whose number varies, the DataLoader's way); the masking,
+inverse FFT, crop and normalisation run batched on the training device (a GPU when there is one,
+else this CPU). Reported per worker count: the loader alone, and the loader with the batched
+transform; next to them the training step's slices/s (the fastMRI U-Net at this size, batch
+``--batch``, on the same device: bf16 on a GPU), so "is the loader the bottleneck" is one ratio.
 
 Epoch start (N > 0): seconds from a second epoch's start to its first batch, with persistent
 workers (as the Trainer runs them) and with workers re-forked every epoch (as it did before).
@@ -104,8 +104,8 @@ def slices_per_s(
     dataset, workers: int, batch: int, trainers: bool = False, epochs: int = 3
 ) -> float:
     """The median over ``epochs`` epochs of the slices/s, after a warm-up epoch (one epoch of a
-    few hundred slices on a shared 2-core VM varies by +-20 %). ``trainers``: through the Trainer's loader
-    (``rank_loader``: persistent workers, fixed-shape batches through ``BatchSlots``), else a
+    few hundred slices on a shared 2-core VM varies by +-20 %). ``trainers``: through the Trainer's
+    loader (``rank_loader``: persistent workers, fixed-shape batches through ``BatchSlots``), else a
     plain persistent DataLoader with the dataset's collate."""
     if trainers:
         from mrihpc.node.loading import rank_loader
@@ -148,7 +148,8 @@ def second_epoch_first_batch_s(dataset, workers: int, batch: int, persistent: bo
 
 
 def with_transform(dataset, workers: int, batch: int, device) -> float:
-    """data.transform_on: device: the Trainer's raw loader, each batch moved to ``device`` and finished there."""
+    """data.transform_on: device: the Trainer's raw loader, each batch moved to ``device`` and
+    finished there."""
     from mrihpc.workloads.knee.kspace.slices import finish_batch
     from mrihpc.node.loading import rank_loader
     from mrihpc.node.task import to_device

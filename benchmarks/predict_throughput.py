@@ -169,7 +169,8 @@ def main() -> None:
         type=int,
         default=[8, 16, 320],
         metavar=("VOLUMES", "SLICES", "SIZE"),
-        help="volumes (a quarter predicted), slices each, image size (fastMRI U-Net, chans 32, 4 pools)",
+        help="volumes (a quarter predicted), slices each, image size (fastMRI U-Net, chans "
+        "32, 4 pools)",
     )
     p.add_argument(
         "--cine",

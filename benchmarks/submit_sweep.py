@@ -37,9 +37,12 @@ import sys, submitit
 def trivial(i):
     return i
 ex = submitit.AutoExecutor(folder=sys.argv[1], cluster="slurm")
-ex.update_parameters(timeout_min=10, slurm_array_parallelism=8, slurm_additional_parameters={"hold": True})
+ex.update_parameters(
+    timeout_min=10, slurm_array_parallelism=8, slurm_additional_parameters={"hold": True}
+)
 n, chunk = int(sys.argv[2]), int(sys.argv[3])  # submitit does not split at MaxArraySize: by hand
-arrays = [ex.map_array(trivial, range(s, min(s + chunk, n)))[0].job_id.split("_")[0] for s in range(0, n, chunk)]
+jobs = [ex.map_array(trivial, range(s, min(s + chunk, n)))[0] for s in range(0, n, chunk)]
+arrays = [job.job_id.split("_")[0] for job in jobs]
 print(" ".join(arrays))
 """
 

@@ -8,7 +8,7 @@ Each configuration builds the real Trainer (knee task, synthetic fastMRI-layout 
 step's FLOPs counted by ``torch.utils.flop_counter`` over the device's dense bf16 peak. On the
 CPU the figures are a smoke test (bf16 autocast is a GPU option there).
 
-    python benchmarks/train_step.py [--steps 10] [--configs fp32 channels_last compile] > result.json
+    python benchmarks/train_step.py [--steps 10] [--configs fp32 compile ...] > result.json
 """
 
 from __future__ import annotations

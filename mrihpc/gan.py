@@ -37,7 +37,8 @@ def discriminator_step_loss(d: nn.Module, real: torch.Tensor, fake: torch.Tensor
 
 @contextlib.contextmanager
 def unsynced(*nets: nn.Module) -> Iterator[None]:
-    """Forward passes whose gradients stay local to this rank (DDP ``no_sync``); plain modules pass."""
+    """Forward passes whose gradients stay local to this rank (DDP ``no_sync``); plain modules
+    pass."""
     with contextlib.ExitStack() as stack:
         for net in nets:
             net = getattr(
@@ -49,7 +50,8 @@ def unsynced(*nets: nn.Module) -> Iterator[None]:
 
 
 def magnitude(out: torch.Tensor) -> torch.Tensor:
-    """``(N, 2, H, W)`` real / imaginary -> ``(N, 1, H, W)`` magnitude; one channel passes through."""
+    """``(N, 2, H, W)`` real / imaginary -> ``(N, 1, H, W)`` magnitude; one channel passes
+    through."""
     if out.shape[1] == 1:
         return out
     return torch.sqrt(

@@ -28,7 +28,8 @@ def mse_loss(out: dict, batch: dict) -> torch.Tensor:
 
 
 def ssim_loss(out: dict, batch: dict) -> torch.Tensor:
-    """1 - SSIM (7x7 uniform window, data range max(target) per sample); channels fold into the batch."""
+    """1 - SSIM (7x7 uniform window, data range max(target) per sample); channels fold into the
+    batch."""
     pred, target = out["pred"].float(), batch["target"].float()
     n, c = pred.shape[:2]
     data_range = target.amax(dim=(1, 2, 3)).repeat_interleave(c)
@@ -92,7 +93,8 @@ def _monai_term(name: str) -> Callable:
 
 
 soft_dice = _monai_term("dice")
-"""1 - soft Dice with the 2x numerator, softmax over the logits, mean over classes (MONAI DiceLoss)."""
+"""1 - soft Dice with the 2x numerator, softmax over the logits, mean over classes (MONAI
+DiceLoss)."""
 dice_ce = _monai_term("dice_ce")
 """soft Dice + cross-entropy (MONAI DiceCELoss)."""
 focal = _monai_term("focal")

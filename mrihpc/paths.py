@@ -313,7 +313,8 @@ class RunPaths:
 
     @property
     def code(self) -> Path:
-        """The snapshot of the mrihpc package taken at submit (``code/mrihpc/``): what every task runs."""
+        """The snapshot of the mrihpc package taken at submit (``code/mrihpc/``): what every task
+        runs."""
         return self.root / "code"
 
     def point(self, index: int) -> PointPaths:

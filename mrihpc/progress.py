@@ -26,7 +26,8 @@ def duration(seconds: float) -> str:
 
 
 def eta(elapsed: float, done: float) -> str:
-    """Remaining time at the rate so far (``done`` in [0, 1] of the work since ``elapsed`` began)."""
+    """Remaining time at the rate so far (``done`` in [0, 1] of the work since ``elapsed``
+    began)."""
     return duration(elapsed / done * (1 - done)) if done > 0 else "?"
 
 
@@ -73,7 +74,8 @@ class SweepProgress:
         done = sum(fractions) / max(1, len(fractions))
         line = (
             f"{finished}/{len(self.files)} points finished {bar(done)} {done:4.0%} "
-            f"elapsed {duration(time.time() - self.start)} eta {eta(time.time() - self.start, done)}"
+            f"elapsed {duration(time.time() - self.start)} eta "
+            f"{eta(time.time() - self.start, done)}"
         )
         self.stream.write("\r" + line.ljust(100))
         self.stream.flush()

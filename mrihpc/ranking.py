@@ -30,13 +30,15 @@ FOLD_KEYS = ("data.fold", "data.folds")
 
 
 def configuration_key(point: dict, dropped: tuple[str, ...] = FOLD_KEYS) -> str:
-    """A manifest point's overrides without ``dropped``: equal for the folds of one configuration."""
+    """A manifest point's overrides without ``dropped``: equal for the folds of one
+    configuration."""
     kept = {k: v for k, v in point.get("overrides", {}).items() if k not in dropped}
     return json.dumps(kept, sort_keys=True, default=str)
 
 
 def _scored(run: RunPaths) -> tuple[str, bool, list[tuple[float, dict]]]:
-    """(metric, higher is better, [(best val_<metric>, manifest point)] of the points that have one)."""
+    """(metric, higher is better, [(best val_<metric>, manifest point)] of the points that have
+    one)."""
     manifest = read_json(run.manifest, {}, dict) or {}
     metric = manifest.get("metric", "ssim")
     higher = (manifest.get("metric_directions") or {}).get(metric, "max") == "max"

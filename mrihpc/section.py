@@ -106,6 +106,7 @@ class Section(BaseModel):
         bad = _control_characters(value)
         if bad is not None:
             raise ValueError(
-                f"control character in {bad!r}; newlines, tabs and other control characters are not allowed"
+                f"control character in {bad!r}; newlines, tabs and other control "
+                "characters are not allowed"
             )
         return value

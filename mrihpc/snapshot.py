@@ -45,8 +45,8 @@ def digest(package: Path) -> str:
 
 
 def take(code_dir: Path, source: Path | None = None) -> dict:
-    """Copy the package (``source``: default the one imported here) to ``code_dir/mrihpc``, read-only.
-    Returns the manifest's ``code`` record: path, sha256, files, bytes."""
+    """Copy the package (``source``: default the one imported here) to ``code_dir/mrihpc``,
+    read-only. Returns the manifest's ``code`` record: path, sha256, files, bytes."""
     source = source or Path(__file__).resolve().parent
     target = code_dir / PACKAGE
     files = _files(source)
@@ -85,7 +85,8 @@ def check(manifest: dict, imported: Path) -> None:
     if imported.resolve() != expected.resolve():
         raise CodeMismatch(
             f"this task imported mrihpc from {imported}, not the run's snapshot {expected}: "
-            "something put another mrihpc before it on PYTHONPATH (a cluster.setup line, the image's "
+            "something put another mrihpc before it on PYTHONPATH (a cluster.setup line, "
+            "the image's "
             "own install under PYTHONPATH?)"
         )
     found = digest(expected)

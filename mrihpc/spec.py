@@ -116,11 +116,13 @@ class ModelSpec(Section):
     out_channels: int = Field(1, ge=1)
     """Output channels."""
     up_norm_act: bool = True
-    """Norm and activation after a transposed-conv up-sampling (fastMRI); false for seeds 001/004."""
+    """Norm and activation after a transposed-conv up-sampling (fastMRI); false for seeds
+    001/004."""
     up_bias: bool = False
     """Bias in the transposed-conv up-sampling (seeds 001/004: true)."""
     skip_order: Literal["up_skip", "skip_up"] = "up_skip"
-    """Channel order of the decoder's concatenation; matters only for loading another code's weights."""
+    """Channel order of the decoder's concatenation; matters only for loading another code's
+    weights."""
     out_activation: Literal["none", "sigmoid", "tanh", "softplus"] = "none"
     """Activation on the output; none for logits (segmentation) and signed images."""
 
@@ -193,9 +195,11 @@ class ScheduleSpec(Section):
     warm-up, if any (seeds 000, 002 and 004 used no schedule); the restart and decay settings
     do not apply to it (a parent spec's may stay). decay_restarts (seed 003): the lr decays
     by ``decay`` per epoch and restarts with a fresh optimiser (its moments reset) at epochs L, 2L,
-    3L + I, 4L + 3I, ...: periods L, L, L + I, L + 2I, ... (L restart_epochs, I restart_increment)."""
+    3L + I, 4L + 3I, ...: periods L, L, L + I, L + 2I, ... (L restart_epochs, I
+    restart_increment)."""
     warmup_epochs: float = Field(0.0, ge=0)
-    """Linear warm-up from warmup_start_factor x lr to lr over this many epochs (fractions allowed)."""
+    """Linear warm-up from warmup_start_factor x lr to lr over this many epochs (fractions
+    allowed)."""
     warmup_start_factor: float = Field(0.01, gt=0, le=1)
     """Where the warm-up starts, as a fraction of lr (seed 001: 1e-3)."""
     restart_epochs: float = Field(10.0, gt=0)
@@ -211,7 +215,8 @@ class ScheduleSpec(Section):
     restart_increment: float = Field(0.0, ge=0)
     """decay_restarts: how much longer each period is than the one before, in epochs."""
     reset_optimizer: bool = True
-    """decay_restarts: clear the optimiser's state (Adam moments) at each restart, as the seed re-creates it."""
+    """decay_restarts: clear the optimiser's state (Adam moments) at each restart, as the seed
+    re-creates it."""
 
     @model_validator(mode="after")
     def _kind(self) -> "ScheduleSpec":
@@ -239,12 +244,14 @@ class TrainSpec(Section):
     eval_every: int = Field(1, ge=1)
     """Validate every N epochs (and always after the last)."""
     metric: Optional[str] = None
-    """Validation metric that selects best.pt; one of the task's metrics (default: the task's own)."""
+    """Validation metric that selects best.pt; one of the task's metrics (default: the task's
+    own)."""
     steps_per_epoch: Optional[int] = Field(None, ge=1)
     """Cap on optimiser steps per epoch (quick experiments)."""
     nonfinite_patience: int = Field(0, ge=0)
     """Non-finite training losses in a row tolerated before the point fails (0: the first stops it).
-    Useful with fp16, whose scaler skips such steps; in fp32 a NaN step has already spoiled the weights."""
+    Useful with fp16, whose scaler skips such steps; in fp32 a NaN step has already spoiled the
+    weights."""
     max_requeues: int = Field(3, ge=0)
     """How often a point may be requeued after preemption or a time limit."""
     threads: Optional[int] = Field(None, ge=1)
@@ -259,8 +266,8 @@ class TrainSpec(Section):
     each starts a non-blocking all-reduce whose result is read this many steps later, so no step
     waits on it (``train.nonfinite_patience`` is then checked up to twice this late)."""
     sync_batchnorm: Optional[bool] = None
-    """SyncBatchNorm under DDP on GPUs: batch statistics over all ranks, needed at a few samples per GPU
-    (default: on when there are several ranks on GPUs and the model has batch norm)."""
+    """SyncBatchNorm under DDP on GPUs: batch statistics over all ranks, needed at a few samples per
+    GPU (default: on when there are several ranks on GPUs and the model has batch norm)."""
 
 
 class VisdomSpec(Section):
@@ -360,9 +367,9 @@ class SweepSpec(Section):
 
 
 def per_name(section: type[Section]):
-    """A validator for ``optim`` / ``schedule``: one mapping of ``section``'s fields applies to every
-    optimiser (stored under ``"all"``); a mapping of optimiser names to such mappings gives each
-    optimiser its own."""
+    """A validator for ``optim`` / ``schedule``: one mapping of ``section``'s fields applies to
+    every optimiser (stored under ``"all"``); a mapping of optimiser names to such mappings gives
+    each optimiser its own."""
 
     def wrap(cls, value: Any) -> Any:
         return value if keyed_by_name(value, section) else {"all": value}
@@ -381,7 +388,8 @@ def keyed_by_name(value: Any, section: type[Section]) -> bool:
 
 
 class JobSpec(Section):
-    """The whole spec. ``data`` and ``model`` belong to the task: ``workloads.job_spec_class(task)`` types them."""
+    """The whole spec. ``data`` and ``model`` belong to the task: ``workloads.job_spec_class(task)``
+    types them."""
 
     #: optimiser -> the one whose settings it takes when the spec gives none (the task's)
     OPTIMIZER_FALLBACKS: ClassVar[dict[str, str]] = {}
@@ -395,7 +403,8 @@ class JobSpec(Section):
     model: Any = None
     """The task's network, or its named networks."""
     loss: dict[str, float] = {}
-    """Loss terms of the task and their weights, e.g. {l1: 1.0, ssim: 0.1}; default the task's own."""
+    """Loss terms of the task and their weights, e.g. {l1: 1.0, ssim: 0.1}; default the task's
+    own."""
     optim: dict[str, OptimSpec] = {}
     """One optimiser setting for all, or one per optimiser name ({G: {...}, D: {...}})."""
     schedule: dict[str, ScheduleSpec] = {}
@@ -428,7 +437,8 @@ class JobSpec(Section):
         return v
 
     def optim_for(self, name: str) -> OptimSpec:
-        """The settings of optimiser ``name``: its own, else its fallback's (the task's), else the ones for all."""
+        """The settings of optimiser ``name``: its own, else its fallback's (the task's), else the
+        ones for all."""
         return self._for(self.optim, name)
 
     def schedule_for(self, name: str) -> ScheduleSpec:

@@ -11,7 +11,8 @@ from mrihpc.section import MAIL_TYPES, Section, _command_words, slurm_time_minut
 
 
 def _names(mapping: dict, pattern: str, message: str) -> dict:
-    """``mapping`` unchanged when every key matches ``pattern``; else ValueError listing the others."""
+    """``mapping`` unchanged when every key matches ``pattern``; else ValueError listing the
+    others."""
     bad = [k for k in mapping if not re.fullmatch(pattern, str(k))]
     if bad:
         raise ValueError(message.format(bad))
@@ -20,7 +21,8 @@ def _names(mapping: dict, pattern: str, message: str) -> dict:
 
 class ClusterSpec(Section):
     executor: Literal["slurm", "local", "debug", "auto"] = "local"
-    """slurm, local (subprocesses), debug (in this process) or auto (slurm when sbatch is on PATH)."""
+    """slurm, local (subprocesses), debug (in this process) or auto (slurm when sbatch is on
+    PATH)."""
     partition: Optional[str] = None
     """Slurm partition."""
     account: Optional[str] = None
@@ -138,12 +140,13 @@ class ContainerSpec(Section):
     """Image: nvcr.io/nvidia/pytorch:24.05-py3 (docker, pyxis), an enroot .sqsh (pyxis),
     a .sif or docker:// URI (apptainer)."""
     mounts: list[str] = []
-    """Extra bind mounts host[:container[:ro]]; the run directory, the task's data paths and the mrihpc
-    cache are always mounted at their own paths."""
+    """Extra bind mounts host[:container[:ro]]; the run directory, the task's data paths and the
+    mrihpc cache are always mounted at their own paths."""
     workdir: Optional[str] = None
     """Working directory inside; default the run directory."""
     env: dict[str, str] = {}
-    """Variables to set inside (Slurm's and the rendezvous variables always pass); names are POSIX names."""
+    """Variables to set inside (Slurm's and the rendezvous variables always pass); names are POSIX
+    names."""
 
     _python = field_validator("python")(classmethod(lambda cls, v: _command_words(v)))
 
@@ -152,7 +155,8 @@ class ContainerSpec(Section):
             lambda cls, v: _names(
                 v,
                 r"[A-Za-z_][A-Za-z0-9_]*",
-                "variable name(s) {} are not POSIX names; allowed: letters, digits and _, not first a digit",
+                "variable name(s) {} are not POSIX names; allowed: letters, digits and "
+                "_, not first a digit",
             )
         )
     )
@@ -176,7 +180,8 @@ class ContainerSpec(Section):
             raise ValueError(f"runtime {self.runtime} needs container.image")
         if self.runtime == "none" and self.image:
             raise ValueError(
-                "container.image is set but container.runtime is none; pick pyxis, docker or apptainer"
+                "container.image is set but container.runtime is none; pick pyxis, "
+                "docker or apptainer"
             )
         for m in self.mounts:
             parts = m.split(":")

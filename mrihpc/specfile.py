@@ -120,7 +120,8 @@ def read_yaml(path: Path) -> dict:
         if len(text) > MAX_SPEC_BYTES:  # grew since the stat
             raise SpecError(
                 [
-                    f"{path}: over {MAX_SPEC_BYTES:,} bytes; a spec file holds at most {MAX_SPEC_BYTES:,}"
+                    f"{path}: over {MAX_SPEC_BYTES:,} bytes; a spec file holds at most "
+                    f"{MAX_SPEC_BYTES:,}"
                 ]
             )
         data = yaml.load(text.decode("utf-8"), Loader=_StrictLoader)
@@ -275,7 +276,8 @@ def _per_name(annotation: Any) -> bool:
 
 
 def _as_written(loc: tuple, raw: dict) -> tuple:
-    """The key path as the user wrote it: ``optim.all.lr`` -> ``optim.lr`` when optim was one mapping."""
+    """The key path as the user wrote it: ``optim.all.lr`` -> ``optim.lr`` when optim was one
+    mapping."""
     if (
         len(loc) > 1
         and loc[0] in ("optim", "schedule")
@@ -314,7 +316,8 @@ def format_errors(
 
 
 def valid_key_path(dotted: str, root: type[BaseModel] = JobSpec) -> Optional[str]:
-    """None when ``dotted`` names a field of the spec tree ``root``, else why not (with suggestions)."""
+    """None when ``dotted`` names a field of the spec tree ``root``, else why not (with
+    suggestions)."""
     model: Any = root
     keys = dotted.split(".")
     for i, key in enumerate(keys):
@@ -344,7 +347,8 @@ def spec_class_of(raw: dict) -> Optional[type[JobSpec]]:
 
 
 def validate_dict(raw: dict, source: str) -> JobSpec:
-    """Validate a merged spec dict against its task's sections, raising SpecError with every problem."""
+    """Validate a merged spec dict against its task's sections, raising SpecError with every
+    problem."""
     cls, problems = spec_class_of(raw), []
     if cls is None:
         task = raw.get("task")

@@ -94,14 +94,16 @@ def _why_not(key: str, spec: JobSpec) -> str | None:
     fixed = next((f for f in FIXED_PER_ARRAY if key == f or key.startswith(f + ".")), None)
     if fixed:
         return (
-            f"{fixed} cannot vary between the points of one array job (they share one sbatch script, "
+            f"{fixed} cannot vary between the points of one array job (they share one "
+            "sbatch script, "
             "container and requeue limit); write one spec per value instead"
         )
     return valid_key_path(key, type(spec))
 
 
 def check_keys(spec: JobSpec, source: str) -> None:
-    """Every sweep key must name a field that may vary per point; raises SpecError listing the bad ones."""
+    """Every sweep key must name a field that may vary per point; raises SpecError listing the bad
+    ones."""
     problems = []
     for section in ("grid", "zip"):
         for key in getattr(spec.sweep, section):
@@ -171,7 +173,8 @@ def expand(spec: JobSpec, source: str = "<spec>") -> list[Point]:
     if (n := count_points(spec)) > spec.sweep.max_points:
         raise SpecError(
             [
-                f"{source}: sweep: {n:,} points exceed sweep.max_points ({spec.sweep.max_points:,}); "
+                f"{source}: sweep: {n:,} points exceed sweep.max_points "
+                f"({spec.sweep.max_points:,}); "
                 "set sweep.max_points to run that many"
             ]
         )

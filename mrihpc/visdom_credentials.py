@@ -25,7 +25,8 @@ def credentials_file() -> Path:
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Create ``path`` readable by this user only (mode 600, set at creation: never briefly wider)."""
+    """Create ``path`` readable by this user only (mode 600, set at creation: never briefly
+    wider)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -79,7 +80,8 @@ def server_credential(creds: dict) -> dict:
 
 
 def login(session, url: str, creds: dict, timeout: float | tuple = 5.0) -> bool:
-    """Log ``session`` (requests) in to the Visdom server at ``url``; True when the cookie came back."""
+    """Log ``session`` (requests) in to the Visdom server at ``url``; True when the cookie came
+    back."""
     password = hashlib.sha256(creds["password"].encode()).hexdigest()  # as Visdom's client sends it
     r = session.post(
         url.rstrip("/") + "/",

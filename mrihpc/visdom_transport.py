@@ -69,7 +69,8 @@ class Transport:
         return True
 
     def _login(self) -> bool:
-        """Log in with the user's credentials (if there are any and the cookie is not already set)."""
+        """Log in with the user's credentials (if there are any and the cookie is not already
+        set)."""
         from mrihpc import visdom_credentials as credentials
 
         creds = credentials.load()

@@ -55,7 +55,8 @@ def test_each_rung_trains_eta_times_the_last_up_to_the_end(args, expected):
         ),
         (
             {"sweep": {"grid": {"optim.lr": LRS}, "adaptive": {"min_epochs": 4}}},
-            "sweep.adaptive.min_epochs: 4 leaves no rung to promote to: it must be below train.epochs (4)",
+            "sweep.adaptive.min_epochs: 4 leaves no rung to promote to: it must be below "
+            "train.epochs (4)",
         ),
         (
             {"sweep": {"grid": {"optim.lr": LRS, "train.epochs": [4, 8]}, "adaptive": {}}},
@@ -63,7 +64,8 @@ def test_each_rung_trains_eta_times_the_last_up_to_the_end(args, expected):
         ),
         (
             {"sweep": {"folds": 3, "adaptive": {}}},
-            "sweep.adaptive: successive halving needs at least 2 configurations to choose between; the sweep has 1",
+            "sweep.adaptive: successive halving needs at least 2 configurations to "
+            "choose between; the sweep has 1",
         ),
         (
             {"sweep": {"grid": {"optim.lr": LRS}, "adaptive": {"kind": "hyperband"}}},

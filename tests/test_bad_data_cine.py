@@ -66,7 +66,8 @@ def _flat_case(a: np.ndarray) -> np.ndarray:
     return a
 
 
-CASES = {  # name -> (how the file is made from the clean [7, 7, 32, 32] array, what the refusal says)
+#: name -> (how the file is made from the clean [7, 7, 32, 32] array, what the refusal says)
+CASES = {
     "all zero": (
         lambda a, p: np.savez(p, dataset=np.zeros_like(a)),
         "case 0 is 0 everywhere; allowed: cases whose images vary",
@@ -144,8 +145,8 @@ def test_a_mask_the_lines_cannot_give_is_refused(clean, tmp_path, capsys, monkey
     assert main(["submit", str(spec), "--runs", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
     assert (
-        f"{npz}: dataset has 32 lines (X); data.mask: acceleration 64 keeps no line of 32; allowed: 1-32"
-        in err
+        f"{npz}: dataset has 32 lines (X); data.mask: acceleration 64 keeps no line of "
+        "32; allowed: 1-32" in err
     ), err
     synthetic = {
         **SPEC,
@@ -157,8 +158,8 @@ def test_a_mask_the_lines_cannot_give_is_refused(clean, tmp_path, capsys, monkey
     spec.write_text(yaml.safe_dump(synthetic))
     assert main(["validate", str(spec)]) == 2
     assert (
-        "spec.yaml: data: mask: sample_n 10 centre lines exceed the 8 of 32 lines acceleration 4 keeps"
-        in capsys.readouterr().err
+        "spec.yaml: data: mask: sample_n 10 centre lines exceed the 8 of 32 lines "
+        "acceleration 4 keeps" in capsys.readouterr().err
     )
 
 

@@ -142,7 +142,8 @@ def test_nan_kspace_fails_the_point_naming_file_and_slice(
     [
         (
             {"data": {"crop": [0, 0]}},
-            "data.crop: [0, 0]; allowed: each side >= 7 (2 ** model depth 2, and SSIM's 7 x 7 window)",
+            "data.crop: [0, 0]; allowed: each side >= 7 (2 ** model depth 2, and SSIM's "
+            "7 x 7 window)",
         ),
         ({"data": {"crop": [4, 4]}}, "data.crop: [4, 4]; allowed: each side >= 7"),
         (

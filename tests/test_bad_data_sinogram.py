@@ -185,7 +185,8 @@ def test_a_file_turned_bad_after_submit_fails_the_point_naming_file_tof_and_slic
     code = (
         "import sys; from pathlib import Path; from mrihpc.login import checks, launch; "
         "spec, raw, points, _ = checks.prepare(sys.argv[1]); "
-        "print(launch.write_run_directory(Path(sys.argv[2]), spec, raw, sys.argv[1], points, 'debug').root)"
+        "print(launch.write_run_directory(Path(sys.argv[2]), spec, raw, sys.argv[1], "
+        "points, 'debug').root)"
     )
     spec = _spec(tmp_path, root, dtype="float32")
     out = subprocess.run(

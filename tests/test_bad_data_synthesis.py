@@ -124,7 +124,8 @@ def test_a_bad_ixi_file_is_refused_at_submit_naming_it(case, clean, tmp_path, ca
 
 
 def test_sides_the_generator_cannot_halve_are_refused(clean, tmp_path, capsys):
-    """32 x 32 images and a four-level generator (sides must divide by 16): fine; five levels: refused."""
+    """32 x 32 images and a four-level generator (sides must divide by 16): fine; five levels:
+    refused."""
     spec = _spec(tmp_path, clean)
     assert main(["validate", str(spec), "--check-paths"]) == 0
     text = yaml.safe_load(spec.read_text())
@@ -142,7 +143,8 @@ def test_a_file_damaged_after_submit_fails_the_point_naming_it(clean, tmp_path):
     code = (
         "import sys; from pathlib import Path; from mrihpc.login import checks, launch; "
         "spec, raw, points, _ = checks.prepare(sys.argv[1]); "
-        "print(launch.write_run_directory(Path(sys.argv[2]), spec, raw, sys.argv[1], points, 'debug').root)"
+        "print(launch.write_run_directory(Path(sys.argv[2]), spec, raw, sys.argv[1], "
+        "points, 'debug').root)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(_spec(tmp_path, root)), str(tmp_path / "runs")],

@@ -36,7 +36,10 @@ def test_split_is_4_1_2_and_the_same_under_any_hash_seed():
     split = split_cases(200, (4, 1, 2), 0)
     assert [len(split[k]) for k in ("train", "val", "test")] == [114, 29, 57]
     assert sorted(split["train"] + split["val"] + split["test"]) == list(range(200))
-    code = "import json; from mrihpc.workloads.cine.data import split_cases; print(json.dumps(split_cases(200, (4, 1, 2), 0)))"
+    code = (
+        "import json; from mrihpc.workloads.cine.data import split_cases; "
+        "print(json.dumps(split_cases(200, (4, 1, 2), 0)))"
+    )
     outs = {
         subprocess.run(
             [sys.executable, "-c", code],

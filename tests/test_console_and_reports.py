@@ -1,4 +1,5 @@
-"""Console output (bar on a terminal, clean lines in logs), results --plot, profile, tunnel lines."""
+"""Console output (bar on a terminal, clean lines in logs), results --plot, profile, tunnel
+lines."""
 
 from __future__ import annotations
 
@@ -106,7 +107,8 @@ def test_profile_reports_peak_and_line_profile(write_spec, capsys):
     out = capsys.readouterr().out
     assert "def train_step" in out and "Increment" in out and "ctx.step(loss)" in out
     assert "3 steps on cpu" in out and "host RSS peak" in out
-    # with the knee transform on the device the batches go through the task's on_device, as in training
+    # with the knee transform on the device the batches go through the task's on_device, as in
+    # training
     device = merge(TINY, data={**TINY["data"], "transform_on": "device"})
     assert main(["profile", str(write_spec(device, "device.yaml")), "--steps", "2"]) == 0
     assert "2 steps on cpu" in capsys.readouterr().out

@@ -57,7 +57,8 @@ def render(runtime: str) -> str:
 @pytest.mark.parametrize("runtime", ["pyxis", "docker", "apptainer"])
 def test_golden_dry_run_scripts(runtime):
     """Refresh after a deliberate change:
-    `python -c 'from tests.test_containers import *; [(GOLDEN / f"container_{r}.sbatch").write_text(render(r)) for r in IMAGES]'`
+    `python -c 'from tests.test_containers import *; [(GOLDEN /
+    f"container_{r}.sbatch").write_text(render(r)) for r in IMAGES]'`
     """
     text = render(runtime)
     assert text == (GOLDEN / f"container_{runtime}.sbatch").read_text()
@@ -145,7 +146,8 @@ def test_dockerfile_passes_hadolint():
                 "docker": {"wrapper": "/nonexistent/run-nvidia-docker.sh"},
             },
             {},
-            "container.runtime: docker needs `/nonexistent/run-nvidia-docker.sh`, which is not on PATH here",
+            "container.runtime: docker needs `/nonexistent/run-nvidia-docker.sh`, which "
+            "is not on PATH here",
         ),
         (
             {
@@ -320,7 +322,8 @@ def test_apptainer_job_on_slurm(slurm_cluster, standins, tmp_path, write_spec, c
     log = standins.read_text()
     assert f"apptainer exec --nv --pwd {run.root} --bind {run.root}:{run.root}:rw" in log
     assert f"image {image}" in log
-    # provenance: the image file's sha256, taken once at submit (the stand-in runs the host's Python)
+    # provenance: the image file's sha256, taken once at submit (the stand-in runs the host's
+    # Python)
     seen = read_json(run.point(0).root / "provenance.json")
     assert (
         seen["image"] == str(image)

@@ -33,7 +33,8 @@ ARTIFACTS = Path(
 
 @pytest.fixture
 def login_server(tmp_path):
-    """A real visdom server with Visdom's login on (the default), on a free port; stopped afterwards."""
+    """A real visdom server with Visdom's login on (the default), on a free port; stopped
+    afterwards."""
     port = free_port()
     state = server.start(port, tmp_path / "envs")
     yield state
@@ -57,8 +58,8 @@ def _fake_run(root: Path, points: int = 1) -> RunPaths:
 
 
 def test_a_point_that_posts_itself_is_not_followed_twice(tmp_path):
-    """monitor.visdom.post set per point by a sweep (in the manifest's overrides) or by a user's edit
-    of a point's config.yaml: the follower skips only those points' logs. A started point's
+    """monitor.visdom.post set per point by a sweep (in the manifest's overrides) or by a user's
+    edit of a point's config.yaml: the follower skips only those points' logs. A started point's
     config.yaml decides (the node reads it); without one the manifest does, and without an override
     the run's spec and executor."""
     run = _fake_run(tmp_path, points=4)
@@ -134,7 +135,8 @@ def test_follower_posts_each_record_once_across_a_torn_line_a_kill_and_a_server_
         out.write(whole[cut:])
     assert f.poll() == 1 and _x(port, "exp_env", "p0_lr") == list(range(1, 16))
 
-    # killed between marking a batch in flight and saving its end: the restarted follower replays the file
+    # killed between marking a batch in flight and saving its end: the restarted follower replays
+    # the file
     _log_steps(monitor, 16, 21)
     saved = json.loads(offsets.read_text())
     saved["files"][str(log)]["inflight"] = True
@@ -267,8 +269,8 @@ def _screenshot_with_login(url: str, png: Path, expected: int) -> None:
 
 
 def test_the_lag_benchmark_runs_at_a_tiny_size():
-    """benchmarks/visdom_follower_lag.py at 3 points for 2 s, so it cannot rot (the figures come from
-    its full run, never from an assertion on time here)."""
+    """benchmarks/visdom_follower_lag.py at 3 points for 2 s, so it cannot rot (the figures come
+    from its full run, never from an assertion on time here)."""
     import subprocess
     import sys
 

@@ -125,7 +125,8 @@ def test_fp16_gan_step_updates_the_scaler_once_per_iteration(tmp_path):
         spec, workloads.resolve(workloads.get(spec.task).task)(spec, CUDA), CUDA, tmp_path, Quiet()
     )
     trainer.fit()
-    # two optimisers step per iteration; the growth tracker counts iterations, so 6 (or 0 after a backoff)
+    # two optimisers step per iteration; the growth tracker counts iterations, so 6 (or 0 after a
+    # backoff)
     assert trainer.scaler.is_enabled() and trainer.scaler._get_growth_tracker() in (6, 0)
 
 

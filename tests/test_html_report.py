@@ -27,7 +27,8 @@ def _csv(capsys, *args) -> list[list[str]]:
 
 def _rows(page, table: str) -> list[list[str]]:
     return page.evaluate(
-        f"[...document.querySelectorAll('#{table} tr')].map(r => [...r.cells].map(c => c.textContent))"
+        f"[...document.querySelectorAll('#{table} tr')].map(r => [...r.cells].map(c => "
+        "c.textContent))"
     )
 
 
@@ -73,7 +74,8 @@ def test_the_report_opens_offline_and_matches_results(tmp_path, capsys):
             ),
             lambda v: bool(v) and all(ok for _, ok in v),
         )
-        # the curves and the good point's latest sample grid (the failed point diverged before its first)
+        # the curves and the good point's latest sample grid (the failed point diverged before its
+        # first)
         assert images == [["curves of every point", True], ["epoch-001.png", True]], images
         assert _rows(page, "points") == _csv(capsys, str(run.root))
         assert "NonFiniteLoss" in page.evaluate("document.getElementById('status').textContent")

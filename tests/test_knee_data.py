@@ -226,7 +226,8 @@ def test_zero_filled_from_the_sampled_columns_equals_the_full_transform(shape, c
 
 
 def _two_widths(tmp_path, recon=((32, 32), (32, 32))) -> list:
-    """Two fastMRI-layout volumes whose k-space widths differ (as fastMRI's 368 / 372), in one folder."""
+    """Two fastMRI-layout volumes whose k-space widths differ (as fastMRI's 368 / 372), in one
+    folder."""
     for i, (width, rec) in enumerate(zip((40, 44), recon)):
         generate(tmp_path / f"w{i}", 2, 4, (64, width), rec, "fastmri", i)
     files = sorted(tmp_path.glob("w*/train/*.h5"))

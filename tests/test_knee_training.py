@@ -114,7 +114,8 @@ def test_resume_gives_identical_weights_and_lr_sequence(tmp_path):
 
 def test_constant_schedule_keeps_the_lr_after_its_warm_up_and_resumes(tmp_path):
     """kind constant (seeds 000, 002, 004 used no schedule): after a one-epoch warm-up from 1e-2 x
-    lr every step has exactly lr, also across a resume (TINY's restart_mult 2 stays and does not apply)."""
+    lr every step has exactly lr, also across a resume (TINY's restart_mult 2 stays and does not
+    apply)."""
     spec = merge(
         TINY, schedule={"kind": "constant", "warmup_epochs": 1, "warmup_start_factor": 0.01}
     )
@@ -314,7 +315,8 @@ def test_a_test_folder_with_references_is_scored_once_with_best_and_last(tmp_pat
     )
     epochs = [r for r in records if r.get("kind") == "epoch"]
     best = max(epochs, key=lambda r: r["val_ssim"])
-    # test/ is a copy of val/: best.pt scores there what it scored on validation; last.pt the last epoch's
+    # test/ is a copy of val/: best.pt scores there what it scored on validation; last.pt the last
+    # epoch's
     assert test[0]["test_ssim"] == pytest.approx(best["val_ssim"], abs=1e-6)
     assert test[0]["test_last_ssim"] == pytest.approx(epochs[-1]["val_ssim"], abs=1e-6)
     assert read_json(run.point(0).status)["test"]["test_ssim"] == test[0]["test_ssim"]

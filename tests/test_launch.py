@@ -22,7 +22,8 @@ def render_knee_unet() -> str:
 
 def test_golden_sbatch_script_from_shipped_spec():
     """Rendered by submitit's own SlurmExecutor (no cluster needed); refresh with
-    `python -c 'from tests.test_launch import *; GOLDEN.write_text(render_knee_unet())'` after a deliberate change."""
+    `python -c 'from tests.test_launch import *; GOLDEN.write_text(render_knee_unet())'` after a
+    deliberate change."""
     text = render_knee_unet()
     assert text == GOLDEN.read_text()
     for line in (

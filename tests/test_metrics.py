@@ -28,7 +28,8 @@ def test_volume_metrics_match_skimage_and_fastmri_definitions():
 
 
 def test_ssim_map_is_skimages_interior_pixel_for_pixel():
-    """The float64 running-sum box filter gives skimage's full SSIM map inside its 3-pixel border."""
+    """The float64 running-sum box filter gives skimage's full SSIM map inside its 3-pixel
+    border."""
     gt, pred = pair((3, 1, 37, 52), seed=1)
     ours = ssim_pixels(
         torch.from_numpy(gt).double(),
@@ -86,7 +87,8 @@ def test_seed_004_dice_pools_the_batch_and_averages_classes_1_to_3():
     label[1, :, :] = 2  # all 16 px of image 1 are class 2
     pred[1, :2, :] = 2  # 8 found ...
     pred[1, 2:, :] = 3  # ... and 8 called class 3
-    # class 1: 2*2 / (2 + 4); class 2: 2*8 / (8 + 16); class 3: 2*0 / (8 + 0); pooled over both images
+    # class 1: 2*2 / (2 + 4); class 2: 2*8 / (8 + 16); class 3: 2*0 / (8 + 0); pooled over both
+    # images
     assert seed_pooled_dice(pred, label, 4) == pytest.approx((4 / 6 + 16 / 24 + 0) / 3)
     assert np.isnan(
         seed_pooled_dice(

@@ -160,7 +160,8 @@ def test_then_predict_waits_for_the_sweep_on_the_cluster_and_matches_here(
     ), shown
     wait_done(run)
     assert _wait_job(record["job_id"]) == "COMPLETED"
-    # sacct (22.05 has no dependency field): queued when the sweep was, started once its last task ended
+    # sacct (22.05 has no dependency field): queued when the sweep was, started once its last task
+    # ended
     times = {}
     for line in subprocess.run(
         [

@@ -167,6 +167,6 @@ def test_slurm_submit_without_docker_on_the_login_node_warns_and_the_node_checks
         and "set container.python_version" in note
     )
     assert (
-        'command -v docker >/dev/null || { why=\'docker is not on PATH\'" on $(hostname)"; echo "[mrihpc] FAILED: $why"'
-        in _docker()
+        "command -v docker >/dev/null || { why='docker is not on PATH'\" on "
+        '$(hostname)"; echo "[mrihpc] FAILED: $why"' in _docker()
     )

@@ -119,7 +119,8 @@ def _validate(root, write_spec, capsys, **data) -> tuple[int, str]:
             lambda r: imsave(
                 r / "val/mask/cmr7_mask.png", np.full((64, 64), 7, np.uint8), check_contrast=False
             ),
-            "cmr7_mask.png: mask values [7] outside the 4 classes; allowed: 0..3 or [0, 85, 170, 255]",
+            "cmr7_mask.png: mask values [7] outside the 4 classes; allowed: 0..3 or [0, "
+            "85, 170, 255]",
         ),
         (
             lambda r: [
@@ -241,8 +242,8 @@ def test_foreign_keys_are_rejected_for_each_task(write_spec):
     with pytest.raises(SpecError) as e:
         load_spec(write_spec({**SEG, "data": {**SEG["data"], "mask": {"kind": "random"}}}))
     assert (
-        "data.mask: unknown key for task segmentation; allowed: augment, classes, mask_values, max_images, normalize, root, stage, synthetic"
-        in str(e.value)
+        "data.mask: unknown key for task segmentation; allowed: augment, classes, "
+        "mask_values, max_images, normalize, root, stage, synthetic" in str(e.value)
     )
     knee = yaml_load(REPO / "jobs" / "quickstart.yaml")
     with pytest.raises(SpecError) as e:
@@ -269,12 +270,13 @@ def test_foreign_keys_are_rejected_for_each_task(write_spec):
         in problems
     )
     assert (
-        "train.metric: 'ssim' is not a validation metric of task segmentation; allowed: dice, hd95, loss"
-        in problems
+        "train.metric: 'ssim' is not a validation metric of task segmentation; allowed: "
+        "dice, hd95, loss" in problems
     )
     assert "optim: G not an optimiser of task segmentation" in problems
     assert _problems(write_spec, {k: v for k, v in SEG.items() if k != "task"})[0].endswith(
-        "task: required key is missing; allowed: reconstruction, segmentation, cine, sinogram, knee_gan, synthesis"
+        "task: required key is missing; allowed: reconstruction, segmentation, cine, "
+        "sinogram, knee_gan, synthesis"
     )
     only_model = _problems(
         write_spec, {**SEG, "model": {"preset": "acdc_small", "out_channels": 3}}

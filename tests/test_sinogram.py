@@ -161,8 +161,8 @@ def test_a_file_of_the_wrong_size_and_a_bad_mask_are_refused_naming_them(
     assert main(["validate", str(path), "--check-paths"]) != 0
     err = capsys.readouterr().err
     assert (
-        f"data.train_dir: {bad}: 102300 bytes; data.shape [2, 8, 50, 64] of uint16 needs 102400 bytes"
-        in err
+        f"data.train_dir: {bad}: 102300 bytes; data.shape [2, 8, 50, 64] of uint16 needs "
+        "102400 bytes" in err
     )
     assert "mask.npy: mask shape [50, 60]; expected [50, 64] or [8, 50, 64]" in err
     (src / "val" / "case000_noisy.raw").unlink()
@@ -205,7 +205,8 @@ def test_denoising_demo_beats_the_noisy_input_and_predicts_in_the_input_layout(t
         assert record["val_psnr"] >= record["val_base_psnr"] + 3.0, record
         assert record["val_ssim"] >= record["val_base_ssim"] + 0.05, record
         assert record["val_nmse"] <= 0.5 * record["val_base_nmse"], record
-    # decay_restarts (L = 4 epochs): Adam's state was cleared at epoch 4, so it counts 2 epochs of steps
+    # decay_restarts (L = 4 epochs): Adam's state was cleared at epoch 4, so it counts 2 epochs of
+    # steps
     state = load(run.point(0).checkpoints / "last.pt")
     steps = [int(s["step"]) for s in state["optimizers"]["main"]["state"].values()]
     assert set(steps) == {2 * 128 // 8}
@@ -301,7 +302,8 @@ def test_inpainting_demo_fills_the_bad_blocks_and_scores_only_files_with_truth_t
         and gapped["input_scores"] == {}
         and "bad blocks are all zero" in gapped["unscored"]
     )
-    # the inputs were the same (masking the gapped file again changes nothing), so the predictions are
+    # the inputs were the same (masking the gapped file again changes nothing), so the predictions
+    # are
     assert (out / "scan900_pred.raw").read_bytes() == (out / "case000_pred.raw").read_bytes()
 
 

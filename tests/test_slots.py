@@ -31,7 +31,8 @@ def _slices(volumes, crop=None, raw=False) -> KSpaceSlices:
 
 
 def _same(a, b) -> bool:
-    """Equal batch values: tensors, lists of tensors (a raw batch's k-space groups), plain values."""
+    """Equal batch values: tensors, lists of tensors (a raw batch's k-space groups), plain
+    values."""
     if torch.is_tensor(a):
         return torch.is_tensor(b) and a.shape == b.shape and torch.equal(a, b)
     if isinstance(a, list) and a and torch.is_tensor(a[0]):
@@ -65,7 +66,8 @@ def test_slotted_batches_equal_the_in_process_ones_over_epochs_and_early_stops(v
 
 
 def test_validation_batches_by_volume_keep_their_partial_last_batch(volumes):
-    """Whole volumes of 7 slices in batches of 4: the slot's first rows make the short last batch."""
+    """Whole volumes of 7 slices in batches of 4: the slot's first rows make the short last
+    batch."""
     data = KSpaceSlices(volumes, RandomMask([4], [0.08]), None, "instance", 0, train=False, seed=3)
     shard = VolumeShard(data.volumes_index(), World())
     plain = list(rank_loader(data, shard, 4, False, 0, False, 0))
@@ -113,7 +115,8 @@ def test_a_sample_of_another_shape_is_named(volumes):
     slots = BatchSlots({"input": ((1, 20, 20), torch.float32)}, 2, 2, collate=data.collate)
     with pytest.raises(
         DataError,
-        match=r"sample \S+\.h5 slice \d+: input has shape \(1, 24, 24\), the dataset declared \(1, 20, 20\)",
+        match=r"sample \S+\.h5 slice \d+: input has shape \(1, 24, 24\), the dataset declared "
+        r"\(1, 20, 20\)",
     ):
         slots.collate([data[0] | {SLOT: 0}])
 

@@ -132,7 +132,8 @@ def test_an_array_sbatch_refuses_is_named_recorded_and_resubmitted(
     """Three points at max_array_size 2: the first array is queued, sbatch refuses the second (a
     stand-in on PATH passes the first call to the real sbatch and fails the second the way a QOS
     limit does; a real limit would also hold up the other tests). One error names the points left
-    out and the array queued; the manifest records that array; `resubmit --failed` queues the rest."""
+    out and the array queued; the manifest records that array; `resubmit --failed` queues the
+    rest."""
     import shutil
 
     calls, shim = tmp_path / "calls", tmp_path / "bin"
@@ -266,7 +267,8 @@ def _wait_epoch(run: RunPaths, point: int, epoch: int, attempts: int, timeout: f
             return
         time.sleep(0.2)
     pytest.fail(
-        f"point {point} never reached epoch {epoch} in attempt {attempts}: {read_json(run.point(point).status)}"
+        f"point {point} never reached epoch {epoch} in attempt {attempts}: "
+        f"{read_json(run.point(point).status)}"
     )
 
 
@@ -386,7 +388,8 @@ def test_status_answers_without_accounting(slurm_cluster, tmp_path, write_spec, 
         ),
         (
             {"cpus_per_task": 4},
-            "cluster.cpus_per_task: 1 task(s) x 4 CPU(s) = 4, but the nodes of partition debug have at most 2 CPUs",
+            "cluster.cpus_per_task: 1 task(s) x 4 CPU(s) = 4, but the nodes of partition "
+            "debug have at most 2 CPUs",
         ),
         (
             {"mem_gb": 64},

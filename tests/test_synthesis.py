@@ -141,7 +141,8 @@ def test_generator_and_cgan_demos_beat_the_identity_baseline_and_write_samples_a
         assert (len(split["train"]), len(split["val"]), len(split["test"])) == (42, 6, 12)
         assert len(set(split["train"]) | set(split["val"]) | set(split["test"])) == 60  # disjoint
         assert split["incomplete"] == ["sub-IXI062", "sub-IXI063"]
-        # best.pt is chosen on the validation subjects; the test subjects are scored once, at the end
+        # best.pt is chosen on the validation subjects; the test subjects are scored once, at the
+        # end
         epochs = [r for r in read_jsonl(run.point(point).metrics) if r.get("kind") == "epoch"]
         best_epoch = max(epochs, key=lambda r: r["val_ssim"])["epoch"]
         assert checkpoint.load(run.point(point).checkpoints / "best.pt")["epoch"] == best_epoch
@@ -182,9 +183,10 @@ def test_knee_gan_demo_beats_zero_filled_and_predicts_hdf5(tmp_path):
     assert main(["submit", str(REPO / "jobs" / "knee_gan_demo.yaml"), "--runs", str(runs)]) == 0
     run = RunPaths(next((runs / "knee-gan-demo").iterdir()))
     final = _final(run)
-    # a GAN on 2 CPU threads is not bit-reproducible run to run; with the learning rate on one cosine
-    # to 0 its last epoch has settled (SSIM 0.82-0.83, PSNR 22.1-22.2 dB seen, zero-filled 0.547 /
-    # 19.3 dB; at a constant rate one CI run's last epoch fell to 0.76 / 19.4 dB from 0.82 / 21.8)
+    # a GAN on 2 CPU threads is not bit-reproducible run to run; with the learning rate on one
+    # cosine to 0 its last epoch has settled (SSIM 0.82-0.83, PSNR 22.1-22.2 dB seen, zero-filled
+    # 0.547 / 19.3 dB; at a constant rate one CI run's last epoch fell to 0.76 / 19.4 dB from 0.82 /
+    # 21.8)
     assert final["val_ssim"] >= final["val_zf_ssim"] + 0.15, final
     assert final["val_psnr"] >= final["val_zf_psnr"] + 1.0, final
     assert main(["predict", str(run.root), "--point", "0", "--split", "val"]) == 0

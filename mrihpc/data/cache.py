@@ -19,8 +19,9 @@ def cache_root() -> Path:
 
 
 def dataset_folder(kind: str, params: dict) -> Path:
-    """Where ``cached_dataset`` keeps the dataset of ``kind`` made with ``params`` (it may not exist).
-    A submission asks this before importing the generator (numpy, scikit-image: 0.1-0.3 s)."""
+    """Where ``cached_dataset`` keeps the dataset of ``kind`` made with ``params`` (it may not
+    exist). A submission asks this before importing the generator (numpy, scikit-image: 0.1-0.3
+    s)."""
     key = hashlib.sha1(
         json.dumps({**params, "layout": kind, "v": 1}, sort_keys=True).encode()
     ).hexdigest()[:12]

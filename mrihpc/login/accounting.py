@@ -149,7 +149,8 @@ def tres_usage(text: str) -> dict[str, float]:
 
 
 def squeue(job_ids: Sequence[str]) -> Optional[dict[str, dict]]:
-    """Queued and running jobs only (squeue forgets finished ones); None when Slurm is unreachable."""
+    """Queued and running jobs only (squeue forgets finished ones); None when Slurm is
+    unreachable."""
     arrays = sorted({j.split("_")[0] for j in job_ids})
     if not arrays:
         return {}

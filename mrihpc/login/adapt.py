@@ -25,9 +25,14 @@ from mrihpc.section import slurm_time_minutes
 MEMORY_FACTOR, TIME_FACTOR = 1.5, 2
 #: errors a rerun repeats: the fix is the user's
 NOT_RERUN = {
-    "NonFiniteLoss": "the loss was not finite; lower optim.lr, set train.grad_clip or check the data, "
-    "then resubmit the point by its index",
-    "DataError": "a data file is bad (named in the reason); fix or remove it, then resubmit the point by its index",
+    "NonFiniteLoss": (
+        "the loss was not finite; lower optim.lr, set train.grad_clip or check the data, "
+        "then resubmit the point by its index"
+    ),
+    "DataError": (
+        "a data file is bad (named in the reason); fix or remove it, then resubmit the point "
+        "by its index"
+    ),
 }
 
 
@@ -77,7 +82,8 @@ MEMORY_KILL = ("exceeded memory limit", "exceeded job memory limit", "oom-kill",
 
 
 def killed_for_memory(manifest: dict, view: PointView) -> bool:
-    """The point's last job ended OUT_OF_MEMORY, or its stderr says slurmstepd killed it for memory."""
+    """The point's last job ended OUT_OF_MEMORY, or its stderr says slurmstepd killed it for
+    memory."""
     if view.state == "out_of_memory":
         return True
     if view.state != "failed":

@@ -81,4 +81,7 @@ def aggregate_rows(
 
 def summary_line(aggregated: list[dict], key: str, folds: Optional[int]) -> str:
     what = f"{folds} folds" if folds else "points"
-    return f"{len(aggregated)} configuration(s), ranked by the mean of {key} over {what} (std: sample, n - 1)"
+    return (
+        f"{len(aggregated)} configuration(s), ranked by the mean of {key} over {what} (std: "
+        "sample, n - 1)"
+    )

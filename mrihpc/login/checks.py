@@ -41,7 +41,10 @@ def prepare(
         ]
         ranks = point_spec.cluster.nodes * point_spec.cluster.num_tasks_per_node
         if point_spec.train.batch_size % ranks:
-            msg = f"{source}: train.batch_size: {point_spec.train.batch_size} is not divisible by the {ranks} ranks (nodes x tasks_per_node)"
+            msg = (
+                f"{source}: train.batch_size: {point_spec.train.batch_size} is not divisible "
+                f"by the {ranks} ranks (nodes x tasks_per_node)"
+            )
             problems += [msg] if msg not in problems else []
     executor_name = resolve_executor(spec.cluster.executor)
     for _, point_spec in points:
@@ -49,12 +52,14 @@ def prepare(
             problems += [f"{source}: {problem}"] if f"{source}: {problem}" not in problems else []
     if spec.container.runtime != "none" and executor_name == "debug":
         problems.append(
-            f"{source}: container.runtime: {spec.container.runtime} cannot run with the debug executor "
+            f"{source}: container.runtime: {spec.container.runtime} cannot run with the "
+            "debug executor "
             "(it runs points in this process); use local or slurm"
         )
     if spec.container.runtime == "pyxis" and executor_name != "slurm":
         problems.append(
-            f"{source}: container.runtime: pyxis is a plugin of srun: it needs cluster.executor slurm"
+            f"{source}: container.runtime: pyxis is a plugin of srun: it needs "
+            "cluster.executor slurm"
         )
     missing = (
         [c for c in ("sbatch", "srun") if shutil.which(c) is None]

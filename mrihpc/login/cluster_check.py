@@ -90,13 +90,15 @@ def check(spec: JobSpec, source: str, num_points: int) -> tuple[list[str], list[
     max_gpus = max((gpus(n.get("Gres", "")) for n in nodes), default=0)
     if c.gpus_per_node > max_gpus:
         problems.append(
-            f"cluster.gpus_per_node: {c.gpus_per_node}, but the nodes of partition {name} have at most "
+            f"cluster.gpus_per_node: {c.gpus_per_node}, but the nodes of partition {name} "
+            "have at most "
             f"{max_gpus} GPU(s)"
         )
     cpus = c.num_tasks_per_node * (c.cpus_per_task or 1)
     if cpus > have("CPUTot"):
         problems.append(
-            f"cluster.cpus_per_task: {c.num_tasks_per_node} task(s) x {c.cpus_per_task or 1} CPU(s) = {cpus}, "
+            f"cluster.cpus_per_task: {c.num_tasks_per_node} task(s) x "
+            f"{c.cpus_per_task or 1} CPU(s) = {cpus}, "
             f"but the nodes of partition {name} have at most {have('CPUTot')} CPUs"
         )
     if c.mem_gb is not None and c.mem_gb * 1024 > have("RealMemory"):
@@ -111,6 +113,7 @@ def check(spec: JobSpec, source: str, num_points: int) -> tuple[list[str], list[
     max_jobs = int(config.get("MaxJobCount", 0) or 0)
     if max_jobs and num_points > max_jobs:
         problems.append(
-            f"sweep: {num_points} points exceed the cluster's MaxJobCount ({max_jobs}); submit fewer"
+            f"sweep: {num_points} points exceed the cluster's MaxJobCount ({max_jobs}); "
+            "submit fewer"
         )
     return [f"{source}: {line}" for line in problems], []

@@ -102,7 +102,8 @@ def srun_args(spec: JobSpec, run_root: Path) -> list[str]:
 
 
 def python_command(spec: JobSpec, run_root: Path) -> str | None:
-    """submitit's ``python``: None (the host's) for none, the image's for pyxis, the enter script."""
+    """submitit's ``python``: None (the host's) for none, the image's for pyxis, the enter
+    script."""
     runtime = spec.container.runtime
     if runtime == "none":
         return None
@@ -141,7 +142,8 @@ def host_requeue(max_requeues: int) -> list[str]:
         '    echo "[mrihpc] checkpointed after USR2: requeueing ${task:-$SLURM_JOB_ID}" >&2',
         '    scontrol requeue "${task:-$SLURM_JOB_ID}"',
         "  else",
-        f'    echo "[mrihpc] checkpointed after USR2; not requeued: train.max_requeues ({int(max_requeues)}) reached" >&2',
+        '    echo "[mrihpc] checkpointed after USR2; not requeued: train.max_requeues '
+        f'({int(max_requeues)}) reached" >&2',
         "  fi",
         "fi",
     ]
@@ -149,7 +151,8 @@ def host_requeue(max_requeues: int) -> list[str]:
 
 def docker_words(spec: JobSpec, for_run: bool = False) -> list[str]:
     """The docker CLI as this spec calls it: the wrapper (docker form) or docker, with --host.
-    ``for_run`` False: the words for ``image inspect`` / ``rm``, plain docker for a run-form wrapper."""
+    ``for_run`` False: the words for ``image inspect`` / ``rm``, plain docker for a run-form
+    wrapper."""
     d = spec.container.docker
     host = d.host or default_docker_host()
     if d.wrapper and (d.wrapper_kind == "docker" or for_run):
@@ -181,7 +184,8 @@ def _docker_lines(spec: JobSpec, run_root: Path, wheelhouse: str | None) -> list
         lines += [f"[[ -S {q(sock)} ]] || " + fail(f"no docker socket {sock}")]
     guard = "command -v docker >/dev/null && " if run_form else ""
     lines += [
-        f"image_id=$({guard}{' '.join(cli)} image inspect --format '{{{{.Id}}}}' {q(c.image)} 2>/dev/null || true)"
+        f"image_id=$({guard}{' '.join(cli)} image inspect --format '{{{{.Id}}}}' "
+        f"{q(c.image)} 2>/dev/null || true)"
     ]
     # the variables that must reach python inside; with the task's GPUs renumbered from 0, as
     # the container sees only those. docker needs the PHYSICAL indices: Slurm's step / job
@@ -192,7 +196,8 @@ def _docker_lines(spec: JobSpec, run_root: Path, wheelhouse: str | None) -> list
         # srun --gpus-per-task=1 deals the step's GPUs to the node's tasks in order
         lines += [
             'IFS=, read -ra step_gpus <<<"${SLURM_STEP_GPUS:-${SLURM_JOB_GPUS:-}}"',
-            'if (( ${#step_gpus[@]} > ${SLURM_LOCALID:-0} )); then visible="${step_gpus[${SLURM_LOCALID:-0}]}"; '
+            "if (( ${#step_gpus[@]} > ${SLURM_LOCALID:-0} )); then "
+            'visible="${step_gpus[${SLURM_LOCALID:-0}]}"; '
             'else visible="${CUDA_VISIBLE_DEVICES:-0}"; fi',
         ]
         envs.append(
@@ -251,7 +256,8 @@ def _docker_lines(spec: JobSpec, run_root: Path, wheelhouse: str | None) -> list
     )
     lines += [
         "removed=0",
-        f'remove_container() {{ [[ $removed == 1 ]] || {{ {guard}{" ".join(cli)} rm -f "$name" >/dev/null 2>&1; }} || true; removed=1; }}',
+        f"remove_container() {{ [[ $removed == 1 ]] || {{ {guard}{' '.join(cli)} rm -f "
+        '"$name" >/dev/null 2>&1; } || true; removed=1; }',
         "trap remove_container EXIT",
     ]  # a function: a trap string would be parsed twice
     # removed as soon as it exits too: a requeue may kill this script before its EXIT trap
@@ -270,7 +276,8 @@ def enter_script(spec: JobSpec, run_root: Path, wheelhouse: str | None = None) -
     q = shlex.quote
     lines = [
         "#!/usr/bin/env bash",
-        f"# written by mrihpc for {spec.name}: enter {c.image} with {c.runtime}, then run python there",
+        f"# written by mrihpc for {spec.name}: enter {c.image} with {c.runtime}, then run "
+        "python there",
         "set -euo pipefail",
     ]
     if c.runtime == "docker":
@@ -308,7 +315,8 @@ def _supervise(
         f"# srun's USR2 (time limit) and SIGTERM (preemption, scancel): {how}",
         "trap 'kill -USR2 \"$child\" 2>/dev/null' USR2",
         "trap 'kill -TERM \"$child\" 2>/dev/null' TERM",
-        "while :; do  # a trapped signal cuts wait short: wait again until the container has exited",
+        "while :; do  # a trapped signal cuts wait short: wait again until the container "
+        "has exited",
         '  rc=0; wait "$child" || rc=$?',
         '  kill -0 "$child" 2>/dev/null || break',
         "done",
@@ -385,14 +393,16 @@ def check(spec: JobSpec, executor: str, check_paths: bool = True) -> list[str]:
         c.image.endswith(".sqsh") or PYXIS_REF.match(c.image) or DOCKER_REF.match(c.image)
     ):
         problems.append(
-            f"container.image: {c.image!r} is neither an image reference (nvcr.io#nvidia/pytorch:24.05-py3) "
+            f"container.image: {c.image!r} is neither an image reference "
+            "(nvcr.io#nvidia/pytorch:24.05-py3) "
             "nor an enroot .sqsh file"
         )
     if c.runtime == "apptainer" and not (
         c.image.endswith(".sif") or c.image.startswith(("docker://", "oras://", "library://"))
     ):
         problems.append(
-            f"container.image: {c.image!r}: apptainer needs a .sif file or docker://, oras://, library:// URI"
+            f"container.image: {c.image!r}: apptainer needs a .sif file or docker://, "
+            "oras://, library:// URI"
         )
     if check_paths:
         for image in [c.image] if c.image.endswith((".sqsh", ".sif")) else []:
@@ -412,18 +422,21 @@ def check(spec: JobSpec, executor: str, check_paths: bool = True) -> list[str]:
             )
         elif c.runtime == "pyxis" and executor == "slurm" and not _srun_has_pyxis():
             problems.append(
-                "container.runtime: pyxis: this srun has no --container-image (the pyxis plugin is not "
+                "container.runtime: pyxis: this srun has no --container-image (the pyxis "
+                "plugin is not "
                 "loaded here); use docker or apptainer, or ask the admins for pyxis"
             )
     if spec.cluster.gpus_per_node:
         if c.runtime == "apptainer" and not c.apptainer.nv:
             problems.append(
-                f"container.apptainer.nv: false, but cluster.gpus_per_node is {spec.cluster.gpus_per_node}: "
+                "container.apptainer.nv: false, but cluster.gpus_per_node is "
+                f"{spec.cluster.gpus_per_node}: "
                 "without --nv the GPUs do not reach the container"
             )
         if c.runtime == "docker" and c.docker.wrapper is None and c.docker.gpus is False:
             problems.append(
-                f"container.docker.gpus: false, but cluster.gpus_per_node is {spec.cluster.gpus_per_node}"
+                "container.docker.gpus: false, but cluster.gpus_per_node is "
+                f"{spec.cluster.gpus_per_node}"
             )
     return problems
 
@@ -436,17 +449,20 @@ def warnings(spec: JobSpec, executor: str) -> list[str]:
         host = c.docker.host or default_docker_host()
         if not shutil.which(tool):
             return [
-                f"container.runtime: docker: `{tool}` is not on PATH on this login node; the points are queued "
+                f"container.runtime: docker: `{tool}` is not on PATH on this login node; "
+                "the points are queued "
                 "and each node checks again (a point fails there with that reason)"
                 + (
                     ""
                     if c.python_version or not c.provision
-                    else "; set container.python_version, as the image cannot be asked for it from here"
+                    else "; set container.python_version, as the image cannot be asked for it "
+                    "from here"
                 )
             ]
         if host and host.startswith("unix://") and not Path(host[7:]).exists():
             return [
-                f"container.docker.host: {host} does not exist on this login node; each node checks again"
+                f"container.docker.host: {host} does not exist on this login node; each "
+                "node checks again"
             ]
     return []
 

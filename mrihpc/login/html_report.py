@@ -16,10 +16,14 @@ from pathlib import Path
 
 from mrihpc.paths import RunPaths, atomic_write_bytes, refuse_links
 
-STYLE = """body{font:14px system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0 20px}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}
-pre{background:#f7f7f7;padding:8px;overflow:auto;max-height:420px}img{max-width:100%;border:1px solid #ddd}
-.failed{background:#fde8e8}.wide{overflow-x:auto}.point{display:inline-block;vertical-align:top;margin:0 16px 16px 0}"""
+STYLE = """body{font:14px system-ui,sans-serif;margin:24px;color:#222}
+table{border-collapse:collapse;margin:8px 0 20px}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f0f0f0}
+td:first-child,th:first-child{text-align:left}
+pre{background:#f7f7f7;padding:8px;overflow:auto;max-height:420px}
+img{max-width:100%;border:1px solid #ddd}
+.failed{background:#fde8e8}.wide{overflow-x:auto}
+.point{display:inline-block;vertical-align:top;margin:0 16px 16px 0}"""
 
 
 def _table(text: str, table_id: str, failed_column: str = "") -> str:
@@ -113,13 +117,15 @@ def build(run: RunPaths, manifest: dict, metric: str, notes: list[str]) -> str:
             "<pre>" + html.escape("\n".join(dict.fromkeys(notes))) + "</pre>",
         ]
     return (
-        f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(run.root.name)}</title>"
+        "<!doctype html><html><head><meta charset=utf-8>"
+        f"<title>{html.escape(run.root.name)}</title>"
         f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>"
     )
 
 
 def write(run: RunPaths, manifest: dict, metric: str, out: Path, notes: list[str]) -> Path:
-    """The page at ``out`` (default ``<run>/report.html``), written atomically, never through a link."""
+    """The page at ``out`` (default ``<run>/report.html``), written atomically, never through a
+    link."""
     refuse_links(out)
     atomic_write_bytes(out, build(run, manifest, metric, notes).encode())
     return out

@@ -215,7 +215,8 @@ def write_run_directory(
         from mrihpc.login.views import RunError
 
         raise RunError(
-            f"{run.root}: could not write the run directory ({e.strerror or e}); nothing was submitted"
+            f"{run.root}: could not write the run directory ({e.strerror or e}); nothing "
+            "was submitted"
         ) from None
     except ProvisionError as e:  # the image's Python could not be learned, or a wheel is missing
         snapshot.make_writable(run.code)
@@ -327,8 +328,10 @@ def submit_points(
                         "jobs": {str(t.index): _job_record(j) for t, j in zip(part, new)},
                     }
                 )
-        finally:  # one manifest rewrite for all arrays (10,000 points: 0.15 s, not 1.5 s for ten), even
-            if arrays:  # when a later sbatch fails: what was queued is recorded
+        # one manifest rewrite for all arrays (10,000 points: 0.15 s, not 1.5 s for ten), even
+        # when a later sbatch fails: what was queued is recorded
+        finally:
+            if arrays:
                 _record(run, *arrays)
         return jobs
     return _run_here(

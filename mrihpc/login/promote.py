@@ -79,7 +79,8 @@ def promote(run: RunPaths, rung: int, executor: str) -> list[int]:
         return []
     if _queued(manifest, rung + 1):
         _say(
-            f"rung {rung + 1} was queued already ({', '.join(nxt.get('queued') or ['earlier'])}): nothing to do"
+            f"rung {rung + 1} was queued already "
+            f"({', '.join(nxt.get('queued') or ['earlier'])}): nothing to do"
         )
         return nxt["points"]
     _queue(run, manifest, rung + 1, executor)
@@ -134,7 +135,8 @@ def _queue(run: RunPaths, manifest: dict, rung: int, executor: str) -> None:
     ):  # submit --then predict
         job = launch.submit_prediction(run, spec, None, "test", after=arrays)
         _say(
-            f"the last rung's best point predicts its test split in job {job.job_id}, after {', '.join(arrays)}"
+            f"the last rung's best point predicts its test split in job {job.job_id}, "
+            f"after {', '.join(arrays)}"
         )
 
 

@@ -1,6 +1,7 @@
 """Provenance, the submitting side: which checkout the snapshot came from (its git revision and
 its uncommitted changes, kept as a patch in the run directory). The node adds what it sees inside
-its image (``mrihpc.node.provenance``); ``status --provenance`` and ``results --provenance`` show both."""
+its image (``mrihpc.node.provenance``); ``status --provenance`` and ``results --provenance`` show
+both."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def _git(cwd: Path, *args: str) -> Optional[str]:
 
 def checkout(folder: Path, run_root: Path, label: str) -> Optional[dict]:
     """The git checkout holding ``folder``: revision, branch, and the uncommitted diff against it
-    (tracked files), written to ``<run>/provenance/<label>.diff`` when there is one. None outside git."""
+    (tracked files), written to ``<run>/provenance/<label>.diff`` when there is one. None outside
+    git."""
     top = _git(folder, "rev-parse", "--show-toplevel")
     if not top:
         return None

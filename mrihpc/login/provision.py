@@ -145,7 +145,8 @@ def wheelhouse(python_version: str, requirements: list[dict] | None = None) -> P
                 if built.returncode or not _pure(folder, spec):
                     raise ProvisionError(
                         f"no wheel of {spec} for Python {python_version} ({platform.machine()}), "
-                        f"and its sdist does not build a pure-Python one: {built.stderr.strip()[-800:]}"
+                        "and its sdist does not build a pure-Python one: "
+                        f"{built.stderr.strip()[-800:]}"
                     )
         (folder / "requirements.json").write_text(
             json.dumps({"python": python_version, "requirements": requirements}, indent=1)

@@ -135,7 +135,7 @@ def run_metric(run: RunPaths) -> tuple[str, str]:
             if raw is not None:
                 return raw["train"]["metric"], raw["task"]
         except (RunError, KeyError, TypeError):
-            pass  # the node will report the spoiled file when the point runs; the manifest knows the names
+            pass  # the node reports the spoiled file when the point runs; the manifest names them
         manifest = read_json(run.manifest) or {}
         if "metric" in manifest:
             return manifest["metric"], manifest["task"]
@@ -365,10 +365,14 @@ def provenance_report(run, manifest: dict, notes: list[str]) -> str:
     text = table(rows, list(rows[0]))
     code = manifest.get("code") or {}
     checkout = (manifest.get("provenance") or {}).get("mrihpc_checkout") or {}
-    text += f"\ncode: {code.get('path', '-')} sha256 {code.get('sha256', '-')[:12]} from {code.get('source', '-')}"
+    text += (
+        f"\ncode: {code.get('path', '-')} sha256 {code.get('sha256', '-')[:12]} from "
+        f"{code.get('source', '-')}"
+    )
     if checkout:
         text += (
-            f"\ncheckout: {checkout.get('repo')} at {checkout.get('rev')} ({checkout.get('branch')})"
+            f"\ncheckout: {checkout.get('repo')} at {checkout.get('rev')} "
+            f"({checkout.get('branch')})"
             + (
                 f", uncommitted changes: {checkout.get('diff') or 'untracked files'}"
                 if checkout.get("dirty")

@@ -47,7 +47,8 @@ def changes(args: argparse.Namespace) -> dict[str, str]:
 
                 raise SpecError(
                     [
-                        f"--gres {value}: expected gpu:N (a count of GPUs per node); a GPU type goes "
+                        f"--gres {value}: expected gpu:N (a count of GPUs per node); a "
+                        "GPU type goes "
                         "in --constraint"
                     ]
                 )
@@ -74,7 +75,8 @@ def apply(spec, args: argparse.Namespace):
 
 
 def with_cluster(spec, new: dict, origin: str):
-    """``spec`` with ``new`` values on its cluster section, validated; a SpecError names ``origin``."""
+    """``spec`` with ``new`` values on its cluster section, validated; a SpecError names
+    ``origin``."""
     from pydantic import ValidationError
 
     from mrihpc.errors import SpecError

@@ -131,7 +131,8 @@ class PointView:
     mem_gb: Optional[float] = None
     """The memory its last attempt was allocated (sacct's AllocTRES)."""
     gpu_util: Optional[float] = None
-    """Its GPUs' mean utilisation in percent (sacct's TRESUsageInAve gres/gpuutil), where gathered."""
+    """Its GPUs' mean utilisation in percent (sacct's TRESUsageInAve gres/gpuutil), where
+    gathered."""
 
 
 def _alive(pid: Optional[int]) -> bool:

@@ -45,7 +45,8 @@ class ConvDiscriminator(nn.Module):
         patches = self.head(self.body(x))  # (N, 1, h, w): one logit per receptive field
         if patches.shape[-1] < 1 or patches.shape[-2] < 1:
             raise ValueError(
-                f"input {tuple(x.shape)} is too small for {len(self.body) // 2} stride-2 blocks and a 4x4 head"
+                f"input {tuple(x.shape)} is too small for {len(self.body) // 2} stride-2 "
+                "blocks and a 4x4 head"
             )
         flat = patches.flatten(1)
         return (

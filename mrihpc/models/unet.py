@@ -40,7 +40,8 @@ OUT_ACTIVATIONS = {
 
 
 class ConvBlock(nn.Sequential):
-    """Two (3x3 conv -> norm -> activation -> dropout) layers. ``(N, cin, H, W) -> (N, cout, H, W)``."""
+    """Two (3x3 conv -> norm -> activation -> dropout) layers.
+    ``(N, cin, H, W) -> (N, cout, H, W)``."""
 
     def __init__(self, cin: int, cout: int, norm: str, act: str, dropout: float, bias: bool):
         layers: list[nn.Module] = []

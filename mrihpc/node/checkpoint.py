@@ -43,7 +43,8 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore ``rng_state()``; CUDA states need CPU byte tensors, whatever device they came from."""
+    """Restore ``rng_state()``; CUDA states need CPU byte tensors, whatever device they came
+    from."""
     torch.set_rng_state(state["torch"].cpu())
     n = state["numpy"]
     np.random.set_state(

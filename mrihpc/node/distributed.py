@@ -75,7 +75,8 @@ def rendezvous(hostnames: list[str], job_id: str) -> tuple[str, str]:
 
 
 def all_reduce_mean(values: dict[str, float], world: World) -> dict[str, float]:
-    """The mean over ranks of each value (collective: every rank must call it with the same keys)."""
+    """The mean over ranks of each value (collective: every rank must call it with the same
+    keys)."""
     if not world.distributed or not values:
         return values
     t = torch.tensor(

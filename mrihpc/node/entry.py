@@ -1,9 +1,10 @@
 """The node-side callable: what submitit pickles, and all it pickles.
 
 ``PointTask(run_dir, index)`` is a few hundred bytes; on the node the runner derives the
-point's spec (spec.yaml + its overrides in manifest.json, written to ``points/<index>/config.yaml``). On USR2 (time limit or
-preemption) the trainer writes ``last.pt`` at the next step boundary and then hands over to
-submitit, which calls ``checkpoint`` and requeues the same callable: it resumes from there.
+point's spec (spec.yaml + its overrides in manifest.json, written to
+``points/<index>/config.yaml``). On USR2 (time limit or preemption) the trainer writes ``last.pt``
+at the next step boundary and then hands over to submitit, which calls ``checkpoint`` and requeues
+the same callable: it resumes from there.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ class PredictTask:
                 mine = [str(p) for p in predict(trained, self.split)]
             # on stderr: the verb's stdout is the list of files, one per line, for scripts
             print(
-                f"[mrihpc] point {index}: {len(mine)} prediction file(s) of {self.split} with {self.which}.pt "
+                f"[mrihpc] point {index}: {len(mine)} prediction file(s) of {self.split} "
+                f"with {self.which}.pt "
                 f"on {trained.device} under {trained.output_dir(self.split)}",
                 file=sys.stderr,
                 flush=True,

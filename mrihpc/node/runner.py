@@ -1,8 +1,9 @@
 """One sweep point on its node: read its config, train, record the outcome in status.json.
 
 Whatever happens, status.json says so: running (with host, pid, job id), done (with the
-final metrics), interrupted (by a signal, after a checkpoint), or failed (with the error and the end of the traceback). A
-failing point raises, so Slurm marks that array task FAILED and nothing else is touched.
+final metrics), interrupted (by a signal, after a checkpoint), or failed (with the error and the end
+of the traceback). A failing point raises, so Slurm marks that array task FAILED and nothing else is
+touched.
 """
 
 from __future__ import annotations
@@ -261,7 +262,9 @@ def run_point(run_dir: Path, index: int) -> dict:
         )
         close_world()
         raise
-    try:  # a link planted in the point's folder (metrics.jsonl, checkpoints/, scales.json, ...) would take its writes out
+    # a link planted in the point's folder (metrics.jsonl, checkpoints/, scales.json, ...) would
+    # take its writes out
+    try:
         refuse_links_within(paths.root)
     except LinkRefused as e:
         with contextlib.suppress(LinkRefused):  # say why in status.json, unless that is the link
@@ -286,7 +289,8 @@ def run_point(run_dir: Path, index: int) -> dict:
         print(f"[mrihpc] {e}; writing a new one", file=sys.stderr)
         previous = {}
     attempt = int(previous.get("attempts", 0)) + 1
-    # the GPUs Slurm dealt each rank (srun's SLURM_STEP_GPUS; CUDA_VISIBLE_DEVICES where only that is set)
+    # the GPUs Slurm dealt each rank (srun's SLURM_STEP_GPUS; CUDA_VISIBLE_DEVICES where only that
+    # is set)
     ranks = all_gather(
         {
             "rank": world.rank,

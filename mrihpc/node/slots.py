@@ -45,7 +45,8 @@ NUMPY_DTYPES = {
     torch.uint8,
     torch.bool,
 }
-SLOT = "_slot"  # the key a sample and a batch carry their slot number under, between worker and training process
+#: the key a sample and a batch carry their slot number under, between worker and training process
+SLOT = "_slot"
 
 
 class BatchSlots:
@@ -80,8 +81,8 @@ class BatchSlots:
         prefetch_factor: int = 2,
         collate: Optional[Callable[[list], Any]] = None,
     ) -> Optional["BatchSlots"]:
-        """Slots for a DataLoader over ``dataset`` with ``workers`` processes; None when there are no
-        workers (batches never leave the process) or the dataset's shapes vary."""
+        """Slots for a DataLoader over ``dataset`` with ``workers`` processes; None when there are
+        no workers (batches never leave the process) or the dataset's shapes vary."""
         shapes = dataset.slot_shapes() if isinstance(dataset, Slotted) else None
         if not workers or not shapes:
             return None
@@ -95,7 +96,8 @@ class BatchSlots:
             for s in samples:
                 if tuple(s[key].shape) != shape:
                     raise DataError(
-                        f"sample {s.get('fname', '?')} slice {s.get('slice', '?')}: {key} has shape "
+                        f"sample {s.get('fname', '?')} slice {s.get('slice', '?')}: {key} "
+                        "has shape "
                         f"{tuple(s[key].shape)}, the dataset declared {shape} for every sample"
                     )
             torch.stack([torch.as_tensor(s[key]) for s in samples], out=self.blocks[slot][key][:n])
@@ -107,7 +109,8 @@ class BatchSlots:
     def take(self, batch: dict, pin: bool = False) -> dict:
         """In the training process: the batch with its slotted tensors copied out of the slot (into
         page-locked memory when ``pin``, for asynchronous copies to the GPU). The copy is NumPy's,
-        single-threaded: torch would split it over OpenMP threads that wait on cores the workers hold."""
+        single-threaded: torch would split it over OpenMP threads that wait on cores the workers
+        hold."""
         slot, n = batch.pop(SLOT)
         out = {}
         for key, block in self.blocks[slot].items():
@@ -122,7 +125,8 @@ class BatchSlots:
 
 
 class SlottedBatches(Sampler[list]):
-    """A batch sampler's batches with each key tagged by its batch's slot: ``[(slot, key), ...]``."""
+    """A batch sampler's batches with each key tagged by its batch's slot:
+    ``[(slot, key), ...]``."""
 
     def __init__(self, batches: Sampler, count: int):
         self.batches, self.count = batches, count
@@ -136,7 +140,8 @@ class SlottedBatches(Sampler[list]):
 
 
 class IntoSlots(Dataset):
-    """``dataset`` read by ``(slot, key)``: the sample at ``key`` with its slot number under ``SLOT``."""
+    """``dataset`` read by ``(slot, key)``: the sample at ``key`` with its slot number under
+    ``SLOT``."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset

@@ -58,7 +58,8 @@ class StepContext(Protocol):
         """The named optimiser's current learning rate."""
 
     def step(self, loss: torch.Tensor, optimizer: str | Sequence[str] = "main") -> None:
-        """Backward ``loss`` (scaled for fp16), clip, step the named optimiser(s) and schedule(s)."""
+        """Backward ``loss`` (scaled for fp16), clip, step the named optimiser(s) and
+        schedule(s)."""
 
 
 @dataclass
@@ -169,13 +170,15 @@ class Task:
         has one part, which holds its metrics already."""
         if len(parts) != 1:
             raise ValueError(
-                f"{type(self).__name__}: {len(parts)} outputs for {key!r}; score() must combine them"
+                f"{type(self).__name__}: {len(parts)} outputs for {key!r}; score() must "
+                "combine them"
             )
         return parts[0]
 
     def also_scored(self) -> dict[str, Any]:
         """Other sets scored at every validation, name -> dataset (``volumes_index`` too), logged
-        as ``val_<name>_<metric>``: synthesis scores its training subjects beside the held-out ones."""
+        as ``val_<name>_<metric>``: synthesis scores its training subjects beside the held-out
+        ones."""
         return {}
 
 

@@ -40,7 +40,8 @@ def use_sync_batchnorm(setting: Optional[bool], world: World, nets: dict[str, nn
     )
     if setting and world.device.type != "cuda":
         raise ValueError(
-            "train.sync_batchnorm: true needs GPUs (SyncBatchNorm has no CPU kernel); set it to false"
+            "train.sync_batchnorm: true needs GPUs (SyncBatchNorm has no CPU kernel); "
+            "set it to false"
         )
     wanted = setting if setting is not None else world.distributed and world.device.type == "cuda"
     return bool(wanted and has_bn and world.distributed)
@@ -59,8 +60,8 @@ class _Step:
         return self.t.lr(optimizer)
 
     def step(self, loss: torch.Tensor, optimizer: str | Sequence[str] = "main") -> None:
-        """One backward of ``loss``, then a step of each named optimiser (a CycleGAN's two generators
-        share one loss whose gradients reach both)."""
+        """One backward of ``loss``, then a step of each named optimiser (a CycleGAN's two
+        generators share one loss whose gradients reach both)."""
         t = self.t
         names = [optimizer] if isinstance(optimizer, str) else list(optimizer)
         for name in names:
@@ -191,7 +192,8 @@ class Trainer:
         return net.module if isinstance(net, DistributedDataParallel) else net
 
     def state(self, rng_ranks: list) -> dict:
-        """Everything ``resume`` needs; ``rng_ranks`` holds every rank's RNG states, in rank order."""
+        """Everything ``resume`` needs; ``rng_ranks`` holds every rank's RNG states, in rank
+        order."""
         return {
             "epoch": self.epoch,
             "step": self.step,
@@ -262,7 +264,8 @@ class Trainer:
             self._save("last.pt")
             barrier(self.world)
             self.on_epoch(record)
-        self.signals.settle()  # no report in flight: what follows (test scores, teardown) is collective
+        # no report in flight: what follows (test scores, teardown) is collective
+        self.signals.settle()
         return record
 
     def close(self) -> None:
@@ -364,8 +367,9 @@ class Trainer:
     def _agree(self, loss: float) -> None:
         """Count this rank's non-finite losses in a row and agree with the other ranks on it and
         on a stop signal, in the signals' pipelined all-reduce, so no step waits on a collective
-        of its own (on GPUs each would drain the queue; on this CPU it was within noise). Past train.nonfinite_patience every rank fails the
-        point at the same step, saying where; a signal sets ``stopping``."""
+        of its own (on GPUs each would drain the queue; on this CPU it was within noise). Past
+        train.nonfinite_patience every rank fails the point at the same step, saying where; a signal
+        sets ``stopping``."""
         self.nonfinite = self.nonfinite + 1 if not math.isfinite(loss) else 0
         self.stopping = self.signals.requested(self.world, self.nonfinite)
         agreed, patience = self.signals.nonfinite, self.spec.train.nonfinite_patience

@@ -121,7 +121,8 @@ class Workload:
     ``Trained.output_dir(split)``: the networks come built, loaded and on the device
     (``node.trained.load_trained``)."""
     check_data: Optional[str] = None
-    """"module:function" ``(spec, source) -> list[str]``: problems with the data, on the login node."""
+    """"module:function" ``(spec, source) -> list[str]``: problems with the data, on the login
+    node."""
     prepare_data: Optional[str] = None
     """"module:function" ``(spec) -> None``: generate synthetic data once, before submission."""
     check_spec: Optional[str] = None
@@ -161,7 +162,8 @@ class Workload:
                     problems.append(f"loss.{name}: {self.rejected_losses[name]}")
                 elif name not in self.losses:
                     problems.append(
-                        f"loss.{name}: not a loss of task {self.name}; allowed: {', '.join(self.losses)}"
+                        f"loss.{name}: not a loss of task {self.name}; allowed: "
+                        f"{', '.join(self.losses)}"
                     )
         metric = (
             (raw.get("train") or {}).get("metric") if isinstance(raw.get("train"), dict) else None
@@ -189,7 +191,8 @@ class Workload:
                 ]
             ):
                 problems.append(
-                    f"{section}: no settings for {', '.join(sorted(missing))}; add them or an 'all' entry"
+                    f"{section}: no settings for {', '.join(sorted(missing))}; add them "
+                    "or an 'all' entry"
                 )
         return problems
 

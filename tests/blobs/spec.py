@@ -11,9 +11,11 @@ from mrihpc.workloads import Datasets, Workload
 
 class BlobsData(Section):
     root: str
-    """Folder with train/, val/ and test/, each holding ``<name>.npy`` images ``(H, W)`` in [0, 1]."""
+    """Folder with train/, val/ and test/, each holding ``<name>.npy`` images ``(H, W)`` in [0,
+    1]."""
     noise: float = Field(0.1, gt=0, le=1)
-    """Standard deviation of the Gaussian noise added to each image (fixed per image outside training)."""
+    """Standard deviation of the Gaussian noise added to each image (fixed per image outside
+    training)."""
 
 
 WORKLOAD = Workload(

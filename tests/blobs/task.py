@@ -18,7 +18,8 @@ from mrihpc.node.task import Evaluated, StepContext, Task
 
 class NoisyImages(Dataset):
     """The ``.npy`` images of one folder. Item: ``input`` (noisy) and ``target`` ``(1, H, W)``,
-    ``index``. Noise is drawn from (seed, epoch, index) in training, from (seed, index) otherwise."""
+    ``index``. Noise is drawn from (seed, epoch, index) in training, from (seed, index)
+    otherwise."""
 
     def __init__(self, folder: Path, noise: float, train: bool, seed: int):
         self.files = sorted(Path(folder).glob("*.npy"))

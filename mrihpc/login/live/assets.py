@@ -24,7 +24,8 @@ FILES = {
         "dist/js/bootstrap.min.js": "js/bootstrap.min.js",
         "dist/css/bootstrap.min.css": "css/bootstrap.min.css",
         **{
-            f"dist/fonts/glyphicons-halflings-regular.{ext}": f"fonts/glyphicons-halflings-regular.{ext}"
+            f"dist/fonts/{font}.{ext}": f"fonts/{font}.{ext}"
+            for font in ["glyphicons-halflings-regular"]
             for ext in ("eot", "woff2", "woff", "ttf", "svg")
         },
     },
@@ -91,7 +92,8 @@ def _tarball(package: str, folder: Path) -> Path:
 
 
 def _extract(tgz: Path, wanted, static: Path) -> int:
-    """Copy members of an npm tarball (paths under ``package/``); ``wanted(path) -> dest or None``."""
+    """Copy members of an npm tarball (paths under ``package/``);
+    ``wanted(path) -> dest or None``."""
     copied = 0
     with tarfile.open(tgz) as tar:
         for member in tar.getmembers():

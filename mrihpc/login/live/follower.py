@@ -38,7 +38,8 @@ log = logging.getLogger("mrihpc.follower")
 
 
 def state_path(port: int, suffix: str) -> Path:
-    """``<cache>/visdom/<host>-<port>.<suffix>``: follower.json (pid, runs), offsets.json, follower.log."""
+    """``<cache>/visdom/<host>-<port>.<suffix>``: follower.json (pid, runs), offsets.json,
+    follower.log."""
     return cache_root() / "visdom" / f"{socket.gethostname()}-{port}.{suffix}"
 
 
@@ -69,8 +70,8 @@ def posting_points(run: Path) -> set[str]:
 
 
 def point_posts(point: Path, executor: str | None) -> bool | None:
-    """``monitor.visdom.post`` as the node resolved it from the point's own config.yaml (written as the
-    point starts, so a user's edit there counts); None when there is no readable config.yaml."""
+    """``monitor.visdom.post`` as the node resolved it from the point's own config.yaml (written as
+    the point starts, so a user's edit there counts); None when there is no readable config.yaml."""
     import yaml
 
     try:
@@ -197,7 +198,8 @@ class Follower:
 
     # ----------------------------------------------------------------- the loop
     def _pending(self, path: Path) -> tuple[dict, bytes, float] | None:
-        """(entry, complete new lines, file mtime) or None; a replaced or truncated file starts over."""
+        """(entry, complete new lines, file mtime) or None; a replaced or truncated file starts
+        over."""
         try:
             st = path.stat()
         except FileNotFoundError:
@@ -336,7 +338,8 @@ def running(port: int) -> dict | None:
 
 
 def stop(port: int, wait_s: float = 10.0) -> dict | None:
-    """SIGTERM the follower (it finishes its batch and saves its offsets), SIGKILL after ``wait_s``."""
+    """SIGTERM the follower (it finishes its batch and saves its offsets), SIGKILL after
+    ``wait_s``."""
     from mrihpc.login.live.server import terminate
 
     state = running(port)

@@ -39,7 +39,8 @@ def default_env_path() -> Path:
 
 def answers(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
     """True when a visdom server answers on host:port (its page, or its login page, renders).
-    http.client, not requests: tunnel and status ask this, and requests costs them 80 ms to import."""
+    http.client, not requests: tunnel and status ask this, and requests costs them 80 ms to
+    import."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", "/")
@@ -169,7 +170,8 @@ def stop(port: int = DEFAULT_PORT, wait_s: float = 10.0) -> dict:
 
 
 def terminate(pid: int, wait_s: float, group: bool = False) -> None:
-    """SIGTERM ``pid`` (its process group with ``group``), SIGKILL if still alive after ``wait_s``."""
+    """SIGTERM ``pid`` (its process group with ``group``), SIGKILL if still alive after
+    ``wait_s``."""
     kill = os.killpg if group else os.kill
     kill(pid, signal.SIGTERM)
     deadline = time.time() + wait_s

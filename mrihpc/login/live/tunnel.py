@@ -100,26 +100,32 @@ def tunnel(
         if here and not answers(port):
             if port_taken(port):
                 warnings.append(
-                    f"port {port} on {socket.gethostname()} is taken by a program that is not visdom; "
-                    "start one on another port (`mrihpc visdom start --port N`, and set monitor.visdom.port)"
+                    f"port {port} on {socket.gethostname()} is taken by a program that is "
+                    "not visdom; "
+                    "start one on another port (`mrihpc visdom start --port N`, and set "
+                    "monitor.visdom.port)"
                 )
             else:
                 warnings.append(
-                    f"no visdom server answers on port {port} here; `mrihpc visdom start --port {port}`"
+                    f"no visdom server answers on port {port} here; `mrihpc visdom start "
+                    f"--port {port}`"
                 )
         elif here and followed and running(port) is None:
             warnings.append(
                 f"no follower streams the points' visdom.log into the server on port {port}; "
-                f"`mrihpc visdom stop --port {port} && mrihpc visdom start --port {port} --runs {run.root.parent.parent}`"
+                f"`mrihpc visdom stop --port {port} && mrihpc visdom start --port {port} "
+                f"--runs {run.root.parent.parent}`"
             )
     if lines:
         lines.append(f"then open http://localhost:{local}/env/{env}")
         if here and (state := server_state(port)) is not None and state.get("login"):
             lines.append(
-                f"and log in with the username and password in {state['credentials']} (on the login node)"
+                f"and log in with the username and password in {state['credentials']} (on "
+                "the login node)"
             )
         if local == port:
             lines.append(
-                f"(if port {local} is taken on your laptop, add --local-port N and open that port instead)"
+                f"(if port {local} is taken on your laptop, add --local-port N and open "
+                "that port instead)"
             )
     return lines, warnings

@@ -31,12 +31,16 @@ def cmd_synth(args) -> int:
     twins = workloads.twins()
     if args.kind not in twins:
         listing = "\n".join(f"  {kind:10s} {twin.help}" for kind, twin in twins.items())
-        usage = f"usage: mrihpc data synth KIND OUT [options]   (mrihpc data synth KIND -h: its options)\n\nkinds:\n{listing}"
+        usage = (
+            "usage: mrihpc data synth KIND OUT [options]   (mrihpc data synth KIND -h: its "
+            f"options)\n\nkinds:\n{listing}"
+        )
         if args.kind is None and args.help:
             print(usage)
             return 0
         print(
-            f"{usage}\n\nmrihpc data synth: {'a KIND is required' if args.kind is None else f'unknown kind {args.kind!r}'}; "
+            f"{usage}\n\nmrihpc data synth: "
+            f"{'a KIND is required' if args.kind is None else f'unknown kind {args.kind!r}'}; "
             f"allowed: {', '.join(twins)}",
             file=sys.stderr,
         )

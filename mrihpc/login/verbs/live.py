@@ -76,15 +76,22 @@ def cmd_visdom(args) -> int:
 
         s = server.start(args.port, args.env_path, login=not args.no_login)
         print(
-            f"visdom server pid {s['pid']} at {s['url']} (bound to 127.0.0.1; envs in {s['env_path']}, log {s['log']})"
+            f"visdom server pid {s['pid']} at {s['url']} (bound to 127.0.0.1; envs in "
+            f"{s['env_path']}, log {s['log']})"
         )
         print(
-            f"login: {'credentials in ' + s['credentials'] + ' (mode 600)' if s['login'] else 'off (--no-login)'}"
+            "login: "
+            + (
+                f"credentials in {s['credentials']} (mode 600)"
+                if s["login"]
+                else "off (--no-login)"
+            )
         )
         if not args.no_follow:
             f = follower.start(args.port, args.runs)
             print(
-                f"follower pid {f['pid']} streams the points' visdom.log under {', '.join(f['runs'])} (log {f['log']})"
+                f"follower pid {f['pid']} streams the points' visdom.log under "
+                f"{', '.join(f['runs'])} (log {f['log']})"
             )
         print("from your laptop: `mrihpc tunnel RUN` prints the ssh line")
     elif args.visdom_verb == "stop":
@@ -108,7 +115,8 @@ def cmd_visdom(args) -> int:
         f = follower.status(args.port)
         if f is None:
             print(
-                "follower: not running (`mrihpc visdom start` starts one; points under Slurm only write visdom.log)"
+                "follower: not running (`mrihpc visdom start` starts one; points under "
+                "Slurm only write visdom.log)"
             )
         else:
             lag = (
@@ -117,7 +125,8 @@ def cmd_visdom(args) -> int:
                 else f"{f['lag_s']:.2f} s (worst {f.get('max_lag_s', 0):.2f} s)"
             )
             print(
-                f"follower pid {f['pid']} following {', '.join(f['runs'])}: {f.get('files', 0)} visdom.log files, "
+                f"follower pid {f['pid']} following {', '.join(f['runs'])}: "
+                f"{f.get('files', 0)} visdom.log files, "
                 f"{f.get('posted', 0)} calls posted, lag {lag}, log {f['log']}"
             )
             if f.get("last_error"):
@@ -139,7 +148,8 @@ def cmd_visdom(args) -> int:
             print(f"mrihpc visdom replay: {e}", file=sys.stderr)
             return 1
         print(
-            f"replayed {done['calls']} calls from {done['logs']} points into {url} env {', '.join(done['envs'])}"
+            f"replayed {done['calls']} calls from {done['logs']} points into {url} env "
+            f"{', '.join(done['envs'])}"
         )
     return 0
 

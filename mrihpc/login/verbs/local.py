@@ -1,4 +1,5 @@
-"""One point in this process: ``run``, ``profile`` and ``predict`` (these import torch, when called)."""
+"""One point in this process: ``run``, ``profile`` and ``predict`` (these import torch, when
+called)."""
 
 from __future__ import annotations
 
@@ -41,14 +42,16 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     which.add_argument(
         "--each-fold",
         action="store_true",
-        help="every fold of the configuration whose mean over its folds was best (as results ranks)",
+        help="every fold of the configuration whose mean over its folds was best (as results "
+        "ranks)",
     )
     s.add_argument("--split", choices=["val", "test"], default="val")
     s.add_argument(
         "--checkpoint",
         choices=["best", "last"],
         default="best",
-        help="best.pt (best on validation; the default) or last.pt (the end of training), written under "
+        help="best.pt (best on validation; the default) or last.pt (the end of training), "
+        "written under "
         "predictions/<split>/ or predictions/<split>_last/",
     )
     s.add_argument("--here", action="store_true", help="in this process, even for a Slurm run")
@@ -92,7 +95,8 @@ def cmd_profile(args) -> int:
     print(out["profile"])
     cuda = f", CUDA peak {out['cuda_peak_mib']} MiB" if "cuda_peak_mib" in out else ""
     print(
-        f"{point.name}: {out['steps']} steps on {out['device']}, median {out['step_s_median'] * 1000:.0f} ms/step, "
+        f"{point.name}: {out['steps']} steps on {out['device']}, median "
+        f"{out['step_s_median'] * 1000:.0f} ms/step, "
         f"host RSS peak {out['host_peak_mib']} MiB{cuda}"
     )
     return 0
@@ -135,7 +139,8 @@ def cmd_predict(args) -> int:
             each_fold=args.each_fold,
         )
         print(
-            f"submitted prediction job {job.job_id} (point(s) {' '.join(map(str, indices))}, {args.split}, "
+            f"submitted prediction job {job.job_id} (point(s) "
+            f"{' '.join(map(str, indices))}, {args.split}, "
             f"{args.checkpoint}.pt); log: {run.logs}/{job.job_id}_0_log.out"
         )
         if args.wait:

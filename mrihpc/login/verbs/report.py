@@ -27,7 +27,8 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--by-seed",
         action="store_true",
-        help="group points that differ only by train.seed (and fold): mean, std and n per configuration",
+        help="group points that differ only by train.seed (and fold): mean, std and n per "
+        "configuration",
     )
     s.add_argument(
         "--each",

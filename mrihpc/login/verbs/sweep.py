@@ -29,7 +29,8 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--params",
         action="store_true",
-        help="also each network's parameter count (builds the networks on the meta device: imports torch)",
+        help="also each network's parameter count (builds the networks on the meta device: "
+        "imports torch)",
     )
     s.set_defaults(fn=cmd_validate)
 
@@ -50,7 +51,8 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--then",
         choices=["predict"],
-        help="predict: once every point has succeeded, the best point on validation predicts its test "
+        help="predict: once every point has succeeded, the best point on validation predicts "
+        "its test "
         "split (Slurm: a job queued now with --dependency=afterok on the sweep's arrays)",
     )
     sbatch_flags.add_arguments(s)
@@ -74,7 +76,8 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--adapt",
         action="store_true",
-        help="act on each point's cause: OUT_OF_MEMORY more memory, TIMEOUT without progress more time, "
+        help="act on each point's cause: OUT_OF_MEMORY more memory, TIMEOUT without progress "
+        "more time, "
         "NODE_FAIL exclude the node, NonFiniteLoss / DataError not resubmitted",
     )
     s.add_argument(
@@ -210,11 +213,13 @@ def cmd_submit(args) -> int:
         elif args.then == "predict":
             job = launch.submit_prediction(run, spec, None, "test", after=arrays)
             print(
-                f"submitted prediction job {job.job_id}: the best point's test predictions, after array(s) "
+                f"submitted prediction job {job.job_id}: the best point's test "
+                "predictions, after array(s) "
                 f"{', '.join(arrays)} succeed"
             )
         print(
-            f"next:\n  mrihpc status {run.root}\n  mrihpc logs {run.root} 0\n  mrihpc results {run.root}"
+            f"next:\n  mrihpc status {run.root}\n  mrihpc logs {run.root} 0\n  mrihpc "
+            f"results {run.root}"
         )
         return 0
     _, manifest = open_run(run.root)
@@ -236,7 +241,8 @@ def cmd_submit(args) -> int:
             print(f"predictions: {len(written)} file(s)")
         else:
             print(
-                "not predicting: not every point succeeded (--then predict waits for all, as afterok does)"
+                "not predicting: not every point succeeded (--then predict waits for "
+                "all, as afterok does)"
             )
     return 0
 
@@ -308,7 +314,8 @@ def cancel_points(run, manifest: dict, points: list[int], wait_s: float = 0.0) -
 
 
 def _partition(spec):
-    """The spec's partition as Slurm describes it (its nodes, MaxTime); None when Slurm cannot say."""
+    """The spec's partition as Slurm describes it (its nodes, MaxTime); None when Slurm cannot
+    say."""
     import subprocess
 
     from mrihpc.login import cluster_check
@@ -350,8 +357,9 @@ def cmd_resubmit(args) -> int:
     ):  # a damaged status.json: the point reads "unknown", never "failed"
         print(f"warning: {note}; resubmit that point by its index to rerun it", file=sys.stderr)
     state = {v.index: v.state for v in views}
-    # under Slurm, "not submitted" is a point whose array sbatch refused (a limit) or whose submit was
-    # interrupted; a local sweep's points are "not submitted" until their turn comes, so not those
+    # under Slurm, "not submitted" is a point whose array sbatch refused (a limit) or whose submit
+    # was interrupted; a local sweep's points are "not submitted" until their turn comes, so not
+    # those
     left_out = ("not submitted",) if manifest.get("executor") == "slurm" else ()
     if args.failed:
         todo = [
@@ -391,7 +399,8 @@ def cmd_resubmit(args) -> int:
             print(step.line())
     if args.dry_run:
         print(
-            f"dry run: would resubmit point(s) {', '.join(str(s.index) for s in steps if s.resubmit) or 'none'}"
+            "dry run: would resubmit point(s) "
+            f"{', '.join(str(s.index) for s in steps if s.resubmit) or 'none'}"
         )
         return 0
     if args.adapt:

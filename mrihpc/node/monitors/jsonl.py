@@ -1,4 +1,5 @@
-"""metrics.jsonl: one JSON object per logged step, epoch or test scoring, flushed at once (always on)."""
+"""metrics.jsonl: one JSON object per logged step, epoch or test scoring, flushed at once (always
+on)."""
 
 from __future__ import annotations
 

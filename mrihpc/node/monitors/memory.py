@@ -50,7 +50,8 @@ class MemoryProfile:
         self.file.write(f"MEM {host:.6f} {stamp:.4f}\n")
         if self.cuda:
             self.file.write(
-                f"CUDA {torch.cuda.memory_allocated() / MIB:.3f} {torch.cuda.memory_reserved() / MIB:.3f} "
+                f"CUDA {torch.cuda.memory_allocated() / MIB:.3f} "
+                f"{torch.cuda.memory_reserved() / MIB:.3f} "
                 f"{torch.cuda.max_memory_allocated() / MIB:.3f} {stamp:.4f}\n"
             )
 

@@ -231,8 +231,8 @@ class VisdomMonitor:
             self._images(metrics["images"], metrics["epoch"])
 
     def _memory_samples(self) -> None:
-        """Append memory.dat's new samples to the memory window: host RSS (and CUDA allocated) in MiB
-        against seconds since the first sample."""
+        """Append memory.dat's new samples to the memory window: host RSS (and CUDA allocated) in
+        MiB against seconds since the first sample."""
         try:
             with open(self.memory_file, "rb") as f:
                 f.seek(self.memory_read)
@@ -268,7 +268,8 @@ class VisdomMonitor:
         )
 
     def stats(self) -> dict:
-        """Calls sent, refused by the server, failed (timeout / no server), skipped in back-off, dropped."""
+        """Calls sent, refused by the server, failed (timeout / no server), skipped in back-off,
+        dropped."""
         if self.sender is None:
             return {"posted": False}
         t = self.sender.transport
@@ -290,8 +291,10 @@ class VisdomMonitor:
         s = self.stats()
         if self.sender is not None and s["failed"] or s["refused"] or s["skipped"] or s["dropped"]:
             print(
-                f"[mrihpc] visdom: {s['sent']} calls sent, {s['failed']} failed, {s['refused']} refused, "
-                f"{s['skipped'] + s['dropped']} not sent (last error: {s['last_error']}); every call is in "
+                f"[mrihpc] visdom: {s['sent']} calls sent, {s['failed']} failed, "
+                f"{s['refused']} refused, "
+                f"{s['skipped'] + s['dropped']} not sent (last error: {s['last_error']}); "
+                "every call is in "
                 f"visdom.log: `mrihpc visdom replay RUN` rebuilds the plots",
                 file=sys.stderr,
             )

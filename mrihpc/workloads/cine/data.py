@@ -52,7 +52,8 @@ def _check_header(where: str, shape: tuple, fortran: bool, dtype: np.dtype) -> N
 def _convert(npz: Path, key: str, out: Path) -> None:
     """Stream ``npz[key]`` into ``out/data.npy`` and record its shape, dtype and value range;
     DataError naming the file for anything the training could not use (checked before a byte
-    is written: the header against the member's size; while streaming: finite, non-constant cases)."""
+    is written: the header against the member's size; while streaming: finite, non-constant
+    cases)."""
     out.mkdir(parents=True)
     try:
         archive = zipfile.ZipFile(npz)
@@ -87,7 +88,8 @@ def _convert(npz: Path, key: str, out: Path) -> None:
                 )
             step = max(1, CHUNK_BYTES // per_case)
             lo, hi = math.inf, -math.inf
-            # plain writes, not a writable map: mapped dirty pages would count as this process's memory
+            # plain writes, not a writable map: mapped dirty pages would count as this process's
+            # memory
             with open(out / "data.npy", "wb") as target:
                 np.lib.format.write_array_header_2_0(
                     target,
@@ -137,7 +139,8 @@ def _check_cases(where: str, values: np.ndarray, first: int) -> None:
 
 
 def source_array(data) -> Path:
-    """The cached folder (data.npy, meta.json) of ``data``: the .npz converted, or phantoms written."""
+    """The cached folder (data.npy, meta.json) of ``data``: the .npz converted, or phantoms
+    written."""
     if data.synthetic is not None:
         from mrihpc.workloads.cine.synth import generate
 

@@ -91,7 +91,8 @@ class CineUNet(ModelSpec):
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         **ModelSpec.PRESETS,
-        # Seed 001's U-Nets (same topology, 64 features; 20 frames in and out: 31,048,660 parameters)
+        # Seed 001's U-Nets (same topology, 64 features; 20 frames in and out: 31,048,660
+        # parameters)
         "cine": dict(BATCHNORM_UNET, channels=64, depth=4),
     }
 
@@ -134,7 +135,8 @@ def prepare_data(spec) -> None:
     )
     if why and spec.data.root is not None:
         raise DataError(
-            f"{spec.data.root}: {spec.data.key} has {meta(folder)['shape'][2]} lines (X); data.mask: {why}"
+            f"{spec.data.root}: {spec.data.key} has {meta(folder)['shape'][2]} lines (X); "
+            f"data.mask: {why}"
         )
 
 

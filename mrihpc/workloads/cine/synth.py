@@ -51,4 +51,7 @@ def generate(out: Path, cases: int = 28, frames: int = 20, size: int = 192, seed
 def write_twin(out: Path, args) -> str:
     """``mrihpc data synth cine``."""
     path = generate(out, args.cases, args.frames, args.size, args.seed)
-    return f"wrote {args.cases} beating-heart cases of {args.frames} frames ([N, T, X, Y] as 'dataset') to {path}"
+    return (
+        f"wrote {args.cases} beating-heart cases of {args.frames} frames ([N, T, X, Y] as "
+        f"'dataset') to {path}"
+    )

@@ -68,7 +68,8 @@ class CineNet(nn.Module):
 
 
 def case_scores(gt: torch.Tensor, pred: torch.Tensor) -> list[dict[str, float]]:
-    """Per case of ``(N, T, X, Y)``: mse, psnr1 (peak 1), psnr (peak max(gt)), ssim (3-D Gaussian)."""
+    """Per case of ``(N, T, X, Y)``: mse, psnr1 (peak 1), psnr (peak max(gt)), ssim (3-D
+    Gaussian)."""
     mse = (gt.double() - pred.double()).pow(2).mean(dim=(1, 2, 3))
     psnr1 = -10 * torch.log10(mse + 1e-8)
     psnr = 10 * torch.log10(gt.double().amax(dim=(1, 2, 3)) ** 2 / mse.clamp_min(1e-20))
@@ -110,7 +111,8 @@ class CineTask(Task):
         m = meta(folder)
         if not m["in_unit_range"]:
             self.ctx.log(
-                f"note: {m['source']} holds magnitudes in [{m['min']:.3g}, {m['max']:.3g}], not [0, 1]; "
+                f"note: {m['source']} holds magnitudes in [{m['min']:.3g}, "
+                f"{m['max']:.3g}], not [0, 1]; "
                 "psnr1 (peak 1) assumes [0, 1]",
                 flush=True,
             )

@@ -23,7 +23,8 @@ def data_root(data) -> Path:
 
 
 def split_files(data) -> tuple[list[Path], list[Path]]:
-    """(train files, validation files): val/ when present and no folds are asked for, else a fold of train/."""
+    """(train files, validation files): val/ when present and no folds are asked for, else a fold of
+    train/."""
     root = data_root(data)
     train = list_files(root / "train")
     if data.folds is None and (root / "val").is_dir():
@@ -37,6 +38,7 @@ def split_files(data) -> tuple[list[Path], list[Path]]:
 
 
 def volumes_of(files: list[Path], data) -> list[Volume]:
-    """Every file's header, checked (DataError naming the file), from the index cache when unchanged."""
+    """Every file's header, checked (DataError naming the file), from the index cache when
+    unchanged."""
     key = hashlib.sha1(str(Path(files[0]).parent.resolve()).encode()).hexdigest()[:12]
     return index_volumes(files, data.format, cache_root() / "index" / f"{key}.json")

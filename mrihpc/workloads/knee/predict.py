@@ -36,8 +36,8 @@ def _reconstruct(
     trained: Trained, model, dataset: KSpaceSlices
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(zero-filled, prediction, target) volumes ``(slices, h, w)`` in the original scale; the
-    slices go through ``model`` (``(B, 1, h, w)`` -> ``(B, 1, h, w)``) ``Trained.batches`` at a time,
-    on the prediction device."""
+    slices go through ``model`` (``(B, 1, h, w)`` -> ``(B, 1, h, w)``) ``Trained.batches`` at a
+    time, on the prediction device."""
     zf, pred, target = [], [], []
     for part in trained.batches(len(dataset), lambda: dataset[0]["input"]):
         samples = [dataset[i] for i in part]
@@ -60,7 +60,8 @@ def panel(zf: np.ndarray, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def predict(trained: Trained, split: str = "val") -> list[Path]:
-    """Write the predictions of ``split`` (val or test) under ``trained.output_dir(split)``; returns the files."""
+    """Write the predictions of ``split`` (val or test) under ``trained.output_dir(split)``; returns
+    the files."""
     return write_predictions(trained, trained.nets["model"], split)
 
 

@@ -22,7 +22,8 @@ class MaskSpec(Section):
     accelerations: list[int] = [4]
     """Acceleration factors; one (acceleration, centre fraction) pair is drawn per sample."""
     center_fractions: list[float] = [0.08]
-    """Fully sampled centre fraction paired with each acceleration (seed 000: 0.08 at 4x, 0.04 at 8x)."""
+    """Fully sampled centre fraction paired with each acceleration (seed 000: 0.08 at 4x, 0.04 at
+    8x)."""
 
     check_kind = _registered("kind", registry.MASKS, "mask kind")
 
@@ -73,7 +74,8 @@ class SyntheticSpec(Section):
 
 class DataSpec(DataSection):
     format: str = "fastmri"
-    """File layout: fastmri (kspace + reconstruction_esc + ismrmrd_header) or nc2019 (coursework)."""
+    """File layout: fastmri (kspace + reconstruction_esc + ismrmrd_header) or nc2019
+    (coursework)."""
     root: Optional[str] = None
     """Folder holding train/ and val/ (and optionally test/) HDF5 files."""
     synthetic: Optional[SyntheticSpec] = None
@@ -81,11 +83,13 @@ class DataSpec(DataSection):
     mask: MaskSpec = MaskSpec()
     """Undersampling mask."""
     skip_slices: int = Field(5, ge=0)
-    """Leading slices of each volume left out of training and validation (seed 000: 5, mostly noise)."""
+    """Leading slices of each volume left out of training and validation (seed 000: 5, mostly
+    noise)."""
     crop: Optional[tuple[int, int]] = None
     """Centre crop (H, W) of the image; default the header's reconSpace matrix (320 x 320)."""
     normalize: Literal["zero_filled_max", "instance"] = "zero_filled_max"
-    """zero_filled_max divides by the zero-filled image's max (seed 000); instance uses its mean / std (fastMRI)."""
+    """zero_filled_max divides by the zero-filled image's max (seed 000); instance uses its mean /
+    std (fastMRI)."""
     transform_on: Literal["host", "device"] = "host"
     """Where masking, inverse FFT, crop and normalisation run: host (in the DataLoader workers, per
     slice) or device (batched on the training GPU; the workers only read k-space, draw masks and
@@ -119,7 +123,8 @@ def check_spec(spec) -> list[str]:
     )
     if spec.data.crop and min(spec.data.crop) < max(2**depth, 7):
         return [
-            f"data.crop: {list(spec.data.crop)}; allowed: each side >= {max(2**depth, 7)} (2 ** model depth "
+            f"data.crop: {list(spec.data.crop)}; allowed: each side >= {max(2**depth, 7)} "
+            "(2 ** model depth "
             f"{depth}, and SSIM's 7 x 7 window)"
         ]
     return []
@@ -134,12 +139,14 @@ def check_data(spec, source: str) -> list[str]:
         return [f"{source}: data.root: folder {root} does not exist"]
     if not (root / "train").is_dir():
         return [
-            f"{source}: data.root: {root} has no train/ folder; expected train/ and val/ (optionally test/)"
+            f"{source}: data.root: {root} has no train/ folder; expected train/ and val/ "
+            "(optionally test/)"
         ]
     from mrihpc.data import DataError
     from mrihpc.workloads.knee.files import split_files, volumes_of
 
-    try:  # every header, once (the index is cached for the nodes): a bad file is named before queueing
+    # every header, once (the index is cached for the nodes): a bad file is named before queueing
+    try:
         for files in split_files(spec.data):
             volumes_of(files, spec.data)
     except DataError as e:

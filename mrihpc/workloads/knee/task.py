@@ -64,7 +64,8 @@ class ReconstructionTask(Task):
             missing = [v.name for v in ds.volumes if "kspace" not in v.kspace_keys]
             if missing:
                 raise DataError(
-                    f"{name} files without fully sampled 'kspace' (test files?): {', '.join(missing)}"
+                    f"{name} files without fully sampled 'kspace' (test files?): "
+                    f"{', '.join(missing)}"
                 )
         return train, val
 
@@ -83,7 +84,8 @@ class ReconstructionTask(Task):
         return {"model": registry.resolve(registry.MODELS, self.spec.model.name)(self.spec.model)}
 
     def on_device(self, batch: dict) -> dict:
-        """data.transform_on: device: the zero-filled inputs are made here, batched, from raw k-space."""
+        """data.transform_on: device: the zero-filled inputs are made here, batched, from raw
+        k-space."""
         if "kspace" in batch:
             return finish_batch(batch, self.spec.data.normalize)
         return numbers_on(batch, batch["input"].device)

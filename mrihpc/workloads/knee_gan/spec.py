@@ -47,7 +47,8 @@ class KneeGanModel(Section):
     def _outputs(cls, v: ModelSpec) -> ModelSpec:
         if v.out_channels not in (1, 2) or v.in_channels != 1:
             raise ValueError(
-                "the generator reads 1 channel (the zero-filled magnitude) and writes 1 (magnitude) "
+                "the generator reads 1 channel (the zero-filled magnitude) and writes 1 "
+                "(magnitude) "
                 "or 2 (real, imaginary)"
             )
         return v
@@ -55,7 +56,8 @@ class KneeGanModel(Section):
 
 KL_DIV = (
     "is degenerate as an adversarial loss on sigmoid outputs (seed 000): kl_div(p, 1) = -p and "
-    "kl_div(p, 0) = 0, so the discriminator never learns that fakes are fake; use adv (BCE-with-logits)"
+    "kl_div(p, 0) = 0, so the discriminator never learns that fakes are fake; use adv "
+    "(BCE-with-logits)"
 )
 
 WORKLOAD = Workload(

@@ -1,1 +1,2 @@
-"""Cardiac MR segmentation (seed 004): ACDC-derived PNG image / mask folders -> U-Net logits -> PNG masks."""
+"""Cardiac MR segmentation (seed 004): ACDC-derived PNG image / mask folders -> U-Net logits -> PNG
+masks."""

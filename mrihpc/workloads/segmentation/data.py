@@ -53,7 +53,8 @@ def scan(root: Path, split: str, with_masks: bool) -> list[Pair]:
         return [Pair(p.stem, p, None) for p in images]
     if not mask_dir.is_dir():
         raise DataError(
-            f"{mask_dir}: missing; the {split} split is used for {'training' if split == 'train' else 'validation'} "
+            f"{mask_dir}: missing; the {split} split is used for "
+            f"{'training' if split == 'train' else 'validation'} "
             f"and needs a mask per image ({split}/mask/<stem>{MASK_SUFFIX})"
         )
     masks = {p.name: p for p in mask_dir.glob("*.png")}
@@ -104,7 +105,8 @@ def labels_of(
         else f"0..{num_classes - 1} or {sorted(scaled)}"
     )
     raise DataError(
-        f"{path}: mask values {sorted(values)[:10]} outside the {num_classes} classes; allowed: {allowed}"
+        f"{path}: mask values {sorted(values)[:10]} outside the {num_classes} classes; "
+        f"allowed: {allowed}"
     )
 
 
@@ -133,7 +135,8 @@ class PngSegmentation:
             image = read_image(pair.image)
             if image.dtype not in (np.uint8, np.uint16):  # a 1-bit PNG is a mask, not an image
                 raise DataError(
-                    f"{pair.image}: {image.dtype} pixels; allowed: 8- or 16-bit grayscale (uint8, uint16)"
+                    f"{pair.image}: {image.dtype} pixels; allowed: 8- or 16-bit grayscale "
+                    "(uint8, uint16)"
                 )
             if (
                 image.min() == image.max()
@@ -146,7 +149,8 @@ class PngSegmentation:
                 mask = read_image(pair.mask)
                 if mask.shape != image.shape:
                     raise DataError(
-                        f"{pair.mask}: size {mask.shape} differs from its image {pair.image} {image.shape}"
+                        f"{pair.mask}: size {mask.shape} differs from its image "
+                        f"{pair.image} {image.shape}"
                     )
                 labels, found = labels_of(mask, pair.mask, len(data.classes), data.mask_values)
                 self.labels.append(labels)
@@ -161,10 +165,11 @@ class PngSegmentation:
         self.peak = (
             float(np.iinfo(self.images[0].dtype).max) if self.images[0].dtype.kind in "ui" else 1.0
         )
+        top = len(data.classes) - 1
         self.notes = (
             [
-                f"{pairs[0].mask.parent}: masks stored as {sorted(round(k * 255 / (len(data.classes) - 1)) for k in range(len(data.classes)))}; "
-                f"mapped to 0..{len(data.classes) - 1}"
+                f"{pairs[0].mask.parent}: masks stored as "
+                f"{sorted(round(k * 255 / top) for k in range(top + 1))}; mapped to 0..{top}"
             ]
             if "scaled" in encodings
             else []

@@ -51,9 +51,11 @@ class SegmentationData(DataSection):
     classes: list[str] = ["background", "rv", "myo", "lv"]
     """Class names by label value (ACDC: 1 right ventricle, 2 myocardium, 3 left ventricle)."""
     mask_values: Literal["auto", "index", "scaled"] = "auto"
-    """index: masks hold 0..K-1; scaled: 0..255 evenly (0/85/170/255 for 4 classes); auto: per file."""
+    """index: masks hold 0..K-1; scaled: 0..255 evenly (0/85/170/255 for 4 classes); auto: per
+    file."""
     normalize: Literal["none", "unit", "instance"] = "unit"
-    """Intensity: none (raw 0..255, as the seed feeds it), unit (/ dtype max) or instance (zero mean, unit std)."""
+    """Intensity: none (raw 0..255, as the seed feeds it), unit (/ dtype max) or instance (zero
+    mean, unit std)."""
     augment: Optional[AugmentSpec] = None
     """Paired rotation and flips of the training images; off when absent."""
     max_images: Optional[int] = Field(None, ge=1)
@@ -119,7 +121,8 @@ def check_data(spec, source: str) -> list[str]:
     train = len(scan(Path(spec.data.root), "train", True))
     if train < spec.train.batch_size:  # full batches only: fewer images would train no step at all
         return [
-            f"{source}: data.root: {Path(spec.data.root) / 'train'}: {train} training image(s); allowed: at "
+            f"{source}: data.root: {Path(spec.data.root) / 'train'}: {train} training "
+            "image(s); allowed: at "
             f"least train.batch_size ({spec.train.batch_size})"
         ]
     return []

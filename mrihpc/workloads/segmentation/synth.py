@@ -61,7 +61,8 @@ def phantom(rng: np.random.Generator, size: int = 96) -> tuple[np.ndarray, np.nd
 def generate(
     out: Path, train: int = 60, val: int = 12, test: int = 8, size: int = 96, seed: int = 0
 ) -> Path:
-    """Write ``out/{train,val}/{image,mask}`` and ``out/test/image`` (names cmr<i> as in ACDC's set)."""
+    """Write ``out/{train,val}/{image,mask}`` and ``out/test/image`` (names cmr<i> as in ACDC's
+    set)."""
     rng = np.random.default_rng(seed)
     index = 1
     for split, count in (("train", train), ("val", val), ("test", test)):
@@ -88,4 +89,7 @@ def ensure_synthetic(params) -> Path:
 def write_twin(out: Path, args) -> str:
     """``mrihpc data synth acdc``."""
     generate(out, args.train, args.val, args.test, args.size, args.seed)
-    return f"wrote {args.train} train, {args.val} val and {args.test} test cardiac phantoms (PNG) under {out}"
+    return (
+        f"wrote {args.train} train, {args.val} val and {args.test} test cardiac phantoms "
+        f"(PNG) under {out}"
+    )

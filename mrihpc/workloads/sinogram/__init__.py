@@ -1,1 +1,2 @@
-"""Sinogram denoising and inpainting (seed 003): raw uint16 [TOF, Slice, W, L] files -> denoising U-Net."""
+"""Sinogram denoising and inpainting (seed 003): raw uint16 [TOF, Slice, W, L] files -> denoising
+U-Net."""

@@ -102,11 +102,13 @@ def expected_bytes(shape, dtype: str) -> int:
 
 
 def read_mask(path: Path, shape) -> np.ndarray:
-    """The bad-block mask as float32 ``(Slice, W, L)`` (1 measured, 0 missing); DataError otherwise."""
+    """The bad-block mask as float32 ``(Slice, W, L)`` (1 measured, 0 missing); DataError
+    otherwise."""
     _, slices, w, length = shape
     if path.suffix != ".npy" or not path.is_file():
         raise DataError(
-            f"{path}: no such .npy file; expected a .npy of [W, L] or [Slice, W, L] (1 measured, 0 missing)"
+            f"{path}: no such .npy file; expected a .npy of [W, L] or [Slice, W, L] (1 "
+            "measured, 0 missing)"
         )
     try:
         mask = np.load(path, allow_pickle=False)
@@ -116,7 +118,8 @@ def read_mask(path: Path, shape) -> np.ndarray:
         ) from None
     if mask.shape not in ((w, length), (slices, w, length)):
         raise DataError(
-            f"{path}: mask shape {list(mask.shape)}; expected [{w}, {length}] or [{slices}, {w}, {length}] "
+            f"{path}: mask shape {list(mask.shape)}; expected [{w}, {length}] or "
+            f"[{slices}, {w}, {length}] "
             f"for data.shape {list(shape)}"
         )
     if not np.isin(mask, (0, 1)).all():
@@ -125,7 +128,8 @@ def read_mask(path: Path, shape) -> np.ndarray:
         mask.min() == mask.max()
     ):  # all missing: no input; none missing: nothing to inpaint, hole metrics undefined
         raise DataError(
-            f"{path}: every block is {'measured (1)' if mask.min() else 'missing (0)'}; allowed: a mask "
+            f"{path}: every block is {'measured (1)' if mask.min() else 'missing (0)'}; "
+            "allowed: a mask "
             "with both measured (1) and missing (0) blocks"
         )
     return np.broadcast_to(mask.astype(np.float32), (slices, w, length))
@@ -153,7 +157,8 @@ def check_folders(data) -> list[str]:
             size = path.stat().st_size
             if size != want:
                 problems.append(
-                    f"{key}: {path}: {size} bytes; data.shape {list(layout.shape)} of {layout.dtype} "
+                    f"{key}: {path}: {size} bytes; data.shape {list(layout.shape)} of "
+                    f"{layout.dtype} "
                     f"needs {want} bytes"
                 )
             elif why := value_problem(
@@ -169,7 +174,8 @@ def check_folders(data) -> list[str]:
 
 
 def read_planes(path: Path, shape, dtype: str, planes: list[tuple[int, int]]) -> np.ndarray:
-    """``(len(planes), W, L)`` float32 of the (TOF bin, slice) planes: one open, one ``pread`` each."""
+    """``(len(planes), W, L)`` float32 of the (TOF bin, slice) planes: one open, one ``pread``
+    each."""
     _, n_slices, w, length = shape
     size = w * length * np.dtype(dtype).itemsize
     out = np.empty((len(planes), w, length), np.float32)
@@ -178,12 +184,14 @@ def read_planes(path: Path, shape, dtype: str, planes: list[tuple[int, int]]) ->
             data = os.pread(f.fileno(), size, (t * n_slices + s) * size)
             if len(data) != size:
                 raise DataError(
-                    f"{path}: short read at TOF {t} slice {s}: the file is smaller than data.shape says"
+                    f"{path}: short read at TOF {t} slice {s}: the file is smaller than "
+                    "data.shape says"
                 )
             out[i] = np.frombuffer(data, dtype=dtype).reshape(w, length)
             if not all_finite(out[i]):  # changed since the submit's check: fail naming it
                 raise DataError(
-                    f"{path}: TOF {t} slice {s} holds NaN or infinite values; allowed: finite values"
+                    f"{path}: TOF {t} slice {s} holds NaN or infinite values; allowed: "
+                    "finite values"
                 )
     return out
 
@@ -253,8 +261,10 @@ def value_problem(path: Path, dtype: str, target: bool) -> str:
         0 < stats["max_abs"] < TINY or stats["subnormal"] > SUBNORMAL_FRACTION * stats["nonzero"]
     ):
         return (
-            f"not float32 data (uint16 counts read as float32?): {stats['subnormal']} of {stats['nonzero']} "
-            f"non-zero values are subnormal, the largest {stats['max_abs']:.3g}; allowed: data.dtype the files "
+            f"not float32 data (uint16 counts read as float32?): {stats['subnormal']} of "
+            f"{stats['nonzero']} "
+            f"non-zero values are subnormal, the largest {stats['max_abs']:.3g}; allowed: "
+            "data.dtype the files "
             "were written in"
         )
     if target and stats["max"] == stats["min"]:
@@ -265,7 +275,8 @@ def value_problem(path: Path, dtype: str, target: bool) -> str:
 
 
 def pad_amounts(n: int, multiple: int) -> tuple[int, int]:
-    """(before, after) bringing ``n`` up to a multiple of ``multiple``, split evenly (50 -> 64: 7, 7)."""
+    """(before, after) bringing ``n`` up to a multiple of ``multiple``, split evenly (50 -> 64: 7,
+    7)."""
     extra = -n % multiple
     return extra // 2, extra - extra // 2
 
@@ -358,7 +369,8 @@ class SinogramSlices:
         return padded | {"index": i}  # what validation scores it as
 
     def _augmented(self, item: dict, rng: np.random.Generator) -> dict:
-        """The same rotation and zoom (centre crop back) for input, target and hole; nearest for the hole."""
+        """The same rotation and zoom (centre crop back) for input, target and hole; nearest for the
+        hole."""
         from scipy import ndimage
 
         a = self.data.augment

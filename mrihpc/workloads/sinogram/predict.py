@@ -80,7 +80,8 @@ def predict(trained: Trained, split: str = "test") -> list[Path]:
         if holes > 0 and truth_in_holes == 0:
             mine, base = [], []
             entry["unscored"] = (
-                "the file's values inside the bad blocks are all zero: nothing to score the filling against"
+                "the file's values inside the bad blocks are all zero: nothing to score "
+                "the filling against"
             )
         summary["files"].append(entry | {"scores": _mean(mine), "input_scores": _mean(base)})
     (out_dir / "predictions.json").write_text(json.dumps(summary, indent=1))

@@ -1,4 +1,5 @@
-"""Sinogram denoising / inpainting (seed 003): the ``data`` and ``model`` sections and the descriptor.
+"""Sinogram denoising / inpainting (seed 003): the ``data`` and ``model`` sections and the
+descriptor.
 
 Data layout (``data.train_dir``, ``data.val_dir``, optional ``data.test_dir``): headerless raw
 files ``<case><clean_suffix>`` (the clean sinogram) and, for denoising, ``<case><noisy_suffix>``
@@ -38,7 +39,8 @@ class SinoSynthetic(Section):
 
 
 class SinoAugment(Section):
-    """Paired augmentation; off by default: rotating or zooming a sinogram has no physical meaning."""
+    """Paired augmentation; off by default: rotating or zooming a sinogram has no physical
+    meaning."""
 
     rotate_deg: float = Field(0.0, ge=0, le=180)
     """Largest rotation either way (the seed: 10 at probability 0.7)."""
@@ -66,21 +68,24 @@ class SinoData(DataSection):
     clean_suffix: str = Field("_clean.raw", min_length=1)
     noisy_suffix: str = Field("_noisy.raw", min_length=1)
     channels: int = Field(5, ge=1)
-    """Input channels: this many neighbouring slices centred on the target slice (odd; edges repeat)."""
+    """Input channels: this many neighbouring slices centred on the target slice (odd; edges
+    repeat)."""
     neighbours: Literal["slice", "tof"] = "slice"
     """The axis the neighbouring channels come from."""
     scale: Union[Literal["input_max", "dataset_max"], float] = "input_max"
     """One divisor for input and target: each file's input maximum, the maximum over the training
     inputs, or a constant (the seed divided input and target by their own maxima: two scales)."""
     pad_multiple: int = Field(4, ge=4)
-    """W and L are wrap-padded up to a multiple of this (a multiple of 4, the model's two levels)."""
+    """W and L are wrap-padded up to a multiple of this (a multiple of 4, the model's two
+    levels)."""
     epoch_size: int = Field(2000, ge=1)
     """Training samples per epoch, drawn (seeded) across all files and slices."""
     val_samples: int = Field(64, ge=1)
     """Fixed validation slices drawn (seeded) from the validation files."""
     augment: SinoAugment = SinoAugment()
     output_dtype: Literal["input", "float32"] = "input"
-    """Element type of the predicted raw files: the input's (uint16 rounded and clipped) or float32."""
+    """Element type of the predicted raw files: the input's (uint16 rounded and clipped) or
+    float32."""
 
     @model_validator(mode="after")
     def _source(self) -> "SinoData":
@@ -88,13 +93,15 @@ class SinoData(DataSection):
             self.train_dir is None or self.val_dir is None or self.shape is None
         ):
             raise ValueError(
-                "give data.synthetic, or data.train_dir, data.val_dir and data.shape [TOF, Slice, W, L]"
+                "give data.synthetic, or data.train_dir, data.val_dir and data.shape "
+                "[TOF, Slice, W, L]"
             )
         if self.synthetic is not None and (
             self.train_dir or self.val_dir or self.test_dir or self.shape
         ):
             raise ValueError(
-                "data.synthetic makes its own folders and shape; drop train_dir / val_dir / test_dir / shape"
+                "data.synthetic makes its own folders and shape; drop train_dir / "
+                "val_dir / test_dir / shape"
             )
         if self.mode == "inpaint" and self.synthetic is None and self.mask_file is None:
             raise ValueError("mode inpaint needs data.mask_file (a .npy bad-block mask)")
@@ -104,15 +111,18 @@ class SinoData(DataSection):
             )
         if self.pad_multiple % 4:
             raise ValueError(
-                f"pad_multiple {self.pad_multiple}: must be a multiple of 4 (the model's two stride-2 levels)"
+                f"pad_multiple {self.pad_multiple}: must be a multiple of 4 (the model's "
+                "two stride-2 levels)"
             )
         if self.shape is not None and (min(self.shape) < 1 or min(self.shape[2:]) < 7):
             raise ValueError(
-                f"shape {list(self.shape)}: every dimension must be >= 1, and W, L >= 7 (SSIM's window)"
+                f"shape {list(self.shape)}: every dimension must be >= 1, and W, L >= 7 "
+                "(SSIM's window)"
             )
         if self.mode == "denoise" and self.clean_suffix == self.noisy_suffix:
             raise ValueError(
-                f"clean_suffix and noisy_suffix are both {self.clean_suffix!r}: a case needs two files"
+                f"clean_suffix and noisy_suffix are both {self.clean_suffix!r}: a case "
+                "needs two files"
             )
         if isinstance(self.scale, float) and self.scale <= 0:
             raise ValueError(f"scale {self.scale}: a constant divisor must be > 0")
@@ -142,7 +152,8 @@ def check_spec(spec) -> list[str]:
     hole = [m for m in ("psnr_hole", "ssim_hole", "nmse_hole") if spec.train.metric == m]
     if hole and spec.data.mode != "inpaint":
         return [
-            f"train.metric: {hole[0]} is scored inside the bad-block mask, which only mode inpaint has"
+            f"train.metric: {hole[0]} is scored inside the bad-block mask, which only "
+            "mode inpaint has"
         ]
     return []
 

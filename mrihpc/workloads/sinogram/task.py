@@ -1,4 +1,5 @@
-"""Sinogram denoising / inpainting (seed 003): neighbouring slices -> denoising U-Net -> clean slice.
+"""Sinogram denoising / inpainting (seed 003): neighbouring slices -> denoising U-Net -> clean
+slice.
 
 Batches hold wrap-padded ``(N, C, Wp, Lp)`` inputs; the loss and every metric see the output
 cropped back to ``(N, 1, W, L)``, so the padding never counts. Validation scores each fixed
@@ -109,8 +110,9 @@ class SinogramTask(Task):
         return {"loss": float(loss.detach()), **parts}
 
     def eval_step(self, batch: dict, nets: dict[str, nn.Module], preview: bool) -> Evaluated:
-        """Per slice (keyed by its index in the set), cropped back to ``(1, W, L)``: its metrics, the
-        input's centre slice's as ``base_*`` (and inside the bad blocks when inpainting), the batch's loss."""
+        """Per slice (keyed by its index in the set), cropped back to ``(1, W, L)``: its metrics,
+        the input's centre slice's as ``base_*`` (and inside the bad blocks when inpainting), the
+        batch's loss."""
         inpaint, centre = self.spec.data.mode == "inpaint", self.spec.data.channels // 2
         pred = self.cropped(nets["model"](batch["input"]).float())
         gt, hole = self.cropped(batch["target"]), self.cropped(batch["hole"]) if inpaint else None

@@ -48,7 +48,8 @@ class IxiData(DataSection):
     split_seed: int = 0
     """Seed of that shuffle (separate from train.seed, so a seed sweep keeps one split)."""
     value_range: Optional[tuple[float, float]] = None
-    """Intensity range mapped to [-1, 1] for the Tanh generator; default measured over the training files."""
+    """Intensity range mapped to [-1, 1] for the Tanh generator; default measured over the training
+    files."""
     train_scored: Optional[int] = Field(None, ge=1)
     """Training subjects scored at each validation for the train_* columns (default all)."""
     samples: int = Field(5, ge=1)
@@ -58,7 +59,8 @@ class IxiData(DataSection):
     def _source(self) -> "IxiData":
         if (self.root is None) == (self.synthetic is None):
             raise ValueError(
-                "give exactly one of data.root (a folder of '<id> - <contrast>.pt') or data.synthetic"
+                "give exactly one of data.root (a folder of '<id> - <contrast>.pt') or "
+                "data.synthetic"
             )
         if self.source == self.target:
             raise ValueError(f"source and target are both {self.source!r}")
@@ -87,8 +89,9 @@ class SynthesisModel(Section):
     D: DiscriminatorSpec = DiscriminatorSpec(
         widths=[64, 128, 256, 512], kernel=3, bias=True, pool="avg"
     )
-    """Discriminator(s): seed 002's blocks with a k4 head over the whole image (1,558,017 parameters;
-    the cGAN's sees (image, T1): 2 channels). Its patch map is averaged when larger than 1 x 1."""
+    """Discriminator(s): seed 002's blocks with a k4 head over the whole image (1,558,017
+    parameters; the cGAN's sees (image, T1): 2 channels). Its patch map is averaged when larger than
+    1 x 1."""
 
 
 #: the optimisers each mode trains (one per network)
@@ -119,14 +122,16 @@ def check_spec(spec) -> list[str]:
     ]
     if mode in ("cgan", "cyclegan") and not spec.loss.get("adv"):
         problems.append(
-            f"loss: mode {mode} needs an adv term (the adversarial loss), e.g. {{adv: 1.0, l1: 1.0}}"
+            f"loss: mode {mode} needs an adv term (the adversarial loss), e.g. {{adv: "
+            "1.0, l1: 1.0}"
         )
     if mode == "cyclegan" and not spec.loss.get("cycle"):
         problems.append("loss: mode cyclegan needs a cycle term, e.g. {adv: 1.0, cycle: 10.0}")
     size = 2 ** len(spec.model.G.widths)
     if spec.data.synthetic is not None and spec.data.synthetic.size % size:
         problems.append(
-            f"data.synthetic.size: {spec.data.synthetic.size} is not a multiple of {size} (2 ** G levels)"
+            f"data.synthetic.size: {spec.data.synthetic.size} is not a multiple of {size} "
+            "(2 ** G levels)"
         )
     return problems
 
@@ -168,8 +173,10 @@ def _read_all(data: IxiData, batch: int, levels: int) -> str:
     if len(split["train"]) < batch or not split["val"] or not split["test"]:
         return (
             f"{data.root}: {len(pairs)} complete subject(s) give {len(split['train'])} training, "
-            f"{len(split['val'])} validation and {len(split['test'])} test subject(s) at data.val_fraction "
-            f"{data.val_fraction}, data.test_fraction {data.test_fraction}; allowed: at least train.batch_size "
+            f"{len(split['val'])} validation and {len(split['test'])} test subject(s) at "
+            "data.val_fraction "
+            f"{data.val_fraction}, data.test_fraction {data.test_fraction}; allowed: at "
+            "least train.batch_size "
             f"({batch}) training, 1 validation and 1 test subject"
         )
     shapes: dict[tuple, Path] = {}
@@ -183,7 +190,10 @@ def _read_all(data: IxiData, batch: int, levels: int) -> str:
         )
     ((size, first),) = shapes.items()
     if any(side % 2**levels for side in size):
-        return f"{first}: size {list(size)}; allowed: sides divisible by {2**levels} (2 ** G levels, model.G.widths)"
+        return (
+            f"{first}: size {list(size)}; allowed: sides divisible by {2**levels} (2 ** G "
+            "levels, model.G.widths)"
+        )
     return ""
 
 

@@ -3,7 +3,8 @@ CycleGAN (see spec.py). Images are ``(N, 1, H, W)`` in [-1, 1]; metrics are comp
 the files' units.
 
 Validation (and the test split, once at the end) scores each held-out image: MAE, PSNR with
-peak = the target's data range, and SSIM (7 x 7 window, that data range); the identity baseline (T1 taken as the T2 prediction) as
+peak = the target's data range, and SSIM (7 x 7 window, that data range); the identity baseline (T1
+taken as the T2 prediction) as
 ``base_*``; seed 002's own definitions as ``seed_*`` (per batch of 5 held-out images: PSNR with peak
 1, and a global SSIM over the batch with C1 = 0.01, C2 = 0.03 unsquared, sigma from torch.std),
 so its table (test SSIM 0.968 / 0.970 / 0.887) can be compared; and the same on the training
@@ -114,7 +115,8 @@ class SynthesisTask(Task):
 
     # ----------------------------------------------------------------- data
     def sets(self) -> tuple[PairedImages, PairedImages, PairedImages]:
-        """(train, val, test) subjects; split.json (ids, incomplete subjects, ranges) in the point folder."""
+        """(train, val, test) subjects; split.json (ids, incomplete subjects, ranges) in the point
+        folder."""
         d = self.spec.data
         pairs, incomplete = pair_files(d)
         split = split_subjects(list(pairs), d.test_fraction, d.split_seed, d.val_fraction)
@@ -197,7 +199,8 @@ class SynthesisTask(Task):
         return {"loss": float(loss.detach()), "loss_D": float(d_loss.detach()), **parts}
 
     def _cycle_step(self, a, b, nets, ctx) -> dict[str, float]:
-        """Both generators on one loss (adv + cycle (+ identity) per direction), then both discriminators."""
+        """Both generators on one loss (adv + cycle (+ identity) per direction), then both
+        discriminators."""
         G, F, DB, DA = nets["G"], nets["G_back"], nets["D"], nets["D_back"]
         identity = bool(self.spec.loss.get("identity"))
         with ctx.autocast():
@@ -230,17 +233,20 @@ class SynthesisTask(Task):
 
     # ----------------------------------------------------------------- evaluation
     def eval_batch_size(self, split: str) -> int:
-        """The seed's batches (5 held-out, 40 training subjects): its seed_* metrics are per batch."""
+        """The seed's batches (5 held-out, 40 training subjects): its seed_* metrics are per
+        batch."""
         return SEED_BATCH["train" if split == "train" else "test"]
 
     def also_scored(self) -> dict[str, PairedImages]:
-        """The first ``data.train_scored`` training subjects (all by default), as ``val_train_*``."""
+        """The first ``data.train_scored`` training subjects (all by default), as
+        ``val_train_*``."""
         n = min(len(self.train_set), self.spec.data.train_scored or len(self.train_set))
         return {"train": self.train_set.head(n)}
 
     def eval_step(self, batch: dict, nets: dict[str, nn.Module], preview: bool) -> Evaluated:
         """Per subject (mae, psnr, ssim, the identity baseline as base_*, the batch's loss) in the
-        files' units; the seed's per-batch metrics as a batch row; the sample grid as the preview."""
+        files' units; the seed's per-batch metrics as a batch row; the sample grid as the
+        preview."""
         G, ranges = nets["G"], self.train_set.ranges  # one mapping to [-1, 1] for every split
         a, b = batch["source"], batch["target"]
         fake = G(a).float()

@@ -41,9 +41,9 @@ RAW_KEYS = ("kspace", "columns", "width", "group")
 
 class KSpaceSlices(Dataset):
     """Sample dict: ``input`` and ``target`` ``(1, h, w)`` float32, ``mean`` / ``std`` (undo the
-    normalisation), ``fname``, ``slice``, ``acceleration``. Raw: ``kspace`` complex64 ``(H, c)``, the
-    c sampled columns, ``columns`` int64 ``(c,)`` their indices, ``width`` W, ``target`` ``(h, w)``
-    unnormalised, ``fname``, ``slice``, ``acceleration``."""
+    normalisation), ``fname``, ``slice``, ``acceleration``. Raw: ``kspace`` complex64 ``(H, c)``,
+    the c sampled columns, ``columns`` int64 ``(c,)`` their indices, ``width`` W, ``target``
+    ``(h, w)`` unnormalised, ``fname``, ``slice``, ``acceleration``."""
 
     def __init__(
         self,
@@ -85,9 +85,11 @@ class KSpaceSlices(Dataset):
         return len(self.index)
 
     def slot_shapes(self) -> Optional[dict[str, tuple[tuple[int, ...], torch.dtype]]]:
-        """When every slice has one crop (workers then send these through ``BatchSlots``): ``input`` /
-        ``target`` ``(1, h, w)`` float32; raw samples, ``target`` ``(h, w)`` only (the number of sampled
-        columns varies, so their k-space goes the DataLoader's way). None for volumes of several sizes."""
+        """When every slice has one crop (workers then send these through ``BatchSlots``): ``input``
+        /
+        ``target`` ``(1, h, w)`` float32; raw samples, ``target`` ``(h, w)`` only (the number of
+        sampled columns varies, so their k-space goes the DataLoader's way). None for volumes of
+        several sizes."""
         crops = {self.crop or v.recon_shape for v in self.volumes}
         if len(crops) != 1:
             return None
@@ -177,7 +179,8 @@ def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 
 def collate_slices(samples: list[dict]) -> dict:
-    """Host samples -> a batch: ``input`` / ``target`` ``(N, 1, h, w)`` (those the samples still hold:
+    """Host samples -> a batch: ``input`` / ``target`` ``(N, 1, h, w)`` (those the samples still
+    hold:
     ``BatchSlots`` stacks them itself), the per-slice values as lists."""
     batch = {k: stack([s[k] for s in samples]) for k in ("input", "target") if k in samples[0]}
     return batch | {k: [s[k] for s in samples] for k in PER_SLICE if k in samples[0]}
@@ -236,7 +239,8 @@ def collate_raw(samples: list[dict]) -> dict:
 
 def finish_batch(batch: dict, normalize: str) -> dict:
     """A raw batch, on its device -> the batch the host path gives: ``input`` / ``target``
-    ``(N, 1, h, w)``, ``mean`` / ``std`` ``(N,)``. One batched zero-filled transform per k-space shape."""
+    ``(N, 1, h, w)``, ``mean`` / ``std`` ``(N,)``. One batched zero-filled transform per k-space
+    shape."""
     target = batch["target"].float()
     image = torch.empty_like(target)
     for cols, where, width, group in zip(

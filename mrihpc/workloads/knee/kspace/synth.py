@@ -29,7 +29,8 @@ HEADER = """<?xml version="1.0" encoding="utf-8"?>
 
 
 def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], cutoff: float) -> np.ndarray:
-    """Low-pass random field in [-1, 1]: noise filtered by a Gaussian of relative width ``cutoff``."""
+    """Low-pass random field in [-1, 1]: noise filtered by a Gaussian of relative width
+    ``cutoff``."""
     ky = np.fft.fftfreq(shape[0])[:, None]
     kx = np.fft.fftfreq(shape[1])[None, :]
     spectrum = np.fft.fft2(rng.standard_normal(shape)) * np.exp(-(kx**2 + ky**2) / (2 * cutoff**2))

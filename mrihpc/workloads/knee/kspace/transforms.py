@@ -18,7 +18,8 @@ def fft2c(image: torch.Tensor) -> torch.Tensor:
 
 
 def ifft2c(kspace: torch.Tensor) -> torch.Tensor:
-    """Centred orthonormal 2-D inverse FFT. k-space complex ``(..., H, W)`` -> image ``(..., H, W)``."""
+    """Centred orthonormal 2-D inverse FFT. k-space complex ``(..., H, W)`` -> image
+    ``(..., H, W)``."""
     x = torch.fft.ifftshift(kspace, dim=(-2, -1))
     x = torch.fft.ifft2(x, dim=(-2, -1), norm="ortho")
     return torch.fft.fftshift(x, dim=(-2, -1))
@@ -88,7 +89,8 @@ def zero_filled_columns(
     sampled = torch.fft.ifft(kspace.index_select(-1, cols), dim=-2, norm="ortho")
     rows = kspace.new_zeros((*kspace.shape[:-2], h, W))
     rows[..., cols] = centred_crop_unshifted(sampled, h, -2)
-    # the magnitude before the crop: |.| of contiguous rows is cheaper than gathering complex columns
+    # the magnitude before the crop: |.| of contiguous rows is cheaper than gathering complex
+    # columns
     return centred_crop_unshifted(complex_abs(torch.fft.ifft(rows, dim=-1, norm="ortho")), w, -1)
 
 
@@ -98,8 +100,8 @@ def zero_filled_batch(
     """``zero_filled_columns`` for a batch, each slice with its own mask, from the sampled columns
     alone: columns complex ``(N, H, C)`` at column indices ``where`` ``(N, C)`` of k-space ``width``
     wide (a slice with fewer than C sampled columns is padded with zero columns at index ``width``)
-    -> ``(N, h, w)``. The inverse FFT along H runs on the C columns; its h cropped rows are scattered
-    into the full width for the inverse FFT along W."""
+    -> ``(N, h, w)``. The inverse FFT along H runs on the C columns; its h cropped rows are
+    scattered into the full width for the inverse FFT along W."""
     (h, w), (n, H, _) = crop, columns.shape
     _check_crop(crop, (H, width))
     rows = centred_crop_unshifted(torch.fft.ifft(columns, dim=-2, norm="ortho"), h, -2)
@@ -111,7 +113,8 @@ def zero_filled_batch(
 
 
 def normalize_max(image: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, float, float]:
-    """Seed 000's scaling: divide by the zero-filled image's max. Returns (image, mean=0, std=max)."""
+    """Seed 000's scaling: divide by the zero-filled image's max. Returns (image, mean=0,
+    std=max)."""
     scale = max(float(image.max()), eps)
     return image / scale, 0.0, scale
 
