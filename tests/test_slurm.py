@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -18,7 +19,9 @@ import torch
 from conftest import REPO, TINY, merge
 from mrihpc.login.cli import main
 from mrihpc.node import checkpoint
+from mrihpc.node.distributed import rendezvous
 from mrihpc.login.accounting import sacct
+from mrihpc.login.views import latest_jobs
 from mrihpc.workloads.knee.kspace.synth import generate
 from mrihpc.paths import RunPaths, read_json
 
@@ -204,6 +207,40 @@ def test_a_rank_that_fails_alone_leads_the_points_error(
     assert f"DataError: {bad}"[:60] in capsys.readouterr().out
 
 
+def test_a_rank_that_cannot_start_ends_its_peers_at_once(
+    slurm_cluster, tmp_path, write_spec, capsys
+):
+    """Two tasks; the port of the job's rendezvous is taken on its first node, so rank 0 cannot
+    start the process group. Rank 1 would wait for it until the 10-minute timeout, holding its
+    node; srun's --kill-on-bad-exit ends it as soon as rank 0 exits (SIGTERM, then SIGKILL after
+    the cluster's KillWait of 10 s), and rank 0's status says why."""
+    spec = merge(
+        SLURM_TINY,
+        name="no-rendezvous",
+        cluster={**SLURM_TINY["cluster"], "tasks_per_node": 2, "sbatch": {"hold": True}},
+    )
+    run = submit(write_spec(spec), tmp_path / "runs", capsys)
+    job = latest_jobs(read_json(run.manifest))[0]["job_id"]  # one point: no array
+    _, port = rendezvous(["node1"], job)  # the test cluster's nodes are 127.0.0.1
+    with socket.socket() as taken:
+        taken.bind(("", int(port)))
+        taken.listen()
+        subprocess.run(["scontrol", "release", array_id(run)], check=True)
+        wait_done(run, timeout=120, allow=("failed",))
+        failed = time.time()
+        while (row := sacct_rows(job, "State")[-1][0]) in ("PENDING", "RUNNING") and (
+            time.time() < failed + 60
+        ):
+            time.sleep(1)
+    assert row == "FAILED", f"rank 1 still held its node 60 s after rank 0 failed: {row}"
+    status = read_json(run.point(0).status)
+    assert status["error"].startswith("DistNetworkError") and "EADDRINUSE" in status["error"], (
+        status
+    )
+    assert main(["status", str(run.root)]) == 0
+    assert "DistNetworkError: The server socket has failed to listen" in capsys.readouterr().out
+
+
 def test_ddp_two_tasks_and_two_nodes_equal_one_process(
     slurm_cluster, tmp_path, write_spec, capsys, monkeypatch
 ):
@@ -317,6 +354,29 @@ def test_requeue_resumes_exactly_and_only_that_task_reruns(
         time.sleep(1)
     assert rows[job]["incarnations"] == 3, rows  # sacct shows the requeues of task 0 ...
     assert rows[f"{array_id(run)}_1"]["incarnations"] == 1  # ... and task 1 ran once
+
+
+def test_a_ddp_point_is_requeued_whole_after_usr2(slurm_cluster, tmp_path, write_spec, capsys):
+    """Two tasks under srun --kill-on-bad-exit: after USR2 every rank stops at one step, rank 0
+    checkpoints and requeues (Slurm then ends the step), and the point resumes and ends done."""
+    spec = merge(
+        SLURM_TINY,
+        name="ddp-requeued",
+        train={**TINY["train"], "epochs": 6},
+        data={**TINY["data"], "synthetic": {**TINY["data"]["synthetic"], "volumes": 10}},
+        cluster={**SLURM_TINY["cluster"], "tasks_per_node": 2},
+    )
+    run = submit(write_spec(spec), tmp_path / "runs", capsys)
+    job = latest_jobs(read_json(run.manifest))[0]["job_id"]
+    _wait_epoch(run, 0, 2, attempts=1)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    wait_done(run, timeout=300)
+    status = read_json(run.point(0).status)
+    assert status["attempts"] == 2 and status["world_size"] == 2, status
+    deadline = time.time() + 60  # sacct: the requeued incarnation, then the one that completed
+    while [r[0] for r in sacct_rows(job, "State")] != ["REQUEUED", "COMPLETED"]:
+        assert time.time() < deadline, sacct_rows(job, "State")
+        time.sleep(1)
 
 
 def test_cancel_and_failure_are_shown_and_resubmitted(slurm_cluster, tmp_path, write_spec, capsys):

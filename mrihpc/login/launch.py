@@ -51,8 +51,12 @@ def slurm_parameters(spec: JobSpec, run_root: Path) -> dict[str, Any]:
     # and two ranks could then pick the same one
     gres = c.gpu_request == "gres"
     srun_args = (
-        ["--gpus-per-task=1"] if c.gpus_per_node and not gres else []
-    ) + container.srun_args(spec, run_root)
+        (["--gpus-per-task=1"] if c.gpus_per_node and not gres else [])
+        # one rank that exits with an error ends the step: its peers would otherwise wait in the
+        # rendezvous or an NCCL collective until the 10-minute timeout, holding every GPU
+        + (["--kill-on-bad-exit=1"] if c.nodes * c.num_tasks_per_node > 1 else [])
+        + container.srun_args(spec, run_root)
+    )
     setup = list(c.setup) + code_lines(run_root) + container.setup_lines(spec)
     params: dict[str, Any] = dict(
         job_name=c.job_name or spec.name,

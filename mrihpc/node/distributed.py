@@ -42,6 +42,12 @@ def _job_environment():
         return None
 
 
+def job_rank() -> int:
+    """This task's rank in its job (0 outside a submitit job), known before the process group."""
+    env = _job_environment()
+    return env.global_rank if env else 0
+
+
 def init_world(job_id_hint: str = "") -> World:
     """Initialise torch.distributed when the job has more than one task; pick the device."""
     env = _job_environment()

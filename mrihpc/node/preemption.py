@@ -104,9 +104,13 @@ class StopSignals:
             self.pending[0].wait()
             self.pending = None
 
-    def leave(self) -> None:
-        """After the checkpoint: let submitit requeue this task (USR2), or just exit (SIGTERM:
-        Slurm requeues it). Never returns."""
+    def leave(self, main: bool) -> None:
+        """After the checkpoint: rank 0 (``main``) lets submitit requeue this task (USR2), or just
+        exits (SIGTERM: Slurm requeues it). Another rank exits 0, its part done: a non-zero exit
+        would have srun (``--kill-on-bad-exit``) terminate rank 0, which may still be writing the
+        checkpoint, and kill it ``KillWait`` seconds later, before it requeues. Never returns."""
+        if not main:
+            raise SystemExit(0)
         handler = self.previous.get(checkpoint_signal())
         if os.environ.get("MRIHPC_REQUEUE_BY") == "host":
             pass  # in a container without Slurm's tools: the script that entered it requeues on 140

@@ -23,7 +23,7 @@ import torch
 import mrihpc
 from mrihpc import rungs, snapshot, specfile, workloads
 from mrihpc.node import provenance, staging
-from mrihpc.node.distributed import World, all_gather, barrier, close_world, init_world
+from mrihpc.node.distributed import World, all_gather, barrier, close_world, init_world, job_rank
 from mrihpc.node.monitors import Monitors
 from mrihpc.node.monitors.console import Console
 from mrihpc.node.monitors.jsonl import MetricsFile
@@ -231,6 +231,27 @@ def note_rank_failure(paths: PointPaths, rank: int, attempt: int, reason: str) -
         update_json(paths.status, add)
 
 
+def this_attempt(paths: PointPaths) -> int:
+    """1 + the attempts status.json counts (1 when it is missing or damaged)."""
+    try:
+        previous = read_json(paths.status, {}) or {}
+    except DamagedFile as e:  # the attempt count is lost; the status is rewritten whole
+        print(f"[mrihpc] {e}; writing a new one", file=sys.stderr)
+        previous = {}
+    return int(previous.get("attempts", 0)) + 1
+
+
+def record_start_failure(paths: PointPaths, error: BaseException) -> None:
+    """A rank that failed before it joined its peers (no process group yet) says why: rank 0 as
+    the point's failed status, another rank in ``rank_errors``. Never raises."""
+    rank, reason = job_rank(), failure_reason(error)
+    with contextlib.suppress(Exception):
+        if rank == 0:
+            write_status(paths, World(), state="failed", error=reason, host=socket.gethostname())
+        else:
+            note_rank_failure(paths, rank, this_attempt(paths), reason)
+
+
 def lead_reason(paths: PointPaths, attempt: int, reason: str) -> str:
     """Rank 0's failure ``reason``, led by another rank's of another kind recorded in this
     attempt: when rank 1 fails, rank 0 fails next in a collective with a connection error that
@@ -252,7 +273,11 @@ def run_point(run_dir: Path, index: int) -> dict:
     run = RunPaths(Path(run_dir))
     paths = run.point(index)
     signals = StopSignals().install()  # before anything slow, so no signal finds submitit's handler
-    world = init_world()
+    try:
+        world = init_world()
+    except BaseException as e:  # e.g. rank 0's rendezvous port taken: srun ends its peers next
+        record_start_failure(paths, e)
+        raise
     manifest = read_json(run.manifest, {}) or {}
     try:  # the code that runs is the snapshot taken at submit, unchanged
         snapshot.check(manifest, Path(mrihpc.__file__).parent)
@@ -283,12 +308,7 @@ def run_point(run_dir: Path, index: int) -> dict:
                 f"[mrihpc] removed {len(stale)} temporary file(s) left by a killed write",
                 file=sys.stderr,
             )
-    try:
-        previous = read_json(paths.status, {}) or {}
-    except DamagedFile as e:  # the attempt count is lost; the status is rewritten whole below
-        print(f"[mrihpc] {e}; writing a new one", file=sys.stderr)
-        previous = {}
-    attempt = int(previous.get("attempts", 0)) + 1
+    attempt = this_attempt(paths)
     # the GPUs Slurm dealt each rank (srun's SLURM_STEP_GPUS; CUDA_VISIBLE_DEVICES where only that
     # is set)
     ranks = all_gather(
@@ -334,7 +354,7 @@ def run_point(run_dir: Path, index: int) -> dict:
         write_status(paths, world, state="interrupted", reason=f"{signals.reason}; {e}")
         signals.settle()
         close_world()
-        signals.leave()
+        signals.leave(world.is_main)
     except BaseException as e:
         reason = failure_reason(e)
         if world.is_main:
