@@ -73,9 +73,8 @@ class SweepProgress:
         fractions = [point_fraction(last_record(f), self.epochs) for f in self.files]
         done = sum(fractions) / max(1, len(fractions))
         line = (
-            f"{finished}/{len(self.files)} points finished {bar(done)} {done:4.0%} "
-            f"elapsed {duration(time.time() - self.start)} eta "
-            f"{eta(time.time() - self.start, done)}"
+            f"{finished}/{len(self.files)} points finished {bar(done)} {done:4.0%} elapsed "
+            f"{duration(time.time() - self.start)} eta {eta(time.time() - self.start, done)}"
         )
         self.stream.write("\r" + line.ljust(100))
         self.stream.flush()

@@ -129,11 +129,9 @@ def choose(run: RunPaths, manifest: dict, rung: int) -> tuple[list[int], dict[in
     ranked = sorted(finished, key=lambda key: (sign * finished[key], min(groups[key])))[:keep]
     chosen = sorted(i for key in ranked for i in groups[key])
     line = (
-        f"rung {rung} ({this['epochs']} epochs): {len(finished)} of {len(groups)} "
-        "configuration(s) finished; "
-        f"keeping {len(ranked)} (1/{a['eta']}) -> rung {rung + 1} "
-        f"({a['budgets'][rung + 1]} epochs): "
-        f"point(s) {' '.join(map(str, chosen)) or 'none'}"
+        f"rung {rung} ({this['epochs']} epochs): {len(finished)} of {len(groups)} configuration(s) "
+        f"finished; keeping {len(ranked)} (1/{a['eta']}) -> rung {rung + 1} "
+        f"({a['budgets'][rung + 1]} epochs): point(s) {' '.join(map(str, chosen)) or 'none'}"
     )
     return chosen, values, line
 

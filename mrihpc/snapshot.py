@@ -85,9 +85,8 @@ def check(manifest: dict, imported: Path) -> None:
     if imported.resolve() != expected.resolve():
         raise CodeMismatch(
             f"this task imported mrihpc from {imported}, not the run's snapshot {expected}: "
-            "something put another mrihpc before it on PYTHONPATH (a cluster.setup line, "
-            "the image's "
-            "own install under PYTHONPATH?)"
+            "something put another mrihpc before it on PYTHONPATH (a cluster.setup line, the "
+            "image's own install under PYTHONPATH?)"
         )
     found = digest(expected)
     if found != code["sha256"]:

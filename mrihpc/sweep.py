@@ -94,9 +94,8 @@ def _why_not(key: str, spec: JobSpec) -> str | None:
     fixed = next((f for f in FIXED_PER_ARRAY if key == f or key.startswith(f + ".")), None)
     if fixed:
         return (
-            f"{fixed} cannot vary between the points of one array job (they share one "
-            "sbatch script, "
-            "container and requeue limit); write one spec per value instead"
+            f"{fixed} cannot vary between the points of one array job (they share one sbatch "
+            "script, container and requeue limit); write one spec per value instead"
         )
     return valid_key_path(key, type(spec))
 
@@ -174,8 +173,7 @@ def expand(spec: JobSpec, source: str = "<spec>") -> list[Point]:
         raise SpecError(
             [
                 f"{source}: sweep: {n:,} points exceed sweep.max_points "
-                f"({spec.sweep.max_points:,}); "
-                "set sweep.max_points to run that many"
+                f"({spec.sweep.max_points:,}); set sweep.max_points to run that many"
             ]
         )
     axes = _axes(spec)

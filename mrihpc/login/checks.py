@@ -52,9 +52,8 @@ def prepare(
             problems += [f"{source}: {problem}"] if f"{source}: {problem}" not in problems else []
     if spec.container.runtime != "none" and executor_name == "debug":
         problems.append(
-            f"{source}: container.runtime: {spec.container.runtime} cannot run with the "
-            "debug executor "
-            "(it runs points in this process); use local or slurm"
+            f"{source}: container.runtime: {spec.container.runtime} cannot run with the debug "
+            "executor (it runs points in this process); use local or slurm"
         )
     if spec.container.runtime == "pyxis" and executor_name != "slurm":
         problems.append(

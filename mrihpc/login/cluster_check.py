@@ -90,9 +90,8 @@ def check(spec: JobSpec, source: str, num_points: int) -> tuple[list[str], list[
     max_gpus = max((gpus(n.get("Gres", "")) for n in nodes), default=0)
     if c.gpus_per_node > max_gpus:
         problems.append(
-            f"cluster.gpus_per_node: {c.gpus_per_node}, but the nodes of partition {name} "
-            "have at most "
-            f"{max_gpus} GPU(s)"
+            f"cluster.gpus_per_node: {c.gpus_per_node}, but the nodes of partition {name} have at "
+            f"most {max_gpus} GPU(s)"
         )
     cpus = c.num_tasks_per_node * (c.cpus_per_task or 1)
     if cpus > have("CPUTot"):

@@ -394,8 +394,7 @@ def check(spec: JobSpec, executor: str, check_paths: bool = True) -> list[str]:
     ):
         problems.append(
             f"container.image: {c.image!r} is neither an image reference "
-            "(nvcr.io#nvidia/pytorch:24.05-py3) "
-            "nor an enroot .sqsh file"
+            "(nvcr.io#nvidia/pytorch:24.05-py3) nor an enroot .sqsh file"
         )
     if c.runtime == "apptainer" and not (
         c.image.endswith(".sif") or c.image.startswith(("docker://", "oras://", "library://"))
@@ -422,16 +421,14 @@ def check(spec: JobSpec, executor: str, check_paths: bool = True) -> list[str]:
             )
         elif c.runtime == "pyxis" and executor == "slurm" and not _srun_has_pyxis():
             problems.append(
-                "container.runtime: pyxis: this srun has no --container-image (the pyxis "
-                "plugin is not "
-                "loaded here); use docker or apptainer, or ask the admins for pyxis"
+                "container.runtime: pyxis: this srun has no --container-image (the pyxis plugin is "
+                "not loaded here); use docker or apptainer, or ask the admins for pyxis"
             )
     if spec.cluster.gpus_per_node:
         if c.runtime == "apptainer" and not c.apptainer.nv:
             problems.append(
                 "container.apptainer.nv: false, but cluster.gpus_per_node is "
-                f"{spec.cluster.gpus_per_node}: "
-                "without --nv the GPUs do not reach the container"
+                f"{spec.cluster.gpus_per_node}: without --nv the GPUs do not reach the container"
             )
         if c.runtime == "docker" and c.docker.wrapper is None and c.docker.gpus is False:
             problems.append(

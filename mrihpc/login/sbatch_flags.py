@@ -47,9 +47,8 @@ def changes(args: argparse.Namespace) -> dict[str, str]:
 
                 raise SpecError(
                     [
-                        f"--gres {value}: expected gpu:N (a count of GPUs per node); a "
-                        "GPU type goes "
-                        "in --constraint"
+                        f"--gres {value}: expected gpu:N (a count of GPUs per node); a GPU type "
+                        "goes in --constraint"
                     ]
                 )
             out["gpu_request"], out["gpus_per_node"] = "gres", m.group(1)

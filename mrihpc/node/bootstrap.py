@@ -123,9 +123,8 @@ def provision(wheelhouse: Path, sites: Path) -> Path:
         (tmp / "site.json").write_text(json.dumps(record, indent=1))
         os.replace(tmp, site)  # whole or not at all: a task killed mid-install leaves only a .tmp
         print(
-            f"[mrihpc] installed {len(missing)} distribution(s) into {site} in "
-            f"{record['seconds']} s "
-            f"(the image has {len(requirements) - len(missing)} of {len(requirements)})",
+            f"[mrihpc] installed {len(missing)} distribution(s) into {site} in {record['seconds']} "
+            f"s (the image has {len(requirements) - len(missing)} of {len(requirements)})",
             file=sys.stderr,
         )
     return site

@@ -72,9 +72,8 @@ class PredictTask:
                 mine = [str(p) for p in predict(trained, self.split)]
             # on stderr: the verb's stdout is the list of files, one per line, for scripts
             print(
-                f"[mrihpc] point {index}: {len(mine)} prediction file(s) of {self.split} "
-                f"with {self.which}.pt "
-                f"on {trained.device} under {trained.output_dir(self.split)}",
+                f"[mrihpc] point {index}: {len(mine)} prediction file(s) of {self.split} with "
+                f"{self.which}.pt on {trained.device} under {trained.output_dir(self.split)}",
                 file=sys.stderr,
                 flush=True,
             )

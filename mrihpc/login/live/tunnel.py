@@ -100,9 +100,8 @@ def tunnel(
         if here and not answers(port):
             if port_taken(port):
                 warnings.append(
-                    f"port {port} on {socket.gethostname()} is taken by a program that is "
-                    "not visdom; "
-                    "start one on another port (`mrihpc visdom start --port N`, and set "
+                    f"port {port} on {socket.gethostname()} is taken by a program that is not "
+                    "visdom; start one on another port (`mrihpc visdom start --port N`, and set "
                     "monitor.visdom.port)"
                 )
             else:

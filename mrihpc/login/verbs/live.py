@@ -125,9 +125,8 @@ def cmd_visdom(args) -> int:
                 else f"{f['lag_s']:.2f} s (worst {f.get('max_lag_s', 0):.2f} s)"
             )
             print(
-                f"follower pid {f['pid']} following {', '.join(f['runs'])}: "
-                f"{f.get('files', 0)} visdom.log files, "
-                f"{f.get('posted', 0)} calls posted, lag {lag}, log {f['log']}"
+                f"follower pid {f['pid']} following {', '.join(f['runs'])}: {f.get('files', 0)} "
+                f"visdom.log files, {f.get('posted', 0)} calls posted, lag {lag}, log {f['log']}"
             )
             if f.get("last_error"):
                 print(f"follower: last server error: {f['last_error']}")

@@ -139,9 +139,8 @@ def cmd_predict(args) -> int:
             each_fold=args.each_fold,
         )
         print(
-            f"submitted prediction job {job.job_id} (point(s) "
-            f"{' '.join(map(str, indices))}, {args.split}, "
-            f"{args.checkpoint}.pt); log: {run.logs}/{job.job_id}_0_log.out"
+            f"submitted prediction job {job.job_id} (point(s) {' '.join(map(str, indices))}, "
+            f"{args.split}, {args.checkpoint}.pt); log: {run.logs}/{job.job_id}_0_log.out"
         )
         if args.wait:
             for path in job.result():

@@ -213,9 +213,8 @@ def cmd_submit(args) -> int:
         elif args.then == "predict":
             job = launch.submit_prediction(run, spec, None, "test", after=arrays)
             print(
-                f"submitted prediction job {job.job_id}: the best point's test "
-                "predictions, after array(s) "
-                f"{', '.join(arrays)} succeed"
+                f"submitted prediction job {job.job_id}: the best point's test predictions, after "
+                f"array(s) {', '.join(arrays)} succeed"
             )
         print(
             f"next:\n  mrihpc status {run.root}\n  mrihpc logs {run.root} 0\n  mrihpc "

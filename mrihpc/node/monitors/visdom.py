@@ -291,10 +291,8 @@ class VisdomMonitor:
         s = self.stats()
         if self.sender is not None and s["failed"] or s["refused"] or s["skipped"] or s["dropped"]:
             print(
-                f"[mrihpc] visdom: {s['sent']} calls sent, {s['failed']} failed, "
-                f"{s['refused']} refused, "
-                f"{s['skipped'] + s['dropped']} not sent (last error: {s['last_error']}); "
-                "every call is in "
-                f"visdom.log: `mrihpc visdom replay RUN` rebuilds the plots",
+                f"[mrihpc] visdom: {s['sent']} calls sent, {s['failed']} failed, {s['refused']} "
+                f"refused, {s['skipped'] + s['dropped']} not sent (last error: {s['last_error']}); "
+                "every call is in visdom.log: `mrihpc visdom replay RUN` rebuilds the plots",
                 file=sys.stderr,
             )

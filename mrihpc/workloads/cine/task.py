@@ -111,9 +111,8 @@ class CineTask(Task):
         m = meta(folder)
         if not m["in_unit_range"]:
             self.ctx.log(
-                f"note: {m['source']} holds magnitudes in [{m['min']:.3g}, "
-                f"{m['max']:.3g}], not [0, 1]; "
-                "psnr1 (peak 1) assumes [0, 1]",
+                f"note: {m['source']} holds magnitudes in [{m['min']:.3g}, {m['max']:.3g}], not "
+                "[0, 1]; psnr1 (peak 1) assumes [0, 1]",
                 flush=True,
             )
         self.frames = m["shape"][1]

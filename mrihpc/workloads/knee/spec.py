@@ -123,9 +123,8 @@ def check_spec(spec) -> list[str]:
     )
     if spec.data.crop and min(spec.data.crop) < max(2**depth, 7):
         return [
-            f"data.crop: {list(spec.data.crop)}; allowed: each side >= {max(2**depth, 7)} "
-            "(2 ** model depth "
-            f"{depth}, and SSIM's 7 x 7 window)"
+            f"data.crop: {list(spec.data.crop)}; allowed: each side >= {max(2**depth, 7)} (2 ** "
+            f"model depth {depth}, and SSIM's 7 x 7 window)"
         ]
     return []
 

@@ -48,8 +48,7 @@ class KneeGanModel(Section):
         if v.out_channels not in (1, 2) or v.in_channels != 1:
             raise ValueError(
                 "the generator reads 1 channel (the zero-filled magnitude) and writes 1 "
-                "(magnitude) "
-                "or 2 (real, imaginary)"
+                "(magnitude) or 2 (real, imaginary)"
             )
         return v
 

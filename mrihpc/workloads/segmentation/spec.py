@@ -121,9 +121,8 @@ def check_data(spec, source: str) -> list[str]:
     train = len(scan(Path(spec.data.root), "train", True))
     if train < spec.train.batch_size:  # full batches only: fewer images would train no step at all
         return [
-            f"{source}: data.root: {Path(spec.data.root) / 'train'}: {train} training "
-            "image(s); allowed: at "
-            f"least train.batch_size ({spec.train.batch_size})"
+            f"{source}: data.root: {Path(spec.data.root) / 'train'}: {train} training image(s); "
+            f"allowed: at least train.batch_size ({spec.train.batch_size})"
         ]
     return []
 

@@ -118,9 +118,8 @@ def read_mask(path: Path, shape) -> np.ndarray:
         ) from None
     if mask.shape not in ((w, length), (slices, w, length)):
         raise DataError(
-            f"{path}: mask shape {list(mask.shape)}; expected [{w}, {length}] or "
-            f"[{slices}, {w}, {length}] "
-            f"for data.shape {list(shape)}"
+            f"{path}: mask shape {list(mask.shape)}; expected [{w}, {length}] or [{slices}, {w}, "
+            f"{length}] for data.shape {list(shape)}"
         )
     if not np.isin(mask, (0, 1)).all():
         raise DataError(f"{path}: mask values must be 0 (missing) or 1 (measured)")
@@ -128,9 +127,8 @@ def read_mask(path: Path, shape) -> np.ndarray:
         mask.min() == mask.max()
     ):  # all missing: no input; none missing: nothing to inpaint, hole metrics undefined
         raise DataError(
-            f"{path}: every block is {'measured (1)' if mask.min() else 'missing (0)'}; "
-            "allowed: a mask "
-            "with both measured (1) and missing (0) blocks"
+            f"{path}: every block is {'measured (1)' if mask.min() else 'missing (0)'}; allowed: a "
+            "mask with both measured (1) and missing (0) blocks"
         )
     return np.broadcast_to(mask.astype(np.float32), (slices, w, length))
 
@@ -158,8 +156,7 @@ def check_folders(data) -> list[str]:
             if size != want:
                 problems.append(
                     f"{key}: {path}: {size} bytes; data.shape {list(layout.shape)} of "
-                    f"{layout.dtype} "
-                    f"needs {want} bytes"
+                    f"{layout.dtype} needs {want} bytes"
                 )
             elif why := value_problem(
                 path, layout.dtype, target=path.name.endswith(data.clean_suffix)
@@ -262,10 +259,8 @@ def value_problem(path: Path, dtype: str, target: bool) -> str:
     ):
         return (
             f"not float32 data (uint16 counts read as float32?): {stats['subnormal']} of "
-            f"{stats['nonzero']} "
-            f"non-zero values are subnormal, the largest {stats['max_abs']:.3g}; allowed: "
-            "data.dtype the files "
-            "were written in"
+            f"{stats['nonzero']} non-zero values are subnormal, the largest "
+            f"{stats['max_abs']:.3g}; allowed: data.dtype the files were written in"
         )
     if target and stats["max"] == stats["min"]:
         return (

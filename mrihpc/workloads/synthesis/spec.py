@@ -174,10 +174,9 @@ def _read_all(data: IxiData, batch: int, levels: int) -> str:
         return (
             f"{data.root}: {len(pairs)} complete subject(s) give {len(split['train'])} training, "
             f"{len(split['val'])} validation and {len(split['test'])} test subject(s) at "
-            "data.val_fraction "
-            f"{data.val_fraction}, data.test_fraction {data.test_fraction}; allowed: at "
-            "least train.batch_size "
-            f"({batch}) training, 1 validation and 1 test subject"
+            f"data.val_fraction {data.val_fraction}, data.test_fraction {data.test_fraction}; "
+            f"allowed: at least train.batch_size ({batch}) training, 1 validation and 1 test "
+            "subject"
         )
     shapes: dict[tuple, Path] = {}
     for pair in pairs.values():

@@ -81,7 +81,6 @@ def write_twin(out: Path, args) -> str:
     """``mrihpc data synth ixi``."""
     generate(out, args.subjects, args.incomplete, args.size, args.seed)
     return (
-        f"wrote {args.subjects} subjects ('<id> - T1.pt' and '<id> - T2.pt') and "
-        f"{args.incomplete} with T1 only "
-        f"under {out}"
+        f"wrote {args.subjects} subjects ('<id> - T1.pt' and '<id> - T2.pt') and {args.incomplete} "
+        f"with T1 only under {out}"
     )
