@@ -6,8 +6,11 @@ killed mid-sweep, re-run by ``mrihpc resubmit``, after which the sweep completes
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -143,8 +146,19 @@ def test_local_rungs_keep_the_best_half_and_a_promoted_point_ends_as_a_full_run(
 
 
 @pytest.mark.slurm
+def counting_sacct(folder: Path, monkeypatch) -> Path:
+    """Put a ``sacct`` first on PATH that logs each call, then runs the real one; the log."""
+    real, log = shutil.which("sacct"), folder / "sacct-calls"
+    wrapper = folder / "bin" / "sacct"
+    wrapper.parent.mkdir(parents=True)
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    return log
+
+
 def test_a_killed_promotion_is_rerun_by_resubmit_and_the_sweep_completes(
-    slurm_cluster, tmp_path, write_spec, capsys
+    slurm_cluster, tmp_path, write_spec, capsys, monkeypatch
 ):
     spec = merge(
         adaptive_spec("sh-slurm", partition="debug"),  # the promotion jobs' partition, named
@@ -178,11 +192,16 @@ def test_a_killed_promotion_is_rerun_by_resubmit_and_the_sweep_completes(
     assert states == ["done"] * 4, states
     time.sleep(3)
     assert len(read_json(run.manifest)["adaptive"]["rungs"]) == 1  # the promotion never ran
+    calls = counting_sacct(tmp_path, monkeypatch)
     main(["status", str(run.root)])
     assert (
         f"rung 1 (2 epochs): promotion job {first['job_id']} ended cancelled without promoting; "
         "`mrihpc resubmit RUN` queues another" in capsys.readouterr().out
     )
+    # the points' array and the promotion job in one query
+    asked = calls.read_text().splitlines()
+    assert len(asked) == 1 and first["job_id"] in asked[0], asked
+    monkeypatch.undo()
     assert main(["resubmit", str(run.root), "--failed"]) == 0
     out = capsys.readouterr().out
     assert (

@@ -13,7 +13,6 @@ from typing import Optional
 import yaml
 
 from mrihpc import rungs, workloads
-from mrihpc.login import accounting
 from mrihpc.paths import DamagedFile, RunPaths, read_json, scan_jsonl
 from mrihpc.login.views import RunError, point_views
 
@@ -38,7 +37,9 @@ def table(rows: list[dict], columns: list[str]) -> str:
 def status_report(
     run: RunPaths, manifest: dict, metric: str, notes: Optional[list[str]] = None
 ) -> str:
-    views, source = point_views(run, manifest, notes)
+    promotion = _pending_promotion(manifest)
+    also: dict[str, Optional[dict]] = {promotion: None} if promotion else {}
+    views, source = point_views(run, manifest, notes, also)
     rows = [
         {
             "point": v.index,
@@ -82,8 +83,10 @@ def status_report(
         for a in history
     ]
     adapted_text = "".join(f"\nresubmit --adapt: {line}" for line in adapted)
+    if promotion and also[promotion] is None and not source.startswith("none"):
+        also[promotion] = {"state": "unknown"}  # neither sacct nor squeue knows the job
     rung_text = (
-        f"\n{rungs.summary(manifest, _promotion_state(manifest))}"
+        f"\n{rungs.summary(manifest, (also.get(promotion) or {}).get('state'))}"
         if manifest.get("adaptive")
         else ""
     )
@@ -93,13 +96,14 @@ def status_report(
     )
 
 
-def _promotion_state(manifest: dict) -> Optional[str]:
-    """Slurm's state of the adaptive sweep's newest promotion job while its rung is the last one
-    recorded (one sacct call); None when there is none, or Slurm cannot say."""
-    a, promotions = manifest["adaptive"], manifest["adaptive"].get("promotions", [])
+def _pending_promotion(manifest: dict) -> Optional[str]:
+    """The job id of the adaptive sweep's newest promotion while its rung is the last one recorded
+    (it has not promoted yet); None otherwise. Its state comes with the points' own query."""
+    a = manifest.get("adaptive")
+    promotions = (a or {}).get("promotions", [])
     if not promotions or promotions[-1]["rung"] != len(a["rungs"]) - 1:
         return None
-    return accounting.job_state(promotions[-1]["job_id"])
+    return promotions[-1]["job_id"]
 
 
 def _millions(params: dict) -> Optional[str]:

@@ -152,25 +152,37 @@ def _seconds(a: Optional[str], b: Optional[str]) -> Optional[float]:
         return None
 
 
+def slurm_rows(job_ids: list[str]) -> tuple[dict[str, dict], str]:
+    """job id -> Slurm's row (``accounting.sacct``'s fields), and which source answered (sacct /
+    squeue / none): one sacct call for all of them, squeue for what it does not list yet."""
+    if not job_ids:
+        return {}, "none: local executor"
+    rows = accounting.sacct(job_ids)
+    if rows is None:
+        rows = accounting.squeue(job_ids)
+        return rows or {}, "squeue" if rows is not None else "none (Slurm unreachable)"
+    if unseen := [j for j in job_ids if j not in rows]:
+        # slurmdbd records a job a moment after sbatch returns: ask the controller, not "lost"
+        queued = accounting.squeue(unseen) or {}
+        rows |= {j: queued[j] for j in unseen if j in queued}
+    return rows, "sacct"
+
+
 def point_views(
-    run: RunPaths, manifest: dict, notes: Optional[list[str]] = None
+    run: RunPaths,
+    manifest: dict,
+    notes: Optional[list[str]] = None,
+    also: Optional[dict[str, Optional[dict]]] = None,
 ) -> tuple[list[PointView], str]:
     """One view per point, and which source answered for Slurm (sacct / squeue / none). A damaged
-    status.json leaves the point's state to Slurm ("unknown" without it) and goes into ``notes``."""
+    status.json leaves the point's state to Slurm ("unknown" without it) and goes into ``notes``.
+    ``also``: other job ids, whose rows are filled in from the same query (None where Slurm did
+    not list the job, or could not be asked)."""
     jobs = latest_jobs(manifest)
     slurm_ids = [j["job_id"] for j in jobs.values() if j["executor"] == "slurm"]
-    slurm, source = {}, "none: local executor"
-    if slurm_ids:
-        slurm = accounting.sacct(slurm_ids)
-        source = "sacct"
-        if slurm is None:
-            slurm, source = accounting.squeue(slurm_ids), "squeue"
-            source = source if slurm is not None else "none (Slurm unreachable)"
-            slurm = slurm or {}
-        elif unseen := [j for j in slurm_ids if j not in slurm]:
-            # slurmdbd records a job a moment after sbatch returns: ask the controller, not "lost"
-            queued = accounting.squeue(unseen) or {}
-            slurm |= {j: queued[j] for j in unseen if j in queued}
+    slurm, source = slurm_rows(slurm_ids + list(also or {}))
+    for job_id in also or {}:
+        also[job_id] = slurm.get(job_id)
     views = []
     for point in manifest["points"]:
         i = point["index"]
