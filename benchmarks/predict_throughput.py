@@ -159,6 +159,51 @@ def measure(run: Path, split: str, batch: int, repeats: int, shape: tuple) -> di
     }
 
 
+def matmul_peak(device) -> float:
+    """FLOP/s of a float32 2048 x 2048 matmul on ``device``, the best of 5: this device's peak,
+    as a reference for the forward passes' rate."""
+    import torch
+
+    n = 2048
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = float("inf")
+    for _ in range(7):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def knee_forward_rate(run: Path, size: int, per_sample_s: float, samples: int) -> dict:
+    """The per-sample knee loop's rate against the device's float32 matmul: the U-Net's FLOPs per
+    slice (``torch.utils.flop_counter``, direct convolution) times the slices, over the whole
+    per-sample time (reading and writing included). At or above 1 the loop already does the
+    forward's work as fast as the device multiplies matrices (oneDNN's 3 x 3 convolutions can
+    beat it: fewer multiplications than direct), so no batching or fusion in float32 can win
+    much on that device."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mrihpc.node.trained import load_trained
+
+    trained = load_trained(run, 0, batch_size=1)
+    x = torch.randn(1, 1, size, size, device=trained.device)
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        trained.nets["model"](x)
+    flops, peak = counter.get_total_flops(), matmul_peak(trained.device)
+    rate = samples * flops / per_sample_s
+    return {
+        "gflop_per_slice": round(flops / 1e9, 2),
+        "matmul_gflop_per_s": round(peak / 1e9, 1),
+        "per_sample_gflop_per_s": round(rate / 1e9, 1),
+        "per_sample_over_matmul": round(rate / peak, 2),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--repeats", type=int, default=3)
@@ -195,6 +240,8 @@ def main() -> None:
             "knee": measure(knee, "val", args.batch, args.repeats, (1, size, size)),
             "cine": measure(cine, "test", args.batch, args.repeats, (2, frames, csize, csize)),
         }
+        k = results["knee"]
+        k["forward"] = knee_forward_rate(knee, size, k["per_sample_s"], k["samples"])
         print(
             json.dumps(
                 {

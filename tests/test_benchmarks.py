@@ -96,6 +96,8 @@ def test_benchmark_runs_at_a_tiny_size(name):
         for workload in ("knee", "cine"):
             assert result[workload]["files"] >= 1 and result[workload]["samples"] >= 3
             assert result[workload]["max_abs_diff"] < 1e-5
+        forward = result["knee"]["forward"]  # the per-sample loop against the device's matmul
+        assert forward["gflop_per_slice"] > 0 and forward["per_sample_over_matmul"] > 0
         if result["device"].startswith("cpu"):  # the default pass: at most CPU_PASS_VALUES
             from mrihpc.node.trained import CPU_PASS_VALUES
 
