@@ -63,6 +63,13 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
         help="instead: the latest job that promoted rung RUNG of an adaptive sweep (what it kept)",
     )
     s.add_argument("--err", action="store_true")
+    s.add_argument(
+        "--rank",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the log of rank N of a point trained on several tasks (default 0)",
+    )
     s.add_argument("--follow", "-f", action="store_true")
     s.set_defaults(fn=cmd_logs)
 
@@ -128,6 +135,8 @@ def cmd_logs(args) -> int:
     if job is None:
         raise RunError(f"{run.root}: point {args.point} has not been submitted")
     path = Path(job["stderr" if args.err else "stdout"])
+    if args.rank and args.promotion is None:
+        path = _rank_log(run, args.point, path, args.rank)
     if not path.exists() and not args.follow:
         raise RunError(f"{path}: no log yet (the point may still be pending)")
     position = 0
@@ -142,6 +151,26 @@ def cmd_logs(args) -> int:
         if not args.follow:
             return 0
         time.sleep(1.0)
+
+
+def _rank_log(run, point: int, rank0: Path, rank: int) -> Path:
+    """Rank ``rank``'s log beside rank 0's (submitit names them ``<job>_<task>_log.out``), for a
+    rank the point has: its status.json's world size, or its spec's tasks."""
+    from mrihpc.paths import DamagedFile, read_json
+    from mrihpc.specfile import load_point_spec
+
+    try:
+        ranks = (read_json(run.point(point).status, {}) or {}).get("world_size")
+        if ranks is None:
+            cluster = load_point_spec(run.point(point)).cluster
+            ranks = cluster.nodes * cluster.num_tasks_per_node
+    except (DamagedFile, OSError, ValueError, KeyError) as e:  # the log may still be there
+        print(f"warning: the number of ranks of point {point} is unknown: {e}", file=sys.stderr)
+        ranks = None
+    if rank < 0 or (ranks is not None and rank >= ranks):
+        raise RunError(f"--rank {rank}: point {point} runs {ranks} rank(s); allowed: 0-{ranks - 1}")
+    head, sep, tail = rank0.name.rpartition("_0_log.")
+    return rank0.with_name(f"{head}_{rank}_log.{tail}") if sep else rank0
 
 
 def cmd_report(args) -> int:
