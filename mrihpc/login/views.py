@@ -89,10 +89,13 @@ def latest_jobs(manifest: dict) -> dict[int, dict]:
 
 
 def _rank_failure(status: dict) -> str:
-    """The failure a rank other than 0 recorded in this attempt, as ``rank N failed: why`` (rank
-    0 may still be waiting in a collective: on GPUs, up to the process group's timeout)."""
+    """The failure a rank other than 0 recorded in the latest attempt, as ``rank N failed: why``
+    (rank 0 may still be waiting in a collective or the rendezvous until srun ends it). A rank
+    that failed before the ranks met records an attempt rank 0 has not counted yet."""
+    attempts = status.get("attempts")
     for e in status.get("rank_errors") or []:
-        if isinstance(e, dict) and e.get("attempt") == status.get("attempts"):
+        attempt = e.get("attempt") if isinstance(e, dict) else None
+        if isinstance(attempt, int) and attempt >= (attempts if isinstance(attempts, int) else 0):
             return f"rank {e.get('rank')} failed: {e.get('error')}"
     return ""
 
