@@ -204,8 +204,10 @@ def test_a_rank_that_fails_alone_leads_the_points_error(
     assert status["error"].startswith(f"{why} (rank 1; then rank 0: "), status["error"]
     assert status["rank_errors"] == [{"attempt": 1, "rank": 1, "error": why}]
     assert main(["status", str(run.root)]) == 0
-    assert f"DataError: {bad}"[:60] in capsys.readouterr().out
-    assert main(["logs", str(run.root), "0", "--rank", "1", "--err"]) == 0  # its traceback
+    out = capsys.readouterr().out
+    assert f"DataError: {bad}"[:60] in out
+    assert f"its traceback: mrihpc logs {run.root} 0 --rank 1 --err" in out
+    assert main(["logs", str(run.root), "0", "--rank", "1", "--err"]) == 0
     assert f"mrihpc.data.DataError: {bad}: kspace slice 5" in capsys.readouterr().out
     assert main(["logs", str(run.root), "0", "--rank", "2"]) != 0
     assert "--rank 2: point 0 runs 2 rank(s); allowed: 0-1" in capsys.readouterr().err

@@ -14,7 +14,7 @@ import yaml
 
 from mrihpc import rungs, workloads
 from mrihpc.paths import DamagedFile, RunPaths, read_json, scan_jsonl
-from mrihpc.login.views import RunError, point_views
+from mrihpc.login.views import RunError, point_views, slurm_job_ids, slurm_rows
 
 
 def _fmt(v) -> str:
@@ -37,9 +37,9 @@ def table(rows: list[dict], columns: list[str]) -> str:
 def status_report(
     run: RunPaths, manifest: dict, metric: str, notes: Optional[list[str]] = None
 ) -> str:
-    promotion = _pending_promotion(manifest)
-    also: dict[str, Optional[dict]] = {promotion: None} if promotion else {}
-    views, source = point_views(run, manifest, notes, also)
+    promotion = _pending_promotion(manifest)  # asked of Slurm with the points: one sacct call
+    slurm, source = slurm_rows(slurm_job_ids(manifest) + ([promotion] if promotion else []))
+    views, _ = point_views(run, manifest, notes, (slurm, source))
     rows = [
         {
             "point": v.index,
@@ -83,16 +83,19 @@ def status_report(
         for a in history
     ]
     adapted_text = "".join(f"\nresubmit --adapt: {line}" for line in adapted)
-    if promotion and also[promotion] is None and not source.startswith("none"):
-        also[promotion] = {"state": "unknown"}  # neither sacct nor squeue knows the job
-    rung_text = (
-        f"\n{rungs.summary(manifest, (also.get(promotion) or {}).get('state'))}"
-        if manifest.get("adaptive")
-        else ""
+    rank_text = "".join(
+        f"\npoint {v.index}: rank {v.failed_rank} failed too; its traceback: "
+        f"mrihpc logs {run.root} {v.index} --rank {v.failed_rank} --err"
+        for v in views
+        if v.failed_rank is not None
     )
+    promotion_state = None  # None: no pending promotion, or Slurm could not be asked
+    if promotion and not source.startswith("none"):
+        promotion_state = slurm.get(promotion, {}).get("state", "unknown")
+    rung_text = f"\n{rungs.summary(manifest, promotion_state)}" if manifest.get("adaptive") else ""
     return (
         f"{table(rows, list(rows[0]))}\n{summary} (Slurm state from {source})"
-        f"{adapted_text}{rung_text}"
+        f"{adapted_text}{rank_text}{rung_text}"
     )
 
 

@@ -88,16 +88,20 @@ def latest_jobs(manifest: dict) -> dict[int, dict]:
     return jobs
 
 
-def _rank_failure(status: dict) -> str:
-    """The failure a rank other than 0 recorded in the latest attempt, as ``rank N failed: why``
-    (rank 0 may still be waiting in a collective or the rendezvous until srun ends it). A rank
-    that failed before the ranks met records an attempt rank 0 has not counted yet."""
+def _rank_failure(status: dict) -> tuple[Optional[int], str]:
+    """(rank, ``rank N failed: why``) of the failure a rank other than 0 recorded in the latest
+    attempt, or (None, "") (rank 0 may still be waiting in a collective or the rendezvous until
+    srun ends it). A rank that failed before the ranks met records an attempt rank 0 has not
+    counted yet."""
     attempts = status.get("attempts")
     for e in status.get("rank_errors") or []:
         attempt = e.get("attempt") if isinstance(e, dict) else None
         if isinstance(attempt, int) and attempt >= (attempts if isinstance(attempts, int) else 0):
-            return f"rank {e.get('rank')} failed: {e.get('error')}"
-    return ""
+            rank = e.get("rank")
+            return (
+                rank if isinstance(rank, int) else None
+            ), f"rank {rank} failed: {e.get('error')}"
+    return None, ""
 
 
 def awaiting_promotion(manifest: dict, index: int, submitted: str) -> bool:
@@ -136,6 +140,9 @@ class PointView:
     gpu_util: Optional[float] = None
     """Its GPUs' mean utilisation in percent (sacct's TRESUsageInAve gres/gpuutil), where
     gathered."""
+    failed_rank: Optional[int] = None
+    """A rank other than 0 that recorded a failure in the latest attempt (its log holds the
+    traceback)."""
 
 
 def _alive(pid: Optional[int]) -> bool:
@@ -171,21 +178,22 @@ def slurm_rows(job_ids: list[str]) -> tuple[dict[str, dict], str]:
     return rows, "sacct"
 
 
+def slurm_job_ids(manifest: dict) -> list[str]:
+    """The Slurm job of each point's latest submission."""
+    return [j["job_id"] for j in latest_jobs(manifest).values() if j["executor"] == "slurm"]
+
+
 def point_views(
     run: RunPaths,
     manifest: dict,
     notes: Optional[list[str]] = None,
-    also: Optional[dict[str, Optional[dict]]] = None,
+    slurm: Optional[tuple[dict[str, dict], str]] = None,
 ) -> tuple[list[PointView], str]:
     """One view per point, and which source answered for Slurm (sacct / squeue / none). A damaged
     status.json leaves the point's state to Slurm ("unknown" without it) and goes into ``notes``.
-    ``also``: other job ids, whose rows are filled in from the same query (None where Slurm did
-    not list the job, or could not be asked)."""
+    ``slurm``: ``slurm_rows`` already asked (with other jobs of the run), else asked here."""
     jobs = latest_jobs(manifest)
-    slurm_ids = [j["job_id"] for j in jobs.values() if j["executor"] == "slurm"]
-    slurm, source = slurm_rows(slurm_ids + list(also or {}))
-    for job_id in also or {}:
-        also[job_id] = slurm.get(job_id)
+    slurm, source = slurm or slurm_rows(slurm_job_ids(manifest))
     views = []
     for point in manifest["points"]:
         i = point["index"]
@@ -230,9 +238,10 @@ def point_views(
             state = "not submitted"
         if damaged:
             state = row["state"] if row else "unknown"
+        failed_rank, rank_reason = _rank_failure(status)
         reason = (
             status.get("error")
-            or _rank_failure(status)
+            or rank_reason
             or row.get("reason", "")
             or ("status.json damaged" if damaged else "")
         )
@@ -258,6 +267,7 @@ def point_views(
                 row.get("nodes") or "",
                 row.get("mem_gb"),
                 row.get("gpu_util"),
+                failed_rank if state in ("failed", "running") else None,
             )
         )
     return views, source
