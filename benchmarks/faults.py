@@ -83,7 +83,8 @@ def new_run(folder: Path, spec: dict, runs: Path, env=None) -> Path:
     path.write_text(yaml.safe_dump(spec))
     code = (
         "import sys; from pathlib import Path; from mrihpc.login import checks, launch; "
-        "spec, raw, points, _ = checks.prepare(sys.argv[1]); checks.prepare_data(spec); "
+        "spec, raw, points, _ = checks.prepare(sys.argv[1]); "
+        "checks.prepare_data([s for _, s in points]); "
         "print(launch.write_run_directory(Path(sys.argv[2]), spec, raw, sys.argv[1], "
         "points, 'debug').root)"
     )

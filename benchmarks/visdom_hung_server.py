@@ -63,7 +63,7 @@ def main() -> None:
                 path = work / f"{case}.yaml"
                 path.write_text(yaml.safe_dump(spec))
                 prepared, raw, points, _ = checks.prepare(str(path), [], "debug")
-                checks.prepare_data(prepared)
+                checks.prepare_data([s for _, s in points])
                 run = launch.write_run_directory(
                     work / "runs", prepared, raw, str(path), points, "debug"
                 )

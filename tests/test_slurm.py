@@ -247,6 +247,33 @@ def test_a_rank_that_cannot_start_ends_its_peers_at_once(
     assert "DistNetworkError: The server socket has failed to listen" in capsys.readouterr().out
 
 
+def test_each_points_synthetic_data_is_made_before_queueing(
+    slurm_cluster, tmp_path, write_spec, capsys
+):
+    """A sweep over the synthetic data's seed: submit makes every point's dataset on the login
+    node, so no array task (held here) spends its GPU time generating one."""
+    from mrihpc.data.cache import dataset_folder
+
+    seeds = [9101, 9102]
+    synthetic = TINY["data"]["synthetic"]
+    folders = [dataset_folder("fastmri", {**synthetic, "seed": s}) for s in seeds]
+    assert not any(f.exists() for f in folders)
+    spec = merge(
+        SLURM_TINY,
+        name="data-sweep",
+        cluster={**SLURM_TINY["cluster"], "sbatch": {"hold": True}},
+        sweep={"grid": {"data.synthetic.seed": seeds}},
+    )
+    run = submit(write_spec(spec), tmp_path / "runs", capsys)
+    try:
+        assert all(f.is_dir() for f in folders), folders
+        assert all(
+            (read_json(run.point(i).status, {}) or {}).get("state") is None for i in (0, 1)
+        )  # no task has started
+    finally:
+        subprocess.run(["scancel", array_id(run)], check=True)
+
+
 def test_ddp_two_tasks_and_two_nodes_equal_one_process(
     slurm_cluster, tmp_path, write_spec, capsys, monkeypatch
 ):

@@ -64,7 +64,7 @@ def _spec(port: int, **changes) -> dict:
 def _run_dir(tmp_path, write_spec, spec: dict):
     path = write_spec(spec)
     prepared, raw, points, _ = checks.prepare(str(path), [])
-    checks.prepare_data(prepared)
+    checks.prepare_data([s for _, s in points])
     return launch.write_run_directory(tmp_path / "runs", prepared, raw, str(path), points, "debug")
 
 

@@ -88,11 +88,17 @@ def prepare(
     return spec, raw, points, executor_name
 
 
-def prepare_data(spec: JobSpec) -> None:
-    """Generate synthetic data once on the submitting host, so array tasks only read it."""
-    hook = workloads.get(spec.task).prepare_data
-    if hook:
-        workloads.resolve(hook)(spec)
+def prepare_data(specs: Sequence[JobSpec]) -> None:
+    """Generate the synthetic data of each distinct ``data`` section of the points once, on the
+    submitting host, so array tasks only read it (a sweep over ``data.synthetic`` would otherwise
+    make its datasets inside GPU jobs, the points of each waiting on one lock)."""
+    seen = set()
+    for spec in specs:
+        key = (spec.task, spec.data.model_dump_json() if spec.data is not None else "")
+        hook = workloads.get(spec.task).prepare_data
+        if hook and key not in seen:
+            seen.add(key)
+            workloads.resolve(hook)(spec)
 
 
 def points_table(points: Sequence[tuple[Point, JobSpec]], head: int = 30, tail: int = 5) -> str:

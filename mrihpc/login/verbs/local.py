@@ -71,7 +71,7 @@ def _one_point(args):
         raise SpecError(
             [f"{args.spec}: --point {args.point}: the sweep has points 0-{len(points) - 1}"]
         )
-    checks.prepare_data(spec)
+    checks.prepare_data([points[args.point][1]])
     return spec, raw, points
 
 

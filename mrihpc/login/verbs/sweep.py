@@ -156,7 +156,7 @@ def cmd_submit(args) -> int:
             "last rung, after its array",
             file=sys.stderr,
         )
-    checks.prepare_data(spec)
+    checks.prepare_data([point_spec for _, point_spec in points])
     run = launch.write_run_directory(Path(args.runs), spec, raw, args.spec, points, executor)
     print(f"run directory: {run.root}")
     progress = SweepProgress(
