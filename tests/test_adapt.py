@@ -127,3 +127,74 @@ def test_status_shows_what_each_adaptation_did(run):
         "resubmit --adapt: point 4: NonFiniteLoss -> not resubmitted: the loss was not finite"
         in text
     )
+
+
+GPU_PARTITION = Partition(
+    "gpu",
+    True,
+    None,
+    "UNLIMITED",
+    [
+        {"NodeName": "dgx1", "RealMemory": "1000000", "Gres": "gpu:a100:4(S:0-1)"},
+        {"NodeName": "dgx2", "RealMemory": "1000000", "Gres": "gpu:a100:4(S:0-1)"},
+    ],
+)
+CUDA_OOM = (
+    "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total "
+    "capacity of 79.10 GiB of which 1.06 GiB is free."
+)
+
+
+def test_a_gpu_out_of_memory_spreads_the_batch_over_more_gpus_not_more_ram(run):
+    """The global batch stays (the same optimisation); each GPU gets half the samples: twice the
+    GPUs of a node while it has them, then twice the nodes, while the batch divides."""
+    cluster = ClusterSpec(executor="slurm", time="01:00:00", gpus_per_node=1, mem_gb=64)
+    seen = []
+    for _ in range(4):
+        steps = adapt.plan(
+            read_json(run.manifest),
+            [PointView(0, "p0", "failed", reason=CUDA_OOM)],
+            cluster,
+            GPU_PARTITION,
+            {0: 8},
+        )
+        adapt.record(run, steps)
+        seen.append((steps[0].resubmit, steps[0].changes))
+    assert seen == [
+        (True, {"gpus_per_node": 2, "tasks_per_node": 2}),  # 4 samples a GPU
+        (True, {"gpus_per_node": 4, "tasks_per_node": 4}),  # 2: all of a node's GPUs
+        (True, {"nodes": 2}),  # 1 sample a GPU, on both nodes
+        (False, {}),  # the partition has no more nodes
+    ]
+    assert steps[0].cause == "CUDA_OOM" and "lower train.batch_size" in steps[0].why
+    # a batch the next rank count does not divide is not resubmitted to fail again
+    odd = adapt.plan(
+        read_json(run.manifest),
+        [PointView(1, "p1", "failed", reason=CUDA_OOM)],
+        cluster,
+        GPU_PARTITION,
+        {1: 3},
+    )
+    assert not odd[0].resubmit and "does not divide train.batch_size 3" in odd[0].why
+
+
+def test_cuda_out_of_memory_in_the_log_is_not_a_host_memory_kill(run, tmp_path):
+    """A point that left no reason, whose log ends in CUDA's out-of-memory error, is not given
+    more host memory (slurmstepd's "out of memory" kills are)."""
+    log = tmp_path / "0_log.err"
+    log.write_text("Traceback ...\ntorch.OutOfMemoryError: CUDA out of memory. Tried to ...\n")
+    manifest = read_json(run.manifest)
+    manifest["submissions"] = [
+        {
+            "array_id": "7",
+            "executor": "slurm",
+            "indices": [0],
+            "jobs": {"0": {"job_id": "7_0", "stdout": str(log), "stderr": str(log)}},
+        }
+    ]
+    cluster = ClusterSpec(executor="slurm", time="01:00:00", mem_gb=64)
+    view = PointView(0, "p0", "failed")
+    assert not adapt.killed_for_memory(manifest, view)
+    log.write_text("slurmstepd: error: Detected 1 oom-kill event(s) in StepId=7.0\n")
+    assert adapt.killed_for_memory(manifest, view)
+    assert adapt.plan(manifest, [view], cluster, GPU_PARTITION)[0].changes == {"mem_gb": 96.0}

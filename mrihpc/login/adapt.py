@@ -1,6 +1,8 @@
 """`resubmit --failed --adapt`: each failed point's cause decides what its next attempt gets.
 
     OUT_OF_MEMORY (or killed for memory) memory x 1.5, capped by the partition's largest node
+    CUDA out of memory                   the same global batch over twice the GPUs (a node's
+                                         GPUs, else twice the nodes), while it divides
     TIMEOUT, no progress since last time time x 2, capped by the partition's MaxTime
     TIMEOUT that made progress           as it was (it resumes from last.pt)
     NODE_FAIL                            --exclude the node it died on
@@ -18,6 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from mrihpc.login.cluster_check import gpus as gpus_in
 from mrihpc.login.views import PointView, latest_jobs
 from mrihpc.paths import RunPaths, update_json
 from mrihpc.section import slurm_time_minutes
@@ -96,18 +99,37 @@ def killed_for_memory(manifest: dict, view: PointView) -> bool:
             tail = f.read().decode(errors="replace").lower()
     except (OSError, TypeError):
         return False
+    tail = tail.replace("cuda out of memory", "")  # a GPU's memory: more GPUs, not more RAM
     return any(line in tail for line in MEMORY_KILL)
 
 
-def plan(manifest: dict, views: list[PointView], cluster, partition) -> list[Step]:
+def out_of_gpu_memory(view: PointView) -> bool:
+    """The point failed because a GPU ran out of memory (torch's OutOfMemoryError, on any rank:
+    rank 0's error leads with another rank's)."""
+    return view.state == "failed" and (
+        (view.reason or "").startswith("OutOfMemoryError")
+        or "CUDA out of memory" in (view.reason or "")
+    )
+
+
+def plan(
+    manifest: dict,
+    views: list[PointView],
+    cluster,
+    partition,
+    batch_sizes: Optional[dict[int, int]] = None,
+) -> list[Step]:
     """One Step per view (the points chosen for resubmission). ``cluster``: the spec's cluster
-    section; ``partition``: its ``cluster_check.Partition`` or None when Slurm cannot say."""
+    section; ``partition``: its ``cluster_check.Partition`` or None when Slurm cannot say;
+    ``batch_sizes``: each point's train.batch_size (which a change of ranks must divide)."""
     steps = []
     for v in views:
         before = {**cluster.model_dump(), **adapted_cluster(manifest, v.index)}
         error = (v.reason or "").split(":", 1)[0]
         if v.state == "failed" and error in NOT_RERUN:
             steps.append(Step(v.index, error, False, why=NOT_RERUN[error]))
+        elif out_of_gpu_memory(v):
+            steps.append(_more_gpus(v, before, (batch_sizes or {}).get(v.index), partition))
         elif killed_for_memory(manifest, v):
             steps.append(_more_memory(v, before, partition))
         elif v.state == "timeout":
@@ -157,6 +179,43 @@ def _more_memory(v: PointView, before: dict, partition) -> Step:
             f"{partition.name} has; lower train.batch_size or train.workers",
         )
     return Step(v.index, "OUT_OF_MEMORY", True, {"mem_gb": want}, f"had {had:g} GB")
+
+
+def _more_gpus(v: PointView, before: dict, batch: Optional[int], partition) -> Step:
+    """The same global batch over twice the ranks, one GPU each: each GPU then holds half the
+    samples' activations, and the optimisation is the one the point was running (DDP averages
+    the gradients of the global batch). Within a node while its GPUs allow, else over twice the
+    nodes; never where the batch does not divide."""
+    gpus, nodes = before["gpus_per_node"], before["nodes"]
+    tasks = before["tasks_per_node"] or max(1, gpus)
+    fix = "lower train.batch_size or data.crop, or set train.precision bf16"
+    if not gpus:
+        return Step(v.index, "CUDA_OOM", False, why=f"no GPUs were asked for; {fix}")
+    most = max((gpus_in(n.get("Gres", "")) for n in partition.nodes), default=8) if partition else 8
+    for changes, ranks in (
+        ({"gpus_per_node": gpus * 2, "tasks_per_node": tasks * 2}, nodes * tasks * 2),
+        ({"nodes": nodes * 2}, nodes * 2 * tasks),
+    ):
+        if changes.get("gpus_per_node", 0) > min(most, 8):
+            continue
+        if "nodes" in changes and partition is not None and changes["nodes"] > len(partition.nodes):
+            continue
+        if batch is None or batch % ranks:
+            continue
+        return Step(
+            v.index,
+            "CUDA_OOM",
+            True,
+            changes,
+            f"train.batch_size {batch} over {ranks} GPUs: {batch // ranks} a GPU",
+        )
+    return Step(
+        v.index,
+        "CUDA_OOM",
+        False,
+        why=f"twice its {nodes * tasks} GPU(s) is not possible here or does not divide "
+        f"train.batch_size {batch}; {fix}",
+    )
 
 
 def _more_time(manifest: dict, v: PointView, before: dict, partition) -> Step:

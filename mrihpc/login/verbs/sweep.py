@@ -393,7 +393,10 @@ def cmd_resubmit(args) -> int:
     steps = [adapt.Step(i, state[i], True) for i in todo]
     if args.adapt:
         by_index = {v.index: v for v in views}
-        steps = adapt.plan(manifest, [by_index[i] for i in todo], spec.cluster, _partition(spec))
+        batches = {i: load_point_spec(run.point(i)).train.batch_size for i in todo}
+        steps = adapt.plan(
+            manifest, [by_index[i] for i in todo], spec.cluster, _partition(spec), batches
+        )
         for step in steps:
             print(step.line())
     if args.dry_run:
