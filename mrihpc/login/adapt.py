@@ -192,23 +192,20 @@ def _more_gpus(v: PointView, before: dict, batch: Optional[int], partition) -> S
     if not gpus:
         return Step(v.index, "CUDA_OOM", False, why=f"no GPUs were asked for; {fix}")
     most = max((gpus_in(n.get("Gres", "")) for n in partition.nodes), default=8) if partition else 8
-    for changes, ranks in (
-        ({"gpus_per_node": gpus * 2, "tasks_per_node": tasks * 2}, nodes * tasks * 2),
-        ({"nodes": nodes * 2}, nodes * 2 * tasks),
-    ):
-        if changes.get("gpus_per_node", 0) > min(most, 8):
-            continue
-        if "nodes" in changes and partition is not None and changes["nodes"] > len(partition.nodes):
-            continue
-        if batch is None or batch % ranks:
-            continue
-        return Step(
-            v.index,
-            "CUDA_OOM",
-            True,
-            changes,
-            f"train.batch_size {batch} over {ranks} GPUs: {batch // ranks} a GPU",
-        )
+    wider = []  # (cluster changes, ranks), the node's own GPUs first
+    if gpus * 2 <= min(most, 8):
+        wider.append(({"gpus_per_node": gpus * 2, "tasks_per_node": tasks * 2}, nodes * tasks * 2))
+    if partition is None or nodes * 2 <= len(partition.nodes):
+        wider.append(({"nodes": nodes * 2}, nodes * 2 * tasks))
+    for changes, ranks in wider:
+        if batch is not None and batch % ranks == 0:
+            return Step(
+                v.index,
+                "CUDA_OOM",
+                True,
+                changes,
+                f"train.batch_size {batch} over {ranks} GPUs: {batch // ranks} a GPU",
+            )
     return Step(
         v.index,
         "CUDA_OOM",

@@ -97,10 +97,8 @@ def _rank_failure(status: dict) -> tuple[Optional[int], str]:
     for e in status.get("rank_errors") or []:
         attempt = e.get("attempt") if isinstance(e, dict) else None
         if isinstance(attempt, int) and attempt >= (attempts if isinstance(attempts, int) else 0):
-            rank = e.get("rank")
-            return (
-                rank if isinstance(rank, int) else None
-            ), f"rank {rank} failed: {e.get('error')}"
+            rank = e.get("rank") if isinstance(e.get("rank"), int) else None
+            return rank, f"rank {e.get('rank')} failed: {e.get('error')}"
     return None, ""
 
 
